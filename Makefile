@@ -1,0 +1,106 @@
+# luaproxy — build, test, run, bench.
+#
+#   make                 build/luaproxy
+#   make run             install deps, build, serve examples/kvstore.lua on 127.0.0.1:8080
+#   make test            install deps, build, run every suite; ends with "N passed, M failed"
+#   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
+#   make bench           benchmarks against nginx and HAProxy
+#   make install PREFIX=/usr/local
+
+PREFIX   ?= /usr/local
+SANITIZE ?=
+LLHTTP_INC := /usr/share/include/llhttp
+LLHTTP_SRC := /usr/share/llhttp
+
+ifeq ($(SANITIZE),1)
+BUILD    := build/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD    := build
+SANFLAGS :=
+endif
+
+CC       ?= cc
+OPT      ?= -O2
+# Recursive (=) on purpose: pkg-config runs when a recipe needs it, which is
+# after the deps stamp has installed luajit and check on a fresh machine.
+LUA_CFLAGS   = $(shell pkg-config --cflags luajit)
+LUA_LIBS     = $(shell pkg-config --libs luajit)
+CHECK_CFLAGS = $(shell pkg-config --cflags check)
+CHECK_LIBS   = $(shell pkg-config --libs check)
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS   += -std=gnu11 $(OPT) -g $(WARN) $(SANFLAGS) -Icore -Ilua -I$(LLHTTP_INC) -MMD -MP
+LDFLAGS  += $(SANFLAGS)
+LDLIBS   += -lpthread -lm -ldl
+
+CORE_SRC := $(wildcard core/*.c)
+LUA_SRC  := $(wildcard lua/*.c)
+APP_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(LUA_SRC))
+LIB_OBJ  := $(filter-out $(BUILD)/core/main.o,$(APP_OBJ))
+LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+HELPER_SRC := $(wildcard tests/helpers/*.c)
+HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all deps run test test-asan unit integration bench clean install format
+all: $(BUILD)/luaproxy
+
+# Installs missing Debian packages once; the stamp keeps later builds quiet.
+$(DEPS_STAMP): scripts/deps.sh
+	@bash scripts/deps.sh
+	@mkdir -p build && touch $@
+deps: $(DEPS_STAMP)
+
+$(BUILD)/luaproxy: $(APP_OBJ) $(LLHTTP_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS)
+
+$(BUILD)/core/%.o: core/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c -o $@ $<
+$(BUILD)/lua/%.o: lua/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c -o $@ $<
+# llhttp is generated code from the node-llhttp package: compiled, not copied.
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 $(OPT) -g $(SANFLAGS) -w -I$(LLHTTP_INC) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(LLHTTP_OBJ) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LIB_OBJ) $(LLHTTP_OBJ) \
+	    $(LDFLAGS) $(CHECK_LIBS) $(LUA_LIBS) $(LDLIBS)
+$(BUILD)/helpers/%: tests/helpers/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+test: $(BUILD)/luaproxy $(UNIT_BIN) $(HELPER_BIN)
+	@BUILD=$(BUILD) LUAPROXY=$(BUILD)/luaproxy bash tests/run.sh
+test-asan:
+	@$(MAKE) --no-print-directory test SANITIZE=1
+unit: $(UNIT_BIN)
+	@BUILD=$(BUILD) ONLY=unit bash tests/run.sh
+integration: $(BUILD)/luaproxy $(HELPER_BIN)
+	@BUILD=$(BUILD) LUAPROXY=$(BUILD)/luaproxy ONLY=integration bash tests/run.sh
+
+run: $(BUILD)/luaproxy
+	$(BUILD)/luaproxy examples/kvstore.lua
+
+bench: $(BUILD)/luaproxy
+	@bash scripts/deps.sh bench
+	@LUAPROXY=$(BUILD)/luaproxy bash scripts/bench.sh
+
+install: $(BUILD)/luaproxy
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaproxy/examples
+	install -m 755 $(BUILD)/luaproxy $(DESTDIR)$(PREFIX)/bin/luaproxy
+	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/luaproxy/examples/
+
+format:
+	clang-format -i core/*.[ch] lua/*.[ch] tests/unit/*.c tests/helpers/*.c
+
+clean:
+	rm -rf build
+
+-include $(APP_OBJ:.o=.d) $(UNIT_BIN:=.d)

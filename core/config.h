@@ -1,0 +1,52 @@
+/* config: the one configuration struct, its defaults, LUAPROXY_* environment
+ * variables and the command line (in that order of precedence, last wins). */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+struct listen_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64]; /* as given, for logs */
+};
+
+struct config {
+    struct listen_addr listen;
+    int workers;
+    int max_connections;
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t shutdown_timeout_ms;
+    uint64_t max_header_size;
+    uint64_t max_body_size;
+    uint64_t shm_size;
+    uint64_t lua_time_limit_ms;
+    uint64_t lua_memory_limit; /* bytes one worker's Lua state may hold; 0 = none */
+    const char *access_log;    /* NULL = off, "-" = stdout */
+    enum log_level log_level;
+    bool admin_set;
+    struct listen_addr admin;
+    const char *pid_file;
+    const char *script;
+    bool check_only; /* -t: validate the script and exit */
+    bool help;
+    bool version;
+};
+
+/* Fills *cfg from defaults, then envp (LUAPROXY_*), then argv. Returns 0, or
+ * -EINVAL with one line naming the option in err. envp may be NULL. */
+int config_load(struct config *cfg, int argc, char **argv, char **envp, char *err, size_t errlen);
+
+/* "250ms", "10s", "2m", "1h" or plain milliseconds. */
+int config_parse_duration(const char *s, uint64_t *ms);
+/* "512", "16k", "1m", "1g" (powers of 1024). */
+int config_parse_size(const char *s, uint64_t *bytes);
+/* "127.0.0.1:8080", "[::1]:8080", "localhost:80", ":8080" (all addresses). */
+int config_parse_addr(const char *s, struct listen_addr *out);
+int config_parse_log_level(const char *s, enum log_level *out);
+
+const char *config_usage(void);

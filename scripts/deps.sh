@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what luaproxy needs to build, test and benchmark, from Debian's
+# packages. Only what is missing is installed; `apt-get update` runs at most
+# once. Never installs the `luajit` command-line package: it pulls
+# libluajit-5.1-2, which conflicts with libluajit2-5.1-dev and removes it.
+#
+#   scripts/deps.sh            build + test dependencies
+#   scripts/deps.sh bench      also the benchmark peers (nginx, haproxy, ...)
+set -eu
+
+pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3"
+[ "${1:-}" = bench ] && pkgs="$pkgs wrk nginx haproxy libnginx-mod-http-lua"
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps.sh: missing packages:$missing" >&2
+    echo "deps.sh: run as root: apt-get update && apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "deps.sh: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >/dev/null
+# nginx and haproxy start system services on install in some images; the
+# benchmarks run their own instances, so the packaged ones are not needed.
