@@ -30,7 +30,7 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS   = $(shell pkg-config --libs check)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-CFLAGS   += -std=gnu11 $(OPT) -g $(WARN) $(SANFLAGS) -Icore -Ilua -I$(LLHTTP_INC) -MMD -MP
+CFLAGS   += -std=gnu11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -Icore -Ilua -I$(LLHTTP_INC) -MMD -MP
 LDFLAGS  += $(SANFLAGS)
 LDLIBS   += -lpthread -lm -ldl
 

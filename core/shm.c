@@ -41,6 +41,7 @@ struct shm_dict {
     struct bucket_array *buckets; /* NULL: slot unused */
     uint32_t nbuckets;
     uint32_t count; /* entries, expired ones included until swept */
+    struct bucket_array *growing; /* the new array while a grow moves entries */
 };
 
 struct shm {
@@ -93,12 +94,16 @@ void shm_destroy(struct shm *shm)
     if (shm) munmap(shm, shm->size);
 }
 
+static void finish_grow(struct shm_dict *d);
+
 static void lock(struct shm *shm)
 {
     if (pthread_mutex_lock(&shm->lock) == EOWNERDEAD) {
         /* The owner died inside a critical section. Every write sequence
          * below links new data only after it is complete, so the worst left
-         * behind is an unreachable block: the data is consistent. */
+         * behind is an unreachable block; a grow cut short is finished. */
+        for (int i = 0; i < SHM_MAX_DICTS; i++)
+            if (shm->dicts[i].growing) finish_grow(&shm->dicts[i]);
         pthread_mutex_consistent(&shm->lock);
     }
 }
@@ -240,27 +245,37 @@ static void sweep_expired(struct shm *shm, uint64_t now)
     }
 }
 
-/* Doubles the bucket array when the load passes 1; failure is harmless
- * (chains just get longer). */
-static void maybe_grow(struct shm_dict *d)
+/* Moves every entry still in the old array to d->growing, then switches.
+ * Each step unlinks an entry from its old chain before linking it into the
+ * new one, so both chains stay well formed at every instant: a worker killed
+ * here leaves at most that one entry unreachable, and the next locker calls
+ * this again to finish the move. */
+static void finish_grow(struct shm_dict *d)
 {
-    if (d->count < d->nbuckets || d->nbuckets >= (1u << 30)) return;
+    struct bucket_array *nb = d->growing;
     uint32_t n = d->nbuckets * 2;
-    struct bucket_array *nb = buckets_new(d->shm, n);
-    if (!nb) return;
     for (uint32_t i = 0; i < d->nbuckets; i++) {
-        struct entry *e = d->buckets->slot[i];
-        while (e) {
-            struct entry *next = e->next;
+        struct entry *e;
+        while ((e = d->buckets->slot[i])) {
+            d->buckets->slot[i] = e->next;
             e->next = nb->slot[e->hash & (n - 1)];
             nb->slot[e->hash & (n - 1)] = e;
-            e = next;
         }
     }
     struct bucket_array *old = d->buckets;
     d->buckets = nb;
     d->nbuckets = n;
+    d->growing = NULL;
     block_free(d->shm, old);
+}
+
+/* Doubles the bucket array when the load passes 1; failure is harmless
+ * (chains just get longer). */
+static void maybe_grow(struct shm_dict *d)
+{
+    if (d->count < d->nbuckets || d->nbuckets >= (1u << 30)) return;
+    d->growing = buckets_new(d->shm, d->nbuckets * 2);
+    if (d->growing) finish_grow(d);
 }
 
 static struct entry *entry_new(struct shm_dict *d, const char *key, size_t klen, uint32_t h,
@@ -402,13 +417,13 @@ int shm_incr(struct shm_dict *d, const char *key, size_t klen, double delta, boo
     return rc;
 }
 
-int shm_delete(struct shm_dict *d, const char *key, size_t klen)
+int shm_delete(struct shm_dict *d, const char *key, size_t klen, uint64_t now_ms)
 {
     uint32_t h = hash_key(key, klen);
     int rc = -ENOENT;
     lock(d->shm);
     struct entry **link = NULL;
-    struct entry *e = lookup(d, key, klen, h, 0, &link);
+    struct entry *e = lookup(d, key, klen, h, now_ms, &link);
     if (e) {
         *link = e->next;
         d->count--;

@@ -49,7 +49,8 @@ int shm_add(struct shm_dict *d, const char *key, size_t klen, const struct shm_v
 /* Atomic add. A missing key without init: -ENOENT; not a number: -EINVAL. */
 int shm_incr(struct shm_dict *d, const char *key, size_t klen, double delta, bool has_init,
              double init, uint64_t ttl_ms, uint64_t now_ms, double *result);
-int shm_delete(struct shm_dict *d, const char *key, size_t klen); /* 0 / -ENOENT */
+/* An expired key counts as absent. */
+int shm_delete(struct shm_dict *d, const char *key, size_t klen, uint64_t now_ms); /* 0 / -ENOENT */
 /* Live entries. */
 size_t shm_count(struct shm_dict *d, uint64_t now_ms);
 /* Copies up to max keys (0 = all) into buf as (uint32 length, bytes) records.

@@ -100,14 +100,19 @@ int64_t timer_next_in(struct timer_heap *h, uint64_t now)
 {
     struct timer *top = settle_top(h);
     if (!top) return -1;
-    return top->deadline <= now ? 0 : (int64_t)(top->deadline - now);
+    if (top->deadline <= now) return 0;
+    /* A distance past INT64_MAX would turn negative, i.e. "no timer". */
+    uint64_t in = top->deadline - now;
+    return in > INT64_MAX ? INT64_MAX : (int64_t)in;
 }
 
 size_t timer_run(struct timer_heap *h, uint64_t now)
 {
-    size_t fired = 0;
+    /* At most as many as were armed on entry: a callback that re-arms its
+     * timer for now (a zero timeout) fires on the next turn, not forever. */
+    size_t budget = h->len, fired = 0;
     struct timer *top;
-    while ((top = settle_top(h)) && top->deadline <= now) {
+    while (fired < budget && (top = settle_top(h)) && top->deadline <= now) {
         timer_cancel(h, top);
         fired++;
         top->cb(top);

@@ -1,0 +1,59 @@
+/* conn: a client connection, from accept to close.
+ *
+ * The input side is a state machine (conn_state); the output side is a
+ * buffer flushed whenever it holds bytes, with EPOLLOUT armed only while
+ * some are left. Per-request memory (read buffer, parsed head, body, output)
+ * lives in a struct conn_rx taken from a per-worker pool while a request is
+ * in progress and given back when the connection goes idle, so an idle
+ * keep-alive connection costs only its struct conn. */
+#pragma once
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+
+#include "loop.h"
+#include "timer.h"
+
+enum conn_state {
+    CONN_IDLE,     /* between requests (or before the first): no request bytes parsed */
+    CONN_HEAD,     /* receiving a request head */
+    CONN_BODY,     /* receiving a body for a Lua handler, or discarding one */
+    CONN_UPSTREAM, /* the request is being proxied; forward owns the exchange */
+    CONN_CLOSING,  /* last response queued: write it, then close */
+    CONN_LINGER,   /* written and shut down for writing: drain the peer, then close */
+    CONN_CLOSED,
+};
+
+const char *conn_state_name(enum conn_state s);
+
+struct conn_rx;
+
+struct conn {
+    struct io io;
+    enum conn_state state;
+    bool eof;          /* the client shut down its side */
+    bool close_after;  /* no keep-alive after the current request */
+    bool read_blocked; /* stopped reading with bytes possibly left in the socket */
+    bool got_bytes;    /* some request bytes arrived since the last response */
+    struct timer timer;
+    struct defer resume; /* deferred: read or process again on the next turn */
+    llhttp_t parser;
+    struct conn_rx *rx; /* NULL while idle with nothing buffered */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    struct conn *prev, *next; /* W.conns */
+};
+
+/* Takes an accepted, non-blocking socket. */
+void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen);
+/* Closes at once, whatever the state. */
+void conn_force_close(struct conn *c);
+/* Graceful shutdown: close idle connections, mark the rest. */
+void conn_drain_all(void);
+/* Releases pooled memory (at exit, for leak checkers). */
+void conn_pool_free(void);

@@ -1,0 +1,103 @@
+/* http: the llhttp glue (a request head kept as slices of the connection's
+ * read buffer), head validation, and the writer of local responses. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+
+#include "buf.h"
+
+#define HTTP_MAX_HEADERS 100 /* more header lines than this: 431 */
+
+/* A byte range of the read buffer: offsets survive the buffer growing. */
+struct slice {
+    uint32_t off, len;
+};
+
+struct http_header {
+    struct slice name; /* lower-cased in place as it is parsed */
+    struct slice value;
+};
+
+/* What the parser learned about the request in progress. */
+struct http_request {
+    struct slice url;
+    struct http_header headers[HTTP_MAX_HEADERS];
+    uint16_t nheaders;
+    uint8_t method; /* llhttp_method_t */
+    uint8_t http_major, http_minor;
+    bool in_value;        /* the last header callback was a value */
+    bool too_many;        /* more than HTTP_MAX_HEADERS */
+    bool head_done;       /* on_headers_complete seen */
+    bool message_done;    /* on_message_complete seen */
+    bool has_body;        /* Content-Length > 0 or chunked */
+    bool chunked;         /* Transfer-Encoding: chunked */
+    bool expect_continue; /* Expect: 100-continue */
+    bool keep_alive;      /* the client allows another request after this one */
+    bool upgrade;         /* Connection: upgrade with an Upgrade header */
+    uint64_t content_length;
+    uint32_t head_len; /* bytes of the head, request line to blank line */
+    const char *base;  /* read buffer the slices refer to, during a parse */
+};
+
+/* The callbacks llhttp calls on a connection's behalf; parser->data points
+ * to a struct http_parse_ctx. */
+struct http_parse_ctx {
+    struct http_request *req;
+    const char *base; /* start of the read buffer */
+    /* Body bytes for a Lua handler, or NULL to drop them. */
+    struct buf *body;
+    uint64_t max_body;
+    bool body_too_large;
+};
+
+extern const llhttp_settings_t http_request_settings;
+void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx);
+
+/* After on_headers_complete: checks what llhttp leaves to us. Returns 0 or
+ * the status to reject with (400, 501, 505). */
+int http_validate_head(const struct http_request *req, const char *base);
+
+/* Status for a parse error of llhttp (400, 501, ...). */
+int http_error_status(llhttp_errno_t err);
+
+static inline const char *http_slice(const char *base, struct slice s)
+{
+    return base + s.off;
+}
+/* Finds a header by lower-case name; NULL if absent. */
+const struct http_header *http_find_header(const struct http_request *req, const char *base,
+                                           const char *name, size_t nlen);
+
+const char *http_reason(int status);
+/* "Sun, 06 Nov 1994 08:49:37 GMT", cached per second. */
+const char *http_date(double wall_now);
+
+/* A header name may be written only if it is a token; a value only if it
+ * holds no CR, LF or NUL (response splitting). */
+bool http_valid_name(const char *s, size_t n);
+bool http_valid_value(const char *s, size_t n);
+
+/* Local response writer. begin writes the status line and the fixed
+ * headers, header adds one, end adds Content-Length (unless the status has
+ * no body), Connection if needed, the blank line and the body (omitted
+ * when head_only). */
+struct http_response {
+    int status;
+    bool keep_alive;   /* false: "Connection: close" */
+    bool http10;       /* the client spoke 1.0: "Connection: keep-alive" when kept */
+    bool head_only;    /* HEAD: Content-Length of the body, no body */
+    bool has_server;   /* the handler gave its own Server header */
+    bool has_date;     /* ... or Date */
+};
+int http_response_begin(struct buf *out, const struct http_response *r);
+/* Returns 1 when the header was skipped (framing headers are ours). */
+int http_response_header(struct buf *out, struct http_response *r, const char *name, size_t nlen,
+                         const char *value, size_t vlen);
+int http_response_end(struct buf *out, const struct http_response *r, double wall_now,
+                      const char *body, size_t blen);
+/* A whole short response: status, text body, Connection: close. */
+int http_simple_response(struct buf *out, int status, bool keep_alive, double wall_now,
+                         const char *body);

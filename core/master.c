@@ -1,0 +1,200 @@
+#include "master.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "script.h"
+#include "worker.h"
+
+#define RESTART_MIN_MS 100    /* first delay after a worker dies young */
+#define RESTART_MAX_MS 10000  /* the longest delay between restarts */
+#define STABLE_MS 5000        /* a worker that lived this long resets the backoff */
+
+struct slot {
+    pid_t pid;             /* 0: not running */
+    uint64_t started_ms;
+    uint64_t backoff_ms;   /* next restart delay if it dies young */
+    struct timer restart;  /* pending restart */
+    int id;
+};
+
+static struct {
+    const struct config *cfg;
+    struct shm *shm;
+    struct loop loop;
+    struct io signals;
+    struct slot *slots;
+    int nslots;
+    bool stopping;
+    struct timer kill_timer;
+    uint64_t crashes;
+} M;
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+static void spawn(struct slot *s)
+{
+    pid_t pid = fork();
+    if (pid == -1) {
+        log_error("fork: %s", strerror(errno));
+        s->backoff_ms = RESTART_MAX_MS;
+        loop_timer(&M.loop, &s->restart, s->backoff_ms);
+        return;
+    }
+    if (pid == 0) {
+        /* The master's epoll set and signalfd would otherwise be shared
+         * with this child, and deliver the master's events here too. */
+        close(M.loop.epfd);
+        close(M.signals.fd);
+        _exit(worker_main(M.cfg, M.shm, s->id, M.nslots));
+    }
+    s->pid = pid;
+    s->started_ms = M.loop.now_ms;
+    log_debug("worker %d started, pid %d", s->id, (int)pid);
+}
+
+static void on_restart(struct timer *t)
+{
+    struct slot *s = container_of(t, struct slot, restart);
+    if (!M.stopping && s->pid == 0) spawn(s);
+}
+
+static bool all_exited(void)
+{
+    for (int i = 0; i < M.nslots; i++)
+        if (M.slots[i].pid) return false;
+    return true;
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct slot *s = NULL;
+        for (int i = 0; i < M.nslots; i++)
+            if (M.slots[i].pid == pid) s = &M.slots[i];
+        if (!s) continue;
+        s->pid = 0;
+        if (M.stopping) {
+            log_debug("worker %d (pid %d) exited", s->id, (int)pid);
+            continue;
+        }
+        M.crashes++;
+        if (WIFSIGNALED(status))
+            log_error("worker %d (pid %d) killed by signal %d (%s); restarting", s->id, (int)pid,
+                      WTERMSIG(status), strsignal(WTERMSIG(status)));
+        else
+            log_error("worker %d (pid %d) exited with status %d; restarting", s->id, (int)pid,
+                      WEXITSTATUS(status));
+        /* A worker that dies young is restarted later and later, so a script
+         * that crashes at once does not turn the master into a fork loop. */
+        uint64_t lived = M.loop.now_ms - s->started_ms;
+        if (lived >= STABLE_MS) s->backoff_ms = 0;
+        uint64_t delay = s->backoff_ms;
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : RESTART_MIN_MS;
+        if (s->backoff_ms > RESTART_MAX_MS) s->backoff_ms = RESTART_MAX_MS;
+        if (delay) log_warn("worker %d: restart in %llu ms", s->id, (unsigned long long)delay);
+        loop_timer(&M.loop, &s->restart, delay);
+    }
+    if (M.stopping && all_exited()) M.loop.stop = true;
+}
+
+static void signal_workers(int sig)
+{
+    for (int i = 0; i < M.nslots; i++)
+        if (M.slots[i].pid) kill(M.slots[i].pid, sig);
+}
+
+static void on_kill_timer(struct timer *t)
+{
+    log_warn("workers still running past the shutdown timeout: killing them");
+    signal_workers(SIGKILL);
+}
+
+static void reload(void)
+{
+    char err[1024];
+    if (script_check(M.cfg->script, err, sizeof(err))) {
+        log_error("reload failed, keeping the running script: %s", err);
+        return;
+    }
+    log_info("reload: %s checked", M.cfg->script);
+    signal_workers(SIGHUP);
+}
+
+static void on_signal(struct io *io, unsigned events)
+{
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGCHLD: reap(); break;
+        case SIGTERM:
+        case SIGINT:
+            if (M.stopping) break;
+            M.stopping = true;
+            log_info("shutting down: draining workers (at most %llu ms)",
+                     (unsigned long long)M.cfg->shutdown_timeout_ms);
+            for (int i = 0; i < M.nslots; i++) timer_cancel(&M.loop.timers, &M.slots[i].restart);
+            signal_workers(SIGTERM);
+            M.kill_timer.cb = on_kill_timer;
+            loop_timer(&M.loop, &M.kill_timer, M.cfg->shutdown_timeout_ms + 1000);
+            if (all_exited()) M.loop.stop = true;
+            break;
+        case SIGHUP: reload(); break;
+        case SIGUSR1:
+            log_reopen();
+            signal_workers(SIGUSR1);
+            break;
+        default: break;
+        }
+    }
+}
+
+int master_run(const struct config *cfg, struct shm *shm)
+{
+    M.cfg = cfg;
+    M.shm = shm;
+    M.nslots = cfg->workers;
+    M.slots = calloc((size_t)M.nslots, sizeof(*M.slots));
+    if (!M.slots || loop_init(&M.loop)) {
+        log_error("master: out of resources");
+        return 1;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    /* Blocked before the first fork: the workers inherit the mask and read
+     * the same signals from their own signalfd. */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    M.signals.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    M.signals.cb = on_signal;
+    if (M.signals.fd == -1 || loop_add(&M.loop, &M.signals, IO_READ)) {
+        log_error("master: signalfd: %s", strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < M.nslots; i++) {
+        M.slots[i].id = i;
+        M.slots[i].restart.cb = on_restart;
+        spawn(&M.slots[i]);
+    }
+    log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, cfg->listen.text, cfg->script);
+    loop_run(&M.loop);
+    log_info("luaproxy stopped");
+    loop_close(&M.loop, &M.signals);
+    loop_free(&M.loop);
+    free(M.slots);
+    return 0;
+}

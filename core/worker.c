@@ -1,0 +1,192 @@
+/* worker: the per-process event loop. Everything here is created after the
+ * fork, so no descriptor is shared with the master or a sibling. */
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "script.h"
+
+struct worker W;
+
+static void start_drain(void);
+
+int worker_listener_open(const struct listen_addr *a, bool reuseport)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) goto fail;
+    if (a->ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1) goto fail;
+    if (listen(fd, 4096) == -1) goto fail;
+    return fd;
+fail:;
+    int e = errno;
+    close(fd);
+    return -e;
+}
+
+static void accept_pause(bool pause)
+{
+    if (W.accept_paused == pause || W.listener.fd == -1) return;
+    W.accept_paused = pause;
+    /* Re-arming with EPOLL_CTL_MOD re-checks readiness, so connections that
+     * queued meanwhile produce an event at once. */
+    loop_mod(&W.loop, &W.listener, pause ? 0 : IO_READ);
+}
+
+static void accept_all(void)
+{
+    for (;;) {
+        if (W.nconns >= W.cfg->max_connections) {
+            accept_pause(true);
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(W.listener.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN) log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn_accept(fd, (struct sockaddr *)&ss, len);
+    }
+}
+
+static void on_listener(struct io *io, unsigned events)
+{
+    accept_all();
+}
+
+void worker_conn_closed(void)
+{
+    if (W.accept_paused && W.nconns < W.cfg->max_connections && !W.draining) accept_pause(false);
+    if (W.draining && W.nconns == 0) W.loop.stop = true;
+}
+
+static void on_shutdown_timer(struct timer *t)
+{
+    log_warn("shutdown timeout: closing %d connection(s) still open", W.nconns);
+    W.loop.stop = true;
+}
+
+static void start_drain(void)
+{
+    if (W.draining) return;
+    /* Connections the kernel already queued on this SO_REUSEPORT listener
+     * would be reset by close(), not moved to a sibling: serve them. */
+    if (W.listener.fd != -1) {
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof(ss);
+            int fd = accept4(W.listener.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd == -1) {
+                if (errno == EINTR || errno == ECONNABORTED) continue;
+                break;
+            }
+            conn_accept(fd, (struct sockaddr *)&ss, len);
+        }
+        loop_close(&W.loop, &W.listener);
+    }
+    W.draining = true;
+    log_info("worker %d draining %d connection(s)", W.id, W.nconns);
+    conn_drain_all();
+    W.shutdown_timer.cb = on_shutdown_timer;
+    loop_timer(&W.loop, &W.shutdown_timer, W.cfg->shutdown_timeout_ms);
+    if (W.nconns == 0) W.loop.stop = true;
+}
+
+static void on_signal(struct io *io, unsigned events)
+{
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT: start_drain(); break;
+        case SIGUSR1: log_reopen(); break;
+        case SIGHUP: log_info("worker %d: reload is done by the master", W.id); break;
+        default: break;
+        }
+    }
+}
+
+int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
+{
+    /* Orphaned workers drain and exit rather than serve on unsupervised. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    memset(&W, 0, sizeof(W));
+    W.cfg = cfg;
+    W.shm = shm;
+    W.id = id;
+    W.count = count;
+    W.listener.fd = W.signals.fd = -1;
+    int status = 1;
+
+    if (loop_init(&W.loop)) {
+        log_error("worker %d: epoll: %s", id, strerror(errno));
+        return 1;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    W.signals.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    W.signals.cb = on_signal;
+    if (W.signals.fd == -1 || loop_add(&W.loop, &W.signals, IO_READ)) {
+        log_error("worker %d: signalfd: %s", id, strerror(errno));
+        goto out;
+    }
+    /* A signal that arrived before the signalfd existed is still pending. */
+    if (getppid() == 1) start_drain();
+
+    script_setup(cfg, shm, id, count);
+    char err[1024];
+    if (script_load(cfg->script, err, sizeof(err))) {
+        log_error("worker %d: %s", id, err);
+        status = 2;
+        goto out;
+    }
+
+    int fd = worker_listener_open(&cfg->listen, true);
+    if (fd < 0) {
+        log_error("worker %d: cannot listen on %s: %s", id, cfg->listen.text, strerror(-fd));
+        goto out;
+    }
+    W.listener.fd = fd;
+    W.listener.cb = on_listener;
+    if (loop_add(&W.loop, &W.listener, IO_READ)) {
+        log_error("worker %d: epoll_ctl: %s", id, strerror(errno));
+        goto out;
+    }
+    log_debug("worker %d listening on %s", id, cfg->listen.text);
+    loop_run(&W.loop);
+    status = 0;
+out:
+    /* Past the shutdown timeout (or on a failed start): close what is left. */
+    W.draining = false;
+    while (W.conns) conn_force_close(W.conns);
+    loop_run_deferred(&W.loop);
+    script_unload();
+    conn_pool_free();
+    loop_close(&W.loop, &W.listener);
+    loop_close(&W.loop, &W.signals);
+    loop_free(&W.loop);
+    return status;
+}

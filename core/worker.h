@@ -1,0 +1,33 @@
+/* worker: one process, one listener (SO_REUSEPORT, opened after the fork),
+ * one edge-triggered loop, signals read from a signalfd. */
+#pragma once
+#include <stdbool.h>
+
+#include "config.h"
+#include "loop.h"
+
+struct shm;
+struct conn;
+
+struct worker {
+    const struct config *cfg;
+    struct loop loop;
+    struct shm *shm;
+    int id, count;
+    struct io listener;
+    struct io signals;
+    int nconns;
+    bool accept_paused; /* at --max-connections: new clients wait in the backlog */
+    bool draining;      /* graceful shutdown: answers carry Connection: close */
+    struct timer shutdown_timer;
+    struct conn *conns; /* every open client connection, for shutdown */
+};
+
+extern struct worker W;
+
+/* Runs a worker to its end; returns the process exit status. */
+int worker_main(const struct config *cfg, struct shm *shm, int id, int count);
+/* A listening socket, non-blocking; SO_REUSEPORT when asked. fd or -errno. */
+int worker_listener_open(const struct listen_addr *a, bool reuseport);
+/* A connection closed: accept again if paused, finish a drain. */
+void worker_conn_closed(void);

@@ -1,0 +1,47 @@
+/* Internal to lua/: what the files behind script.h share. */
+#pragma once
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <stdatomic.h>
+
+#include "config.h"
+#include "script.h"
+
+struct shm;
+
+struct script_globals {
+    const struct config *cfg;
+    struct shm *shm;
+    int worker_id, worker_count;
+    int generation;
+    lua_State *L; /* the worker's state */
+};
+extern struct script_globals S;
+
+/* api.c: the `proxy` module. */
+void api_open(lua_State *L);
+double api_now(void);
+/* req.c: the `req` object. */
+void req_open(lua_State *L);
+/* Pushes a new req bound to view. */
+void req_push(lua_State *L, struct script_view *view);
+/* Detaches the req at idx from its view: later use raises an error. */
+void req_detach(lua_State *L, int idx);
+
+/* limits.c: time and memory limits. */
+struct lmem {
+    size_t used, limit;
+    bool enforce; /* only user code is refused memory, never our own setup */
+};
+void *limits_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* Starts the watchdog of the calling (worker) process. */
+int limits_watchdog_start(lua_State *L, uint64_t limit_ms);
+/* Brackets a call into user code. */
+void limits_enter(lua_State *L);
+/* Returns true when the call was stopped by the time limit. */
+bool limits_leave(lua_State *L);
+/* For top-level code (load, check): a count hook checking the clock. */
+void limits_hook_clock(lua_State *L, uint64_t limit_ms);
+void limits_unhook(lua_State *L);

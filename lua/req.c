@@ -1,0 +1,278 @@
+/* req: a userdata that reads the request the core parsed, field by field,
+ * when the script asks (a route that looks only at req.path pays only for
+ * that). The headers table is built on first use and cached in the
+ * userdata's environment table, with the req:set_* edits. */
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "lstate.h"
+
+#define REQ_MT "luaproxy.req"
+
+struct lreq {
+    struct script_view *view; /* NULL once the request is over */
+};
+
+static struct script_view *check_view(lua_State *L, int idx)
+{
+    struct lreq *r = luaL_checkudata(L, idx, REQ_MT);
+    if (!r->view) luaL_error(L, "this request is over (req used after its handler returned)");
+    return r->view;
+}
+
+/* The env table of the userdata (created on first use). */
+static void push_env(lua_State *L, int idx)
+{
+    lua_getfenv(L, idx);
+    if (lua_rawequal(L, -1, LUA_GLOBALSINDEX) || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 4);
+        lua_pushvalue(L, -1);
+        lua_setfenv(L, idx);
+    }
+}
+
+static void push_headers(lua_State *L, const struct script_view *v)
+{
+    const struct http_request *req = v->req;
+    lua_createtable(L, 0, req->nheaders);
+    for (uint16_t i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        lua_pushlstring(L, v->base + h->name.off, h->name.len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, v->base + h->value.off, h->value.len);
+        } else { /* a repeated header: joined with ", " */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, v->base + h->value.off, h->value.len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+static void push_addr(lua_State *L, const struct sockaddr *sa, bool port)
+{
+    char text[INET6_ADDRSTRLEN] = "";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        if (port) return lua_pushinteger(L, ntohs(in->sin_port));
+        inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (port) return lua_pushinteger(L, ntohs(in6->sin6_port));
+        inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+    } else if (port) {
+        return lua_pushnil(L);
+    }
+    lua_pushstring(L, text);
+}
+
+static int req_set(lua_State *L, const char *field)
+{
+    check_view(L, 1);
+    push_env(L, 1);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, field);
+    return 0;
+}
+
+static int req_set_path(lua_State *L)
+{
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    if (n == 0 || p[0] != '/') return luaL_argerror(L, 2, "a path starts with '/'");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= ' ' || p[i] == '?' || p[i] == 0x7f)
+            return luaL_argerror(L, 2, "no spaces, controls or '?' in a path");
+    return req_set(L, "path");
+}
+
+static int req_set_query(lua_State *L)
+{
+    if (!lua_isnil(L, 2)) {
+        size_t n;
+        const char *q = luaL_checklstring(L, 2, &n);
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)q[i] <= ' ' || q[i] == 0x7f)
+                return luaL_argerror(L, 2, "no spaces or controls in a query");
+    }
+    lua_settop(L, 2);
+    if (lua_isnil(L, 2)) { /* false marks "removed" (nil would mean "unchanged") */
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+    }
+    return req_set(L, "query");
+}
+
+static int req_set_header(lua_State *L)
+{
+    size_t nlen, vlen = 0;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    if (!http_valid_name(name, nlen)) return luaL_argerror(L, 2, "invalid header name");
+    if (!lua_isnil(L, 3)) {
+        const char *v = luaL_checklstring(L, 3, &vlen);
+        if (!http_valid_value(v, vlen)) return luaL_argerror(L, 3, "header value contains CR, LF or NUL");
+    }
+    check_view(L, 1);
+    push_env(L, 1);
+    lua_getfield(L, -1, "set_headers"); /* name (lower case) -> value or false */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "set_headers");
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < nlen; i++) luaL_addchar(&b, (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]));
+    luaL_pushresult(&b);
+    if (lua_isnil(L, 3)) lua_pushboolean(L, 0);
+    else lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    /* Keep req.headers, if built already, in step with the edit. */
+    lua_getfield(L, -2, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushlstring(L, name, nlen);
+        lua_pushvalue(L, 3);
+        lua_rawset(L, -3);
+    }
+    return 0;
+}
+
+static int req_index(lua_State *L)
+{
+    struct script_view *v = check_view(L, 1);
+    size_t klen;
+    const char *k = luaL_checklstring(L, 2, &klen);
+    const struct http_request *req = v->req;
+    const char *url = v->base + req->url.off;
+    const char *q = memchr(url, '?', req->url.len);
+
+    switch (klen) {
+    case 3:
+        if (!memcmp(k, "uri", 3)) {
+            lua_pushlstring(L, url, req->url.len);
+            return 1;
+        }
+        break;
+    case 4:
+        if (!memcmp(k, "path", 4)) {
+            push_env(L, 1);
+            lua_getfield(L, -1, "path");
+            if (!lua_isnil(L, -1)) return 1;
+            lua_pushlstring(L, url, q ? (size_t)(q - url) : req->url.len);
+            return 1;
+        }
+        if (!memcmp(k, "body", 4)) {
+            if (v->body_ready) lua_pushlstring(L, v->body ? v->body : "", v->body_len);
+            else lua_pushnil(L);
+            return 1;
+        }
+        break;
+    case 5:
+        if (!memcmp(k, "query", 5)) {
+            push_env(L, 1);
+            lua_getfield(L, -1, "query");
+            if (lua_isboolean(L, -1)) lua_pushnil(L);
+            else if (lua_isnil(L, -1) && q) lua_pushlstring(L, q + 1, req->url.len - (size_t)(q + 1 - url));
+            return 1;
+        }
+        break;
+    case 6:
+        if (!memcmp(k, "method", 6)) {
+            lua_pushstring(L, llhttp_method_name((llhttp_method_t)req->method));
+            return 1;
+        }
+        break;
+    case 7:
+        if (!memcmp(k, "version", 7)) {
+            lua_pushstring(L, req->http_minor == 0 ? "1.0" : "1.1");
+            return 1;
+        }
+        if (!memcmp(k, "headers", 7)) {
+            push_env(L, 1);
+            lua_getfield(L, -1, "headers");
+            if (lua_istable(L, -1)) return 1;
+            lua_pop(L, 1);
+            push_headers(L, v);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, "headers");
+            return 1;
+        }
+        break;
+    case 8:
+        if (!memcmp(k, "set_path", 8)) {
+            lua_pushcfunction(L, req_set_path);
+            return 1;
+        }
+        break;
+    case 9:
+        if (!memcmp(k, "set_query", 9)) {
+            lua_pushcfunction(L, req_set_query);
+            return 1;
+        }
+        break;
+    case 10:
+        if (!memcmp(k, "set_header", 10)) {
+            lua_pushcfunction(L, req_set_header);
+            return 1;
+        }
+        break;
+    case 11:
+        if (!memcmp(k, "remote_addr", 11)) {
+            push_addr(L, v->peer, false);
+            return 1;
+        }
+        if (!memcmp(k, "remote_port", 11)) {
+            push_addr(L, v->peer, true);
+            return 1;
+        }
+        break;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int req_newindex(lua_State *L)
+{
+    return luaL_error(L, "req is read-only (use req:set_header, req:set_path, req:set_query)");
+}
+
+static int req_tostring(lua_State *L)
+{
+    struct lreq *r = luaL_checkudata(L, 1, REQ_MT);
+    if (!r->view) lua_pushliteral(L, "req (over)");
+    else lua_pushfstring(L, "req (%s)", llhttp_method_name((llhttp_method_t)r->view->req->method));
+    return 1;
+}
+
+void req_open(lua_State *L)
+{
+    luaL_newmetatable(L, REQ_MT);
+    lua_pushcfunction(L, req_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, req_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, req_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "req");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+void req_push(lua_State *L, struct script_view *view)
+{
+    struct lreq *r = lua_newuserdata(L, sizeof(*r));
+    r->view = view;
+    luaL_getmetatable(L, REQ_MT);
+    lua_setmetatable(L, -2);
+}
+
+void req_detach(lua_State *L, int idx)
+{
+    struct lreq *r = luaL_checkudata(L, idx, REQ_MT);
+    r->view = NULL;
+}

@@ -1,0 +1,423 @@
+/* script: the worker's LuaJIT state and the calls the core makes into it. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "lstate.h"
+
+struct script_globals S;
+
+static struct lmem mem;
+static int errfunc_idx;  /* stack slot of the traceback function */
+static int reply_top;    /* stack height to return to in script_reply_done */
+static struct script_header *hdrs;
+static size_t hdrs_cap;
+
+struct script_req {
+    int ref; /* registry reference of the req userdata */
+    struct script_view *view;
+};
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int on_panic(lua_State *L)
+{
+    log_error("lua panic: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    _exit(70); /* the master starts a fresh worker */
+}
+
+void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count)
+{
+    S.cfg = cfg;
+    S.shm = shm;
+    S.worker_id = worker_id;
+    S.worker_count = worker_count;
+}
+
+static lua_State *state_new(struct lmem *m)
+{
+    m->used = 0;
+    m->limit = S.cfg->lua_memory_limit;
+    m->enforce = false;
+    lua_State *L = lua_newstate(limits_alloc, m);
+    if (!L) return NULL;
+    lua_atpanic(L, on_panic);
+    luaL_openlibs(L);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* see limits.c */
+    api_open(L);
+    req_open(L);
+    return L;
+}
+
+/* Compiles and runs the top level under the time limit. */
+static int state_load(lua_State *L, struct lmem *m, const char *path, char *err, size_t errlen)
+{
+    int rc = luaL_loadfile(L, path);
+    if (rc == 0) {
+        m->enforce = true;
+        limits_hook_clock(L, S.cfg->lua_time_limit_ms);
+        rc = lua_pcall(L, 0, 0, 0);
+        limits_unhook(L);
+        m->enforce = false;
+    }
+    if (rc) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", msg ? msg : "error object is not a string");
+        lua_pop(L, 1);
+        /* A file luaL_loadfile cannot open gives "cannot open x.lua"; the
+         * others already carry file:line. */
+        return -1;
+    }
+    return 0;
+}
+
+int script_check(const char *path, char *err, size_t errlen)
+{
+    struct lmem m;
+    lua_State *L = state_new(&m);
+    if (!L) {
+        snprintf(err, errlen, "%s: cannot create a Lua state", path);
+        return -1;
+    }
+    int rc = state_load(L, &m, path, err, errlen);
+    lua_close(L);
+    return rc;
+}
+
+int script_load(const char *path, char *err, size_t errlen)
+{
+    lua_State *L = state_new(&mem);
+    if (!L) {
+        snprintf(err, errlen, "%s: cannot create a Lua state", path);
+        return -1;
+    }
+    if (state_load(L, &mem, path, err, errlen)) {
+        lua_close(L);
+        return -1;
+    }
+    lua_settop(L, 0);
+    lua_pushcfunction(L, traceback);
+    errfunc_idx = lua_gettop(L);
+    reply_top = errfunc_idx;
+    S.L = L;
+    limits_watchdog_start(L, S.cfg->lua_time_limit_ms);
+    return 0;
+}
+
+void script_unload(void)
+{
+    if (S.L) lua_close(S.L);
+    S.L = NULL;
+    free(hdrs);
+    hdrs = NULL;
+    hdrs_cap = 0;
+}
+
+bool script_has_route(void)
+{
+    lua_State *L = S.L;
+    lua_getfield(L, LUA_GLOBALSINDEX, "route");
+    bool yes = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    return yes;
+}
+
+struct script_req *script_req_begin(struct script_view *view)
+{
+    struct script_req *r = malloc(sizeof(*r));
+    if (!r) return NULL;
+    req_push(S.L, view);
+    r->ref = luaL_ref(S.L, LUA_REGISTRYINDEX);
+    r->view = view;
+    return r;
+}
+
+void script_req_end(struct script_req *r)
+{
+    if (!r) return;
+    lua_State *L = S.L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    req_detach(L, -1);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+    free(r);
+}
+
+static const char *method_of(const struct script_req *r)
+{
+    return llhttp_method_name((llhttp_method_t)r->view->req->method);
+}
+
+static void path_of(const struct script_req *r, const char **p, size_t *n)
+{
+    const char *url = http_slice(r->view->base, r->view->req->url);
+    size_t len = r->view->req->url.len;
+    const char *q = memchr(url, '?', len);
+    *p = url;
+    *n = q ? (size_t)(q - url) : len;
+}
+
+static void log_lua_error(struct script_req *r, const char *where, const char *msg)
+{
+    const char *path;
+    size_t plen;
+    path_of(r, &path, &plen);
+    log_error("lua error in %s for %s %.*s: %s", where, method_of(r), (int)plen, path,
+              msg ? msg : "(no message)");
+}
+
+/* Calls the function below nargs arguments; on error logs it and leaves
+ * nothing. Returns the number of results left on the stack, or -1. */
+static int call(struct script_req *r, const char *where, int nargs)
+{
+    lua_State *L = S.L;
+    int base = lua_gettop(L) - nargs - 1;
+    mem.enforce = true;
+    limits_enter(L);
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, errfunc_idx);
+    bool timed_out = limits_leave(L);
+    mem.enforce = false;
+    if (rc == 0) return lua_gettop(L) - base;
+    log_lua_error(r, where, lua_tostring(L, -1));
+    lua_settop(L, base);
+    if (rc == LUA_ERRMEM || timed_out) lua_gc(L, LUA_GCCOLLECT, 0);
+    return -1;
+}
+
+static void reply_error(struct script_reply *rep)
+{
+    static const char body[] = "internal server error\n";
+    *rep = (struct script_reply){.status = 500, .body = body, .body_len = sizeof(body) - 1};
+    lua_settop(S.L, reply_top);
+}
+
+static int hdr_add(const char *name, size_t nlen, const char *value, size_t vlen, size_t *n)
+{
+    if (*n == hdrs_cap) {
+        size_t cap = hdrs_cap ? hdrs_cap * 2 : 16;
+        struct script_header *h = realloc(hdrs, cap * sizeof(*h));
+        if (!h) return -1;
+        hdrs = h;
+        hdrs_cap = cap;
+    }
+    hdrs[(*n)++] = (struct script_header){.name = name, .nlen = nlen, .value = value, .vlen = vlen};
+    return 0;
+}
+
+/* The values on the stack from idx on: status [, body [, headers]]. They
+ * stay on the stack (anchoring the strings) until script_reply_done(). */
+static const char *reply_from_stack(lua_State *L, int idx, int nres, struct script_reply *rep)
+{
+    memset(rep, 0, sizeof(*rep));
+    if (!lua_isnumber(L, idx)) return "status is not a number";
+    lua_Number st = lua_tonumber(L, idx);
+    if (st < 100 || st > 599 || st != (int)st) return "status must be a whole number from 100 to 599";
+    rep->status = (int)st;
+    if (nres >= 2 && !lua_isnil(L, idx + 1)) {
+        if (!lua_isstring(L, idx + 1)) return "body must be a string or nil";
+        rep->body = lua_tolstring(L, idx + 1, &rep->body_len);
+    }
+    if (nres < 3 || lua_isnil(L, idx + 2)) return NULL;
+    if (!lua_istable(L, idx + 2)) return "headers must be a table";
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx + 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) return "header names must be strings";
+        size_t nlen;
+        const char *name = lua_tolstring(L, -2, &nlen);
+        if (!http_valid_name(name, nlen)) return "invalid header name";
+        int vt = lua_type(L, -1);
+        if (vt == LUA_TTABLE) {
+            int len = (int)lua_objlen(L, -1);
+            for (int i = 1; i <= len; i++) {
+                lua_rawgeti(L, -1, i);
+                if (!lua_isstring(L, -1)) return "header values must be strings";
+                size_t vlen;
+                const char *v = lua_tolstring(L, -1, &vlen);
+                lua_pop(L, 1); /* still anchored by the table */
+                if (!http_valid_value(v, vlen)) return "header value contains CR, LF or NUL";
+                if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            }
+            lua_pop(L, 1);
+        } else if (vt == LUA_TSTRING) {
+            size_t vlen;
+            const char *v = lua_tolstring(L, -1, &vlen);
+            if (!http_valid_value(v, vlen)) return "header value contains CR, LF or NUL";
+            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            lua_pop(L, 1);
+        } else if (vt == LUA_TNUMBER) {
+            /* Converted in a fresh slot the table does not anchor: keep the
+             * string on the stack, under the key, until the reply is done. */
+            if (!lua_checkstack(L, 4)) return "too many headers";
+            const char *v = lua_tostring(L, -1);
+            size_t vlen = strlen(v);
+            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            lua_pushvalue(L, -2); /* key again on top; the number string stays below */
+        } else {
+            return "header values must be strings or arrays of strings";
+        }
+    }
+    rep->headers = hdrs;
+    rep->nheaders = n;
+    return NULL;
+}
+
+static void reply_checked(struct script_req *r, const char *where, int idx, int nres,
+                          struct script_reply *rep)
+{
+    const char *bad = reply_from_stack(S.L, idx, nres, rep);
+    if (bad) {
+        log_lua_error(r, where, bad);
+        reply_error(rep);
+    }
+}
+
+enum script_decision script_route(struct script_req *r, struct script_reply *rep,
+                                  struct upstream **upstream)
+{
+    lua_State *L = S.L;
+    lua_getfield(L, LUA_GLOBALSINDEX, "route");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    int base = lua_gettop(L) - 1;
+    int nres = call(r, "route", 1);
+    if (nres < 0) {
+        reply_error(rep);
+        return SCRIPT_RESPOND;
+    }
+    if (nres == 0 || lua_isnil(L, base)) {
+        lua_settop(L, reply_top);
+        return SCRIPT_LOCAL;
+    }
+    if (lua_type(L, base) == LUA_TNUMBER) {
+        reply_checked(r, "route", base, nres, rep);
+        return SCRIPT_RESPOND;
+    }
+    void *up = luaL_testudata(L, base, "luaproxy.upstream");
+    if (up) {
+        *upstream = *(struct upstream **)up;
+        lua_settop(L, reply_top);
+        return SCRIPT_UPSTREAM;
+    }
+    log_lua_error(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
+                                              luaL_typename(L, base)));
+    reply_error(rep);
+    return SCRIPT_RESPOND;
+}
+
+/* "on_get" for GET: names are built once per method. */
+static const char *handler_name(uint8_t method)
+{
+    static char names[64][32];
+    if (method >= 64) return NULL;
+    if (!names[method][0]) {
+        const char *m = llhttp_method_name((llhttp_method_t)method);
+        size_t n = (size_t)snprintf(names[method], sizeof(names[method]), "on_%s", m);
+        for (size_t i = 3; i < n; i++) names[method][i] = (char)tolower((unsigned char)names[method][i]);
+    }
+    return names[method];
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* "DELETE, GET, HEAD, POST": the methods with a handler. */
+static void push_allow(lua_State *L)
+{
+    char names[64][32];
+    const char *list[64];
+    int n = 0;
+    bool head = false, has_head_entry = false;
+    lua_pushnil(L);
+    while (lua_next(L, LUA_GLOBALSINDEX) && n < 63) {
+        size_t len;
+        if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1)) {
+            const char *k = lua_tolstring(L, -2, &len);
+            if (len > 3 && len < 32 && !strncmp(k, "on_", 3) && strcmp(k, "on_response")) {
+                bool ok = true;
+                for (size_t i = 3; i < len; i++) {
+                    if (!islower((unsigned char)k[i]) && k[i] != '-') ok = false;
+                    names[n][i - 3] = (char)toupper((unsigned char)k[i]);
+                }
+                names[n][len - 3] = '\0';
+                if (ok) {
+                    if (!strcmp(names[n], "GET")) head = true;
+                    if (!strcmp(names[n], "HEAD")) has_head_entry = true;
+                    list[n] = names[n];
+                    n++;
+                }
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (head && !has_head_entry) {
+        strcpy(names[n], "HEAD");
+        list[n] = names[n];
+        n++;
+    }
+    qsort(list, (size_t)n, sizeof(list[0]), cmp_str);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < n; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, list[i]);
+    }
+    luaL_pushresult(&b);
+}
+
+void script_handle(struct script_req *r, struct script_reply *rep)
+{
+    lua_State *L = S.L;
+    uint8_t method = r->view->req->method;
+    const char *name = handler_name(method);
+    bool head_only = false;
+    lua_getfield(L, LUA_GLOBALSINDEX, name ? name : "");
+    if (!lua_isfunction(L, -1) && method == HTTP_HEAD) {
+        lua_pop(L, 1);
+        lua_getfield(L, LUA_GLOBALSINDEX, "on_get");
+        head_only = true;
+        name = "on_get";
+    }
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        push_allow(L);
+        static const char body[] = "method not allowed\n";
+        *rep = (struct script_reply){.status = 405, .body = body, .body_len = sizeof(body) - 1};
+        size_t vlen;
+        const char *v = lua_tolstring(L, -1, &vlen);
+        size_t n = 0;
+        if (hdr_add("Allow", 5, v, vlen, &n) == 0) {
+            rep->headers = hdrs;
+            rep->nheaders = n;
+        }
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    int base = lua_gettop(L) - 1;
+    int nres = call(r, name, 1);
+    if (nres < 0) return reply_error(rep);
+    if (nres == 0) {
+        log_lua_error(r, name, "handler returned no status");
+        return reply_error(rep);
+    }
+    reply_checked(r, name, base, nres, rep);
+    rep->head_only = head_only;
+}
+
+void script_reply_done(void)
+{
+    if (S.L) lua_settop(S.L, reply_top);
+}

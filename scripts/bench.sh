@@ -1,0 +1,516 @@
+#!/usr/bin/env bash
+# Benchmarks luaproxy against nginx, nginx + lua-nginx-module and HAProxy.
+#
+#   LUAPROXY=build/luaproxy bash scripts/bench.sh      (what `make bench` runs)
+#
+# Two nginx origins (a 100-byte answer; 1 MiB and 64 MiB files) run on
+# loopback. Each proxy in turn is started in front of them with the same
+# worker count, loaded with wrk, and measured: requests/s, p99 latency and
+# the CPU time its own processes spent per request (or per GB moved).
+#
+# Environment (all optional):
+#   BENCH_WORKERS=2     worker processes (nginx, luaproxy), threads (HAProxy)
+#   BENCH_DURATION=10   seconds per measured wrk run
+#   BENCH_WARMUP=2      seconds of unmeasured load before each run, so that
+#                       Lua code is JIT-compiled and pools are full (0: none)
+#   BENCH_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice"
+#   BENCH_CASES="small-c50 small-c200 1m-c10"   BODY-cCONNECTIONS, BODY one of
+#                       small, 1m, 64m (e.g. add 64m-c2)
+#   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
+#
+# Output: the table on stdout and in build/bench/results.md; wrk outputs and
+# proxy logs in build/bench/logs/. A proxy that does not start gets a
+# "failed to start" row and the run goes on. Only processes started here
+# are ever signalled, and only on 127.0.0.1.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=$ROOT/scripts/bench
+LUAPROXY=${LUAPROXY:-$ROOT/build/luaproxy}
+# A relative path means relative to where we were called from, as usual.
+[[ $LUAPROXY == /* ]] || LUAPROXY=$PWD/$LUAPROXY
+
+WORKERS=${BENCH_WORKERS:-2}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
+PROXIES=${BENCH_PROXIES:-luaproxy nginx nginx-lua haproxy haproxy-splice}
+CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10}
+
+OUT_DIR=$ROOT/build/bench
+LOG_DIR=$OUT_DIR/logs
+RESULTS_TSV=$OUT_DIR/results.tsv
+CLK_TCK=$(getconf CLK_TCK)
+
+STARTED_PIDS=() # roots of every process tree we started and have not reaped
+TMP=""
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+for v in WORKERS DURATION WARMUP START_TIMEOUT; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
+done
+((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
+for tool in nginx haproxy wrk curl python3 timeout; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (try: bash scripts/deps.sh bench)"
+done
+
+# --- processes --------------------------------------------------------------
+
+# Prints "pid starttime cputicks" for PID and all its descendants. cputicks is
+# utime+stime+cutime+cstime (stat fields 14-17): the children's fields keep
+# the time of workers that exited and were reaped during a run. The comm
+# field may contain spaces and parentheses, hence the split at the last ")".
+scan_tree() {
+    local root=$1 f line pid rest changed
+    local -A parent=() start=() ticks=() member=()
+    local -a fld
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        pid=${line%% *}
+        rest=${line##*) }
+        read -r -a fld <<<"$rest"
+        parent[$pid]=${fld[1]}
+        start[$pid]=${fld[19]}
+        ticks[$pid]=$((fld[11] + fld[12] + fld[13] + fld[14]))
+    done
+    [[ -n ${parent[$root]:-} ]] || return 0
+    member[$root]=1
+    changed=1
+    while ((changed)); do
+        changed=0
+        for pid in "${!parent[@]}"; do
+            if [[ -z ${member[$pid]:-} && -n ${member[${parent[$pid]}]:-} ]]; then
+                member[$pid]=1
+                changed=1
+            fi
+        done
+    done
+    for pid in "${!member[@]}"; do
+        echo "$pid ${start[$pid]} ${ticks[$pid]}"
+    done
+}
+
+tree_ticks() {
+    local pid start ticks sum=0
+    while read -r pid start ticks; do
+        sum=$((sum + ticks))
+    done < <(scan_tree "$1")
+    echo "$sum"
+}
+
+# True while PID is the same process we saw (same start time) and is not a
+# zombie; guards against signalling a recycled PID.
+same_process() {
+    local line
+    local -a fld
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    read -r -a fld <<<"${line##*) }"
+    [[ ${fld[0]} != Z && ${fld[19]} == "$2" ]]
+}
+
+# The state letter of PID (R, S, Z, ...), empty when it is gone.
+proc_state() {
+    local line
+    local -a fld
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+    read -r -a fld <<<"${line##*) }"
+    echo "${fld[0]}"
+}
+
+# A started process that has not exited (it stays a zombie until reaped).
+running() {
+    local st
+    st=$(proc_state "$1")
+    [[ -n $st && $st != Z ]]
+}
+
+# Asks the tree's root to stop (nginx, HAProxy and luaproxy all take SIGTERM
+# and stop their workers), then kills whatever of the tree is left after 5 s.
+stop_tree() {
+    local root=$1 pid start ticks i alive entry
+    local -a procs=()
+    # Only a root we started and have not reaped yet is certainly still ours.
+    [[ " ${STARTED_PIDS[*]} " == *" $root "* ]] || return 0
+    mapfile -t procs < <(scan_tree "$root")
+    kill -TERM "$root" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for entry in "${procs[@]}"; do
+            read -r pid start ticks <<<"$entry"
+            same_process "$pid" "$start" && alive=1
+        done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for entry in "${procs[@]}"; do
+        read -r pid start ticks <<<"$entry"
+        if same_process "$pid" "$start"; then
+            log "pid $pid did not stop on SIGTERM, killing it"
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+    wait "$root" 2>/dev/null
+    forget_pid "$root"
+}
+
+# A reaped PID may be reused by anyone; it must leave the cleanup list.
+forget_pid() {
+    local p keep=()
+    for p in "${STARTED_PIDS[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    STARTED_PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        stop_tree "$pid"
+    done
+    if [[ -n $TMP && -d $TMP ]]; then
+        rm -rf "$TMP"
+    fi
+    TMP=""
+}
+trap cleanup EXIT
+# exit runs the EXIT trap, so an interrupted run cleans up the same way.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts "$@" in the background with its output in LOGFILE; sets LAUNCHED.
+launch() {
+    local logfile=$1
+    shift
+    "$@" >"$logfile" 2>&1 </dev/null &
+    LAUNCHED=$!
+    STARTED_PIDS+=("$LAUNCHED")
+}
+
+# --- helpers ----------------------------------------------------------------
+
+# N free ports on 127.0.0.1, below the ephemeral range so that the many
+# outgoing loopback connections of a run cannot have taken one meanwhile.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import random, socket, sys
+n = int(sys.argv[1])
+with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+    low = int(f.read().split()[0])
+candidates = list(range(15000, low if low > 16000 else 32768))
+random.shuffle(candidates)
+held = []
+for port in candidates:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+    if len(held) == n:
+        break
+print(" ".join(str(s.getsockname()[1]) for s in held))
+EOF
+}
+
+# render TEMPLATE OUTPUT DIR PORT [SPLICE_LINE]
+render() {
+    local out=$2
+    sed -e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g" -e "s|@SPLICE_LINE@|${5:-}|g" \
+        -e "s|@WORKERS@|$WORKERS|g" -e "s|@SMALL_PORT@|$SMALL_PORT|g" \
+        -e "s|@BIG_PORT@|$BIG_PORT|g" -e "s|@USER_LINE@|$USER_LINE|g" \
+        -e "s|@MODULE_DIR@|$MODULE_DIR|g" "$BENCH_DIR/$1" >"$out" || return 1
+    if grep -q '@[A-Z_]*@' "$out"; then
+        die "$1 has a placeholder that bench.sh does not fill: $(grep -o '@[A-Z_]*@' "$out" | head -1)"
+    fi
+}
+
+# The last error lines of a log (else its last lines), on one line, fit for
+# a table cell: startup banners would otherwise hide the reason.
+log_tail() {
+    local lines
+    [[ -s $1 ]] || return 0
+    lines=$(grep -iE 'alert|emerg|crit|error|fatal|fail' "$1" | tail -n 2)
+    [[ -n $lines ]] || lines=$(tail -n 2 "$1")
+    printf '%s\n' "$lines" | tr '\n\t|' '  /' | sed -e 's/  */ /g' -e 's/^ //' -e 's/ $//' | cut -c1-240
+}
+
+# wait_ready URL PID: until GET URL answers 200, the process is gone, or
+# START_TIMEOUT passes. Sets READY_ERR when it fails.
+wait_ready() {
+    local url=$1 pid=$2 code=000 status deadline=$((SECONDS + START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! running "$pid"; then
+            wait "$pid"
+            status=$?
+            forget_pid "$pid"
+            READY_ERR="exited with status $status"
+            return 1
+        fi
+        # --noproxy: an http_proxy in the environment must not reroute this.
+        code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 2 "$url") || true
+        [[ $code == 200 ]] && return 0
+        sleep 0.2
+    done
+    READY_ERR="GET $url still answered '$code' (not 200) after ${START_TIMEOUT}s"
+    return 1
+}
+
+# nginx needs its own prefix, temp dirs and pid file so that it never touches
+# the system instance's; -e because the error log opens before the config.
+start_nginx() { # DIR
+    launch "$1/output.log" nginx -p "$1/" -c "$1/nginx.conf" -e "$1/error.log"
+}
+
+# --- setup ------------------------------------------------------------------
+
+# Hundreds of connections per proxy (clients, pooled backends, pipes) do not
+# fit in the 1024 descriptors many shells start with.
+hard=$(ulimit -Hn)
+[[ $hard == unlimited ]] && hard=1048576
+ulimit -n "$hard" 2>/dev/null || log "could not raise the descriptor limit to $hard; it stays $(ulimit -n)"
+
+mkdir -p "$OUT_DIR" || die "cannot create $OUT_DIR"
+rm -rf "$LOG_DIR" "$RESULTS_TSV"
+mkdir -p "$LOG_DIR"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/luaproxy-bench.XXXXXX") || die "mktemp failed"
+
+# nginx started by root switches its workers to "nobody", who could not read
+# our private temp dir; as root, keep them as the current user instead.
+if [[ $(id -u) == 0 ]]; then
+    USER_LINE="user $(id -un) $(id -gn);"
+else
+    USER_LINE="# not root: nginx keeps the current user"
+fi
+
+# Debian installs the dynamic modules in /usr/lib/nginx/modules and links
+# /usr/share/nginx/modules to it; other builds name theirs in nginx -V.
+MODULE_DIR=""
+for d in "$(nginx -V 2>&1 | sed -n 's/.*--modules-path=\([^ ]*\).*/\1/p')" \
+    /usr/lib/nginx/modules /usr/share/nginx/modules; do
+    if [[ -n $d && -f $d/ndk_http_module.so && -f $d/ngx_http_lua_module.so ]]; then
+        MODULE_DIR=$d
+        break
+    fi
+done
+
+read -r -a PORTS <<<"$(free_ports 7)"
+((${#PORTS[@]} == 7)) || die "could not find 7 free ports on 127.0.0.1"
+SMALL_PORT=${PORTS[0]}
+BIG_PORT=${PORTS[1]}
+
+# --- origins ----------------------------------------------------------------
+
+start_origin() { # NAME TEMPLATE PORT PROBE_PATH
+    local dir=$TMP/$1
+    mkdir -p "$dir/files"
+    render "$2" "$dir/nginx.conf" "$dir" "$3"
+    start_nginx "$dir"
+    if ! wait_ready "http://127.0.0.1:$3$4" "$LAUNCHED"; then
+        die "origin $1 did not start: $READY_ERR: $(log_tail "$dir/output.log") $(log_tail "$dir/error.log")"
+    fi
+}
+
+mkdir -p "$TMP/origin-big/files"
+# Real blocks, not a sparse file, so sendfile reads ordinary page cache.
+head -c 1048576 /dev/zero >"$TMP/origin-big/files/1m" || die "cannot write the 1 MiB file"
+head -c 67108864 /dev/zero >"$TMP/origin-big/files/64m" || die "cannot write the 64 MiB file"
+start_origin origin-small origin-small.conf.in "$SMALL_PORT" /
+start_origin origin-big origin-big.conf.in "$BIG_PORT" /1m
+log "origins: 100 B on :$SMALL_PORT, /1m and /64m on :$BIG_PORT"
+
+# --- proxies ----------------------------------------------------------------
+
+# start_proxy NAME PORT: sets PROXY_PID, or FAIL_REASON and returns 1.
+start_proxy() {
+    local name=$1 port=$2 dir=$TMP/$1
+    mkdir -p "$dir"
+    case $name in
+    luaproxy)
+        if [[ ! -x $LUAPROXY ]]; then
+            FAIL_REASON="$LUAPROXY is not built"
+            return 1
+        fi
+        render proxy.lua.in "$dir/proxy.lua" "$dir" "$port"
+        launch "$dir/output.log" "$LUAPROXY" -w "$WORKERS" --listen "127.0.0.1:$port" "$dir/proxy.lua"
+        ;;
+    nginx)
+        render nginx-proxy.conf.in "$dir/nginx.conf" "$dir" "$port"
+        start_nginx "$dir"
+        ;;
+    nginx-lua)
+        if [[ -z $MODULE_DIR ]]; then
+            FAIL_REASON="ndk_http_module.so / ngx_http_lua_module.so not found (package libnginx-mod-http-lua)"
+            return 1
+        fi
+        render nginx-lua.conf.in "$dir/nginx.conf" "$dir" "$port"
+        start_nginx "$dir"
+        ;;
+    haproxy | haproxy-splice)
+        local splice=""
+        [[ $name == haproxy-splice ]] && splice="option splice-auto"
+        render haproxy.cfg.in "$dir/haproxy.cfg" "$dir" "$port" "$splice"
+        # -db: stay in the foreground, one process (threads), so $! is it.
+        launch "$dir/output.log" haproxy -db -f "$dir/haproxy.cfg"
+        ;;
+    *)
+        FAIL_REASON="unknown proxy (known: luaproxy nginx nginx-lua haproxy haproxy-splice)"
+        return 1
+        ;;
+    esac
+    PROXY_PID=$LAUNCHED
+    if ! wait_ready "http://127.0.0.1:$port/" "$PROXY_PID"; then
+        local why
+        why=$(log_tail "$dir/output.log")
+        [[ -f $dir/error.log ]] && why+=" $(log_tail "$dir/error.log")"
+        FAIL_REASON=$READY_ERR
+        [[ -n ${why// /} ]] && FAIL_REASON+="; log: ${why# }"
+        stop_tree "$PROXY_PID"
+        save_logs "$name"
+        return 1
+    fi
+}
+
+save_logs() {
+    local f
+    for f in "$TMP/$1"/*.log; do
+        [[ -f $f ]] && cp "$f" "$LOG_DIR/$1.$(basename "$f")"
+    done
+}
+
+# One row of results.tsv: proxy case status requests seconds bytes p99_ms
+# cputicks notes. report.py turns these into the table.
+record() {
+    local IFS=$'\t'
+    echo "$*" >>"$RESULTS_TSV"
+}
+
+# Pulls the numbers out of wrk's report, converting its units (latency
+# us/ms/s/m, sizes B/KB/MB/GB/TB in powers of 1024) to ms and bytes.
+# Prints: requests seconds bytes p99_ms non2xx socket_errors.
+parse_wrk() {
+    awk '
+    function ms(s,   n) {
+        n = s + 0
+        if (s ~ /us$/) return n / 1000
+        if (s ~ /ms$/) return n
+        if (s ~ /s$/) return n * 1000
+        if (s ~ /m$/) return n * 60000
+        if (s ~ /h$/) return n * 3600000
+        return n
+    }
+    function bytes(s,   n) {
+        n = s + 0
+        if (s ~ /KB$/) return n * 1024
+        if (s ~ /MB$/) return n * 1048576
+        if (s ~ /GB$/) return n * 1073741824
+        if (s ~ /TB$/) return n * 1099511627776
+        return n
+    }
+    $1 == "99%" { p99 = ms($2) }
+    $2 == "requests" && $3 == "in" {
+        req = $1; t = $4; sub(/,$/, "", t); secs = ms(t) / 1000
+        b = $5; bts = bytes(b)
+    }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ {
+        gsub(/,/, "")
+        errs = $4 + $6 + $8 + $10
+    }
+    END { printf "%d %.3f %.0f %.3f %d %d\n", req, secs, bts, p99, non2xx, errs }
+    ' "$1"
+}
+
+run_wrk() { # CONNECTIONS SECONDS URL OUTPUT
+    # timeout: a wedged proxy must not hold the whole benchmark hostage.
+    launch "$4" timeout -k 5 $(($2 + 30)) \
+        wrk -t1 -c"$1" -d"$2s" --timeout 5s --latency "$3"
+    local pid=$LAUNCHED
+    wait "$pid"
+    forget_pid "$pid"
+}
+
+# run_case PROXY PID PORT CASE
+run_case() {
+    local proxy=$1 pid=$2 port=$3 case=$4 body conns path out
+    local t0 t1 req secs bytes p99 non2xx errs notes=""
+    body=${case%-c*}
+    conns=${case##*-c}
+    case $body in
+    small) path=/ ;;
+    1m) path=/1m ;;
+    64m) path=/64m ;;
+    *) path="" ;;
+    esac
+    if [[ -z $path || ! $conns =~ ^[0-9]+$ ]]; then
+        record "$proxy" "$case" failed 0 0 0 0 0 "unknown case (use small-cN, 1m-cN or 64m-cN)"
+        return
+    fi
+    local url=http://127.0.0.1:$port$path
+    out=$LOG_DIR/$proxy.$case.wrk.txt
+    log "$proxy: $case: wrk -c$conns ${DURATION}s $url"
+    if ((WARMUP > 0)); then
+        run_wrk "$conns" "$WARMUP" "$url" "$out"
+    fi
+    # The proxy's CPU is read right around the measured run only.
+    t0=$(tree_ticks "$pid")
+    run_wrk "$conns" "$DURATION" "$url" "$out"
+    t1=$(tree_ticks "$pid")
+    read -r req secs bytes p99 non2xx errs <<<"$(parse_wrk "$out")"
+    ((non2xx > 0)) && notes+="$non2xx non-2xx responses; "
+    ((errs > 0)) && notes+="$errs socket errors; "
+    if ! running "$pid"; then
+        notes+="proxy exited during the run; "
+    fi
+    if ((req == 0)); then
+        record "$proxy" "$case" failed 0 0 0 0 0 "no request completed: ${notes}$(log_tail "$out")"
+        return
+    fi
+    record "$proxy" "$case" ok "$req" "$secs" "$bytes" "$p99" $((t1 - t0)) "${notes%; }"
+}
+
+port_index=2
+for proxy in $PROXIES; do
+    port=${PORTS[$port_index]:-}
+    port_index=$((port_index + 1))
+    if [[ -z $port ]]; then
+        record "$proxy" - failed 0 0 0 0 0 "no free port left (at most 5 proxies)"
+        continue
+    fi
+    log "starting $proxy on 127.0.0.1:$port"
+    if ! start_proxy "$proxy" "$port"; then
+        log "$proxy failed to start: $FAIL_REASON"
+        record "$proxy" - failed 0 0 0 0 0 "failed to start: $FAIL_REASON"
+        continue
+    fi
+    for case in $CASES; do
+        # splice-auto only changes how bodies move; small answers would just
+        # repeat the plain HAProxy rows.
+        [[ $proxy == haproxy-splice && $case == small-* ]] && continue
+        if ! running "$PROXY_PID"; then
+            record "$proxy" "$case" failed 0 0 0 0 0 "proxy exited earlier"
+            continue
+        fi
+        run_case "$proxy" "$PROXY_PID" "$port" "$case"
+    done
+    stop_tree "$PROXY_PID"
+    save_logs "$proxy"
+done
+save_logs origin-small
+save_logs origin-big
+
+# --- report -----------------------------------------------------------------
+
+luaproxy_version=$(timeout 2 "$LUAPROXY" -V 2>&1 </dev/null | head -1) || luaproxy_version="(not available)"
+python3 "$BENCH_DIR/report.py" "$RESULTS_TSV" "$OUT_DIR/results.md" "$CLK_TCK" \
+    "Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
+    "Machine: \`nproc\` = $(nproc), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)" \
+    "Versions: luaproxy ${luaproxy_version:-?}; $(nginx -v 2>&1 | sed 's/^nginx version: //'); lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?'); HAProxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'); wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')" \
+    "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." ||
+    die "report.py failed; raw results are in $RESULTS_TSV"
+log "table written to ${OUT_DIR#"$ROOT"/}/results.md"

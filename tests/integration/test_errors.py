@@ -1,0 +1,156 @@
+"""SPEC §3 (errors in scripts): runtime errors and runaway Lua calls give 500,
+are logged with a traceback, method and path, and the worker goes on."""
+
+import time
+
+import lp
+
+SCRIPT = r'''
+local function deeper(x)
+  error("kaboom-marker " .. x)
+end
+
+local function double(i) return i * 2 end
+
+function route(req)
+  if req.path == "/route-error" then
+    local t = nil
+    return t.field
+  end
+end
+
+function on_get(req)
+  if req.path == "/boom" then deeper("in-get") end
+  if req.path == "/table-error" then error({ code = 1 }) end
+  if req.path == "/spin" then
+    while true do end
+  end
+  if req.path == "/loop" then
+    local s = 0
+    for i = 1, 1e15 do s = s + double(i) end
+    return 200, tostring(s)
+  end
+  if req.path == "/strings" then
+    local t = {}
+    while true do t[#t % 100 + 1] = string.rep("x", 10) .. #t end
+  end
+  return 200, "fine"
+end
+
+function on_post(req)
+  deeper("in-post")
+end
+'''
+
+
+def assert_served_by_same_worker(p, before):
+    lp.expect(lp.get(p.port, "/"), 200, b"fine")
+    after = p.worker_pids()
+    assert after == before, "worker replaced: %r -> %r" % (before, after)
+
+
+def test_runtime_error_500_and_traceback():
+    with lp.Proxy(SCRIPT) as p:
+        before = p.wait_workers(1)
+        r = lp.get(p.port, "/boom")
+        assert r.status == 500, r
+        assert int(r.headers.get("content-length", -1)) == len(r.body), r
+        assert b"kaboom" not in r.body, "error message leaked to the client: %r" % r.body
+        text = p.wait_stderr("kaboom-marker in-get")
+        tail = text[text.index("kaboom-marker in-get"):]
+        assert "traceback" in tail.lower(), "no traceback:\n%s" % text
+        assert "deeper" in tail or "script.lua:3" in tail, "traceback without the frames:\n%s" % text
+        err_lines = [l for l in text.split("\n") if "kaboom-marker" in l]
+        assert any("GET" in l and "/boom" in l for l in err_lines) or \
+            ("GET" in tail and "/boom" in tail), "method and path not logged:\n%s" % text
+        assert any("error" in l.lower().replace("kaboom", "") for l in err_lines), \
+            "not logged at level error:\n%s" % text
+        assert_served_by_same_worker(p, before)
+
+
+def test_error_in_post_handler_and_route():
+    with lp.Proxy(SCRIPT) as p:
+        before = p.wait_workers(1)
+        r = lp.post(p.port, "/p", b"data")
+        assert r.status == 500, r
+        text = p.wait_stderr("kaboom-marker in-post")
+        assert "POST" in text and "/p" in text, text
+        r = lp.get(p.port, "/route-error")
+        assert r.status == 500, r
+        p.wait_stderr("/route-error")
+        assert_served_by_same_worker(p, before)
+
+
+def test_error_with_table_value():
+    with lp.Proxy(SCRIPT) as p:
+        before = p.wait_workers(1)
+        lp.expect(lp.get(p.port, "/table-error"), 500)
+        assert_served_by_same_worker(p, before)
+
+
+def test_keep_alive_survives_500():
+    with lp.Proxy(SCRIPT) as p, lp.Conn(p.port) as c:
+        lp.expect(c.request("GET", "/boom"), 500)
+        r = c.request("GET", "/")
+        assert r.status == 200 and r.body == b"fine", r
+
+
+def timed_500(p, path, limit):
+    t0 = time.monotonic()
+    r = lp.get(p.port, path, timeout=10)
+    dt = time.monotonic() - t0
+    assert r.status == 500, "%s: %r" % (path, r)
+    assert dt < limit + 1.5, "%s answered after %.2fs with --lua-time-limit %.1fs" % (path, dt, limit)
+    assert dt >= limit * 0.8, "%s answered after %.2fs, before the limit" % (path, dt)
+
+
+def test_time_limit_empty_loop():
+    with lp.Proxy(SCRIPT, args=["--lua-time-limit", "200ms"]) as p:
+        before = p.wait_workers(1)
+        timed_500(p, "/spin", 0.2)
+        p.wait_stderr("/spin")
+        assert_served_by_same_worker(p, before)
+
+
+def test_time_limit_jit_loop_with_calls():
+    with lp.Proxy(SCRIPT, args=["--lua-time-limit", "200ms"]) as p:
+        before = p.wait_workers(1)
+        timed_500(p, "/loop", 0.2)
+        assert_served_by_same_worker(p, before)
+
+
+def test_time_limit_allocating_loop():
+    with lp.Proxy(SCRIPT, args=["--lua-time-limit", "200ms"]) as p:
+        before = p.wait_workers(1)
+        timed_500(p, "/strings", 0.2)
+        assert_served_by_same_worker(p, before)
+
+
+def test_time_limit_repeatedly():
+    # The limit must re-arm for every call, including after an abort.
+    with lp.Proxy(SCRIPT, args=["--lua-time-limit", "200ms"]) as p:
+        before = p.wait_workers(1)
+        for path in ("/spin", "/loop", "/spin"):
+            timed_500(p, path, 0.2)
+            lp.expect(lp.get(p.port, "/"), 200, b"fine")
+        assert_served_by_same_worker(p, before)
+
+
+def test_time_limit_does_not_block_other_connections_for_long():
+    # While one request spins, another queued on the same (only) worker is
+    # answered once the limit has cut the first one short.
+    import threading
+    with lp.Proxy(SCRIPT, args=["--lua-time-limit", "300ms"]) as p:
+        results = {}
+
+        def spin():
+            results["spin"] = lp.get(p.port, "/spin", timeout=10).status
+        t = threading.Thread(target=spin)
+        t.start()
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        r = lp.get(p.port, "/", timeout=10)
+        dt = time.monotonic() - t0
+        t.join(10)
+        assert results.get("spin") == 500, results
+        assert r.status == 200 and dt < 2.0, "second request: %r after %.2fs" % (r, dt)

@@ -1,0 +1,247 @@
+"""SPEC §4: HTTP/1.x behaviour: rejections, keep-alive, pipelining,
+100-continue, timeouts, and the headers of local responses."""
+
+import email.utils
+import select
+import time
+
+import lp
+
+ECHO = r'''
+function on_get(req)
+  return 200, "GET " .. req.path, { ["content-type"] = "text/plain" }
+end
+function on_post(req)
+  return 200, "POST " .. req.path .. " " .. req.body
+end
+'''
+
+
+def assert_rejected(conn, status):
+    """The rejection contract: status, a short body with a correct
+    Content-Length, Connection: close, then the server closes."""
+    r = conn.read_response(timeout=5)
+    assert r.status == status, "expected %d, got %r" % (status, r)
+    assert "content-length" in r.headers, "no Content-Length: %r" % r
+    assert int(r.headers["content-length"]) == len(r.body), r
+    assert 0 < len(r.body) <= 512, "body should be short and non-empty: %r" % r.body
+    assert "close" in r.connection_tokens(), "no Connection: close: %r" % r
+    assert conn.closed_by_peer(timeout=3), "server kept the connection open after %d" % status
+    return r
+
+
+def rejection(raw, status, args=()):
+    with lp.Proxy(ECHO, args=args) as p, lp.Conn(p.port) as c:
+        c.send(raw)
+        return assert_rejected(c, status)
+
+
+def test_malformed_request_line_400():
+    rejection(b"THIS IS NOT HTTP\r\n\r\n", 400)
+
+
+def test_malformed_header_line_400():
+    rejection(b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400)
+
+
+def test_content_length_and_transfer_encoding_400():
+    rejection(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400)
+
+
+def test_conflicting_content_lengths_400():
+    rejection(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+              b"hello!", 400)
+
+
+def test_transfer_encoding_gzip_501():
+    rejection(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxxxx", 501)
+
+
+def test_head_too_large_431():
+    big = b"X-Big: " + b"a" * 2048 + b"\r\n"
+    rejection(b"GET / HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n", 431, args=["--max-header-size", "1k"])
+
+
+def test_head_within_limit_accepted():
+    with lp.Proxy(ECHO, args=["--max-header-size", "1k"]) as p:
+        r = lp.get(p.port, "/ok", headers={"X-Pad": "a" * 600})
+        assert r.status == 200, r
+
+
+def test_body_too_large_413():
+    rejection(lp.build_request("POST", "/big", b"b" * 2048), 413, args=["--max-body-size", "1k"])
+
+
+def test_chunked_body_too_large_413():
+    body = b"".join(b"200\r\n" + b"c" * 512 + b"\r\n" for _ in range(4)) + b"0\r\n\r\n"
+    rejection(lp.build_request("POST", "/big", body, headers={"Transfer-Encoding": "chunked"}),
+              413, args=["--max-body-size", "1k"])
+
+
+def test_body_at_limit_accepted():
+    with lp.Proxy(ECHO, args=["--max-body-size", "1k"]) as p:
+        r = lp.post(p.port, "/edge", b"e" * 1024)
+        assert r.status == 200 and r.body == b"POST /edge " + b"e" * 1024, r
+
+
+def test_header_timeout_408():
+    with lp.Proxy(ECHO, args=["--header-timeout", "300ms"]) as p, lp.Conn(p.port) as c:
+        t0 = time.monotonic()
+        c.send(b"GET /slo")
+        r = assert_rejected(c, 408)
+        dt = time.monotonic() - t0
+        assert 0.25 <= dt < 2.5, "408 after %.2fs with --header-timeout 300ms" % dt
+
+
+def test_header_timeout_covers_slow_headers():
+    # Bytes keep trickling in, but the head is not complete in time.
+    with lp.Proxy(ECHO, args=["--header-timeout", "300ms"]) as p, lp.Conn(p.port) as c:
+        t0 = time.monotonic()
+        c.send(b"GET / HTTP/1.1\r\n")
+        for i in range(6):
+            time.sleep(0.1)
+            if select.select([c.sock], [], [], 0)[0]:
+                break   # the server has answered: stop before causing a reset
+            try:
+                c.send(b"X-Drip-%d: y\r\n" % i)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        r = c.read_response(timeout=3)
+        assert r.status == 408, r
+        assert time.monotonic() - t0 < 2.5, "408 came %.2fs late" % (time.monotonic() - t0)
+
+
+def test_chunked_request_body():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        c.send(b"POST /ch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"POST /ch hello world!", r
+
+
+def test_keep_alive_two_requests():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        r1 = c.request("GET", "/one")
+        assert r1.status == 200 and r1.body == b"GET /one", r1
+        assert "close" not in r1.connection_tokens(), r1
+        r2 = c.request("POST", "/two", b"body")
+        assert r2.status == 200 and r2.body == b"POST /two body", r2
+        assert not c.closed_by_peer(timeout=0.3), "HTTP/1.1 connection closed after the response"
+
+
+def test_connection_close_honoured():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        r = c.request("GET", "/bye", headers={"Connection": "close"})
+        assert r.status == 200 and r.body == b"GET /bye", r
+        assert c.closed_by_peer(timeout=2), "server kept the connection after Connection: close"
+
+
+def test_http10_closes_by_default():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        r = c.request("GET", "/old", version="1.0")
+        assert r.status == 200 and r.body == b"GET /old", r
+        assert r.version in ("HTTP/1.0", "HTTP/1.1"), r
+        assert c.closed_by_peer(timeout=2), "HTTP/1.0 connection without keep-alive stayed open"
+
+
+def test_http10_keep_alive():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        r = c.request("GET", "/a", headers={"Connection": "keep-alive"}, version="1.0")
+        assert r.status == 200 and r.body == b"GET /a", r
+        assert "keep-alive" in r.connection_tokens(), \
+            "HTTP/1.0 keep-alive response should say Connection: keep-alive: %r" % r
+        assert not c.closed_by_peer(timeout=0.3), "HTTP/1.0 keep-alive connection was closed"
+        r = c.request("GET", "/b", headers={"Connection": "keep-alive"}, version="1.0")
+        assert r.status == 200 and r.body == b"GET /b", r
+
+
+def test_pipelining_in_order():
+    reqs = [("GET", "/p1", None), ("POST", "/p2", b"alpha"), ("GET", "/p3", None),
+            ("POST", "/p4", b"b" * 3000), ("GET", "/p5", None), ("POST", "/p6", b"")]
+    data = b"".join(lp.build_request(m, path, body) for m, path, body in reqs)
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        c.send(data)
+        for m, path, body in reqs:
+            r = c.read_response()
+            want = ("%s %s" % (m, path)).encode() + (b" " + body if m == "POST" else b"")
+            assert r.status == 200 and r.body == want, "for %s %s: %r" % (m, path, r)
+        assert not c.closed_by_peer(timeout=0.2), "closed after pipelined requests"
+
+
+def test_pipelining_with_close_at_the_end():
+    data = (lp.build_request("GET", "/x") + lp.build_request("GET", "/y")
+            + lp.build_request("GET", "/z", headers={"Connection": "close"}))
+    with lp.Proxy(ECHO) as p:
+        rs = lp.parse_responses(lp.send_raw(p.port, data, timeout=3))
+        assert [r.body for r in rs] == [b"GET /x", b"GET /y", b"GET /z"], rs
+
+
+def test_expect_100_continue():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        c.send(b"POST /exp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 100, "expected 100 Continue before sending the body, got %r" % r
+        assert r.version == "HTTP/1.1", r
+        c.send(b"hello")
+        r = c.read_response(timeout=3)
+        assert r.status == 200 and r.body == b"POST /exp hello", r
+
+
+def test_expect_100_continue_then_keep_alive():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        c.send(b"POST /e1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        lp.expect(c.read_response(timeout=3), 100)
+        c.send(b"abc")
+        lp.expect(c.read_response(), 200, b"POST /e1 abc")
+        r = c.request("GET", "/after")
+        assert r.status == 200 and r.body == b"GET /after", r
+
+
+def test_expect_100_continue_rejected_when_too_large():
+    # The body would be over the limit: answer 413 without asking for it.
+    with lp.Proxy(ECHO, args=["--max-body-size", "1k"]) as p, lp.Conn(p.port) as c:
+        c.send(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 413, "expected 413 instead of 100 for an oversized body: %r" % r
+
+
+def test_idle_timeout_closes_keep_alive():
+    with lp.Proxy(ECHO, args=["--idle-timeout", "300ms"]) as p, lp.Conn(p.port) as c:
+        lp.expect(c.request("GET", "/"), 200)
+        t0 = time.monotonic()
+        assert c.closed_by_peer(timeout=3), "idle connection still open 3s after its last response"
+        dt = time.monotonic() - t0
+        assert 0.2 <= dt < 2.0, "closed after %.2fs with --idle-timeout 300ms" % dt
+
+
+def test_idle_timeout_rearmed_by_requests():
+    with lp.Proxy(ECHO, args=["--idle-timeout", "400ms"]) as p, lp.Conn(p.port) as c:
+        for i in range(4):   # 4 x 0.2s: longer than one idle timeout in total
+            lp.expect(c.request("GET", "/%d" % i), 200)
+            time.sleep(0.2)
+        lp.expect(c.request("GET", "/last"), 200)
+
+
+def check_local_headers(r):
+    assert r.headers.get("server") == "luaproxy", "Server header: %r" % r
+    assert "date" in r.headers, "no Date: %r" % r
+    d = email.utils.parsedate_to_datetime(r.headers["date"])
+    assert abs(d.timestamp() - time.time()) < 5, "Date is off: %r" % r.headers["date"]
+    assert r.headers["date"].endswith("GMT"), r.headers["date"]
+    assert int(r.headers.get("content-length", -1)) == len(r.body), "Content-Length: %r" % r
+
+
+def test_local_response_headers():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        check_local_headers(c.request("GET", "/h"))
+        check_local_headers(c.request("POST", "/h", b"xyz"))
+        check_local_headers(c.request("DELETE", "/h"))   # 405
+
+
+def test_rejection_headers():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        c.send(b"BAD\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400, r
+        check_local_headers(r)
