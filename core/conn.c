@@ -15,9 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "forward.h"
 #include "http.h"
 #include "log.h"
-#include "script.h"
 #include "worker.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
@@ -27,22 +27,6 @@
 #define RX_POOL_MAX 256          /* idle request contexts kept for reuse */
 #define OUT_HIGH_WATER (256 * 1024) /* stop answering pipelined requests past this */
 #define LINGER_MS 2000           /* how long a closing connection is drained */
-
-struct conn_rx {
-    char *data;
-    uint32_t cap, pos, end; /* parsed up to pos; received up to end */
-    uint32_t head_len;      /* [0, head_len) is the current request's head */
-    bool routed;            /* the head went through route() */
-    bool responded;         /* the answer to the current request is queued */
-    enum script_decision decision;
-    struct http_request req;
-    struct http_parse_ctx pctx;
-    struct buf body;
-    struct buf out;
-    struct script_view view;
-    struct script_req *sreq;
-    struct conn_rx *next_free;
-};
 
 static struct conn_rx *rx_pool;
 static int rx_pool_len;
@@ -145,6 +129,8 @@ static void conn_close(struct conn *c)
 {
     if (c->state == CONN_CLOSED) return;
     log_debug("conn fd=%d closed in state %s", c->io.fd, conn_state_name(c->state));
+    if (c->ex) forward_abort(c->ex);
+    c->ex = NULL;
     c->state = CONN_CLOSED;
     timer_cancel(&W.loop.timers, &c->timer);
     loop_close(&W.loop, &c->io);
@@ -264,9 +250,9 @@ static void request_route(struct conn *c)
     bool body_follows = rx->req.has_body && !rx->req.message_done;
     switch (rx->decision) {
     case SCRIPT_UPSTREAM:
-        script_reply_done();
-        rep = (struct script_reply){.status = 502, .body = "proxying not available\n", .body_len = 23};
-        /* fall through */
+        c->state = CONN_UPSTREAM;
+        forward_start(c, up);
+        return;
     case SCRIPT_RESPOND:
         /* Answered before the body: it is read and dropped, unless the
          * client waits for 100-continue and so may never send it. */
@@ -310,7 +296,7 @@ static void request_complete(struct conn *c)
     struct conn_rx *rx = c->rx;
     if (!rx->routed) {
         request_route(c);
-        if (c->state >= CONN_CLOSING) return;
+        if (c->state >= CONN_UPSTREAM) return;
     }
     if (rx->decision == SCRIPT_LOCAL && !rx->responded) {
         struct script_reply rep;
@@ -427,7 +413,7 @@ static void conn_read(struct conn *c, bool hup)
     }
 }
 
-static int conn_flush(struct conn *c)
+int conn_flush(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
     while (rx && buf_pending(&rx->out)) {
@@ -494,7 +480,19 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
 static void conn_on_io(struct io *io, unsigned events)
 {
     struct conn *c = container_of(io, struct conn, io);
+    if (c->state == CONN_UPSTREAM) return forward_client_event(c->ex, events);
     conn_drive(c, events & IO_READ, events & (IO_HUP | IO_ERROR));
+}
+
+void conn_upstream_done(struct conn *c, bool close_after)
+{
+    c->ex = NULL;
+    if (close_after) c->close_after = true;
+    c->state = CONN_BODY; /* request_end decides: idle or closing */
+    request_end(c);
+    /* Pipelined requests may be waiting in the buffer or the socket: on the
+     * next turn, so an exchange that ended at once cannot recurse here. */
+    loop_defer(&W.loop, &c->resume);
 }
 
 static void conn_on_resume(struct defer *d)

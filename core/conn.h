@@ -13,7 +13,10 @@
 
 #include <llhttp.h>
 
+#include "buf.h"
+#include "http.h"
 #include "loop.h"
+#include "script.h"
 #include "timer.h"
 
 enum conn_state {
@@ -28,7 +31,23 @@ enum conn_state {
 
 const char *conn_state_name(enum conn_state s);
 
-struct conn_rx;
+/* Per-request memory, pooled by the worker. */
+struct conn_rx {
+    char *data;
+    uint32_t cap, pos, end; /* parsed up to pos; received up to end */
+    uint32_t head_len;      /* [0, head_len) is the current request's head */
+    bool routed;            /* the head went through route() */
+    bool responded;         /* the answer to the current request is queued */
+    enum script_decision decision;
+    struct http_request req;
+    struct http_parse_ctx pctx;
+    struct buf body;
+    struct buf out;
+    struct script_view view;
+    struct script_req *sreq;
+    struct conn_rx *next_free;
+};
+
 
 struct conn {
     struct io io;
@@ -41,6 +60,7 @@ struct conn {
     struct defer resume; /* deferred: read or process again on the next turn */
     llhttp_t parser;
     struct conn_rx *rx; /* NULL while idle with nothing buffered */
+    struct exchange *ex; /* the proxied exchange while in CONN_UPSTREAM */
     union {
         struct sockaddr sa;
         struct sockaddr_in in;
@@ -51,6 +71,12 @@ struct conn {
 
 /* Takes an accepted, non-blocking socket. */
 void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen);
+/* Writes rx->out; 0, or -1 when the connection closed. Arms EPOLLOUT only
+ * while bytes are left. */
+int conn_flush(struct conn *c);
+/* The proxied exchange is over (its answer is queued in rx->out or was
+ * spliced); close_after: the connection cannot carry another request. */
+void conn_upstream_done(struct conn *c, bool close_after);
 /* Closes at once, whatever the state. */
 void conn_force_close(struct conn *c);
 /* Graceful shutdown: close idle connections, mark the rest. */

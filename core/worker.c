@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "forward.h"
+#include "splice.h"
 #include "log.h"
 #include "script.h"
 
@@ -183,8 +185,11 @@ out:
     W.draining = false;
     while (W.conns) conn_force_close(W.conns);
     loop_run_deferred(&W.loop);
-    script_unload();
+    script_unload(); /* closes the upstreams and their pooled connections */
+    loop_run_deferred(&W.loop);
     conn_pool_free();
+    forward_pool_free();
+    pipe_pool_free();
     loop_close(&W.loop, &W.listener);
     loop_close(&W.loop, &W.signals);
     loop_free(&W.loop);

@@ -30,6 +30,21 @@ void req_push(lua_State *L, struct script_view *view);
 /* Detaches the req at idx from its view: later use raises an error. */
 void req_detach(lua_State *L, int idx);
 
+/* script.c: calling into the script. */
+void script_req_push(struct script_req *r);
+/* Calls the function below nargs arguments under the limits; errors are
+ * logged (with method and path) and leave nothing. Returns the number of
+ * results on the stack, or -1. */
+int script_call(struct script_req *r, const char *where, int nargs);
+void script_log_error(struct script_req *r, const char *where, const char *msg);
+/* req.c */
+bool req_edited(lua_State *L, int idx);
+/* proxying.c */
+extern bool script_loading;
+void proxying_open(lua_State *L);
+void res_open(lua_State *L);
+void edits_from_env(lua_State *L, struct script_edits *e);
+
 /* limits.c: time and memory limits. */
 struct lmem {
     size_t used, limit;

@@ -11,6 +11,7 @@
 
 struct lreq {
     struct script_view *view; /* NULL once the request is over */
+    bool edited;              /* req:set_* was called: the forwarded head changes */
 };
 
 static struct script_view *check_view(lua_State *L, int idx)
@@ -70,9 +71,15 @@ static void push_addr(lua_State *L, const struct sockaddr *sa, bool port)
     lua_pushstring(L, text);
 }
 
+static void mark_edited(lua_State *L)
+{
+    ((struct lreq *)lua_touserdata(L, 1))->edited = true;
+}
+
 static int req_set(lua_State *L, const char *field)
 {
     check_view(L, 1);
+    mark_edited(L);
     push_env(L, 1);
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, field);
@@ -117,6 +124,7 @@ static int req_set_header(lua_State *L)
         if (!http_valid_value(v, vlen)) return luaL_argerror(L, 3, "header value contains CR, LF or NUL");
     }
     check_view(L, 1);
+    mark_edited(L);
     push_env(L, 1);
     lua_getfield(L, -1, "set_headers"); /* name (lower case) -> value or false */
     if (lua_isnil(L, -1)) {
@@ -267,8 +275,15 @@ void req_push(lua_State *L, struct script_view *view)
 {
     struct lreq *r = lua_newuserdata(L, sizeof(*r));
     r->view = view;
+    r->edited = false;
     luaL_getmetatable(L, REQ_MT);
     lua_setmetatable(L, -2);
+}
+
+bool req_edited(lua_State *L, int idx)
+{
+    struct lreq *r = lua_touserdata(L, idx);
+    return r && r->edited;
 }
 
 void req_detach(lua_State *L, int idx)

@@ -58,6 +58,8 @@ static lua_State *state_new(struct lmem *m)
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* see limits.c */
     api_open(L);
     req_open(L);
+    proxying_open(L);
+    res_open(L);
     return L;
 }
 
@@ -67,9 +69,11 @@ static int state_load(lua_State *L, struct lmem *m, const char *path, char *err,
     int rc = luaL_loadfile(L, path);
     if (rc == 0) {
         m->enforce = true;
+        script_loading = true;
         limits_hook_clock(L, S.cfg->lua_time_limit_ms);
         rc = lua_pcall(L, 0, 0, 0);
         limits_unhook(L);
+        script_loading = false;
         m->enforce = false;
     }
     if (rc) {
@@ -144,6 +148,26 @@ struct script_req *script_req_begin(struct script_view *view)
     return r;
 }
 
+void script_req_push(struct script_req *r)
+{
+    lua_rawgeti(S.L, LUA_REGISTRYINDEX, r->ref);
+}
+
+bool script_req_edits(struct script_req *r, struct script_edits *e)
+{
+    lua_State *L = S.L;
+    if (!r) return false;
+    script_req_push(r);
+    if (!req_edited(L, -1)) {
+        lua_pop(L, 1);
+        return false;
+    }
+    lua_getfenv(L, -1);
+    lua_remove(L, -2);
+    edits_from_env(L, e); /* the env stays until script_reply_done() */
+    return true;
+}
+
 void script_req_end(struct script_req *r)
 {
     if (!r) return;
@@ -169,7 +193,7 @@ static void path_of(const struct script_req *r, const char **p, size_t *n)
     *n = q ? (size_t)(q - url) : len;
 }
 
-static void log_lua_error(struct script_req *r, const char *where, const char *msg)
+void script_log_error(struct script_req *r, const char *where, const char *msg)
 {
     const char *path;
     size_t plen;
@@ -180,7 +204,7 @@ static void log_lua_error(struct script_req *r, const char *where, const char *m
 
 /* Calls the function below nargs arguments; on error logs it and leaves
  * nothing. Returns the number of results left on the stack, or -1. */
-static int call(struct script_req *r, const char *where, int nargs)
+int script_call(struct script_req *r, const char *where, int nargs)
 {
     lua_State *L = S.L;
     int base = lua_gettop(L) - nargs - 1;
@@ -190,7 +214,7 @@ static int call(struct script_req *r, const char *where, int nargs)
     bool timed_out = limits_leave(L);
     mem.enforce = false;
     if (rc == 0) return lua_gettop(L) - base;
-    log_lua_error(r, where, lua_tostring(L, -1));
+    script_log_error(r, where, lua_tostring(L, -1));
     lua_settop(L, base);
     if (rc == LUA_ERRMEM || timed_out) lua_gc(L, LUA_GCCOLLECT, 0);
     return -1;
@@ -279,7 +303,7 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
 {
     const char *bad = reply_from_stack(S.L, idx, nres, rep);
     if (bad) {
-        log_lua_error(r, where, bad);
+        script_log_error(r, where, bad);
         reply_error(rep);
     }
 }
@@ -291,7 +315,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
     lua_getfield(L, LUA_GLOBALSINDEX, "route");
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
     int base = lua_gettop(L) - 1;
-    int nres = call(r, "route", 1);
+    int nres = script_call(r, "route", 1);
     if (nres < 0) {
         reply_error(rep);
         return SCRIPT_RESPOND;
@@ -310,7 +334,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
         lua_settop(L, reply_top);
         return SCRIPT_UPSTREAM;
     }
-    log_lua_error(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
+    script_log_error(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
                                               luaL_typename(L, base)));
     reply_error(rep);
     return SCRIPT_RESPOND;
@@ -407,10 +431,10 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
     int base = lua_gettop(L) - 1;
-    int nres = call(r, name, 1);
+    int nres = script_call(r, name, 1);
     if (nres < 0) return reply_error(rep);
     if (nres == 0) {
-        log_lua_error(r, name, "handler returned no status");
+        script_log_error(r, name, "handler returned no status");
         return reply_error(rep);
     }
     reply_checked(r, name, base, nres, rep);

@@ -69,3 +69,38 @@ void script_handle(struct script_req *r, struct script_reply *reply);
 void script_reply_done(void);
 /* Whether the script defines route() (otherwise the core skips the call). */
 bool script_has_route(void);
+
+/* ---- proxying ---- */
+
+/* What req:set_header/set_path/set_query changed, for the forwarded head.
+ * A header with value NULL is removed. Valid until script_reply_done(). */
+struct script_edits {
+    bool path_set, query_set;
+    const char *path, *query; /* query NULL: removed */
+    size_t path_len, query_len;
+    struct script_header *headers;
+    size_t nheaders;
+};
+/* false (and nothing to do) when the script changed nothing. */
+bool script_req_edits(struct script_req *r, struct script_edits *e);
+
+/* The upstream's hash_key(req), hashed; 0 when it gives nil or fails. */
+uint32_t script_hash_key(struct script_req *r, struct upstream *u);
+/* The upstream's balance(req, servers). NULL: nothing chosen (503). */
+struct server *script_balance(struct script_req *r, struct upstream *u, const bool *tried);
+
+/* The response head as on_response sees it. */
+struct script_response {
+    int status;
+    const struct http_header *headers;
+    uint16_t nheaders;
+    const char *base;
+    const char *server;
+};
+bool script_has_on_response(void);
+/* Runs on_response(req, res); its res:set_header edits come back in e
+ * (valid until script_reply_done()). false when it failed (logged). */
+bool script_on_response(struct script_req *r, const struct script_response *res,
+                        struct script_edits *e);
+/* Frees the upstreams the state declared. */
+void script_free_upstreams(void);

@@ -1,0 +1,1093 @@
+/* forward: one proxied exchange.
+ *
+ * Request side:  head (rewritten, plus the body bytes that came with it) in
+ *                one send; the rest of a Content-Length body by splice from
+ *                the client socket; a chunked body raw, through the client's
+ *                parser only to find where it ends.
+ * Response side: the head is read into resp_buf and parsed, shown to
+ *                on_response, rewritten into the client's output buffer; a
+ *                Content-Length body is then spliced, a chunked one relayed
+ *                as it is, an unframed one re-chunked for HTTP/1.1 clients.
+ * Failures before the first response byte are retried when that is safe;
+ * after the response head went out, the client connection is closed. */
+#include "forward.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "pool.h"
+#include "splice.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+#define RESP_HEAD_MAX (64 * 1024)  /* a larger backend head is a 502 */
+#define RESP_READ 16384            /* read size for relayed (non-spliced) bodies */
+#define OUT_HIGH_WATER (256 * 1024) /* stop reading the backend past this */
+#define MAX_CONN_TOKENS 16
+
+enum ex_state {
+    EX_CONNECTING, /* non-blocking connect in progress */
+    EX_ACTIVE,     /* request going out, response coming back */
+    EX_TUNNEL,     /* after a 101: bytes both ways until one side closes */
+    EX_DONE,
+};
+
+enum body_mode {
+    RB_NONE,    /* no body (HEAD, 1xx, 204, 304, or Content-Length: 0) */
+    RB_LENGTH,  /* Content-Length: spliced */
+    RB_CHUNKED, /* relayed as received, parsed to find its end */
+    RB_EOF,     /* until the backend closes; re-chunked for 1.1 clients */
+};
+
+struct exchange {
+    struct conn *c;
+    struct upstream *up;
+    struct server *srv;
+    struct bconn *b;
+    enum ex_state state;
+    struct timer timer; /* connect_timeout, then read_timeout */
+    bool *tried;        /* servers attempted, by index */
+    int tried_cap;
+    int attempts;
+    bool reused;           /* b came from the pool */
+    bool fresh_retry_done; /* the one retry after a stale pooled connection */
+    bool upgrade;          /* the client asked for Connection: upgrade */
+    uint64_t started_ms;
+
+    /* request */
+    struct buf req_head;  /* rewritten head + body bytes that came with it */
+    uint64_t req_left;    /* Content-Length bytes still in the client socket */
+    bool req_chunked;     /* relaying a chunked body */
+    bool req_done;        /* everything was written to the backend */
+    bool req_started;     /* a body byte left the client socket: no replay */
+    struct pipe_pair req_pipe;
+
+    /* response */
+    llhttp_t rp;
+    struct http_request resp; /* its headers, as slices of resp_buf */
+    struct slice reason;
+    struct buf resp_buf;
+    size_t resp_parsed;
+    bool resp_head_done, resp_message_done, resp_skip_body;
+    bool head_sent;       /* the response head is queued for the client */
+    enum body_mode mode;
+    uint64_t resp_left;
+    bool resp_done;
+    bool backend_reusable;
+    bool client_close;    /* the client connection ends after this response */
+    bool chunk_out;       /* re-chunking an unframed body */
+    struct pipe_pair resp_pipe;
+    struct pipe_pair up_pipe; /* tunnel: client -> backend */
+    bool tun_client_eof, tun_backend_eof;
+    struct exchange *next_free;
+};
+
+static struct exchange *ex_pool;
+static uint64_t spliced_total;
+
+uint64_t forward_spliced_bytes(void)
+{
+    return spliced_total;
+}
+
+static void ex_run(struct exchange *ex);
+static void ex_try_server(struct exchange *ex);
+
+/* ---- response parser callbacks -------------------------------------- */
+
+static struct exchange *ex_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int r_on_message_begin(llhttp_t *p)
+{
+    struct exchange *ex = ex_of(p);
+    ex->resp.nheaders = 0;
+    ex->resp.in_value = false;
+    ex->resp.too_many = false;
+    ex->reason.len = 0;
+    ex->resp_head_done = ex->resp_message_done = false;
+    return 0;
+}
+
+static int r_on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = ex_of(p);
+    if (ex->reason.len == 0) ex->reason.off = (uint32_t)(at - ex->resp_buf.data);
+    ex->reason.len += (uint32_t)len;
+    return 0;
+}
+
+static int r_on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = ex_of(p);
+    struct http_request *r = &ex->resp;
+    if (r->in_value || r->nheaders == 0) {
+        if (r->nheaders == HTTP_MAX_HEADERS) {
+            r->too_many = true;
+            return HPE_USER;
+        }
+        struct http_header *h = &r->headers[r->nheaders++];
+        h->name.len = h->value.len = 0;
+        r->in_value = false;
+    }
+    char *w = (char *)at;
+    for (size_t i = 0; i < len; i++)
+        if (w[i] >= 'A' && w[i] <= 'Z') w[i] = (char)(w[i] + 32);
+    struct slice *s = &r->headers[r->nheaders - 1].name;
+    if (s->len == 0) s->off = (uint32_t)(at - ex->resp_buf.data);
+    s->len += (uint32_t)len;
+    return 0;
+}
+
+static int r_on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = ex_of(p);
+    struct http_request *r = &ex->resp;
+    r->in_value = true;
+    struct slice *s = &r->headers[r->nheaders - 1].value;
+    if (s->len == 0) s->off = (uint32_t)(at - ex->resp_buf.data);
+    s->len += (uint32_t)len;
+    return 0;
+}
+
+static int r_on_header_value_complete(llhttp_t *p)
+{
+    ex_of(p)->resp.in_value = true;
+    return 0;
+}
+
+static int r_on_headers_complete(llhttp_t *p)
+{
+    struct exchange *ex = ex_of(p);
+    ex->resp_head_done = true;
+    int status = p->status_code;
+    /* A HEAD answer has no body whatever its headers say; 1xx, 204 and 304
+     * never have one. Those run on to on_message_complete, which pauses;
+     * the others pause here so the body is not consumed by the parser. */
+    bool head = ex->c->rx->req.method == HTTP_HEAD;
+    ex->resp_skip_body = head || status < 200 || status == 204 || status == 304;
+    if (ex->resp_skip_body) return status == 101 ? 2 : 1;
+    return HPE_PAUSED;
+}
+
+static int r_on_message_complete(llhttp_t *p)
+{
+    ex_of(p)->resp_message_done = true;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t response_settings = {
+    .on_message_begin = r_on_message_begin,
+    .on_status = r_on_status,
+    .on_header_field = r_on_header_field,
+    .on_header_value = r_on_header_value,
+    .on_header_value_complete = r_on_header_value_complete,
+    .on_headers_complete = r_on_headers_complete,
+    .on_message_complete = r_on_message_complete,
+};
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+static struct exchange *ex_get(void)
+{
+    struct exchange *ex = ex_pool;
+    if (ex) {
+        ex_pool = ex->next_free;
+    } else {
+        ex = calloc(1, sizeof(*ex));
+        if (!ex) return NULL;
+    }
+    struct buf req_head = ex->req_head, resp_buf = ex->resp_buf;
+    bool *tried = ex->tried;
+    int tried_cap = ex->tried_cap;
+    memset(ex, 0, sizeof(*ex));
+    ex->req_head = req_head;
+    ex->req_head.len = ex->req_head.off = 0;
+    ex->resp_buf = resp_buf;
+    ex->resp_buf.len = ex->resp_buf.off = 0;
+    ex->tried = tried;
+    ex->tried_cap = tried_cap;
+    ex->req_pipe.rd = ex->req_pipe.wr = -1;
+    ex->resp_pipe.rd = ex->resp_pipe.wr = -1;
+    ex->up_pipe.rd = ex->up_pipe.wr = -1;
+    return ex;
+}
+
+static void ex_put(struct exchange *ex)
+{
+    if (ex->req_head.cap > 65536) buf_free(&ex->req_head);
+    if (ex->resp_buf.cap > 65536) buf_free(&ex->resp_buf);
+    ex->next_free = ex_pool;
+    ex_pool = ex;
+}
+
+void forward_pool_free(void)
+{
+    while (ex_pool) {
+        struct exchange *ex = ex_pool;
+        ex_pool = ex->next_free;
+        buf_free(&ex->req_head);
+        buf_free(&ex->resp_buf);
+        free(ex->tried);
+        free(ex);
+    }
+}
+
+static void release_backend(struct exchange *ex, bool reusable)
+{
+    struct bconn *b = ex->b;
+    if (!b) return;
+    ex->b = NULL;
+    b->ex = NULL;
+    if (ex->srv) ex->srv->active--;
+    /* A pipe with bytes in it belongs to a transfer that did not finish:
+     * it goes, not back to the pool (pipe_give closes it then). */
+    if (reusable && b->connected) {
+        b->requests++;
+        pool_put(b);
+    } else {
+        bconn_close(b);
+    }
+}
+
+/* Ends the exchange; the client connection takes over again. */
+static void ex_finish(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    ex->state = EX_DONE;
+    timer_cancel(&W.loop.timers, &ex->timer);
+    release_backend(ex, ex->backend_reusable);
+    pipe_give(&ex->req_pipe);
+    pipe_give(&ex->resp_pipe);
+    pipe_give(&ex->up_pipe);
+    /* The client's parser never saw a spliced body: start it afresh. */
+    if (!c->rx->req.message_done) llhttp_reset(&c->parser);
+    bool close_after = ex->client_close || !ex->req_done;
+    ex_put(ex);
+    conn_upstream_done(c, close_after);
+}
+
+void forward_abort(struct exchange *ex)
+{
+    ex->state = EX_DONE;
+    timer_cancel(&W.loop.timers, &ex->timer);
+    release_backend(ex, false);
+    pipe_give(&ex->req_pipe);
+    pipe_give(&ex->resp_pipe);
+    pipe_give(&ex->up_pipe);
+    ex_put(ex);
+}
+
+/* Closes the client after a failure past the response head. */
+static void ex_abort_client(struct exchange *ex, const char *why)
+{
+    struct conn *c = ex->c;
+    log_warn("%s %s: %s after the response head was sent; closing the client connection",
+             ex->up->name, ex->srv ? ex->srv->name : "-", why);
+    c->ex = NULL;
+    forward_abort(ex);
+    conn_force_close(c);
+}
+
+/* Answers the client ourselves (502, 503, 504) when no response head went
+ * out yet. */
+static void ex_error(struct exchange *ex, int status, const char *why)
+{
+    struct conn *c = ex->c;
+    if (ex->head_sent) return ex_abort_client(ex, why);
+    log_warn("upstream %s%s%s: %s: answering %d", ex->up->name, ex->srv ? " server " : "",
+             ex->srv ? ex->srv->name : "", why, status);
+    release_backend(ex, false);
+    /* Body bytes may still be on their way from the client: unless the
+     * request was read to its end, the connection cannot be reused. */
+    bool complete = c->rx->req.message_done || (ex->req_left == 0 && !ex->req_chunked);
+    ex->client_close = ex->client_close || !complete;
+    ex->req_done = complete;
+    bool keep = !ex->client_close && c->rx->req.keep_alive && !W.draining && !c->close_after;
+    const char *body = status == 500   ? "internal server error\n"
+                       : status == 502 ? "bad gateway\n"
+                       : status == 503 ? "service unavailable\n"
+                                       : "gateway timeout\n";
+    http_simple_response(&c->rx->out, status, keep, W.loop.wall_now, body);
+    ex->client_close = !keep;
+    ex->resp_done = true;
+    ex->backend_reusable = false;
+    ex->head_sent = true;
+    if (conn_flush(c) < 0) return; /* closed; the exchange went with it */
+    ex_finish(ex);
+}
+
+/* ---- the request head ------------------------------------------------ */
+
+static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
+{
+    for (int i = 0; i < n; i++)
+        if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
+            return true;
+    return false;
+}
+
+/* Splits Connection header values into tokens (names of more hop-by-hop
+ * headers, besides "close", "keep-alive" and "upgrade"). */
+static int connection_tokens(const struct http_request *r, const char *base, struct slice *out)
+{
+    int n = 0;
+    for (uint16_t i = 0; i < r->nheaders; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (h->name.len != 10 || memcmp(base + h->name.off, "connection", 10)) continue;
+        uint32_t p = h->value.off, end = h->value.off + h->value.len;
+        while (p < end && n < MAX_CONN_TOKENS) {
+            while (p < end && (base[p] == ' ' || base[p] == '\t' || base[p] == ',')) p++;
+            uint32_t s = p;
+            while (p < end && base[p] != ',' && base[p] != ' ' && base[p] != '\t') p++;
+            if (p > s) out[n++] = (struct slice){s, p - s};
+        }
+    }
+    return n;
+}
+
+static bool is_hop_by_hop(const char *name, size_t len, bool keep_upgrade)
+{
+    switch (len) {
+    case 2: return !memcmp(name, "te", 2);
+    case 7:
+        if (!memcmp(name, "trailer", 7)) return true;
+        return !keep_upgrade && !memcmp(name, "upgrade", 7);
+    case 10: return !memcmp(name, "keep-alive", 10) || (!keep_upgrade && !memcmp(name, "connection", 10));
+    case 16: return !memcmp(name, "proxy-connection", 16);
+    default: return false;
+    }
+}
+
+static bool edited(const struct script_edits *e, const char *name, size_t len)
+{
+    for (size_t i = 0; e && i < e->nheaders; i++)
+        if (e->headers[i].nlen == len && !strncasecmp(e->headers[i].name, name, len)) return true;
+    return false;
+}
+
+static void append_header(struct buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    buf_append(b, name, nlen);
+    buf_append(b, ": ", 2);
+    buf_append(b, value, vlen);
+    buf_append(b, "\r\n", 2);
+}
+
+static int build_request_head(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    struct conn_rx *rx = c->rx;
+    const struct http_request *r = &rx->req;
+    const char *base = rx->data;
+    struct buf *h = &ex->req_head;
+    struct script_edits ed, *e = script_req_edits(rx->sreq, &ed) ? &ed : NULL;
+    h->len = h->off = 0;
+    if (buf_reserve(h, rx->head_len + 256)) return -ENOMEM;
+
+    buf_puts(h, llhttp_method_name((llhttp_method_t)r->method));
+    buf_append(h, " ", 1);
+    const char *url = base + r->url.off;
+    const char *q = memchr(url, '?', r->url.len);
+    if (e && (e->path_set || e->query_set)) {
+        if (e->path_set) buf_append(h, e->path, e->path_len);
+        else buf_append(h, url, q ? (size_t)(q - url) : r->url.len);
+        if (e->query_set && e->query) {
+            buf_append(h, "?", 1);
+            buf_append(h, e->query, e->query_len);
+        } else if (!e->query_set && q) {
+            buf_append(h, q, r->url.len - (size_t)(q - url));
+        }
+    } else {
+        buf_append(h, url, r->url.len);
+    }
+    buf_puts(h, " HTTP/1.1\r\n");
+
+    struct slice tokens[MAX_CONN_TOKENS];
+    int ntok = connection_tokens(r, base, tokens);
+    bool has_host = false;
+    const struct http_header *xff[8];
+    int nxff = 0;
+    for (uint16_t i = 0; i < r->nheaders; i++) {
+        const struct http_header *hd = &r->headers[i];
+        const char *name = base + hd->name.off;
+        size_t nlen = hd->name.len;
+        if (is_hop_by_hop(name, nlen, false) || token_in(base, tokens, ntok, hd->name)) continue;
+        if (edited(e, name, nlen)) continue;
+        if (nlen == 15 && !memcmp(name, "x-forwarded-for", 15)) {
+            if (nxff < 8) xff[nxff++] = hd;
+            continue;
+        }
+        if (nlen == 17 && !memcmp(name, "x-forwarded-proto", 17)) continue;
+        if (nlen == 4 && !memcmp(name, "host", 4)) has_host = true;
+        append_header(h, name, nlen, base + hd->value.off, hd->value.len);
+    }
+    for (size_t i = 0; e && i < e->nheaders; i++) {
+        if (!e->headers[i].value) continue;
+        if (e->headers[i].nlen == 4 && !strncasecmp(e->headers[i].name, "host", 4)) has_host = true;
+        append_header(h, e->headers[i].name, e->headers[i].nlen, e->headers[i].value, e->headers[i].vlen);
+    }
+    if (!has_host) append_header(h, "host", 4, ex->srv->name, strlen(ex->srv->name));
+
+    buf_puts(h, "x-forwarded-for: ");
+    for (int i = 0; i < nxff; i++) {
+        buf_append(h, base + xff[i]->value.off, xff[i]->value.len);
+        buf_append(h, ", ", 2);
+    }
+    char addr[64];
+    const struct sockaddr *sa = &c->peer.sa;
+    if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
+    else inet_ntop(AF_INET, &c->peer.in.sin_addr, addr, sizeof(addr));
+    buf_puts(h, addr);
+    buf_puts(h, "\r\nx-forwarded-proto: http\r\n");
+    if (ex->upgrade) {
+        const struct http_header *up = http_find_header(r, base, "upgrade", 7);
+        buf_puts(h, "connection: upgrade\r\n");
+        if (up) append_header(h, "upgrade", 7, base + up->value.off, up->value.len);
+    }
+    buf_puts(h, "\r\n");
+    script_reply_done();
+    return buf_reserve(h, 0);
+}
+
+/* Body bytes that arrived with the head join it, so that the head and the
+ * start of the body leave in one send. */
+static void take_buffered_body(struct exchange *ex)
+{
+    struct conn_rx *rx = ex->c->rx;
+    const struct http_request *r = &rx->req;
+    if (!r->has_body || r->message_done || r->chunked) return;
+    uint64_t have = rx->end - rx->pos;
+    uint64_t n = have < r->content_length ? have : r->content_length;
+    buf_append(&ex->req_head, rx->data + rx->pos, (size_t)n);
+    memmove(rx->data + rx->pos, rx->data + rx->pos + n, (size_t)(have - n));
+    rx->end -= (uint32_t)n;
+    ex->req_left = r->content_length - n;
+}
+
+/* ---- choosing a server and connecting --------------------------------- */
+
+static bool ensure_tried(struct exchange *ex)
+{
+    int n = ex->up->nservers;
+    if (ex->tried_cap < n) {
+        bool *t = realloc(ex->tried, (size_t)n * sizeof(bool));
+        if (!t) return false;
+        ex->tried = t;
+        ex->tried_cap = n;
+    }
+    return true;
+}
+
+static struct server *choose(struct exchange *ex)
+{
+    struct upstream *u = ex->up;
+    uint64_t now = W.loop.now_ms;
+    if (u->balance == BALANCE_LUA) return script_balance(ex->c->rx->sreq, u, ex->tried);
+    uint32_t key = u->balance == BALANCE_HASH ? script_hash_key(ex->c->rx->sreq, u) : 0;
+    return upstream_pick(u, key, ex->tried, now);
+}
+
+static void on_timer(struct timer *t)
+{
+    struct exchange *ex = container_of(t, struct exchange, timer);
+    if (ex->state == EX_CONNECTING) {
+        upstream_fail(ex->srv, W.loop.now_ms);
+        log_warn("upstream %s server %s: connect timed out", ex->up->name, ex->srv->name);
+        release_backend(ex, false);
+        ex->srv = NULL;
+        return ex_try_server(ex);
+    }
+    if (!ex->head_sent) upstream_fail(ex->srv, W.loop.now_ms);
+    ex_error(ex, 504, "no response within read_timeout");
+}
+
+static void start_on(struct exchange *ex, struct bconn *b, bool reused)
+{
+    ex->b = b;
+    ex->reused = reused;
+    b->ex = ex;
+    ex->srv->active++;
+    ex->req_head.off = 0;
+    if (reused) {
+        ex->state = EX_ACTIVE;
+        loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+        ex_run(ex);
+    } else {
+        ex->state = EX_CONNECTING;
+        loop_timer(&W.loop, &ex->timer, ex->up->connect_timeout_ms);
+    }
+}
+
+/* Picks the next server and starts on it; 502/503 when none is left. */
+static void ex_try_server(struct exchange *ex)
+{
+    struct upstream *u = ex->up;
+    for (;;) {
+        if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed");
+        struct server *s = choose(ex);
+        if (!s) {
+            bool any_up = false;
+            for (int i = 0; i < u->nservers; i++)
+                if (upstream_server_up(&u->servers[i], W.loop.now_ms)) any_up = true;
+            if (ex->attempts == 0)
+                return ex_error(ex, 503, any_up || u->balance == BALANCE_LUA ? "no server chosen"
+                                                                                : "every server is down");
+            return ex_error(ex, 502, "every server tried failed");
+        }
+        ex->attempts++;
+        ex->tried[s - u->servers] = true;
+        ex->srv = s;
+        if (ex->attempts == 1 || !ex->req_head.len) {
+            if (build_request_head(ex)) return ex_error(ex, 502, "out of memory");
+            take_buffered_body(ex);
+        }
+        struct bconn *b = pool_get(&s->pool);
+        if (b) return start_on(ex, b, true);
+        int err = 0;
+        b = bconn_connect(s, &err);
+        if (b) return start_on(ex, b, false);
+        log_warn("upstream %s server %s: connect: %s", u->name, s->name, strerror(-err));
+        upstream_fail(s, W.loop.now_ms);
+    }
+}
+
+void forward_start(struct conn *c, struct upstream *u)
+{
+    struct exchange *ex = ex_get();
+    if (!ex || (ex->up = u, !ensure_tried(ex))) {
+        log_error("out of memory starting a proxied exchange");
+        if (ex) ex_put(ex);
+        conn_force_close(c);
+        return;
+    }
+    ex->c = c;
+    c->ex = ex;
+    memset(ex->tried, 0, (size_t)u->nservers * sizeof(bool));
+    ex->timer.cb = on_timer;
+    ex->started_ms = W.loop.now_ms;
+    const struct http_request *r = &c->rx->req;
+    ex->upgrade = r->upgrade;
+    ex->req_chunked = r->chunked && !r->message_done;
+    llhttp_init(&ex->rp, HTTP_RESPONSE, &response_settings);
+    ex->rp.data = ex;
+    ex_try_server(ex);
+}
+
+/* A connection failed before any response byte. */
+static void backend_failed(struct exchange *ex, const char *why)
+{
+    if (ex->head_sent || ex->resp_buf.len) return ex_error(ex, 502, why);
+    /* A pooled connection the backend closed as we reused it: the request
+     * was not processed. Once, on a fresh connection, when replaying it is
+     * possible: the head and the body bytes that came with it are kept, but
+     * spliced body bytes are gone, so a request whose body started to flow
+     * is not replayed, idempotent or not. */
+    if (ex->reused && !ex->fresh_retry_done && !ex->req_started) {
+        ex->fresh_retry_done = true;
+        log_debug("upstream %s server %s: pooled connection failed (%s): retrying on a new one",
+                  ex->up->name, ex->srv->name, why);
+        release_backend(ex, false);
+        int err = 0;
+        struct bconn *b = bconn_connect(ex->srv, &err);
+        if (b) return start_on(ex, b, false);
+    }
+    upstream_fail(ex->srv, W.loop.now_ms);
+    if (ex->state == EX_CONNECTING || !ex->req_started) {
+        /* Nothing was processed: another server may take it. */
+        log_warn("upstream %s server %s: %s", ex->up->name, ex->srv->name, why);
+        release_backend(ex, false);
+        ex->srv = NULL;
+        ex->state = EX_ACTIVE;
+        return ex_try_server(ex);
+    }
+    ex_error(ex, 502, why);
+}
+
+/* ---- request body ---------------------------------------------------- */
+
+/* Returns false when the exchange ended. */
+static bool send_request(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    struct conn_rx *rx = c->rx;
+    int bfd = ex->b->io.fd;
+    struct buf *h = &ex->req_head;
+    while (buf_pending(h)) {
+        ssize_t n = send(bfd, h->data + h->off, buf_pending(h), MSG_NOSIGNAL);
+        if (n > 0) {
+            h->off += (size_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1 && errno == EAGAIN) {
+            loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
+            return true;
+        }
+        backend_failed(ex, strerror(errno));
+        return false;
+    }
+    if (ex->req_left) {
+        uint64_t moved = 0;
+        enum pump_result r = PUMP_DONE;
+        if (ex->req_pipe.rd == -1 && pipe_take(&ex->req_pipe)) r = PUMP_ERROR;
+        else r = splice_pump(c->io.fd, bfd, &ex->req_pipe, &ex->req_left, &moved);
+        if (moved || ex->req_pipe.len) ex->req_started = true;
+        spliced_total += moved;
+        switch (r) {
+        case PUMP_DONE: break;
+        case PUMP_WANT_READ: return true; /* the client's next edge brings more */
+        case PUMP_WANT_WRITE: loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE); return true;
+        case PUMP_EOF: ex_abort_client(ex, "client closed during the upload"); return false;
+        case PUMP_ERROR:
+            if (errno == EPIPE || errno == ECONNRESET) backend_failed(ex, strerror(errno));
+            else ex_abort_client(ex, strerror(errno));
+            return false;
+        }
+        pipe_give(&ex->req_pipe);
+    }
+    while (ex->req_chunked) {
+        /* Parsed but unsent body bytes sit at [head_len, pos). */
+        while (rx->pos > rx->head_len) {
+            ssize_t n = send(bfd, rx->data + rx->head_len, rx->pos - rx->head_len, MSG_NOSIGNAL);
+            if (n > 0) {
+                ex->req_started = true;
+                memmove(rx->data + rx->head_len, rx->data + rx->head_len + n,
+                        rx->end - rx->head_len - (size_t)n);
+                rx->pos -= (uint32_t)n;
+                rx->end -= (uint32_t)n;
+                continue;
+            }
+            if (n == -1 && errno == EINTR) continue;
+            if (n == -1 && errno == EAGAIN) {
+                loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
+                return true;
+            }
+            backend_failed(ex, strerror(errno));
+            return false;
+        }
+        if (rx->req.message_done) {
+            ex->req_chunked = false;
+            break;
+        }
+        if (rx->pos < rx->end) {
+            rx->pctx.req = &rx->req;
+            rx->pctx.base = rx->data;
+            rx->pctx.body = NULL;
+            c->parser.data = &rx->pctx;
+            const char *p = rx->data + rx->pos;
+            llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
+            rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
+            if (err == HPE_PAUSED) llhttp_resume(&c->parser);
+            else if (err != HPE_OK) {
+                ex_abort_client(ex, "malformed chunked request body");
+                return false;
+            }
+            continue;
+        }
+        if (rx->end == rx->cap) { /* cannot happen: the loop above empties it */
+            ex_abort_client(ex, "request body buffer full");
+            return false;
+        }
+        ssize_t n = recv(c->io.fd, rx->data + rx->end, rx->cap - rx->end, 0);
+        if (n > 0) {
+            rx->end += (uint32_t)n;
+            continue;
+        }
+        if (n == -1 && (errno == EAGAIN || errno == EINTR)) return true;
+        ex_abort_client(ex, "client closed during the upload");
+        return false;
+    }
+    if (!ex->req_done) {
+        ex->req_done = true;
+        loop_mod(&W.loop, &ex->b->io, IO_READ);
+    }
+    return true;
+}
+
+/* ---- response -------------------------------------------------------- */
+
+static bool client_out_full(struct exchange *ex)
+{
+    return buf_pending(&ex->c->rx->out) > OUT_HIGH_WATER;
+}
+
+/* false: on_response failed (logged). */
+static bool build_response_head(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    struct conn_rx *rx = c->rx;
+    struct buf *out = &rx->out;
+    const char *base = ex->resp_buf.data;
+    int status = ex->rp.status_code;
+    bool switching = status == 101 && ex->upgrade;
+    struct script_edits ed, *e = NULL;
+
+    if (status >= 200 && script_has_on_response()) {
+        struct script_response res = {
+            .status = status,
+            .headers = ex->resp.headers,
+            .nheaders = ex->resp.nheaders,
+            .base = base,
+            .server = ex->srv->name,
+        };
+        if (!script_on_response(rx->sreq, &res, &ed)) {
+            script_reply_done();
+            return false;
+        }
+        e = &ed;
+    }
+
+    char line[96];
+    int n;
+    if (ex->reason.len)
+        n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", status, (int)(ex->reason.len > 60 ? 60 : ex->reason.len),
+                     base + ex->reason.off);
+    else
+        n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+    buf_append(out, line, (size_t)n);
+
+    struct slice tokens[MAX_CONN_TOKENS];
+    int ntok = connection_tokens(&ex->resp, base, tokens);
+    for (uint16_t i = 0; i < ex->resp.nheaders; i++) {
+        const struct http_header *hd = &ex->resp.headers[i];
+        const char *name = base + hd->name.off;
+        size_t nlen = hd->name.len;
+        if (is_hop_by_hop(name, nlen, switching)) continue;
+        if (!switching && token_in(base, tokens, ntok, hd->name)) continue;
+        if (nlen == 17 && !memcmp(name, "transfer-encoding", 17) && ex->mode != RB_CHUNKED) continue;
+        if (edited(e, name, nlen)) continue;
+        append_header(out, name, nlen, base + hd->value.off, hd->value.len);
+    }
+    for (size_t i = 0; e && i < e->nheaders; i++)
+        if (e->headers[i].value)
+            append_header(out, e->headers[i].name, e->headers[i].nlen, e->headers[i].value, e->headers[i].vlen);
+    if (ex->chunk_out) buf_puts(out, "transfer-encoding: chunked\r\n");
+    if (status >= 200 && !switching) {
+        if (ex->client_close) buf_puts(out, "connection: close\r\n");
+        else if (rx->req.http_minor == 0) buf_puts(out, "connection: keep-alive\r\n");
+    }
+    buf_puts(out, "\r\n");
+    script_reply_done();
+    return true;
+}
+
+/* Decides how the body travels and whether each side stays reusable. */
+static void plan_body(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    const struct http_request *req = &c->rx->req;
+    llhttp_t *p = &ex->rp;
+    ex->backend_reusable = llhttp_should_keep_alive(p);
+    ex->client_close = !req->keep_alive || c->close_after || W.draining;
+    if (ex->resp_skip_body) {
+        ex->mode = RB_NONE;
+    } else if (p->flags & F_CHUNKED) {
+        ex->mode = RB_CHUNKED;
+    } else if (p->flags & F_CONTENT_LENGTH) {
+        ex->mode = p->content_length ? RB_LENGTH : RB_NONE;
+        ex->resp_left = p->content_length;
+    } else {
+        /* No framing: the body ends when the backend closes. That ends the
+         * backend connection's reuse, not the client's: a 1.1 client gets
+         * it chunked. */
+        ex->mode = RB_EOF;
+        ex->backend_reusable = false;
+        if (req->http_minor == 1) ex->chunk_out = true;
+        else ex->client_close = true;
+    }
+}
+
+static void chunk_frame(struct buf *out, const char *data, size_t len)
+{
+    char hex[24];
+    int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+    buf_append(out, hex, (size_t)n);
+    buf_append(out, data, len);
+    buf_append(out, "\r\n", 2);
+}
+
+/* Moves the bytes of resp_buf that follow what the parser consumed into
+ * the client's output, according to the body mode. */
+static bool relay_buffered(struct exchange *ex)
+{
+    struct buf *rb = &ex->resp_buf;
+    struct buf *out = &ex->c->rx->out;
+    size_t avail = rb->len - ex->resp_parsed;
+    const char *p = rb->data + ex->resp_parsed;
+    switch (ex->mode) {
+    case RB_NONE:
+        if (avail) ex->backend_reusable = false; /* stray bytes: never reuse */
+        ex->resp_done = true;
+        break;
+    case RB_LENGTH: {
+        size_t n = avail < ex->resp_left ? avail : (size_t)ex->resp_left;
+        buf_append(out, p, n);
+        ex->resp_left -= n;
+        if (avail > n) ex->backend_reusable = false;
+        if (ex->resp_left == 0) ex->resp_done = true;
+        break;
+    }
+    case RB_CHUNKED: {
+        if (!avail) break;
+        llhttp_errno_t err = llhttp_execute(&ex->rp, p, avail);
+        size_t used = err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&ex->rp) - p);
+        if (err != HPE_OK && err != HPE_PAUSED) return ex_abort_client(ex, "malformed chunked response"), false;
+        buf_append(out, p, used);
+        if (ex->resp_message_done) {
+            ex->resp_done = true;
+            if (used < avail) ex->backend_reusable = false;
+        }
+        break;
+    }
+    case RB_EOF:
+        if (ex->chunk_out && avail) chunk_frame(out, p, avail);
+        else buf_append(out, p, avail);
+        break;
+    }
+    rb->len = 0;
+    ex->resp_parsed = 0;
+    return true;
+}
+
+static bool on_response_head(struct exchange *ex)
+{
+    int status = ex->rp.status_code;
+    if (ex->resp.too_many) return ex_error(ex, 502, "response head has too many headers"), false;
+    if (status >= 100 && status < 200 && status != 101) {
+        /* Interim (100 Continue, 103): passed on; the final one follows. */
+        if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
+        llhttp_resume(&ex->rp);
+        memmove(ex->resp_buf.data, ex->resp_buf.data + ex->resp_parsed, ex->resp_buf.len - ex->resp_parsed);
+        ex->resp_buf.len -= ex->resp_parsed;
+        ex->resp_parsed = 0;
+        return true;
+    }
+    if (status == 101 && !ex->upgrade) return ex_error(ex, 502, "101 without an upgrade request"), false;
+    upstream_ok(ex->srv);
+    plan_body(ex);
+    if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
+    ex->head_sent = true;
+    if (status == 101) {
+        ex->state = EX_TUNNEL;
+        ex->backend_reusable = false;
+        ex->client_close = true;
+        timer_cancel(&W.loop.timers, &ex->timer);
+        /* Bytes the backend sent after its 101 belong to the tunnel. */
+        buf_append(&ex->c->rx->out, ex->resp_buf.data + ex->resp_parsed, ex->resp_buf.len - ex->resp_parsed);
+        ex->resp_buf.len = ex->resp_parsed = 0;
+        return true;
+    }
+    if (ex->resp_message_done) llhttp_resume(&ex->rp);
+    else if (ex->mode == RB_CHUNKED) llhttp_resume(&ex->rp);
+    return relay_buffered(ex);
+}
+
+/* Reads the response head. Returns false when the exchange ended. */
+static bool read_head(struct exchange *ex)
+{
+    struct buf *rb = &ex->resp_buf;
+    int bfd = ex->b->io.fd;
+    for (;;) {
+        if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
+        if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
+        ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
+        if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
+        if (n == -1) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return true;
+            return backend_failed(ex, strerror(errno)), false;
+        }
+        size_t old = rb->len;
+        rb->len += (size_t)n;
+        loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+        const char *p = rb->data + old;
+        llhttp_errno_t err = llhttp_execute(&ex->rp, p, (size_t)n);
+        ex->resp_parsed = err == HPE_OK ? rb->len : (size_t)(llhttp_get_error_pos(&ex->rp) - rb->data);
+        if (err == HPE_OK) continue;
+        if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+            if (!on_response_head(ex)) return false;
+            if (ex->head_sent) return true;
+            continue; /* an interim response: read on */
+        }
+        upstream_fail(ex->srv, W.loop.now_ms);
+        return ex_error(ex, 502, llhttp_get_error_reason(&ex->rp)), false;
+    }
+}
+
+/* Relays the body until blocked. Returns false when the exchange ended. */
+static bool relay_body(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    struct conn_rx *rx = c->rx;
+    int bfd = ex->b->io.fd;
+    while (!ex->resp_done) {
+        if (buf_pending(&rx->out)) {
+            if (conn_flush(c) < 0) return false;
+            if (buf_pending(&rx->out)) return true; /* EPOLLOUT is armed */
+        }
+        if (ex->mode == RB_LENGTH) {
+            if (ex->resp_pipe.rd == -1 && pipe_take(&ex->resp_pipe))
+                return ex_abort_client(ex, "no pipe for the response"), false;
+            uint64_t moved = 0;
+            enum pump_result r = splice_pump(bfd, c->io.fd, &ex->resp_pipe, &ex->resp_left, &moved);
+            spliced_total += moved;
+            if (moved) loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+            switch (r) {
+            case PUMP_DONE: ex->resp_done = true; continue;
+            case PUMP_WANT_READ: return true;
+            case PUMP_WANT_WRITE: loop_mod(&W.loop, &c->io, IO_READ | IO_WRITE); return true;
+            case PUMP_EOF: return ex_abort_client(ex, "backend closed before the end of the body"), false;
+            case PUMP_ERROR: return ex_abort_client(ex, strerror(errno)), false;
+            }
+        }
+        /* Chunked and unframed bodies pass through user space. */
+        if (client_out_full(ex)) return true;
+        struct buf *rb = &ex->resp_buf;
+        rb->len = 0;
+        ex->resp_parsed = 0;
+        if (buf_reserve(rb, RESP_READ)) return ex_abort_client(ex, "out of memory"), false;
+        ssize_t n = recv(bfd, rb->data, RESP_READ, 0);
+        if (n > 0) {
+            rb->len = (size_t)n;
+            loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+            if (!relay_buffered(ex)) return false;
+            continue;
+        }
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1 && errno == EAGAIN) return true;
+        if (n == 0 && ex->mode == RB_EOF) {
+            if (ex->chunk_out) buf_puts(&rx->out, "0\r\n\r\n");
+            ex->resp_done = true;
+            continue;
+        }
+        return ex_abort_client(ex, n == 0 ? "backend closed before the end of the body" : strerror(errno)),
+               false;
+    }
+    if (buf_pending(&rx->out)) {
+        if (conn_flush(c) < 0) return false;
+        if (buf_pending(&rx->out)) return true;
+    }
+    return true;
+}
+
+/* ---- tunnel ---------------------------------------------------------- */
+
+static void tunnel_run(struct exchange *ex)
+{
+    struct conn *c = ex->c;
+    int bfd = ex->b->io.fd, cfd = c->io.fd;
+    if (buf_pending(&c->rx->out)) {
+        if (conn_flush(c) < 0) return;
+        if (buf_pending(&c->rx->out)) return;
+    }
+    /* Client bytes that came with the upgrade request go first. */
+    struct conn_rx *rx = c->rx;
+    if (rx->end > rx->pos) {
+        ssize_t n = send(bfd, rx->data + rx->pos, rx->end - rx->pos, MSG_NOSIGNAL);
+        if (n > 0) rx->pos += (uint32_t)n;
+        if (rx->end > rx->pos) {
+            loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
+            if (n == -1 && errno != EAGAIN) return ex_abort_client(ex, "tunnel closed");
+            return;
+        }
+    }
+    if ((ex->resp_pipe.rd == -1 && pipe_take(&ex->resp_pipe)) || (ex->up_pipe.rd == -1 && pipe_take(&ex->up_pipe)))
+        return ex_abort_client(ex, "no pipe for the tunnel");
+    uint64_t moved = 0;
+    if (!ex->tun_backend_eof) {
+        enum pump_result r = splice_stream(bfd, cfd, &ex->resp_pipe, &moved);
+        if (r == PUMP_WANT_WRITE) loop_mod(&W.loop, &c->io, IO_READ | IO_WRITE);
+        if (r == PUMP_EOF) {
+            ex->tun_backend_eof = true;
+            shutdown(cfd, SHUT_WR);
+        }
+        if (r == PUMP_ERROR) ex->tun_backend_eof = ex->tun_client_eof = true;
+    }
+    if (!ex->tun_client_eof) {
+        enum pump_result r = splice_stream(cfd, bfd, &ex->up_pipe, &moved);
+        if (r == PUMP_WANT_WRITE) loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
+        if (r == PUMP_EOF) {
+            ex->tun_client_eof = true;
+            shutdown(bfd, SHUT_WR);
+        }
+        if (r == PUMP_ERROR) ex->tun_backend_eof = ex->tun_client_eof = true;
+    }
+    spliced_total += moved;
+    if (ex->tun_backend_eof && ex->tun_client_eof) {
+        ex->resp_done = true;
+        ex->req_done = true;
+        ex->client_close = true;
+        ex_finish(ex);
+    }
+}
+
+/* ---- driving --------------------------------------------------------- */
+
+static void ex_run(struct exchange *ex)
+{
+    if (ex->state == EX_TUNNEL) return tunnel_run(ex);
+    if (ex->state != EX_ACTIVE) return;
+    if (!ex->req_done && !send_request(ex)) return;
+    if (!ex->head_sent && !read_head(ex)) return;
+    if (ex->state == EX_TUNNEL) return tunnel_run(ex);
+    if (ex->head_sent && !relay_body(ex)) return;
+    if (ex->resp_done && !buf_pending(&ex->c->rx->out)) {
+        if (!ex->req_done) ex->backend_reusable = false; /* answered before the body was read */
+        ex_finish(ex);
+    }
+}
+
+static void on_backend_event(struct bconn *b, unsigned events)
+{
+    struct exchange *ex = b->ex;
+    if (ex->state == EX_CONNECTING) {
+        if (!(events & (IO_WRITE | IO_ERROR))) return;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(b->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            log_warn("upstream %s server %s: connect: %s", ex->up->name, ex->srv->name, strerror(err));
+            upstream_fail(ex->srv, W.loop.now_ms);
+            release_backend(ex, false);
+            ex->srv = NULL;
+            return ex_try_server(ex);
+        }
+        b->connected = true;
+        ex->state = EX_ACTIVE;
+        loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+    }
+    ex_run(ex);
+}
+
+void forward_client_event(struct exchange *ex, unsigned events)
+{
+    if ((events & IO_ERROR) && ex->state != EX_TUNNEL) {
+        /* The client is gone: nobody to answer. */
+        struct conn *c = ex->c;
+        log_debug("client went away during a proxied exchange");
+        conn_force_close(c);
+        return;
+    }
+    if ((events & IO_WRITE) && !(events & IO_READ) && ex->state != EX_TUNNEL &&
+        !buf_pending(&ex->c->rx->out) && ex->mode != RB_LENGTH)
+        return;
+    ex_run(ex);
+}
+
+__attribute__((constructor)) static void forward_init(void)
+{
+    bconn_on_event = on_backend_event;
+}

@@ -1,0 +1,157 @@
+#include "pool.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+void (*bconn_on_event)(struct bconn *b, unsigned events);
+static uint64_t reuses;
+
+uint64_t pool_reuses(void)
+{
+    return reuses;
+}
+
+void pool_init(struct pool *p)
+{
+    p->head = NULL;
+    p->count = 0;
+    p->srv = NULL;
+}
+
+void pool_attach(struct pool *p, struct server *srv)
+{
+    p->srv = srv;
+}
+
+static void unlink_idle(struct bconn *b)
+{
+    struct pool *p = &b->srv->pool;
+    if (b->prev) b->prev->next = b->next;
+    else p->head = b->next;
+    if (b->next) b->next->prev = b->prev;
+    b->prev = b->next = NULL;
+    b->idle = false;
+    p->count--;
+    timer_cancel(&W.loop.timers, &b->idle_timer);
+}
+
+static void free_cb(struct defer *d)
+{
+    free(container_of(d, struct bconn, free_later));
+}
+
+void bconn_close(struct bconn *b)
+{
+    if (b->io.fd == -1) return;
+    if (b->idle) unlink_idle(b);
+    timer_cancel(&W.loop.timers, &b->idle_timer);
+    loop_close(&W.loop, &b->io);
+    b->ex = NULL;
+    loop_defer(&W.loop, &b->free_later);
+}
+
+static void on_io(struct io *io, unsigned events)
+{
+    struct bconn *b = container_of(io, struct bconn, io);
+    if (b->idle) {
+        /* An idle connection has nothing to say: this is the backend
+         * closing it, or bytes that would desynchronise the next request. */
+        log_debug("pooled connection to %s closed by the backend", b->srv->name);
+        bconn_close(b);
+        return;
+    }
+    if (b->ex && bconn_on_event) bconn_on_event(b, events);
+}
+
+static void on_idle_timeout(struct timer *t)
+{
+    bconn_close(container_of(t, struct bconn, idle_timer));
+}
+
+struct bconn *bconn_connect(struct server *s, int *err)
+{
+    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        *err = -errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) == -1 && errno != EINPROGRESS) {
+        *err = -errno;
+        close(fd);
+        return NULL;
+    }
+    struct bconn *b = calloc(1, sizeof(*b));
+    if (!b) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    b->io.fd = fd;
+    b->io.cb = on_io;
+    b->srv = s;
+    b->idle_timer.cb = on_idle_timeout;
+    b->free_later.cb = free_cb;
+    /* Writable is how a non-blocking connect reports that it finished. */
+    if (loop_add(&W.loop, &b->io, IO_READ | IO_WRITE)) {
+        *err = -errno;
+        close(fd);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+struct bconn *pool_get(struct pool *p)
+{
+    while (p->head) {
+        struct bconn *b = p->head;
+        unlink_idle(b);
+        /* The backend may have closed it since the last loop turn, before
+         * its event was seen: a peek costs less than a failed request. */
+        char c;
+        ssize_t n = recv(b->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == -1 && errno == EAGAIN) {
+            reuses++;
+            return b;
+        }
+        bconn_close(b);
+    }
+    return NULL;
+}
+
+void pool_put(struct bconn *b)
+{
+    struct server *s = b->srv;
+    struct pool *p = &s->pool;
+    b->ex = NULL;
+    if (p->count >= s->up->keepalive || W.draining) {
+        bconn_close(b);
+        return;
+    }
+    loop_mod(&W.loop, &b->io, IO_READ);
+    b->idle = true;
+    b->prev = NULL;
+    b->next = p->head;
+    if (p->head) p->head->prev = b;
+    p->head = b;
+    p->count++;
+    loop_timer(&W.loop, &b->idle_timer, s->up->keepalive_timeout_ms);
+}
+
+void pool_close_all(struct pool *p)
+{
+    while (p->head) bconn_close(p->head);
+}

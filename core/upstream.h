@@ -1,0 +1,82 @@
+/* upstream: a named group of servers, the balancing policy that picks one,
+ * and passive health (max_fails within fail_timeout takes a server out for
+ * fail_timeout). State here is per worker: `active` counts this worker's
+ * requests in flight. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "pool.h"
+
+enum balance {
+    BALANCE_ROUND_ROBIN, /* smooth weighted: 3:1 interleaves as a a b a, not a a a b */
+    BALANCE_LEAST_CONN,  /* fewest in flight relative to weight */
+    BALANCE_RANDOM,      /* two weighted random picks, keep the less loaded */
+    BALANCE_HASH,        /* consistent hash ring on the script's hash_key */
+    BALANCE_LUA,         /* the script's balance function */
+};
+
+struct server {
+    char name[64]; /* "addr:port" as given */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int weight;
+    int active;         /* requests in flight from this worker */
+    int fails;          /* failures in the current window */
+    uint64_t fail_since; /* start of the failure window (ms) */
+    uint64_t down_until; /* out of rotation until then (ms); 0 = up */
+    int current;         /* smooth round-robin state */
+    struct pool pool;    /* idle keep-alive connections to it */
+    struct upstream *up;
+};
+
+struct ring_point {
+    uint32_t hash;
+    uint16_t server;
+};
+
+struct upstream {
+    char name[64];
+    struct server *servers;
+    int nservers;
+    enum balance balance;
+    const struct balancer *policy;
+    int keepalive;           /* idle pooled connections per server */
+    uint64_t keepalive_timeout_ms;
+    uint64_t connect_timeout_ms;
+    uint64_t read_timeout_ms;
+    uint64_t send_timeout_ms;
+    int retries;             /* extra servers tried when connecting fails */
+    int max_fails;
+    uint64_t fail_timeout_ms;
+    struct ring_point *ring; /* BALANCE_HASH */
+    int nring;
+    uint64_t rand_state;
+    int script_ref;          /* the script's handle for hash_key/balance functions */
+    struct upstream *next;   /* all upstreams of the worker */
+};
+
+/* A policy: one function, the same shape for all. tried[i] marks servers
+ * already attempted for this request. NULL: none available. */
+struct balancer {
+    const char *name;
+    struct server *(*pick)(struct upstream *u, uint32_t key, const bool *tried, uint64_t now);
+};
+
+/* Creates an upstream (servers filled by the caller with upstream_add_server). */
+struct upstream *upstream_new(const char *name, enum balance b);
+/* "host:port" numeric or resolvable. Returns 0 or -EINVAL. */
+int upstream_add_server(struct upstream *u, const char *addr, int weight);
+/* After the servers are in: builds the hash ring. 0 or -ENOMEM. */
+int upstream_finish(struct upstream *u);
+void upstream_free(struct upstream *u);
+
+bool upstream_server_up(const struct server *s, uint64_t now);
+/* key is used by BALANCE_HASH only. */
+struct server *upstream_pick(struct upstream *u, uint32_t key, const bool *tried, uint64_t now);
+/* Passive health. */
+void upstream_fail(struct server *s, uint64_t now);
+void upstream_ok(struct server *s);
+uint32_t upstream_hash(const char *s, size_t n);
+const char *upstream_balance_name(enum balance b);
