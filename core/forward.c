@@ -520,7 +520,9 @@ static void start_on(struct exchange *ex, struct bconn *b, bool reused)
     ex->reused = reused;
     b->ex = ex;
     ex->srv->active++;
+    /* A replay starts the request over; only an unstarted body gets here. */
     ex->req_head.off = 0;
+    ex->req_done = false;
     if (reused) {
         ex->state = EX_ACTIVE;
         loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
@@ -639,13 +641,18 @@ static bool send_request(struct exchange *ex)
         backend_failed(ex, strerror(errno));
         return false;
     }
-    if (ex->req_left) {
+    /* Done only when the pipe is empty too: the last bytes read from the
+     * client may still wait in it for the backend to take them. */
+    if (ex->req_left || ex->req_pipe.len) {
         uint64_t moved = 0;
         enum pump_result r = PUMP_DONE;
         if (ex->req_pipe.rd == -1 && pipe_take(&ex->req_pipe)) r = PUMP_ERROR;
         else r = splice_pump(c->io.fd, bfd, &ex->req_pipe, &ex->req_left, &moved);
         if (moved || ex->req_pipe.len) ex->req_started = true;
         spliced_total += moved;
+        /* read_timeout counts from the last progress, and while the body
+         * goes up the backend owes us nothing yet. */
+        if (moved) loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         switch (r) {
         case PUMP_DONE: break;
         case PUMP_WANT_READ: return true; /* the client's next edge brings more */
@@ -664,6 +671,7 @@ static bool send_request(struct exchange *ex)
             ssize_t n = send(bfd, rx->data + rx->head_len, rx->pos - rx->head_len, MSG_NOSIGNAL);
             if (n > 0) {
                 ex->req_started = true;
+                loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
                 memmove(rx->data + rx->head_len, rx->data + rx->head_len + n,
                         rx->end - rx->head_len - (size_t)n);
                 rx->pos -= (uint32_t)n;

@@ -547,7 +547,7 @@ class Conn:
                 self._recv(deadline)
             except socket.timeout:
                 raise socket.timeout("no complete response within %.1fs; got %r"
-                                     % (self.timeout if timeout is None else timeout, self.buf[:300]))
+                                     % (self.timeout if timeout is None else timeout, self.buf[:300])) from None
 
     def request(self, method, path, body=None, headers=None, version="1.1", timeout=None):
         self.send(build_request(method, path, body, headers, version))

@@ -103,6 +103,9 @@ def run_one(filename, fn, limit):
             lines = ["timed out after %ds%s" % (limit, " at %s" % loc if loc else "")]
         elif isinstance(e, lp.ProxyError):
             lines = [str(e)]
+        elif isinstance(e, (TimeoutError, lp.ProtocolError, ConnectionError)):
+            # What a server did wrong on the wire: the message and where.
+            lines = ["%s: %s%s" % (type(e).__name__, e, " (%s)" % loc if loc else "")]
         else:
             lines = ["%s: %s" % (type(e).__name__, e)]
             lines += ["    " + l for l in "".join(traceback.format_exception(type(e), e, tb))

@@ -245,3 +245,124 @@ def test_rejection_headers():
         r = c.read_response()
         assert r.status == 400, r
         check_local_headers(r)
+
+
+def test_bad_request_after_good_one_in_pipeline():
+    with lp.Proxy(ECHO) as p, lp.Conn(p.port) as c:
+        c.send(lp.build_request("GET", "/good") + b"NONSENSE\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"GET /good", r
+        assert_rejected(c, 400)
+
+
+def test_header_timeout_on_second_request():
+    with lp.Proxy(ECHO, args=["--header-timeout", "300ms"]) as p, lp.Conn(p.port) as c:
+        lp.expect(c.request("GET", "/first"), 200)
+        time.sleep(0.4)   # idle time between requests is not head time
+        lp.expect(c.request("GET", "/second"), 200)
+        c.send(b"GET /third HTTP/1.1\r\nHost")
+        assert_rejected(c, 408)
+
+
+def test_body_in_small_pieces():
+    body = bytes(range(256)) * 8
+    with lp.Proxy('function on_post(req) return 200, req.body end') as p, lp.Conn(p.port) as c:
+        c.send(b"POST /drip HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 256):
+            time.sleep(0.01)
+            c.send(body[i:i + 256])
+        r = c.read_response()
+        assert r.status == 200 and r.body == body, "body changed on the way (%d bytes back)" % len(r.body)
+
+
+def test_large_request_body():
+    body = b"0123456789abcdef" * (900 * 64)   # 900 KiB, under the 1m default
+    with lp.Proxy('function on_post(req) return 200, #req.body .. " " .. req.body:sub(-4) end') as p:
+        r = lp.post(p.port, "/big", body)
+        assert r.status == 200 and r.body == b"%d cdef" % len(body), r
+
+
+def test_large_response_slow_reader():
+    script = 'local big = string.rep("0123456789", 600 * 1024)\nfunction on_get(req) return 200, big end'
+    with lp.Proxy(script) as p, lp.Conn(p.port, timeout=10) as c:
+        c.sock.setsockopt(lp.socket.SOL_SOCKET, lp.socket.SO_RCVBUF, 16384)
+        c.send(lp.build_request("GET", "/1") + lp.build_request("GET", "/2"))
+        time.sleep(0.3)   # let the server fill the socket and wait for room
+        for _ in range(2):
+            r = c.read_response(timeout=10)
+            assert r.status == 200 and len(r.body) == 6144000, "%d, %d bytes" % (r.status, len(r.body))
+            assert r.body[:20] == b"01234567890123456789" and r.body[-10:] == b"0123456789"
+
+
+def test_client_gone_mid_request_does_not_hurt():
+    with lp.Proxy(ECHO) as p:
+        [w] = p.wait_workers(1)
+        for data in (b"GET /half HTTP/1.1\r\nHo", lp.build_request("POST", "/x", b"a" * 100)[:-50],
+                     lp.build_request("GET", "/abandoned")):
+            c = lp.Conn(p.port)
+            c.send(data)
+            c.sock.setsockopt(lp.socket.SOL_SOCKET, lp.socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            c.close()   # SO_LINGER 0: a reset, not a FIN
+        time.sleep(0.1)
+        lp.expect(lp.get(p.port, "/still"), 200, b"GET /still")
+        assert p.worker_pids() == [w], "worker replaced after clients went away"
+
+
+def test_many_concurrent_connections():
+    with lp.Proxy(ECHO) as p:
+        conns = [lp.Conn(p.port) for _ in range(200)]
+        try:
+            for i, c in enumerate(conns):
+                c.send(lp.build_request("GET", "/c%d" % i))
+            for i, c in enumerate(conns):
+                lp.expect(c.read_response(), 200, b"GET /c%d" % i)
+        finally:
+            for c in conns:
+                c.close()
+
+
+def test_handler_headers_cannot_break_framing():
+    script = r'''
+function on_get(req)
+  if req.path == "/cl" then return 200, "four", { ["content-length"] = "999" } end
+  if req.path == "/te" then return 200, "body", { ["transfer-encoding"] = "chunked" } end
+  if req.path == "/204" then return 204, "not allowed" end
+  if req.path == "/304" then return 304, "not allowed" end
+  return 200, "next"
+end
+'''
+    with lp.Proxy(script) as p, lp.Conn(p.port) as c:
+        for path, status in (("/cl", 200), ("/te", 200), ("/204", 204), ("/304", 304)):
+            c.send(lp.build_request("GET", path) + lp.build_request("GET", "/next"))
+            r = c.read_response()
+            assert r.status in (status, 500), "%s: %r" % (path, r)
+            if r.status == 200:
+                assert r.body in (b"four", b"body"), "%s: %r" % (path, r)
+            nxt = c.read_response()
+            assert nxt.status == 200 and nxt.body == b"next", \
+                "response after %s is garbled: %r (first was %r)" % (path, nxt, r)
+
+
+def test_handler_header_injection_refused():
+    script = r'''
+function on_get(req)
+  if req.path == "/v" then return 200, "x", { ["x-evil"] = "a\r\nInjected: yes" } end
+  if req.path == "/n" then return 200, "x", { ["x-evil\r\nInjected"] = "yes" } end
+  return 200, "next"
+end
+'''
+    with lp.Proxy(script) as p, lp.Conn(p.port) as c:
+        for path in ("/v", "/n"):
+            c.send(lp.build_request("GET", path) + lp.build_request("GET", "/next"))
+            r = c.read_response()
+            assert "injected" not in r.headers, "%s: header injected through a CR LF: %r" % (path, r)
+            lp.expect(c.read_response(), 200, b"next", what="after %s" % path)
+
+
+def test_head_of_route_answer():
+    script = 'function route(req) return 200, "route-body" end'
+    with lp.Proxy(script) as p, lp.Conn(p.port) as c:
+        c.send(lp.build_request("HEAD", "/") + lp.build_request("GET", "/"))
+        h = c.read_response(head=True)
+        assert h.status == 200 and h.headers.get("content-length") == "10", h
+        lp.expect(c.read_response(), 200, b"route-body", what="GET after HEAD")
