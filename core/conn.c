@@ -470,10 +470,18 @@ static void conn_settle(struct conn *c)
 static void conn_drive(struct conn *c, bool readable, bool hup)
 {
     if (readable) conn_read(c, hup);
-    if (c->state == CONN_CLOSED) return;
-    conn_process(c);
-    if (c->state == CONN_CLOSED) return;
-    if (conn_flush(c) < 0) return;
+    for (;;) {
+        if (c->state == CONN_CLOSED) return;
+        conn_process(c);
+        if (c->state == CONN_CLOSED) return;
+        if (conn_flush(c) < 0) return;
+        /* conn_process stops at the output high-water mark with requests
+         * still buffered; when the flush made room, nothing else would wake
+         * them, so go on. Each round parses or drains, so this ends. */
+        struct conn_rx *rx = c->rx;
+        if (!rx || c->state > CONN_BODY || rx->pos == rx->end || buf_pending(&rx->out) > OUT_HIGH_WATER)
+            break;
+    }
     conn_settle(c);
 }
 

@@ -50,6 +50,7 @@ enum body_mode {
 };
 
 struct exchange {
+    struct http_parse_ctx pctx; /* first: the response parser's data */
     struct conn *c;
     struct upstream *up;
     struct server *srv;
@@ -74,8 +75,7 @@ struct exchange {
 
     /* response */
     llhttp_t rp;
-    struct http_request resp; /* its headers, as slices of resp_buf */
-    struct slice reason;
+    struct http_request resp; /* its headers, as slices of resp_buf; url = reason */
     struct buf resp_buf;
     size_t resp_parsed;
     bool resp_head_done, resp_message_done, resp_skip_body;
@@ -86,6 +86,7 @@ struct exchange {
     bool backend_reusable;
     bool client_close;    /* the client connection ends after this response */
     bool chunk_out;       /* re-chunking an unframed body */
+    bool dechunk;         /* an HTTP/1.0 client: a chunked body goes out decoded */
     struct pipe_pair resp_pipe;
     struct pipe_pair up_pipe; /* tunnel: client -> backend */
     bool tun_client_eof, tun_backend_eof;
@@ -107,64 +108,14 @@ static void ex_try_server(struct exchange *ex);
 
 static struct exchange *ex_of(llhttp_t *p)
 {
-    return p->data;
+    return container_of(p->data, struct exchange, pctx);
 }
 
 static int r_on_message_begin(llhttp_t *p)
 {
     struct exchange *ex = ex_of(p);
-    ex->resp.nheaders = 0;
-    ex->resp.in_value = false;
-    ex->resp.too_many = false;
-    ex->reason.len = 0;
+    http_request_reset(&ex->resp);
     ex->resp_head_done = ex->resp_message_done = false;
-    return 0;
-}
-
-static int r_on_status(llhttp_t *p, const char *at, size_t len)
-{
-    struct exchange *ex = ex_of(p);
-    if (ex->reason.len == 0) ex->reason.off = (uint32_t)(at - ex->resp_buf.data);
-    ex->reason.len += (uint32_t)len;
-    return 0;
-}
-
-static int r_on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct exchange *ex = ex_of(p);
-    struct http_request *r = &ex->resp;
-    if (r->in_value || r->nheaders == 0) {
-        if (r->nheaders == HTTP_MAX_HEADERS) {
-            r->too_many = true;
-            return HPE_USER;
-        }
-        struct http_header *h = &r->headers[r->nheaders++];
-        h->name.len = h->value.len = 0;
-        r->in_value = false;
-    }
-    char *w = (char *)at;
-    for (size_t i = 0; i < len; i++)
-        if (w[i] >= 'A' && w[i] <= 'Z') w[i] = (char)(w[i] + 32);
-    struct slice *s = &r->headers[r->nheaders - 1].name;
-    if (s->len == 0) s->off = (uint32_t)(at - ex->resp_buf.data);
-    s->len += (uint32_t)len;
-    return 0;
-}
-
-static int r_on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct exchange *ex = ex_of(p);
-    struct http_request *r = &ex->resp;
-    r->in_value = true;
-    struct slice *s = &r->headers[r->nheaders - 1].value;
-    if (s->len == 0) s->off = (uint32_t)(at - ex->resp_buf.data);
-    s->len += (uint32_t)len;
-    return 0;
-}
-
-static int r_on_header_value_complete(llhttp_t *p)
-{
-    ex_of(p)->resp.in_value = true;
     return 0;
 }
 
@@ -182,6 +133,15 @@ static int r_on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* Only while de-chunking for an HTTP/1.0 client, which must not get
+ * Transfer-Encoding: the decoded bytes go out, ended by closing. */
+static int r_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = ex_of(p);
+    if (ex->dechunk) buf_append(&ex->c->rx->out, at, len);
+    return 0;
+}
+
 static int r_on_message_complete(llhttp_t *p)
 {
     ex_of(p)->resp_message_done = true;
@@ -190,11 +150,12 @@ static int r_on_message_complete(llhttp_t *p)
 
 static const llhttp_settings_t response_settings = {
     .on_message_begin = r_on_message_begin,
-    .on_status = r_on_status,
-    .on_header_field = r_on_header_field,
-    .on_header_value = r_on_header_value,
-    .on_header_value_complete = r_on_header_value_complete,
+    .on_status = http_on_url,
+    .on_header_field = http_on_header_field,
+    .on_header_value = http_on_header_value,
+    .on_header_value_complete = http_on_header_value_complete,
     .on_headers_complete = r_on_headers_complete,
+    .on_body = r_on_body,
     .on_message_complete = r_on_message_complete,
 };
 
@@ -584,7 +545,8 @@ void forward_start(struct conn *c, struct upstream *u)
     ex->upgrade = r->upgrade;
     ex->req_chunked = r->chunked && !r->message_done;
     llhttp_init(&ex->rp, HTTP_RESPONSE, &response_settings);
-    ex->rp.data = ex;
+    ex->pctx.req = &ex->resp;
+    ex->rp.data = &ex->pctx;
     ex_try_server(ex);
 }
 
@@ -760,9 +722,10 @@ static bool build_response_head(struct exchange *ex)
 
     char line[96];
     int n;
-    if (ex->reason.len)
-        n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", status, (int)(ex->reason.len > 60 ? 60 : ex->reason.len),
-                     base + ex->reason.off);
+    struct slice reason = ex->resp.url;
+    if (reason.len)
+        n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", status, (int)(reason.len > 60 ? 60 : reason.len),
+                     base + reason.off);
     else
         n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_reason(status));
     buf_append(out, line, (size_t)n);
@@ -775,7 +738,8 @@ static bool build_response_head(struct exchange *ex)
         size_t nlen = hd->name.len;
         if (is_hop_by_hop(name, nlen, switching)) continue;
         if (!switching && token_in(base, tokens, ntok, hd->name)) continue;
-        if (nlen == 17 && !memcmp(name, "transfer-encoding", 17) && ex->mode != RB_CHUNKED) continue;
+        if (nlen == 17 && !memcmp(name, "transfer-encoding", 17) && (ex->mode != RB_CHUNKED || ex->dechunk))
+            continue;
         if (edited(e, name, nlen)) continue;
         append_header(out, name, nlen, base + hd->value.off, hd->value.len);
     }
@@ -804,6 +768,10 @@ static void plan_body(struct exchange *ex)
         ex->mode = RB_NONE;
     } else if (p->flags & F_CHUNKED) {
         ex->mode = RB_CHUNKED;
+        if (req->http_minor == 0) {
+            ex->dechunk = true;
+            ex->client_close = true;
+        }
     } else if (p->flags & F_CONTENT_LENGTH) {
         ex->mode = p->content_length ? RB_LENGTH : RB_NONE;
         ex->resp_left = p->content_length;
@@ -850,10 +818,11 @@ static bool relay_buffered(struct exchange *ex)
     }
     case RB_CHUNKED: {
         if (!avail) break;
+        ex->pctx.base = rb->data; /* trailers are headers too */
         llhttp_errno_t err = llhttp_execute(&ex->rp, p, avail);
         size_t used = err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&ex->rp) - p);
         if (err != HPE_OK && err != HPE_PAUSED) return ex_abort_client(ex, "malformed chunked response"), false;
-        buf_append(out, p, used);
+        if (!ex->dechunk) buf_append(out, p, used);
         if (ex->resp_message_done) {
             ex->resp_done = true;
             if (used < avail) ex->backend_reusable = false;
@@ -922,16 +891,23 @@ static bool read_head(struct exchange *ex)
         rb->len += (size_t)n;
         loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         const char *p = rb->data + old;
+        ex->pctx.base = rb->data;
         llhttp_errno_t err = llhttp_execute(&ex->rp, p, (size_t)n);
         ex->resp_parsed = err == HPE_OK ? rb->len : (size_t)(llhttp_get_error_pos(&ex->rp) - rb->data);
         if (err == HPE_OK) continue;
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
             if (!on_response_head(ex)) return false;
             if (ex->head_sent) return true;
-            continue; /* an interim response: read on */
+            /* An interim response (100 Continue): the client may be waiting
+             * for it before it sends the body. */
+            if (conn_flush(ex->c) < 0) return false;
+            continue;
         }
         upstream_fail(ex->srv, W.loop.now_ms);
-        return ex_error(ex, 502, llhttp_get_error_reason(&ex->rp)), false;
+        const char *why = ex->resp.too_many ? "response head has more than 100 header lines"
+                          : llhttp_get_error_reason(&ex->rp) ? llhttp_get_error_reason(&ex->rp)
+                                                             : llhttp_errno_name(err);
+        return ex_error(ex, 502, why), false;
     }
 }
 

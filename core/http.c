@@ -13,17 +13,20 @@ static struct http_parse_ctx *ctx_of(llhttp_t *p)
     return p->data;
 }
 
-static int on_message_begin(llhttp_t *p)
+void http_request_reset(struct http_request *r)
 {
-    struct http_request *r = ctx_of(p)->req;
-    memset(r, 0, offsetof(struct http_request, headers));
+    r->url.off = r->url.len = 0;
     r->nheaders = 0;
-    r->in_value = false;
-    r->too_many = false;
+    r->in_value = r->too_many = false;
     r->head_done = r->message_done = false;
     r->has_body = r->chunked = r->expect_continue = r->keep_alive = r->upgrade = false;
     r->content_length = 0;
     r->head_len = 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    http_request_reset(ctx_of(p)->req);
     return 0;
 }
 
@@ -35,14 +38,14 @@ static void extend(struct slice *s, const char *base, const char *at, size_t len
     s->len += (uint32_t)len;
 }
 
-static int on_url(llhttp_t *p, const char *at, size_t len)
+int http_on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     extend(&c->req->url, c->base, at, len);
     return 0;
 }
 
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
+int http_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
@@ -63,7 +66,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
+int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
@@ -74,7 +77,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_value_complete(llhttp_t *p)
+int http_on_header_value_complete(llhttp_t *p)
 {
     /* An empty value gets no on_header_value call. */
     ctx_of(p)->req->in_value = true;
@@ -125,10 +128,10 @@ static int on_message_complete(llhttp_t *p)
 
 const llhttp_settings_t http_request_settings = {
     .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_header_value_complete = on_header_value_complete,
+    .on_url = http_on_url,
+    .on_header_field = http_on_header_field,
+    .on_header_value = http_on_header_value,
+    .on_header_value_complete = http_on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,

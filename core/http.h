@@ -54,6 +54,13 @@ struct http_parse_ctx {
 };
 
 extern const llhttp_settings_t http_request_settings;
+/* The span and header callbacks, shared with the response parser (whose
+ * status text lands in `url`). parser->data is a struct http_parse_ctx. */
+int http_on_url(llhttp_t *p, const char *at, size_t len);
+int http_on_header_field(llhttp_t *p, const char *at, size_t len);
+int http_on_header_value(llhttp_t *p, const char *at, size_t len);
+int http_on_header_value_complete(llhttp_t *p);
+void http_request_reset(struct http_request *r);
 void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx);
 
 /* After on_headers_complete: checks what llhttp leaves to us. Returns 0 or

@@ -39,6 +39,11 @@ int script_call(struct script_req *r, const char *where, int nargs);
 void script_log_error(struct script_req *r, const char *where, const char *msg);
 /* req.c */
 bool req_edited(lua_State *L, int idx);
+/* The env table of the userdata at idx, created on first use. */
+void push_env(lua_State *L, int idx);
+/* obj:set_header(name, value) for req and res: validates, records the edit
+ * in the env's set_headers table and keeps env.headers in step. */
+void edit_header(lua_State *L);
 /* proxying.c */
 extern bool script_loading;
 void proxying_open(lua_State *L);

@@ -351,48 +351,10 @@ static const struct script_response *check_res(lua_State *L)
     return r->res;
 }
 
-static void push_res_env(lua_State *L)
-{
-    lua_getfenv(L, 1);
-    if (!lua_istable(L, -1) || lua_rawequal(L, -1, LUA_GLOBALSINDEX)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfenv(L, 1);
-    }
-}
-
 static int res_set_header(lua_State *L)
 {
     check_res(L);
-    size_t nlen, vlen = 0;
-    const char *name = luaL_checklstring(L, 2, &nlen);
-    if (!http_valid_name(name, nlen)) return luaL_argerror(L, 2, "invalid header name");
-    if (!lua_isnil(L, 3)) {
-        const char *v = luaL_checklstring(L, 3, &vlen);
-        if (!http_valid_value(v, vlen)) return luaL_argerror(L, 3, "header value contains CR, LF or NUL");
-    }
-    push_res_env(L);
-    lua_getfield(L, -1, "set_headers");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "set_headers");
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < nlen; i++) luaL_addchar(&b, (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]));
-    luaL_pushresult(&b);
-    if (lua_isnil(L, 3)) lua_pushboolean(L, 0);
-    else lua_pushvalue(L, 3);
-    lua_rawset(L, -3);
-    lua_getfield(L, -2, "headers"); /* keep res.headers in step */
-    if (lua_istable(L, -1)) {
-        lua_pushlstring(L, name, nlen);
-        lua_pushvalue(L, 3);
-        lua_rawset(L, -3);
-    }
+    edit_header(L);
     return 0;
 }
 
@@ -407,7 +369,7 @@ static int res_index(lua_State *L)
     } else if (!strcmp(k, "set_header")) {
         lua_pushcfunction(L, res_set_header);
     } else if (!strcmp(k, "headers")) {
-        push_res_env(L);
+        push_env(L, 1);
         lua_getfield(L, -1, "headers");
         if (lua_istable(L, -1)) return 1;
         lua_pop(L, 1);

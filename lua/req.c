@@ -22,7 +22,7 @@ static struct script_view *check_view(lua_State *L, int idx)
 }
 
 /* The env table of the userdata (created on first use). */
-static void push_env(lua_State *L, int idx)
+void push_env(lua_State *L, int idx)
 {
     lua_getfenv(L, idx);
     if (lua_rawequal(L, -1, LUA_GLOBALSINDEX) || !lua_istable(L, -1)) {
@@ -114,19 +114,17 @@ static int req_set_query(lua_State *L)
     return req_set(L, "query");
 }
 
-static int req_set_header(lua_State *L)
+void edit_header(lua_State *L)
 {
     size_t nlen, vlen = 0;
     const char *name = luaL_checklstring(L, 2, &nlen);
-    if (!http_valid_name(name, nlen)) return luaL_argerror(L, 2, "invalid header name");
+    if (!http_valid_name(name, nlen)) luaL_argerror(L, 2, "invalid header name");
     if (!lua_isnil(L, 3)) {
         const char *v = luaL_checklstring(L, 3, &vlen);
-        if (!http_valid_value(v, vlen)) return luaL_argerror(L, 3, "header value contains CR, LF or NUL");
+        if (!http_valid_value(v, vlen)) luaL_argerror(L, 3, "header value contains CR, LF or NUL");
     }
-    check_view(L, 1);
-    mark_edited(L);
     push_env(L, 1);
-    lua_getfield(L, -1, "set_headers"); /* name (lower case) -> value or false */
+    lua_getfield(L, -1, "set_headers"); /* name (lower case) -> value, or false: removed */
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_newtable(L);
@@ -137,16 +135,26 @@ static int req_set_header(lua_State *L)
     luaL_buffinit(L, &b);
     for (size_t i = 0; i < nlen; i++) luaL_addchar(&b, (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]));
     luaL_pushresult(&b);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3); /* keep the lower-case name for the headers table below */
     if (lua_isnil(L, 3)) lua_pushboolean(L, 0);
     else lua_pushvalue(L, 3);
     lua_rawset(L, -3);
-    /* Keep req.headers, if built already, in step with the edit. */
-    lua_getfield(L, -2, "headers");
+    /* Keep obj.headers, if built already, in step with the edit. */
+    lua_getfield(L, -3, "headers");
     if (lua_istable(L, -1)) {
-        lua_pushlstring(L, name, nlen);
+        lua_pushvalue(L, -3);
         lua_pushvalue(L, 3);
         lua_rawset(L, -3);
     }
+    lua_settop(L, 3);
+}
+
+static int req_set_header(lua_State *L)
+{
+    check_view(L, 1);
+    mark_edited(L);
+    edit_header(L);
     return 0;
 }
 

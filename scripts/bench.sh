@@ -51,13 +51,16 @@ die() {
     exit 1
 }
 
-for v in WORKERS DURATION WARMUP START_TIMEOUT; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
-done
-((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
-for tool in nginx haproxy wrk curl python3 timeout; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (try: bash scripts/deps.sh bench)"
-done
+check_settings() {
+    local v tool
+    for v in WORKERS DURATION WARMUP START_TIMEOUT; do
+        [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
+    done
+    ((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
+    for tool in nginx haproxy wrk curl python3 timeout flock; do
+        command -v "$tool" >/dev/null || die "$tool is not installed (try: bash scripts/deps.sh bench)"
+    done
+}
 
 # --- processes --------------------------------------------------------------
 
@@ -167,6 +170,7 @@ forget_pid() {
     STARTED_PIDS=("${keep[@]}")
 }
 
+# shellcheck disable=SC2317 # only reached through the EXIT trap
 cleanup() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do
@@ -177,16 +181,13 @@ cleanup() {
     fi
     TMP=""
 }
-trap cleanup EXIT
-# exit runs the EXIT trap, so an interrupted run cleans up the same way.
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # Starts "$@" in the background with its output in LOGFILE; sets LAUNCHED.
 launch() {
     local logfile=$1
     shift
-    "$@" >"$logfile" 2>&1 </dev/null &
+    # 9>&-: the run's lock must not outlive the run in a stray child.
+    "$@" >"$logfile" 2>&1 </dev/null 9>&- &
     LAUNCHED=$!
     STARTED_PIDS+=("$LAUNCHED")
 }
@@ -269,40 +270,47 @@ start_nginx() { # DIR
 
 # --- setup ------------------------------------------------------------------
 
-# Hundreds of connections per proxy (clients, pooled backends, pipes) do not
-# fit in the 1024 descriptors many shells start with.
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-ulimit -n "$hard" 2>/dev/null || log "could not raise the descriptor limit to $hard; it stays $(ulimit -n)"
+setup() {
+    local hard d
+    # Hundreds of connections per proxy (clients, pooled backends, pipes) do
+    # not fit in the 1024 descriptors many shells start with.
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && hard=1048576
+    ulimit -n "$hard" 2>/dev/null || log "could not raise the descriptor limit to $hard; it stays $(ulimit -n)"
 
-mkdir -p "$OUT_DIR" || die "cannot create $OUT_DIR"
-rm -rf "$LOG_DIR" "$RESULTS_TSV"
-mkdir -p "$LOG_DIR"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/luaproxy-bench.XXXXXX") || die "mktemp failed"
+    mkdir -p "$OUT_DIR" || die "cannot create $OUT_DIR"
+    # Two runs at once would share the CPUs, skewing both, and the same output
+    # files; the second one stops here instead.
+    exec 9>"$OUT_DIR/.lock"
+    flock -n 9 || die "another bench.sh is running (lock $OUT_DIR/.lock)"
+    rm -rf "$LOG_DIR" "$RESULTS_TSV"
+    mkdir -p "$LOG_DIR"
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/luaproxy-bench.XXXXXX") || die "mktemp failed"
 
-# nginx started by root switches its workers to "nobody", who could not read
-# our private temp dir; as root, keep them as the current user instead.
-if [[ $(id -u) == 0 ]]; then
-    USER_LINE="user $(id -un) $(id -gn);"
-else
-    USER_LINE="# not root: nginx keeps the current user"
-fi
-
-# Debian installs the dynamic modules in /usr/lib/nginx/modules and links
-# /usr/share/nginx/modules to it; other builds name theirs in nginx -V.
-MODULE_DIR=""
-for d in "$(nginx -V 2>&1 | sed -n 's/.*--modules-path=\([^ ]*\).*/\1/p')" \
-    /usr/lib/nginx/modules /usr/share/nginx/modules; do
-    if [[ -n $d && -f $d/ndk_http_module.so && -f $d/ngx_http_lua_module.so ]]; then
-        MODULE_DIR=$d
-        break
+    # nginx started by root switches its workers to "nobody", who could not read
+    # our private temp dir; as root, keep them as the current user instead.
+    if [[ $(id -u) == 0 ]]; then
+        USER_LINE="user $(id -un) $(id -gn);"
+    else
+        USER_LINE="# not root: nginx keeps the current user"
     fi
-done
 
-read -r -a PORTS <<<"$(free_ports 7)"
-((${#PORTS[@]} == 7)) || die "could not find 7 free ports on 127.0.0.1"
-SMALL_PORT=${PORTS[0]}
-BIG_PORT=${PORTS[1]}
+    # Debian installs the dynamic modules in /usr/lib/nginx/modules and links
+    # /usr/share/nginx/modules to it; other builds name theirs in nginx -V.
+    MODULE_DIR=""
+    for d in "$(nginx -V 2>&1 | sed -n 's/.*--modules-path=\([^ ]*\).*/\1/p')" \
+        /usr/lib/nginx/modules /usr/share/nginx/modules; do
+        if [[ -n $d && -f $d/ndk_http_module.so && -f $d/ngx_http_lua_module.so ]]; then
+            MODULE_DIR=$d
+            break
+        fi
+    done
+
+    read -r -a PORTS <<<"$(free_ports 7)"
+    ((${#PORTS[@]} == 7)) || die "could not find 7 free ports on 127.0.0.1"
+    SMALL_PORT=${PORTS[0]}
+    BIG_PORT=${PORTS[1]}
+}
 
 # --- origins ----------------------------------------------------------------
 
@@ -316,13 +324,15 @@ start_origin() { # NAME TEMPLATE PORT PROBE_PATH
     fi
 }
 
-mkdir -p "$TMP/origin-big/files"
-# Real blocks, not a sparse file, so sendfile reads ordinary page cache.
-head -c 1048576 /dev/zero >"$TMP/origin-big/files/1m" || die "cannot write the 1 MiB file"
-head -c 67108864 /dev/zero >"$TMP/origin-big/files/64m" || die "cannot write the 64 MiB file"
-start_origin origin-small origin-small.conf.in "$SMALL_PORT" /
-start_origin origin-big origin-big.conf.in "$BIG_PORT" /1m
-log "origins: 100 B on :$SMALL_PORT, /1m and /64m on :$BIG_PORT"
+start_origins() {
+    mkdir -p "$TMP/origin-big/files"
+    # Real blocks, not a sparse file, so sendfile reads ordinary page cache.
+    head -c 1048576 /dev/zero >"$TMP/origin-big/files/1m" || die "cannot write the 1 MiB file"
+    head -c 67108864 /dev/zero >"$TMP/origin-big/files/64m" || die "cannot write the 64 MiB file"
+    start_origin origin-small origin-small.conf.in "$SMALL_PORT" /
+    start_origin origin-big origin-big.conf.in "$BIG_PORT" /1m
+    log "origins: 100 B on :$SMALL_PORT, /1m and /64m on :$BIG_PORT"
+}
 
 # --- proxies ----------------------------------------------------------------
 
@@ -474,43 +484,65 @@ run_case() {
     record "$proxy" "$case" ok "$req" "$secs" "$bytes" "$p99" $((t1 - t0)) "${notes%; }"
 }
 
-port_index=2
-for proxy in $PROXIES; do
-    port=${PORTS[$port_index]:-}
-    port_index=$((port_index + 1))
-    if [[ -z $port ]]; then
-        record "$proxy" - failed 0 0 0 0 0 "no free port left (at most 5 proxies)"
-        continue
-    fi
-    log "starting $proxy on 127.0.0.1:$port"
-    if ! start_proxy "$proxy" "$port"; then
-        log "$proxy failed to start: $FAIL_REASON"
-        record "$proxy" - failed 0 0 0 0 0 "failed to start: $FAIL_REASON"
-        continue
-    fi
-    for case in $CASES; do
-        # splice-auto only changes how bodies move; small answers would just
-        # repeat the plain HAProxy rows.
-        [[ $proxy == haproxy-splice && $case == small-* ]] && continue
-        if ! running "$PROXY_PID"; then
-            record "$proxy" "$case" failed 0 0 0 0 0 "proxy exited earlier"
+run_all() {
+    local proxy port case port_index=2
+    for proxy in $PROXIES; do
+        port=${PORTS[$port_index]:-}
+        port_index=$((port_index + 1))
+        if [[ -z $port ]]; then
+            record "$proxy" - failed 0 0 0 0 0 "no free port left (at most 5 proxies)"
             continue
         fi
-        run_case "$proxy" "$PROXY_PID" "$port" "$case"
+        log "starting $proxy on 127.0.0.1:$port"
+        if ! start_proxy "$proxy" "$port"; then
+            log "$proxy failed to start: $FAIL_REASON"
+            record "$proxy" - failed 0 0 0 0 0 "failed to start: $FAIL_REASON"
+            continue
+        fi
+        for case in $CASES; do
+            # splice-auto only changes how bodies move; small answers would just
+            # repeat the plain HAProxy rows.
+            [[ $proxy == haproxy-splice && $case == small-* ]] && continue
+            if ! running "$PROXY_PID"; then
+                record "$proxy" "$case" failed 0 0 0 0 0 "proxy exited earlier"
+                continue
+            fi
+            run_case "$proxy" "$PROXY_PID" "$port" "$case"
+        done
+        stop_tree "$PROXY_PID"
+        save_logs "$proxy"
     done
-    stop_tree "$PROXY_PID"
-    save_logs "$proxy"
-done
-save_logs origin-small
-save_logs origin-big
+    save_logs origin-small
+    save_logs origin-big
+}
 
 # --- report -----------------------------------------------------------------
 
-luaproxy_version=$(timeout 2 "$LUAPROXY" -V 2>&1 </dev/null | head -1) || luaproxy_version="(not available)"
-python3 "$BENCH_DIR/report.py" "$RESULTS_TSV" "$OUT_DIR/results.md" "$CLK_TCK" \
-    "Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
-    "Machine: \`nproc\` = $(nproc), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)" \
-    "Versions: luaproxy ${luaproxy_version:-?}; $(nginx -v 2>&1 | sed 's/^nginx version: //'); lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?'); HAProxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'); wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')" \
-    "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." ||
-    die "report.py failed; raw results are in $RESULTS_TSV"
-log "table written to ${OUT_DIR#"$ROOT"/}/results.md"
+report() {
+    local luaproxy_version
+    luaproxy_version=$(timeout 2 "$LUAPROXY" -V 2>/dev/null </dev/null | head -1)
+    [[ $luaproxy_version == luaproxy* ]] || luaproxy_version="luaproxy (version unknown)"
+    python3 "$BENCH_DIR/report.py" "$RESULTS_TSV" "$OUT_DIR/results.md" "$CLK_TCK" \
+        "Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
+        "Machine: \`nproc\` = $(nproc), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)" \
+        "Versions: $luaproxy_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?'); HAProxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'); wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')" \
+        "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." ||
+        die "report.py failed; raw results are in $RESULTS_TSV"
+    log "table written to ${OUT_DIR#"$ROOT"/}/results.md"
+}
+
+main() {
+    check_settings
+    trap cleanup EXIT
+    # exit runs the EXIT trap, so an interrupted run cleans up the same way.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    setup
+    start_origins
+    run_all
+    report
+}
+
+# Everything runs from this one line: bash reads a script as it goes, so an
+# edit to this file during a run could otherwise change the code mid-run.
+main "$@"; exit

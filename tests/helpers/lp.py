@@ -15,8 +15,10 @@ Standard library only. Every process started here is registered, so that
 test left behind; nothing is ever killed by name.
 """
 
+import atexit
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -45,6 +47,7 @@ def repo_path(*parts):
 
 _live = []      # Proxy and _Cli objects that may still have processes
 _tmpdirs = []   # removed by cleanup_all()
+_started = []   # Proxy objects and CliResults of the current test, for sanitizer_findings()
 
 
 def _register_tmpdir(path):
@@ -66,10 +69,34 @@ def cleanup_all():
             pass
     while _tmpdirs:
         shutil.rmtree(_tmpdirs.pop(), ignore_errors=True)
+    del _started[:]
 
 
-def live_proxies():
-    return [o for o in _live if isinstance(o, Proxy)]
+_SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|\.c:\d+:\d+: runtime error:")
+
+
+def sanitizer_findings():
+    """Lines of AddressSanitizer/UBSan reports in the stderr of every process
+    started since the last call (a SANITIZE=1 build reports there)."""
+    found = []
+    for obj in _started:
+        text = obj.stderr_text() if isinstance(obj, Proxy) else obj.stderr
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            if _SANITIZER.search(line):
+                found += lines[i:i + 8]
+                break
+    del _started[:]
+    return found
+
+
+# Scripts that use lp without run.py clean up too.
+atexit.register(cleanup_all)
+
+
+def started_proxies():
+    """The servers started since the last sanitizer_findings() (this test's)."""
+    return [o for o in _started if isinstance(o, Proxy)]
 
 
 def _child_env(env):
@@ -174,7 +201,9 @@ def run_cli(args, env=None, timeout=5.0, cwd=None):
     _killpg(proc.pid)  # workers it may have left behind
     if holder in _live:
         _live.remove(holder)
-    return CliResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    res = CliResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    _started.append(res)
+    return res
 
 
 def write_script(text, name="script.lua", directory=None):
@@ -255,6 +284,7 @@ class Proxy:
                                      stderr=self._err, env=_child_env(env), cwd=ROOT,
                                      start_new_session=True)
         _live.append(self)
+        _started.append(self)
         deadline = time.monotonic() + start_timeout
         while True:
             rc = self.proc.poll()

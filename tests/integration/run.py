@@ -73,13 +73,19 @@ def where(tb, filename):
 
 def server_stderr_tail(max_lines=15):
     parts = []
-    for p in lp.live_proxies():
+    for p in lp.started_proxies():
         lines = p.stderr_text().rstrip("\n").split("\n")
         if lines == [""]:
             continue
         parts.append("    server stderr (last %d lines):" % min(max_lines, len(lines)))
         parts += ["    | " + l for l in lines[-max_lines:]]
     return parts
+
+
+def sanitizer_report():
+    # ASan/UBSan write a report as soon as they find an error (the worker
+    # then dies and is replaced), so whatever the processes wrote is enough.
+    return ["    | " + l for l in lp.sanitizer_findings()]
 
 
 def run_one(filename, fn, limit):
@@ -89,6 +95,9 @@ def run_one(filename, fn, limit):
     try:
         fn()
         signal.setitimer(signal.ITIMER_REAL, 0)
+        found = sanitizer_report()
+        if found:
+            return ["sanitizer report on server stderr"] + found
         return None
     except BaseException as e:  # a test must never stop the run
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -112,7 +121,7 @@ def run_one(filename, fn, limit):
                       .rstrip("\n").split("\n")]
         if not isinstance(e, lp.ProxyError):
             lines += server_stderr_tail()
-        return lines
+        return lines + sanitizer_report()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         lp.cleanup_all()

@@ -282,14 +282,17 @@ def test_large_request_body():
         assert r.status == 200 and r.body == b"%d cdef" % len(body), r
 
 
-def test_large_response_slow_reader():
+def test_large_responses_pipelined_slow_reader():
     script = 'local big = string.rep("0123456789", 600 * 1024)\nfunction on_get(req) return 200, big end'
-    with lp.Proxy(script) as p, lp.Conn(p.port, timeout=10) as c:
+    with lp.Proxy(script) as p, lp.Conn(p.port, timeout=5) as c:
         c.sock.setsockopt(lp.socket.SOL_SOCKET, lp.socket.SO_RCVBUF, 16384)
         c.send(lp.build_request("GET", "/1") + lp.build_request("GET", "/2"))
         time.sleep(0.3)   # let the server fill the socket and wait for room
-        for _ in range(2):
-            r = c.read_response(timeout=10)
+        for i in (1, 2):
+            try:
+                r = c.read_response(timeout=5)
+            except lp.socket.timeout as e:
+                raise AssertionError("pipelined response %d of 2 (6 MB each) never came: %s" % (i, e))
             assert r.status == 200 and len(r.body) == 6144000, "%d, %d bytes" % (r.status, len(r.body))
             assert r.body[:20] == b"01234567890123456789" and r.body[-10:] == b"0123456789"
 

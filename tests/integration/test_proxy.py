@@ -7,12 +7,12 @@ The origin (tests/helpers/origin.py) records every request it receives and
 is strict: `o.assert_clean()` fails if anything it received on a connection
 was not well-formed HTTP/1.1 (e.g. leftovers of a badly framed body)."""
 
+import hashlib
 import json
-import socket
 import time
 
 import lp
-from origin import Origin, upstream_script, pattern_bytes, pattern_chunks, StreamConn
+from origin import Origin, StreamConn, pattern_bytes, pattern_chunks, pattern_sha256, upstream_script
 
 HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade")
 
@@ -286,7 +286,6 @@ def _chunked_body(total, sizes=(1, 17, 4096, 100000, 65536, 3)):
 
 def test_chunked_request_body_passes_through():
     total = 3 * 1024 * 1024 + 7
-    import hashlib
     want = hashlib.sha256(pattern_bytes(total)).hexdigest()
     with Origin() as o, lp.Proxy(upstream_script([o])) as p, StreamConn(p.port) as c:
         c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -315,7 +314,6 @@ def test_chunked_response_body_passes_through():
         c.send(b"GET /chunked/%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
         r = c.read_response(keep=0)
         assert r.status == 200, r
-        from origin import pattern_sha256
         assert r.body_len == n and r.sha256 == pattern_sha256(n), \
             "chunked response: %d bytes (want %d), sha match %s" % (r.body_len, n, r.sha256 == pattern_sha256(n))
         c.send(b"GET /chunked/0 HTTP/1.1\r\nHost: x\r\n\r\n")

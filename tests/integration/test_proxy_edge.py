@@ -8,7 +8,7 @@ import socket
 import time
 
 import lp
-from origin import Origin, pattern_bytes, pattern_chunks, pattern_sha256, upstream_script
+from origin import Origin, pattern_bytes, pattern_sha256, upstream_script
 
 
 def _echo_target(r):
@@ -160,7 +160,13 @@ def test_client_abort_while_waiting_does_not_poison_pool():
 def test_expect_100_continue_passed_through():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p, lp.Conn(p.port) as c:
         c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
-        r = c.read_response(timeout=3)
+        try:
+            r = c.read_response(timeout=3)
+        except socket.timeout:
+            raise AssertionError("Expect: 100-continue to a proxied route: no 100 Continue within 3 s "
+                                 "(the origin saw the request %s and sent %d '100 Continue')"
+                                 % ("with Expect" if o.requests and o.last().has("expect") else
+                                    "without Expect" if o.requests else "- not at all", o.continues))
         assert r.status == 100, "Expect: 100-continue to a proxied route: expected 100 first, got %r" % r
         c.send(b"hello world")
         r = c.read_response(timeout=5)

@@ -98,9 +98,12 @@ end
 
 def test_ttl_expires():
     with lp.Proxy(TTL) as p:
-        lp.expect(lp.post(p.port, "/short", b""), 200, b"true")
         lp.expect(lp.post(p.port, "/forever", b""), 200, b"true")
-        lp.expect(lp.get(p.port, "/k"), 200, b"v", "value gone before its ttl")
+        t0 = time.monotonic()
+        lp.expect(lp.post(p.port, "/short", b""), 200, b"true")
+        r = lp.get(p.port, "/k")
+        if time.monotonic() - t0 < 0.15:   # a loaded machine may take longer
+            lp.expect(r, 200, b"v", "value gone before its ttl")
         time.sleep(0.4)
         lp.expect(lp.get(p.port, "/k"), 200, b"nil", "value still there after its 0.2s ttl")
         lp.expect(lp.get(p.port, "/f"), 200, b"v")
@@ -109,8 +112,11 @@ def test_ttl_expires():
 
 def test_add_succeeds_after_expiry():
     with lp.Proxy(TTL) as p:
+        t0 = time.monotonic()
         lp.expect(lp.post(p.port, "/add", b""), 200, b"true")
-        lp.expect(lp.post(p.port, "/add", b""), 200, b"nil", "add over a live key")
+        r = lp.post(p.port, "/add", b"")
+        if time.monotonic() - t0 < 0.15:   # a loaded machine may take longer
+            lp.expect(r, 200, b"nil", "add over a live key")
         time.sleep(0.4)
         lp.expect(lp.post(p.port, "/add", b""), 200, b"true", "add over an expired key failed")
 
