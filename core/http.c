@@ -261,7 +261,8 @@ bool http_valid_name(const char *s, size_t n)
     if (n == 0) return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (!isalnum(ch) && !strchr(specials, ch)) return false;
+        /* ch != 0: strchr would find the terminator and call NUL a token. */
+        if (ch == 0 || (!isalnum(ch) && !strchr(specials, ch))) return false;
     }
     return true;
 }

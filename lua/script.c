@@ -19,7 +19,10 @@ static size_t hdrs_cap;
 struct script_req {
     int ref; /* registry reference of the req userdata */
     struct script_view *view;
+    struct script_req *next_free;
 };
+
+static struct script_req *req_pool; /* no malloc per request */
 
 static int traceback(lua_State *L)
 {
@@ -124,6 +127,11 @@ void script_unload(void)
 {
     if (S.L) lua_close(S.L);
     S.L = NULL;
+    while (req_pool) {
+        struct script_req *r = req_pool;
+        req_pool = r->next_free;
+        free(r);
+    }
     free(hdrs);
     hdrs = NULL;
     hdrs_cap = 0;
@@ -140,8 +148,9 @@ bool script_has_route(void)
 
 struct script_req *script_req_begin(struct script_view *view)
 {
-    struct script_req *r = malloc(sizeof(*r));
-    if (!r) return NULL;
+    struct script_req *r = req_pool;
+    if (r) req_pool = r->next_free;
+    else if (!(r = malloc(sizeof(*r)))) return NULL;
     req_push(S.L, view);
     r->ref = luaL_ref(S.L, LUA_REGISTRYINDEX);
     r->view = view;
@@ -176,7 +185,8 @@ void script_req_end(struct script_req *r)
     req_detach(L, -1);
     lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
-    free(r);
+    r->next_free = req_pool;
+    req_pool = r;
 }
 
 static const char *method_of(const struct script_req *r)

@@ -1,0 +1,514 @@
+/* Unit tests for core/http.c: the local response writer, reasons, dates,
+ * header validity, request parsing through llhttp and head validation. */
+#include "http.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOW 784111777.0 /* Sun, 06 Nov 1994 08:49:37 GMT */
+#define DATE_LINE "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+
+static struct buf out;
+
+static void setup(void)
+{
+    memset(&out, 0, sizeof(out));
+}
+
+static void teardown(void)
+{
+    buf_free(&out);
+}
+
+/* The buffer must hold exactly `want`, byte for byte. */
+static void expect_out(const char *want)
+{
+    size_t n = strlen(want);
+    ck_assert_msg(out.len == n && !memcmp(out.data, want, n), "got [%.*s], want [%s]",
+                  (int)out.len, out.data ? out.data : "", want);
+}
+
+static int hdr(struct http_response *r, const char *name, const char *value)
+{
+    return http_response_header(&out, r, name, strlen(name), value, strlen(value));
+}
+
+/* ---- response writer ----------------------------------------------------- */
+
+START_TEST(response_200_with_body)
+{
+    struct http_response r = {.status = 200, .keep_alive = true};
+    ck_assert_int_eq(http_response_begin(&out, &r), 0);
+    ck_assert_int_eq(hdr(&r, "Content-Type", "text/html"), 0);
+    ck_assert_int_eq(hdr(&r, "X-A", "1"), 0);
+    ck_assert_int_eq(http_response_end(&out, &r, NOW, "hello", 5), 0);
+    expect_out("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-A: 1\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 5\r\n\r\nhello");
+}
+END_TEST
+
+START_TEST(response_connection_close_and_http10_keep_alive)
+{
+    struct http_response r = {.status = 404, .keep_alive = false};
+    ck_assert_int_eq(http_response_begin(&out, &r), 0);
+    ck_assert_int_eq(http_response_end(&out, &r, NOW, "x", 1), 0);
+    expect_out("HTTP/1.1 404 Not Found\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 1\r\nConnection: close\r\n\r\nx");
+
+    buf_free(&out);
+    struct http_response r10 = {.status = 200, .keep_alive = true, .http10 = true};
+    ck_assert_int_eq(http_response_begin(&out, &r10), 0);
+    ck_assert_int_eq(http_response_end(&out, &r10, NOW, "", 0), 0);
+    expect_out("HTTP/1.1 200 OK\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+
+    /* 1.0 and not kept: close wins, no keep-alive. */
+    buf_free(&out);
+    struct http_response r10c = {.status = 200, .keep_alive = false, .http10 = true};
+    ck_assert_int_eq(http_response_begin(&out, &r10c), 0);
+    ck_assert_int_eq(http_response_end(&out, &r10c, NOW, NULL, 0), 0);
+    expect_out("HTTP/1.1 200 OK\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 0\r\nConnection: close\r\n\r\n");
+}
+END_TEST
+
+START_TEST(response_head_only_keeps_length)
+{
+    struct http_response r = {.status = 200, .keep_alive = true, .head_only = true};
+    ck_assert_int_eq(http_response_begin(&out, &r), 0);
+    ck_assert_int_eq(http_response_end(&out, &r, NOW, "hello world", 11), 0);
+    expect_out("HTTP/1.1 200 OK\r\nServer: luaproxy\r\n" DATE_LINE "Content-Length: 11\r\n\r\n");
+}
+END_TEST
+
+START_TEST(response_bodyless_statuses)
+{
+    static const struct {
+        int status;
+        const char *line;
+    } cases[] = {
+        {204, "HTTP/1.1 204 No Content\r\n"},
+        {304, "HTTP/1.1 304 Not Modified\r\n"},
+        {100, "HTTP/1.1 100 Continue\r\n"},
+        {101, "HTTP/1.1 101 Switching Protocols\r\n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        buf_free(&out);
+        struct http_response r = {.status = cases[i].status, .keep_alive = true};
+        ck_assert_int_eq(http_response_begin(&out, &r), 0);
+        ck_assert_int_eq(http_response_end(&out, &r, NOW, "body", 4), 0);
+        char want[256];
+        snprintf(want, sizeof(want), "%sServer: luaproxy\r\n" DATE_LINE "\r\n", cases[i].line);
+        expect_out(want);
+    }
+}
+END_TEST
+
+START_TEST(response_framing_headers_skipped)
+{
+    struct http_response r = {.status = 200, .keep_alive = true};
+    ck_assert_int_eq(http_response_begin(&out, &r), 0);
+    ck_assert_int_eq(hdr(&r, "Content-Length", "999"), 1);
+    ck_assert_int_eq(hdr(&r, "transfer-encoding", "chunked"), 1);
+    ck_assert_int_eq(hdr(&r, "CONNECTION", "close"), 1);
+    ck_assert_int_eq(hdr(&r, "Content-Lengthx", "1"), 0); /* only the exact names */
+    ck_assert_int_eq(http_response_end(&out, &r, NOW, "ab", 2), 0);
+    expect_out("HTTP/1.1 200 OK\r\nContent-Lengthx: 1\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 2\r\n\r\nab");
+}
+END_TEST
+
+START_TEST(response_own_server_and_date)
+{
+    struct http_response r = {.status = 200, .keep_alive = true};
+    ck_assert_int_eq(http_response_begin(&out, &r), 0);
+    ck_assert_int_eq(hdr(&r, "server", "mine/1.0"), 0);
+    ck_assert_int_eq(hdr(&r, "DATE", "yesterday"), 0);
+    ck_assert(r.has_server);
+    ck_assert(r.has_date);
+    ck_assert_int_eq(http_response_end(&out, &r, NOW, "z", 1), 0);
+    expect_out("HTTP/1.1 200 OK\r\nserver: mine/1.0\r\nDATE: yesterday\r\n"
+               "Content-Length: 1\r\n\r\nz");
+}
+END_TEST
+
+START_TEST(simple_response)
+{
+    ck_assert_int_eq(http_simple_response(&out, 503, false, NOW, "busy\n"), 0);
+    expect_out("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+               "Server: luaproxy\r\n" DATE_LINE "Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n");
+    buf_free(&out);
+    ck_assert_int_eq(http_simple_response(&out, 200, true, NOW, "ok"), 0);
+    expect_out("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 2\r\n\r\nok");
+    buf_free(&out);
+    ck_assert_int_eq(http_simple_response(&out, 400, false, NOW, NULL), 0);
+    expect_out("HTTP/1.1 400 Bad Request\r\nServer: luaproxy\r\n" DATE_LINE
+               "Content-Length: 0\r\nConnection: close\r\n\r\n");
+}
+END_TEST
+
+/* ---- reasons, dates, validity --------------------------------------------- */
+
+START_TEST(reasons)
+{
+    ck_assert_str_eq(http_reason(200), "OK");
+    ck_assert_str_eq(http_reason(301), "Moved Permanently");
+    ck_assert_str_eq(http_reason(404), "Not Found");
+    ck_assert_str_eq(http_reason(413), "Content Too Large");
+    ck_assert_str_eq(http_reason(431), "Request Header Fields Too Large");
+    ck_assert_str_eq(http_reason(502), "Bad Gateway");
+    ck_assert_str_eq(http_reason(505), "HTTP Version Not Supported");
+    ck_assert_str_eq(http_reason(199), "Informational");
+    ck_assert_str_eq(http_reason(299), "OK");
+    ck_assert_str_eq(http_reason(399), "Redirect");
+    ck_assert_str_eq(http_reason(499), "Client Error");
+    ck_assert_str_eq(http_reason(599), "Server Error");
+}
+END_TEST
+
+START_TEST(dates)
+{
+    char a[40], b[40];
+    snprintf(a, sizeof(a), "%s", http_date(NOW));
+    ck_assert_str_eq(a, "Sun, 06 Nov 1994 08:49:37 GMT");
+    ck_assert_str_eq(http_date(NOW + 0.9), "Sun, 06 Nov 1994 08:49:37 GMT");
+    snprintf(b, sizeof(b), "%s", http_date(NOW + 1.2));
+    ck_assert_str_eq(b, "Sun, 06 Nov 1994 08:49:38 GMT");
+    ck_assert_str_eq(http_date(NOW), "Sun, 06 Nov 1994 08:49:37 GMT");
+    ck_assert_str_eq(http_date(0.0), "Thu, 01 Jan 1970 00:00:00 GMT");
+}
+END_TEST
+
+START_TEST(valid_names_and_values)
+{
+    ck_assert(http_valid_name("X-Custom_1", 10));
+    ck_assert(http_valid_name("!#$%&'*+-.^_`|~", 15));
+    ck_assert(!http_valid_name("", 0));
+    ck_assert(!http_valid_name("Bad Name", 8));
+    ck_assert(!http_valid_name("a:b", 3));
+    ck_assert(!http_valid_name("a\r\n", 3));
+    ck_assert(!http_valid_name("a(b)", 4));
+    ck_assert(!http_valid_name("caf\xc3\xa9", 5));
+    ck_assert(http_valid_value("", 0));
+    ck_assert(http_valid_value("text/plain; charset=utf-8", 25));
+    ck_assert(http_valid_value("tab\there \xc3\xa9", 11));
+    ck_assert(!http_valid_value("a\rb", 3));
+    ck_assert(!http_valid_value("a\nSet-Cookie: x", 15));
+    ck_assert(!http_valid_value("a\0b", 3));
+}
+END_TEST
+
+/* A NUL is no token character either (strchr finds the terminator). */
+START_TEST(valid_name_rejects_nul)
+{
+    ck_assert(!http_valid_name("\0", 1));
+    ck_assert(!http_valid_name("a\0b", 3));
+}
+END_TEST
+
+/* ---- parsing through llhttp ---------------------------------------------- */
+
+static llhttp_t parser;
+static struct http_request req;
+static struct http_parse_ctx pctx;
+static char rbuf[16384];
+
+/* Copies `text` into the owned buffer and parses it from the start. */
+static llhttp_errno_t parse(const char *text, size_t n)
+{
+    ck_assert_uint_lt(n, sizeof(rbuf));
+    memcpy(rbuf, text, n);
+    memset(&req, 0, sizeof(req));
+    memset(&pctx, 0, sizeof(pctx));
+    pctx.req = &req;
+    pctx.base = rbuf;
+    http_parser_init(&parser, &pctx);
+    return llhttp_execute(&parser, rbuf, n);
+}
+
+static void expect_slice(struct slice s, const char *want)
+{
+    size_t n = strlen(want);
+    ck_assert_msg(s.len == n && !memcmp(rbuf + s.off, want, n), "slice [%.*s], want [%s]",
+                  (int)s.len, rbuf + s.off, want);
+}
+
+START_TEST(parse_get_with_headers)
+{
+    const char *r = "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Mixed-Case: Some Value\r\n"
+                    "Accept: */*\r\nX-Empty:\r\nAccept: text/html\r\n\r\n";
+    ck_assert_int_eq(parse(r, strlen(r)), HPE_PAUSED); /* on_message_complete */
+    ck_assert(req.head_done);
+    ck_assert(req.message_done);
+    ck_assert_int_eq(req.method, HTTP_GET);
+    ck_assert_int_eq(req.http_major, 1);
+    ck_assert_int_eq(req.http_minor, 1);
+    expect_slice(req.url, "/a/b?c=d");
+    ck_assert_uint_eq(req.nheaders, 5);
+    expect_slice(req.headers[0].name, "host");
+    expect_slice(req.headers[0].value, "example.com");
+    expect_slice(req.headers[1].name, "x-mixed-case");
+    expect_slice(req.headers[1].value, "Some Value");
+    expect_slice(req.headers[2].name, "accept");
+    expect_slice(req.headers[2].value, "*/*");
+    expect_slice(req.headers[3].name, "x-empty");
+    ck_assert_uint_eq(req.headers[3].value.len, 0);
+    expect_slice(req.headers[4].name, "accept");
+    expect_slice(req.headers[4].value, "text/html");
+    ck_assert(req.keep_alive);
+    ck_assert(!req.has_body);
+    ck_assert(!req.chunked);
+    ck_assert(!req.expect_continue);
+    ck_assert_int_eq(http_validate_head(&req, rbuf), 0);
+
+    const struct http_header *h = http_find_header(&req, rbuf, "accept", 6);
+    ck_assert_ptr_eq(h, &req.headers[2]); /* the first of the two */
+    ck_assert_ptr_eq(http_find_header(&req, rbuf, "x-mixed-case", 12), &req.headers[1]);
+    ck_assert_ptr_null(http_find_header(&req, rbuf, "Host", 4)); /* lower-case lookup only */
+    ck_assert_ptr_null(http_find_header(&req, rbuf, "hos", 3));
+    ck_assert_ptr_null(http_find_header(&req, rbuf, "cookie", 6));
+}
+END_TEST
+
+START_TEST(parse_post_pauses_at_head)
+{
+    const char *r = "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world";
+    size_t n = strlen(r);
+    struct buf body = {0};
+    ck_assert_int_eq(parse(r, n), HPE_PAUSED);
+    ck_assert(req.head_done);
+    ck_assert(!req.message_done);
+    ck_assert_int_eq(req.method, HTTP_POST);
+    ck_assert(req.has_body);
+    ck_assert(!req.chunked);
+    ck_assert_uint_eq(req.content_length, 11);
+    const char *pos = llhttp_get_error_pos(&parser);
+    ck_assert_ptr_eq(pos, rbuf + n - 11); /* no body byte consumed */
+
+    pctx.body = &body;
+    pctx.max_body = 11;
+    llhttp_resume(&parser);
+    ck_assert_int_eq(llhttp_execute(&parser, pos, (size_t)(rbuf + n - pos)), HPE_PAUSED);
+    ck_assert(req.message_done);
+    ck_assert(!pctx.body_too_large);
+    ck_assert_uint_eq(body.len, 11);
+    ck_assert_mem_eq(body.data, "hello world", 11);
+    buf_free(&body);
+}
+END_TEST
+
+START_TEST(parse_body_too_large)
+{
+    const char *r = "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789";
+    size_t n = strlen(r);
+    struct buf body = {0};
+    ck_assert_int_eq(parse(r, n), HPE_PAUSED);
+    pctx.body = &body;
+    pctx.max_body = 4;
+    llhttp_resume(&parser);
+    const char *pos = llhttp_get_error_pos(&parser);
+    /* Fed in pieces: the first fits, the second goes past the limit. */
+    ck_assert_int_eq(llhttp_execute(&parser, pos, 3), HPE_OK);
+    ck_assert_uint_eq(body.len, 3);
+    ck_assert(!pctx.body_too_large);
+    ck_assert_int_eq(llhttp_execute(&parser, pos + 3, 7), HPE_USER);
+    ck_assert(pctx.body_too_large);
+    ck_assert_uint_eq(body.len, 3);
+    ck_assert_mem_eq(body.data, "012", 3);
+    ck_assert(!req.message_done);
+    buf_free(&body);
+}
+END_TEST
+
+START_TEST(parse_chunked_expect_and_close)
+{
+    const char *r = "PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                    "Expect: 100-Continue\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    size_t n = strlen(r);
+    struct buf body = {0};
+    ck_assert_int_eq(parse(r, n), HPE_PAUSED);
+    ck_assert(req.head_done);
+    ck_assert(req.chunked);
+    ck_assert(req.has_body);
+    ck_assert(req.expect_continue);
+    ck_assert(!req.keep_alive);
+    ck_assert_int_eq(http_validate_head(&req, rbuf), 0);
+
+    pctx.body = &body;
+    pctx.max_body = 1024;
+    llhttp_resume(&parser);
+    const char *pos = llhttp_get_error_pos(&parser);
+    ck_assert_int_eq(llhttp_execute(&parser, pos, (size_t)(rbuf + n - pos)), HPE_PAUSED);
+    ck_assert(req.message_done);
+    ck_assert_uint_eq(body.len, 5);
+    ck_assert_mem_eq(body.data, "hello", 5);
+    buf_free(&body);
+
+    /* Other Expect values and plain keep-alive. */
+    const char *r2 = "GET / HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n";
+    ck_assert_int_eq(parse(r2, strlen(r2)), HPE_PAUSED);
+    ck_assert(!req.expect_continue);
+    ck_assert(req.keep_alive);
+    /* 1.0 is close unless asked otherwise. */
+    const char *r3 = "GET / HTTP/1.0\r\n\r\n";
+    ck_assert_int_eq(parse(r3, strlen(r3)), HPE_PAUSED);
+    ck_assert(!req.keep_alive);
+    ck_assert_int_eq(http_validate_head(&req, rbuf), 0);
+    const char *r4 = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    ck_assert_int_eq(parse(r4, strlen(r4)), HPE_PAUSED);
+    ck_assert(req.keep_alive);
+}
+END_TEST
+
+/* A request with `count` headers "X-<i>: v". */
+static size_t many_headers(char *dst, size_t cap, int count)
+{
+    size_t n = (size_t)snprintf(dst, cap, "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < count; i++) n += (size_t)snprintf(dst + n, cap - n, "X-%d: v\r\n", i);
+    n += (size_t)snprintf(dst + n, cap - n, "\r\n");
+    return n;
+}
+
+START_TEST(parse_too_many_headers)
+{
+    char text[8192];
+    size_t n = many_headers(text, sizeof(text), HTTP_MAX_HEADERS);
+    ck_assert_int_eq(parse(text, n), HPE_PAUSED);
+    ck_assert(!req.too_many);
+    ck_assert_uint_eq(req.nheaders, HTTP_MAX_HEADERS);
+    expect_slice(req.headers[HTTP_MAX_HEADERS - 1].name, "x-99");
+
+    n = many_headers(text, sizeof(text), HTTP_MAX_HEADERS + 1);
+    llhttp_errno_t err = parse(text, n);
+    ck_assert_int_ne(err, HPE_OK);
+    ck_assert_int_ne(err, HPE_PAUSED);
+    ck_assert(req.too_many);
+    ck_assert(!req.head_done);
+    ck_assert_uint_eq(req.nheaders, HTTP_MAX_HEADERS);
+}
+END_TEST
+
+/* ---- head validation, on hand-built requests ------------------------------ */
+
+static const char *vbase;
+
+/* Fills `r` from "name: value" pairs that are substrings of vbase. */
+static void hand_request(struct http_request *r, int major, int minor, const char *const *pairs,
+                         int npairs)
+{
+    memset(r, 0, sizeof(*r));
+    r->http_major = (uint8_t)major;
+    r->http_minor = (uint8_t)minor;
+    for (int i = 0; i < npairs; i++) {
+        const char *name = strstr(vbase, pairs[2 * i]);
+        const char *value = strstr(vbase, pairs[2 * i + 1]);
+        ck_assert_ptr_nonnull(name);
+        ck_assert_ptr_nonnull(value);
+        struct http_header *h = &r->headers[r->nheaders++];
+        h->name = (struct slice){(uint32_t)(name - vbase), (uint32_t)strlen(pairs[2 * i])};
+        h->value = (struct slice){(uint32_t)(value - vbase), (uint32_t)strlen(pairs[2 * i + 1])};
+    }
+}
+
+START_TEST(validate_head)
+{
+    vbase = "host|example.com|other.org|transfer-encoding|chunked|gzip|chunked, identity|"
+            "accept|*/*|hostx|Chunked";
+    struct http_request r;
+    const char *ok[] = {"host", "example.com", "accept", "*/*"};
+    hand_request(&r, 1, 1, ok, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 0);
+
+    const char *nohost[] = {"accept", "*/*", "hostx", "example.com"};
+    hand_request(&r, 1, 1, nohost, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 400);
+    hand_request(&r, 1, 0, nohost, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 0); /* 1.0 needs no Host */
+    hand_request(&r, 1, 0, NULL, 0);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 0);
+
+    const char *twohosts[] = {"host", "example.com", "host", "other.org"};
+    hand_request(&r, 1, 1, twohosts, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 400);
+    hand_request(&r, 1, 0, twohosts, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 400);
+
+    const char *chunked[] = {"host", "example.com", "transfer-encoding", "Chunked"};
+    hand_request(&r, 1, 1, chunked, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 0);
+
+    const char *twote[] = {"host", "example.com", "transfer-encoding", "chunked",
+                           "transfer-encoding", "chunked"};
+    hand_request(&r, 1, 1, twote, 3);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 400);
+
+    const char *gzip[] = {"host", "example.com", "transfer-encoding", "gzip"};
+    hand_request(&r, 1, 1, gzip, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 501);
+
+    const char *list[] = {"host", "example.com", "transfer-encoding", "chunked, identity"};
+    hand_request(&r, 1, 1, list, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 501);
+
+    hand_request(&r, 2, 0, ok, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 505);
+    hand_request(&r, 1, 2, ok, 2);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 505);
+    hand_request(&r, 0, 9, NULL, 0);
+    ck_assert_int_eq(http_validate_head(&r, vbase), 505);
+}
+END_TEST
+
+START_TEST(error_status)
+{
+    ck_assert_int_eq(http_error_status(HPE_INVALID_TRANSFER_ENCODING), 501);
+    ck_assert_int_eq(http_error_status(HPE_INVALID_VERSION), 505);
+    ck_assert_int_eq(http_error_status(HPE_INVALID_METHOD), 400);
+    ck_assert_int_eq(http_error_status(HPE_INVALID_HEADER_TOKEN), 400);
+    ck_assert_int_eq(http_error_status(HPE_UNEXPECTED_CONTENT_LENGTH), 400);
+    ck_assert_int_eq(http_error_status(HPE_USER), 400);
+}
+END_TEST
+
+static Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *w = tcase_create("writer");
+    tcase_add_checked_fixture(w, setup, teardown);
+    tcase_add_test(w, response_200_with_body);
+    tcase_add_test(w, response_connection_close_and_http10_keep_alive);
+    tcase_add_test(w, response_head_only_keeps_length);
+    tcase_add_test(w, response_bodyless_statuses);
+    tcase_add_test(w, response_framing_headers_skipped);
+    tcase_add_test(w, response_own_server_and_date);
+    tcase_add_test(w, simple_response);
+    tcase_add_test(w, reasons);
+    tcase_add_test(w, dates);
+    tcase_add_test(w, valid_names_and_values);
+    tcase_add_test(w, valid_name_rejects_nul);
+    suite_add_tcase(s, w);
+
+    TCase *p = tcase_create("parse");
+    tcase_add_test(p, parse_get_with_headers);
+    tcase_add_test(p, parse_post_pauses_at_head);
+    tcase_add_test(p, parse_body_too_large);
+    tcase_add_test(p, parse_chunked_expect_and_close);
+    tcase_add_test(p, parse_too_many_headers);
+    tcase_add_test(p, validate_head);
+    tcase_add_test(p, error_status);
+    suite_add_tcase(s, p);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(http_suite());
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
