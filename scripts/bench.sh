@@ -13,7 +13,9 @@
 #   BENCH_DURATION=10   seconds per measured wrk run
 #   BENCH_WARMUP=2      seconds of unmeasured load before each run, so that
 #                       Lua code is JIT-compiled and pools are full (0: none)
-#   BENCH_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice"
+#   BENCH_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice
+#                  haproxy-splice-response"   (the splice variants run the
+#                       large-body cases only)
 #   BENCH_CASES="small-c50 small-c200 1m-c10"   BODY-cCONNECTIONS, BODY one of
 #                       small, 1m, 64m (e.g. add 64m-c2)
 #   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
@@ -34,7 +36,7 @@ WORKERS=${BENCH_WORKERS:-2}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
-PROXIES=${BENCH_PROXIES:-luaproxy nginx nginx-lua haproxy haproxy-splice}
+PROXIES=${BENCH_PROXIES:-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response}
 CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10}
 
 OUT_DIR=$ROOT/build/bench
@@ -43,6 +45,7 @@ RESULTS_TSV=$OUT_DIR/results.tsv
 CLK_TCK=$(getconf CLK_TCK)
 
 STARTED_PIDS=() # roots of every process tree we started and have not reaped
+ORIGIN_PIDS=()
 TMP=""
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -270,6 +273,21 @@ start_nginx() { # DIR
 
 # --- setup ------------------------------------------------------------------
 
+# Percentage of all CPUs busy over one second, from /proc/stat's "cpu" line
+# (idle and iowait are fields 5 and 6).
+cpu_busy_percent() {
+    local a b
+    read -r -a a </proc/stat
+    sleep 1
+    read -r -a b </proc/stat
+    local total=0 idle i
+    for ((i = 1; i < ${#a[@]}; i++)); do
+        total=$((total + b[i] - a[i]))
+    done
+    idle=$((b[4] - a[4] + b[5] - a[5]))
+    ((total > 0)) && echo $((100 * (total - idle) / total)) || echo 0
+}
+
 setup() {
     local hard d
     # Hundreds of connections per proxy (clients, pooled backends, pipes) do
@@ -306,8 +324,20 @@ setup() {
         fi
     done
 
-    read -r -a PORTS <<<"$(free_ports 7)"
-    ((${#PORTS[@]} == 7)) || die "could not find 7 free ports on 127.0.0.1"
+    # Every process here shares the CPUs with wrk and the proxy: a busy
+    # machine makes the figures meaningless, so say so in the results.
+    BUSY=$(cpu_busy_percent)
+    BUSY_NOTE=""
+    if ((BUSY > 20)); then
+        BUSY_NOTE="Warning: ${BUSY}% of the CPUs were already busy before the run; the figures are unreliable."
+        log "$BUSY_NOTE"
+    fi
+
+    # Two origins, then one port per proxy.
+    local nports
+    nports=$((2 + $(wc -w <<<"$PROXIES")))
+    read -r -a PORTS <<<"$(free_ports "$nports")"
+    ((${#PORTS[@]} == nports)) || die "could not find $nports free ports on 127.0.0.1"
     SMALL_PORT=${PORTS[0]}
     BIG_PORT=${PORTS[1]}
 }
@@ -319,6 +349,7 @@ start_origin() { # NAME TEMPLATE PORT PROBE_PATH
     mkdir -p "$dir/files"
     render "$2" "$dir/nginx.conf" "$dir" "$3"
     start_nginx "$dir"
+    ORIGIN_PIDS+=("$LAUNCHED")
     if ! wait_ready "http://127.0.0.1:$3$4" "$LAUNCHED"; then
         die "origin $1 did not start: $READY_ERR: $(log_tail "$dir/output.log") $(log_tail "$dir/error.log")"
     fi
@@ -361,15 +392,19 @@ start_proxy() {
         render nginx-lua.conf.in "$dir/nginx.conf" "$dir" "$port"
         start_nginx "$dir"
         ;;
-    haproxy | haproxy-splice)
+    haproxy | haproxy-splice | haproxy-splice-response)
+        # splice-auto leaves splicing to HAProxy's judgement, and 2.6 did
+        # not splice at all in this test (strace showed recvfrom/sendto
+        # only); splice-response forces it for response bodies.
         local splice=""
         [[ $name == haproxy-splice ]] && splice="option splice-auto"
+        [[ $name == haproxy-splice-response ]] && splice="option splice-response"
         render haproxy.cfg.in "$dir/haproxy.cfg" "$dir" "$port" "$splice"
         # -db: stay in the foreground, one process (threads), so $! is it.
         launch "$dir/output.log" haproxy -db -f "$dir/haproxy.cfg"
         ;;
     *)
-        FAIL_REASON="unknown proxy (known: luaproxy nginx nginx-lua haproxy haproxy-splice)"
+        FAIL_REASON="unknown proxy (known: luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response)"
         return 1
         ;;
     esac
@@ -391,6 +426,39 @@ save_logs() {
     for f in "$TMP/$1"/*.log; do
         [[ -f $f ]] && cp "$f" "$LOG_DIR/$1.$(basename "$f")"
     done
+}
+
+# Busy time of all CPUs so far, in clock ticks. irq and softirq count:
+# loopback traffic is largely softirq work, which the kernel may charge to
+# whichever process it interrupted.
+system_busy_ticks() {
+    local user nice system irq softirq
+    read -r _ user nice system _ _ irq softirq _ </proc/stat
+    echo $((user + nice + system + irq + softirq))
+}
+
+# Sets OWN_TICKS to the CPU time of this shell and its reaped children (wrk,
+# via timeout, among them), in clock ticks. Call it directly: `times` in a
+# $(...) subshell would report only that subshell; hence the file too.
+own_ticks() {
+    local f=$TMP/times t sec ms=0
+    times >"$f"
+    # Four figures like 0m1.234s: the shell's user, system, then children's.
+    for t in $(<"$f"); do
+        t=${t%s}
+        sec=${t#*m}
+        sec=${sec/,/.}
+        ms=$((ms + 10#${t%%m*} * 60000 + 10#${sec%.*} * 1000 + 10#${sec#*.}))
+    done
+    OWN_TICKS=$((ms * CLK_TCK / 1000))
+}
+
+origin_ticks() {
+    local pid sum=0
+    for pid in "${ORIGIN_PIDS[@]}"; do
+        sum=$((sum + $(tree_ticks "$pid")))
+    done
+    echo "$sum"
 }
 
 # One row of results.tsv: proxy case status requests seconds bytes p99_ms
@@ -467,11 +535,27 @@ run_case() {
     if ((WARMUP > 0)); then
         run_wrk "$conns" "$WARMUP" "$url" "$out"
     fi
-    # The proxy's CPU is read right around the measured run only.
+    # The proxy's CPU is read right around the measured run only. The rest
+    # of the machine's busy time, less the origins', wrk's and this
+    # script's, is what other processes took: a sign of a disturbed run.
+    local b0 o0 s0 b1 o1 s1 other
+    b0=$(system_busy_ticks)
+    o0=$(origin_ticks)
     t0=$(tree_ticks "$pid")
+    own_ticks
+    s0=$OWN_TICKS
     run_wrk "$conns" "$DURATION" "$url" "$out"
     t1=$(tree_ticks "$pid")
+    o1=$(origin_ticks)
+    own_ticks
+    s1=$OWN_TICKS
+    b1=$(system_busy_ticks)
+    other=$(((b1 - b0) - (t1 - t0) - (o1 - o0) - (s1 - s0)))
     read -r req secs bytes p99 non2xx errs <<<"$(parse_wrk "$out")"
+    # Reported past a fifth of one CPU, as a percentage of one CPU.
+    if ((other * 100 > CLK_TCK * DURATION * 20)); then
+        notes+="other processes took $((other * 100 / (CLK_TCK * DURATION)))% of a CPU; "
+    fi
     ((non2xx > 0)) && notes+="$non2xx non-2xx responses; "
     ((errs > 0)) && notes+="$errs socket errors; "
     if ! running "$pid"; then
@@ -489,10 +573,6 @@ run_all() {
     for proxy in $PROXIES; do
         port=${PORTS[$port_index]:-}
         port_index=$((port_index + 1))
-        if [[ -z $port ]]; then
-            record "$proxy" - failed 0 0 0 0 0 "no free port left (at most 5 proxies)"
-            continue
-        fi
         log "starting $proxy on 127.0.0.1:$port"
         if ! start_proxy "$proxy" "$port"; then
             log "$proxy failed to start: $FAIL_REASON"
@@ -502,7 +582,7 @@ run_all() {
         for case in $CASES; do
             # splice-auto only changes how bodies move; small answers would just
             # repeat the plain HAProxy rows.
-            [[ $proxy == haproxy-splice && $case == small-* ]] && continue
+            [[ $proxy == haproxy-splice* && $case == small-* ]] && continue
             if ! running "$PROXY_PID"; then
                 record "$proxy" "$case" failed 0 0 0 0 0 "proxy exited earlier"
                 continue
@@ -526,7 +606,8 @@ report() {
         "Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
         "Machine: \`nproc\` = $(nproc), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)" \
         "Versions: $luaproxy_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?'); HAProxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'); wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')" \
-        "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." ||
+        "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." \
+        ${BUSY_NOTE:+"$BUSY_NOTE"} ||
         die "report.py failed; raw results are in $RESULTS_TSV"
     log "table written to ${OUT_DIR#"$ROOT"/}/results.md"
 }
