@@ -20,7 +20,7 @@ struct script_globals {
 };
 extern struct script_globals S;
 
-/* api.c: the `proxy` module. */
+/* proxy_api.c: the `proxy` module. */
 void api_open(lua_State *L);
 double api_now(void);
 /* req.c: the `req` object. */
@@ -39,6 +39,8 @@ int script_call(struct script_req *r, const char *where, int nargs);
 void script_log_error(struct script_req *r, const char *where, const char *msg);
 /* req.c */
 bool req_edited(lua_State *L, int idx);
+/* A lower-case name -> value table; repeated headers joined with ", ". */
+void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
 /* The env table of the userdata at idx, created on first use. */
 void push_env(lua_State *L, int idx);
 /* obj:set_header(name, value) for req and res: validates, records the edit

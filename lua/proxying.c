@@ -373,22 +373,7 @@ static int res_index(lua_State *L)
         lua_getfield(L, -1, "headers");
         if (lua_istable(L, -1)) return 1;
         lua_pop(L, 1);
-        lua_createtable(L, 0, res->nheaders);
-        for (uint16_t i = 0; i < res->nheaders; i++) {
-            const struct http_header *h = &res->headers[i];
-            lua_pushlstring(L, res->base + h->name.off, h->name.len);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, -3);
-            if (lua_isnil(L, -1)) {
-                lua_pop(L, 1);
-                lua_pushlstring(L, res->base + h->value.off, h->value.len);
-            } else {
-                lua_pushliteral(L, ", ");
-                lua_pushlstring(L, res->base + h->value.off, h->value.len);
-                lua_concat(L, 3);
-            }
-            lua_rawset(L, -3);
-        }
+        push_header_table(L, res->headers, res->nheaders, res->base);
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, "headers");
     } else {

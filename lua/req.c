@@ -33,21 +33,20 @@ void push_env(lua_State *L, int idx)
     }
 }
 
-static void push_headers(lua_State *L, const struct script_view *v)
+void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base)
 {
-    const struct http_request *req = v->req;
-    lua_createtable(L, 0, req->nheaders);
-    for (uint16_t i = 0; i < req->nheaders; i++) {
-        const struct http_header *h = &req->headers[i];
-        lua_pushlstring(L, v->base + h->name.off, h->name.len);
+    lua_createtable(L, 0, n);
+    for (uint16_t i = 0; i < n; i++) {
+        const struct http_header *h = &hs[i];
+        lua_pushlstring(L, base + h->name.off, h->name.len);
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
-            lua_pushlstring(L, v->base + h->value.off, h->value.len);
+            lua_pushlstring(L, base + h->value.off, h->value.len);
         } else { /* a repeated header: joined with ", " */
             lua_pushliteral(L, ", ");
-            lua_pushlstring(L, v->base + h->value.off, h->value.len);
+            lua_pushlstring(L, base + h->value.off, h->value.len);
             lua_concat(L, 3);
         }
         lua_rawset(L, -3);
@@ -213,7 +212,7 @@ static int req_index(lua_State *L)
             lua_getfield(L, -1, "headers");
             if (lua_istable(L, -1)) return 1;
             lua_pop(L, 1);
-            push_headers(L, v);
+            push_header_table(L, req->headers, req->nheaders, v->base);
             lua_pushvalue(L, -1);
             lua_setfield(L, -3, "headers");
             return 1;

@@ -92,16 +92,16 @@ def test_x_forwarded_for_and_proto():
         assert rec.getall("x-forwarded-proto") == ["http"], \
             "X-Forwarded-Proto: %r" % rec.getall("x-forwarded-proto")
 
-        echo_of(c.request("GET", "/two", headers=[("X-Forwarded-For", "10.1.2.3")]))
+        echo_of(c.request("GET", "/two", headers=[("X-Forwarded-For", "127.1.2.3")]))
         xff = o.last().header("x-forwarded-for")
-        assert xff is not None and [x.strip() for x in xff.split(",")] == ["10.1.2.3", "127.0.0.1"], \
-            "existing X-Forwarded-For 10.1.2.3 became %r" % xff
+        assert xff is not None and [x.strip() for x in xff.split(",")] == ["127.1.2.3", "127.0.0.1"], \
+            "existing X-Forwarded-For 127.1.2.3 became %r" % xff
 
-        echo_of(c.request("GET", "/three", headers=[("X-Forwarded-For", "10.0.0.1, 10.0.0.2"),
-                                                    ("X-Forwarded-For", "10.0.0.3")]))
+        echo_of(c.request("GET", "/three", headers=[("X-Forwarded-For", "127.0.0.11, 127.0.0.12"),
+                                                    ("X-Forwarded-For", "127.0.0.13")]))
         xff = o.last().header("x-forwarded-for")
         assert xff is not None and [x.strip() for x in xff.split(",")] == \
-            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "127.0.0.1"], "XFF chain became %r" % xff
+            ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.1"], "XFF chain became %r" % xff
         o.assert_clean()
 
 

@@ -1,4 +1,4 @@
-/* api: the `proxy` module: logging, time, worker identity and shared dicts. */
+/* proxy_api: the `proxy` module: logging, time, worker identity and shared dicts. */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
