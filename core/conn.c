@@ -13,11 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
+#include "admin.h"
 #include "forward.h"
 #include "http.h"
 #include "log.h"
+#include "stats.h"
 #include "worker.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
@@ -69,6 +73,8 @@ static struct conn_rx *rx_get(void)
     rx->pctx.body = NULL;
     rx->pctx.body_too_large = false;
     rx->sreq = NULL;
+    rx->flushed = 0;
+    rx->logged = true; /* until a request begins */
     return rx;
 }
 
@@ -125,9 +131,45 @@ static void conn_free_cb(struct defer *d)
     free(container_of(d, struct conn, resume));
 }
 
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The request is over (answered, or given up on): metrics and the access
+ * log, once. status 0 = no answer (logged as 499, nginx's "client closed"). */
+static void request_finish(struct conn *c, int status)
+{
+    struct conn_rx *rx = c->rx;
+    if (!rx || rx->logged) return;
+    rx->logged = true;
+    if (c->admin) return; /* the monitoring does not count itself */
+    if (!status) status = rx->status ? rx->status : 499;
+    uint64_t us = mono_us() - rx->t0_us;
+    stats_request(status, us);
+    if (!log_access_enabled()) return;
+    struct access_entry e = {
+        .peer = &c->peer.sa,
+        .req = rx->req.head_done ? &rx->req : NULL,
+        .base = rx->data,
+        .status = status,
+        .bytes = rx->flushed + buf_pending(&rx->out) - rx->q0 + rx->spliced_out,
+        .wall = W.loop.wall_now,
+        .request_s = (double)us / 1e6,
+        .upstream = rx->up_addr,
+        .upstream_s = (double)rx->up_us / 1e6,
+    };
+    access_log(&e);
+}
+
 static void conn_close(struct conn *c)
 {
     if (c->state == CONN_CLOSED) return;
+    /* A request that never got past its head is not one worth a line. */
+    if (c->rx && !c->rx->routed) c->rx->logged = true;
+    request_finish(c, 0);
     log_debug("conn fd=%d closed in state %s", c->io.fd, conn_state_name(c->state));
     if (c->ex) forward_abort(c->ex);
     c->ex = NULL;
@@ -140,6 +182,7 @@ static void conn_close(struct conn *c)
     else W.conns = c->next;
     if (c->next) c->next->prev = c->prev;
     W.nconns--;
+    STAT_ADD(WS->connections_active, -1);
     /* Freed after this batch of events: later events of the batch may still
      * name this connection (they see fd == -1 and are skipped). Reusing the
      * resume node also covers a resume already queued. */
@@ -177,11 +220,14 @@ static void reject(struct conn *c, int status)
 {
     struct conn_rx *rx = c->rx;
     log_debug("conn fd=%d rejected with %d in state %s", c->io.fd, status, conn_state_name(c->state));
+    if (!rx->responded) {
+        http_simple_response(&rx->out, status, false, W.loop.wall_now, reject_body(status));
+        rx->status = status;
+    }
+    rx->responded = true;
+    request_finish(c, rx->status);
     if (rx->sreq) script_req_end(rx->sreq);
     rx->sreq = NULL;
-    if (!rx->responded)
-        http_simple_response(&rx->out, status, false, W.loop.wall_now, reject_body(status));
-    rx->responded = true;
     c->close_after = true;
     c->state = CONN_CLOSING;
     loop_timer(&W.loop, &c->timer, W.cfg->idle_timeout_ms);
@@ -204,6 +250,7 @@ static void write_reply(struct conn *c, struct script_reply *rep)
     if (!rc) rc = http_response_end(&rx->out, &r, W.loop.wall_now, rep->body, rep->body_len);
     script_reply_done();
     rx->responded = true;
+    rx->status = rep->status;
     if (!r.keep_alive) c->close_after = true;
     if (rc) {
         log_error("out of memory writing a response of %zu bytes", rep->body_len);
@@ -234,13 +281,15 @@ static void request_route(struct conn *c)
     rx->view.peer = &c->peer.sa;
     rx->view.body_ready = false;
     update_view(rx);
-    rx->sreq = script_req_begin(&rx->view);
     struct script_reply rep;
     struct upstream *up = NULL;
-    if (!rx->sreq) {
+    if (c->admin) {
+        rx->decision = SCRIPT_RESPOND;
+        admin_reply(&rx->req, rx->data, &rep);
+    } else if (!(rx->sreq = script_req_begin(&rx->view))) {
         rx->decision = SCRIPT_RESPOND;
         rep = (struct script_reply){.status = 500, .body = "internal error\n", .body_len = 15};
-    } else if (script_has_route()) {
+    } else if (script_has_route(rx->sreq)) {
         rx->decision = script_route(rx->sreq, &rep, &up);
     } else {
         rx->decision = SCRIPT_LOCAL;
@@ -279,6 +328,7 @@ static void request_route(struct conn *c)
 static void request_end(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
+    request_finish(c, rx->status);
     if (rx->sreq) script_req_end(rx->sreq);
     rx->sreq = NULL;
     if (!keep_alive(c) || c->close_after) {
@@ -322,6 +372,13 @@ static void request_begin(struct conn *c)
     rx->body.len = rx->body.off = 0;
     rx->pctx.body = NULL;
     rx->pctx.body_too_large = false;
+    rx->t0_us = W.loop.now_us;
+    rx->q0 = rx->flushed + buf_pending(&rx->out);
+    rx->spliced_out = 0;
+    rx->status = 0;
+    rx->logged = false;
+    rx->up_addr = NULL;
+    rx->up_us = 0;
     c->state = CONN_HEAD;
     loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
 }
@@ -420,6 +477,7 @@ int conn_flush(struct conn *c)
         ssize_t n = send(c->io.fd, rx->out.data + rx->out.off, buf_pending(&rx->out), MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(&rx->out, (size_t)n);
+            rx->flushed += (uint64_t)n;
             continue;
         }
         if (n == -1 && errno == EINTR) continue;
@@ -526,7 +584,7 @@ static void conn_on_timer(struct timer *t)
     }
 }
 
-void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen)
+void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -536,6 +594,7 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen)
     }
     c->io.fd = fd;
     c->io.cb = conn_on_io;
+    c->admin = admin;
     memcpy(&c->peer, peer, plen < sizeof(c->peer) ? plen : sizeof(c->peer));
     c->timer.cb = conn_on_timer;
     c->resume.cb = conn_on_resume;
@@ -551,6 +610,8 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen)
     if (W.conns) W.conns->prev = c;
     W.conns = c;
     W.nconns++;
+    STAT_ADD(WS->connections_active, 1);
+    STAT_ADD(WS->connections_total, 1);
     /* Until its first request is complete, a connection has header-timeout
      * to send it; one that sends nothing at all is closed without a word. */
     loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
@@ -562,8 +623,14 @@ void conn_drain_all(void)
     while (c) {
         struct conn *next = c->next;
         c->close_after = true;
-        bool busy = c->rx && (c->rx->pos < c->rx->end || buf_pending(&c->rx->out));
-        if (c->state == CONN_IDLE && !busy) conn_close(c);
+        if (c->state == CONN_IDLE) {
+            /* A request may wait unread in the socket (its edge not handled
+             * yet): the kernel has it, so it is served, not reset. Idle
+             * ones are closed by conn_settle, as W.draining is set. */
+            conn_drive(c, true, false);
+            bool busy = c->rx && (c->rx->pos < c->rx->end || buf_pending(&c->rx->out));
+            if (c->state == CONN_IDLE && !busy) conn_close(c);
+        }
         c = next;
     }
 }

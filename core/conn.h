@@ -45,6 +45,15 @@ struct conn_rx {
     struct buf out;
     struct script_view view;
     struct script_req *sreq;
+    /* for the access log and metrics */
+    uint64_t t0_us;        /* the request began (loop time of its first bytes) */
+    uint64_t flushed;      /* bytes of out written, all requests so far */
+    uint64_t q0;           /* bytes queued to out before this request */
+    uint64_t spliced_out;  /* body bytes spliced to the client for it */
+    int status;            /* of its answer, once known */
+    bool logged;
+    const char *up_addr;   /* proxied: the server that answered */
+    uint64_t up_us;        /* and how long the exchange took */
     struct conn_rx *next_free;
 };
 
@@ -52,6 +61,7 @@ struct conn_rx {
 struct conn {
     struct io io;
     enum conn_state state;
+    bool admin;        /* accepted on the --admin listener: /metrics, /status */
     bool eof;          /* the client shut down its side */
     bool close_after;  /* no keep-alive after the current request */
     bool read_blocked; /* stopped reading with bytes possibly left in the socket */
@@ -70,7 +80,7 @@ struct conn {
 };
 
 /* Takes an accepted, non-blocking socket. */
-void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen);
+void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin);
 /* Writes rx->out; 0, or -1 when the connection closed. Arms EPOLLOUT only
  * while bytes are left. */
 int conn_flush(struct conn *c);

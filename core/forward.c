@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "splice.h"
+#include "stats.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -64,6 +65,8 @@ struct exchange {
     bool fresh_retry_done; /* the one retry after a stale pooled connection */
     bool upgrade;          /* the client asked for Connection: upgrade */
     uint64_t started_ms;
+    uint64_t started_us;
+    int status;           /* answered to the client (backend's or ours) */
 
     /* request */
     struct buf req_head;  /* rewritten head + body bytes that came with it */
@@ -94,11 +97,10 @@ struct exchange {
 };
 
 static struct exchange *ex_pool;
-static uint64_t spliced_total;
 
 uint64_t forward_spliced_bytes(void)
 {
-    return spliced_total;
+    return STAT_GET(WS->spliced_bytes);
 }
 
 static void ex_run(struct exchange *ex);
@@ -223,10 +225,22 @@ static void release_backend(struct exchange *ex, bool reusable)
     }
 }
 
+/* Metrics and the access log's upstream fields, at the end. */
+static void ex_account(struct exchange *ex)
+{
+    struct conn_rx *rx = ex->c->rx;
+    if (!ex->status) return;
+    rx->status = ex->status;
+    rx->up_addr = ex->srv ? ex->srv->name : NULL;
+    rx->up_us = W.loop.now_us - ex->started_us;
+    stats_upstream(ex->up->name, ex->srv ? ex->srv->name : "-", ex->status);
+}
+
 /* Ends the exchange; the client connection takes over again. */
 static void ex_finish(struct exchange *ex)
 {
     struct conn *c = ex->c;
+    ex_account(ex);
     ex->state = EX_DONE;
     timer_cancel(&W.loop.timers, &ex->timer);
     release_backend(ex, ex->backend_reusable);
@@ -257,6 +271,7 @@ static void ex_abort_client(struct exchange *ex, const char *why)
     struct conn *c = ex->c;
     log_warn("%s %s: %s after the response head was sent; closing the client connection",
              ex->up->name, ex->srv ? ex->srv->name : "-", why);
+    ex_account(ex);
     c->ex = NULL;
     forward_abort(ex);
     conn_force_close(c);
@@ -282,6 +297,7 @@ static void ex_error(struct exchange *ex, int status, const char *why)
                        : status == 503 ? "service unavailable\n"
                                        : "gateway timeout\n";
     http_simple_response(&c->rx->out, status, keep, W.loop.wall_now, body);
+    ex->status = c->rx->status = status;
     ex->client_close = !keep;
     ex->resp_done = true;
     ex->backend_reusable = false;
@@ -541,6 +557,7 @@ void forward_start(struct conn *c, struct upstream *u)
     memset(ex->tried, 0, (size_t)u->nservers * sizeof(bool));
     ex->timer.cb = on_timer;
     ex->started_ms = W.loop.now_ms;
+    ex->started_us = W.loop.now_us;
     const struct http_request *r = &c->rx->req;
     ex->upgrade = r->upgrade;
     ex->req_chunked = r->chunked && !r->message_done;
@@ -611,7 +628,7 @@ static bool send_request(struct exchange *ex)
         if (ex->req_pipe.rd == -1 && pipe_take(&ex->req_pipe)) r = PUMP_ERROR;
         else r = splice_pump(c->io.fd, bfd, &ex->req_pipe, &ex->req_left, &moved);
         if (moved || ex->req_pipe.len) ex->req_started = true;
-        spliced_total += moved;
+        STAT_ADD(WS->spliced_bytes, moved);
         /* read_timeout counts from the last progress, and while the body
          * goes up the backend owes us nothing yet. */
         if (moved) loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
@@ -705,7 +722,7 @@ static bool build_response_head(struct exchange *ex)
     bool switching = status == 101 && ex->upgrade;
     struct script_edits ed, *e = NULL;
 
-    if (status >= 200 && script_has_on_response()) {
+    if (status >= 200 && script_has_on_response(rx->sreq)) {
         struct script_response res = {
             .status = status,
             .headers = ex->resp.headers,
@@ -857,6 +874,7 @@ static bool on_response_head(struct exchange *ex)
     plan_body(ex);
     if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
     ex->head_sent = true;
+    ex->status = status;
     if (status == 101) {
         ex->state = EX_TUNNEL;
         ex->backend_reusable = false;
@@ -927,7 +945,8 @@ static bool relay_body(struct exchange *ex)
                 return ex_abort_client(ex, "no pipe for the response"), false;
             uint64_t moved = 0;
             enum pump_result r = splice_pump(bfd, c->io.fd, &ex->resp_pipe, &ex->resp_left, &moved);
-            spliced_total += moved;
+            STAT_ADD(WS->spliced_bytes, moved);
+            rx->spliced_out += moved;
             if (moved) loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
             switch (r) {
             case PUMP_DONE: ex->resp_done = true; continue;
@@ -1009,7 +1028,7 @@ static void tunnel_run(struct exchange *ex)
         }
         if (r == PUMP_ERROR) ex->tun_backend_eof = ex->tun_client_eof = true;
     }
-    spliced_total += moved;
+    STAT_ADD(WS->spliced_bytes, moved);
     if (ex->tun_backend_eof && ex->tun_client_eof) {
         ex->resp_done = true;
         ex->req_done = true;

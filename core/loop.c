@@ -31,7 +31,8 @@ void loop_update_time(struct loop *l)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    l->now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    l->now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    l->now_ms = l->now_us / 1000;
     clock_gettime(CLOCK_REALTIME, &ts);
     l->wall_now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

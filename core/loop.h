@@ -37,6 +37,7 @@ struct loop {
     int epfd;
     bool stop;
     uint64_t now_ms;  /* CLOCK_MONOTONIC, updated once per turn */
+    uint64_t now_us;  /* the same instant in microseconds */
     double wall_now;  /* Unix time, updated once per turn */
     struct timer_heap timers;
     struct defer *deferred, **deferred_tail;

@@ -12,6 +12,7 @@
 #include "master.h"
 #include "script.h"
 #include "shm.h"
+#include "stats.h"
 #include "worker.h"
 
 #define LUAPROXY_VERSION "0.1.0"
@@ -73,13 +74,28 @@ int main(int argc, char **argv)
         return 1;
     }
     script_setup(&cfg, shm, 0, cfg.workers);
-    if (script_check(cfg.script, err, sizeof(err))) {
+    size_t len;
+    char *text = script_read(cfg.script, &len, err, sizeof(err));
+    if (!text || master_check_script(cfg.script, text, len, err, sizeof(err))) {
         fprintf(stderr, "luaproxy: %s\n", err);
+        free(text);
         return 2;
     }
     if (cfg.check_only) {
         printf("ok\n");
+        free(text);
         return 0;
+    }
+    rc = stats_create(cfg.workers);
+    if (!rc && stats_script_store(text, len, 0)) rc = -E2BIG;
+    free(text);
+    if (rc == -E2BIG) {
+        fprintf(stderr, "luaproxy: %s: larger than %u bytes\n", cfg.script, STATS_SCRIPT_MAX);
+        return 2;
+    }
+    if (rc) {
+        fprintf(stderr, "luaproxy: cannot map shared memory for metrics: %s\n", strerror(-rc));
+        return 1;
     }
 
     /* A probe without SO_REUSEPORT: the workers' own listeners would happily
@@ -90,6 +106,13 @@ int main(int argc, char **argv)
         return 1;
     }
     close(fd);
+    if (cfg.admin_set) {
+        if ((fd = worker_listener_open(&cfg.admin, false)) < 0) {
+            fprintf(stderr, "luaproxy: cannot listen on %s (--admin): %s\n", cfg.admin.text, strerror(-fd));
+            return 1;
+        }
+        close(fd);
+    }
     raise_fd_limit(&cfg);
     if (cfg.pid_file && (rc = write_pid_file(cfg.pid_file))) {
         fprintf(stderr, "luaproxy: --pid-file %s: %s\n", cfg.pid_file, strerror(-rc));
@@ -98,5 +121,6 @@ int main(int argc, char **argv)
     int status = master_run(&cfg, shm);
     if (cfg.pid_file) unlink(cfg.pid_file);
     shm_destroy(shm);
+    stats_destroy();
     return status;
 }

@@ -1,6 +1,7 @@
 #include "master.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "loop.h"
 #include "script.h"
+#include "stats.h"
 #include "worker.h"
 
 #define RESTART_MIN_MS 100    /* first delay after a worker dies young */
@@ -89,6 +91,7 @@ static void reap(void)
             continue;
         }
         M.crashes++;
+        STAT_ADD(ST->worker_restarts, 1);
         if (WIFSIGNALED(status))
             log_error("worker %d (pid %d) killed by signal %d (%s); restarting", s->id, (int)pid,
                       WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -120,15 +123,66 @@ static void on_kill_timer(struct timer *t)
     signal_workers(SIGKILL);
 }
 
+/* Checks the script as it is now in a scratch state; only if that passes,
+ * stores its text for the workers (who load exactly those bytes) and tells
+ * them. Requests in flight are untouched either way. */
 static void reload(void)
 {
     char err[1024];
-    if (script_check(M.cfg->script, err, sizeof(err))) {
+    size_t len;
+    char *text = script_read(M.cfg->script, &len, err, sizeof(err));
+    int rc = text ? master_check_script(M.cfg->script, text, len, err, sizeof(err)) : -1;
+    uint32_t gen = STAT_GET(ST->generation) + 1;
+    if (!rc && (rc = stats_script_store(text, len, gen)))
+        snprintf(err, sizeof(err), "%s: larger than %u bytes", M.cfg->script, STATS_SCRIPT_MAX);
+    free(text);
+    if (rc) {
+        STAT_ADD(ST->reloads_failed, 1);
         log_error("reload failed, keeping the running script: %s", err);
         return;
     }
-    log_info("reload: %s checked", M.cfg->script);
+    STAT_SET(ST->generation, gen);
+    STAT_ADD(ST->reloads_ok, 1);
+    log_info("reload: %s checked, generation %u", M.cfg->script, gen);
     signal_workers(SIGHUP);
+}
+
+int master_check_script(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) == -1) return script_check_text(path, text, len, err, errlen);
+    pid_t pid = fork();
+    if (pid == -1) {
+        close(p[0]);
+        close(p[1]);
+        return script_check_text(path, text, len, err, errlen);
+    }
+    if (pid == 0) {
+        close(p[0]);
+        char e[1024];
+        int rc = script_check_text(path, text, len, e, sizeof(e));
+        if (rc && write(p[1], e, strlen(e)) < 0) rc = -1;
+        _exit(rc ? 2 : 0);
+    }
+    close(p[1]);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(p[0], err + n, errlen - 1 - n);
+        if (r > 0 && (n += (size_t)r) < errlen - 1) continue;
+        if (r == -1 && errno == EINTR) continue;
+        break;
+    }
+    err[n] = '\0';
+    close(p[0]);
+    int status;
+    while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {}
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFSIGNALED(status))
+        snprintf(err, errlen, "%s: the script's top level crashed the process checking it (signal %d, %s)", path,
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (!n)
+        snprintf(err, errlen, "%s: the check failed (exit status %d)", path, WEXITSTATUS(status));
+    return -1;
 }
 
 static void on_signal(struct io *io, unsigned events)

@@ -9,17 +9,17 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "stats.h"
 #include "upstream.h"
 #include "worker.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 void (*bconn_on_event)(struct bconn *b, unsigned events);
-static uint64_t reuses;
 
 uint64_t pool_reuses(void)
 {
-    return reuses;
+    return STAT_GET(WS->pool_reuses);
 }
 
 void pool_init(struct pool *p)
@@ -124,7 +124,7 @@ struct bconn *pool_get(struct pool *p)
         char c;
         ssize_t n = recv(b->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n == -1 && errno == EAGAIN) {
-            reuses++;
+            STAT_ADD(WS->pool_reuses, 1);
             return b;
         }
         bconn_close(b);
@@ -135,9 +135,11 @@ struct bconn *pool_get(struct pool *p)
 void pool_put(struct bconn *b)
 {
     struct server *s = b->srv;
-    struct pool *p = &s->pool;
     b->ex = NULL;
-    if (p->count >= s->up->keepalive || W.draining) {
+    /* Since a reload: the same server in the new script takes it. */
+    if (s->successor) s = b->srv = s->successor;
+    struct pool *p = &s->pool;
+    if (p->count >= s->up->keepalive || W.draining || s->up->retired) {
         bconn_close(b);
         return;
     }
@@ -154,4 +156,18 @@ void pool_put(struct bconn *b)
 void pool_close_all(struct pool *p)
 {
     while (p->head) bconn_close(p->head);
+}
+
+void pool_move(struct pool *p, struct server *to)
+{
+    while (p->head) {
+        struct bconn *b = p->head;
+        if (!to || to->pool.count >= to->up->keepalive) {
+            bconn_close(b);
+            continue;
+        }
+        unlink_idle(b);
+        b->srv = to;
+        pool_put(b);
+    }
 }

@@ -37,6 +37,9 @@ struct bconn *pool_get(struct pool *p);
 /* Returns b to its server's pool, or closes it when the pool is full. */
 void pool_put(struct bconn *b);
 void pool_close_all(struct pool *p);
+/* Moves p's idle connections to another server's pool (as many as its
+ * keepalive allows), closing the rest; to NULL closes them all. */
+void pool_move(struct pool *p, struct server *to);
 
 /* Starts a non-blocking connect. NULL with *err = -errno on failure. */
 struct bconn *bconn_connect(struct server *s, int *err);

@@ -211,6 +211,36 @@ void upstream_free(struct upstream *u)
     free(u);
 }
 
+static struct server *find_successor(const struct server *s, struct upstream *new_list)
+{
+    for (struct upstream *n = new_list; n; n = n->next) {
+        if (strcmp(n->name, s->up->name)) continue;
+        for (int i = 0; i < n->nservers; i++) {
+            struct server *t = &n->servers[i];
+            if (t->addrlen == s->addrlen && !memcmp(&t->addr, &s->addr, s->addrlen)) return t;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+void upstream_handover(struct upstream *old_list, struct upstream *new_list, bool carry_health)
+{
+    for (struct upstream *u = old_list; u; u = u->next) {
+        u->retired = true;
+        for (int i = 0; i < u->nservers; i++) {
+            struct server *s = &u->servers[i];
+            s->successor = find_successor(s, new_list);
+            if (s->successor && carry_health) {
+                s->successor->fails = s->fails;
+                s->successor->fail_since = s->fail_since;
+                s->successor->down_until = s->down_until;
+            }
+            pool_move(&s->pool, s->successor);
+        }
+    }
+}
+
 struct server *upstream_pick(struct upstream *u, uint32_t key, const bool *tried, uint64_t now)
 {
     return u->policy->pick ? u->policy->pick(u, key, tried, now) : NULL;

@@ -29,6 +29,7 @@ struct server {
     int current;         /* smooth round-robin state */
     struct pool pool;    /* idle keep-alive connections to it */
     struct upstream *up;
+    struct server *successor; /* after a reload: the same server in the new script */
 };
 
 struct ring_point {
@@ -54,7 +55,8 @@ struct upstream {
     int nring;
     uint64_t rand_state;
     int script_ref;          /* the script's handle for hash_key/balance functions */
-    struct upstream *next;   /* all upstreams of the worker */
+    bool retired;            /* its script was replaced by a reload */
+    struct upstream *next;   /* the other upstreams of the same script */
 };
 
 /* A policy: one function, the same shape for all. tried[i] marks servers
@@ -71,6 +73,11 @@ int upstream_add_server(struct upstream *u, const char *addr, int weight);
 /* After the servers are in: builds the hash ring. 0 or -ENOMEM. */
 int upstream_finish(struct upstream *u);
 void upstream_free(struct upstream *u);
+/* A reload: every server of the old list finds its successor in the new
+ * one (same upstream name, same address) or none. Idle pooled connections
+ * move to the successor or are closed; carry_health also copies the
+ * passive-health state. */
+void upstream_handover(struct upstream *old_list, struct upstream *new_list, bool carry_health);
 
 bool upstream_server_up(const struct server *s, uint64_t now);
 /* key is used by BALANCE_HASH only. */

@@ -13,11 +13,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accesslog.h"
+#include "admin.h"
 #include "conn.h"
 #include "forward.h"
-#include "splice.h"
 #include "log.h"
 #include "script.h"
+#include "splice.h"
+#include "stats.h"
+
+#define PUBLISH_MS 1000
 
 struct worker W;
 
@@ -49,16 +54,17 @@ static void accept_pause(bool pause)
     loop_mod(&W.loop, &W.listener, pause ? 0 : IO_READ);
 }
 
-static void accept_all(void)
+static void accept_all(struct io *l)
 {
+    bool admin = l == &W.admin;
     for (;;) {
-        if (W.nconns >= W.cfg->max_connections) {
+        if (W.nconns >= W.cfg->max_connections && !admin) {
             accept_pause(true);
             return;
         }
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
-        int fd = accept4(W.listener.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno != EAGAIN) log_warn("accept: %s", strerror(errno));
@@ -66,13 +72,31 @@ static void accept_all(void)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(fd, (struct sockaddr *)&ss, len);
+        conn_accept(fd, (struct sockaddr *)&ss, len, admin);
     }
 }
 
 static void on_listener(struct io *io, unsigned events)
 {
-    accept_all();
+    accept_all(io);
+}
+
+/* Connections the kernel already queued on a SO_REUSEPORT listener would
+ * be reset by close(), not moved to a sibling: serve them, then close. */
+static void listener_close(struct io *l)
+{
+    if (l->fd == -1) return;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            break;
+        }
+        conn_accept(fd, (struct sockaddr *)&ss, len, l == &W.admin);
+    }
+    loop_close(&W.loop, l);
 }
 
 void worker_conn_closed(void)
@@ -90,27 +114,44 @@ static void on_shutdown_timer(struct timer *t)
 static void start_drain(void)
 {
     if (W.draining) return;
-    /* Connections the kernel already queued on this SO_REUSEPORT listener
-     * would be reset by close(), not moved to a sibling: serve them. */
-    if (W.listener.fd != -1) {
-        for (;;) {
-            struct sockaddr_storage ss;
-            socklen_t len = sizeof(ss);
-            int fd = accept4(W.listener.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd == -1) {
-                if (errno == EINTR || errno == ECONNABORTED) continue;
-                break;
-            }
-            conn_accept(fd, (struct sockaddr *)&ss, len);
-        }
-        loop_close(&W.loop, &W.listener);
-    }
+    listener_close(&W.listener);
+    listener_close(&W.admin);
+    timer_cancel(&W.loop.timers, &W.publish_timer);
     W.draining = true;
     log_info("worker %d draining %d connection(s)", W.id, W.nconns);
     conn_drain_all();
     W.shutdown_timer.cb = on_shutdown_timer;
     loop_timer(&W.loop, &W.shutdown_timer, W.cfg->shutdown_timeout_ms);
     if (W.nconns == 0) W.loop.stop = true;
+}
+
+/* SIGHUP from the master: it checked the script and stored its text. */
+static void reload(void)
+{
+    size_t len;
+    uint32_t gen;
+    char *text = stats_script_copy(&len, &gen);
+    if (!text) return log_error("worker %d: reload: no script text", W.id);
+    if ((int)gen == script_generation()) {
+        free(text);
+        return;
+    }
+    char err[1024];
+    if (script_load(W.cfg->script, text, len, (int)gen, err, sizeof(err))) {
+        STAT_ADD(WS->reload_errors, 1);
+        log_error("worker %d: reload failed, keeping generation %d: %s", W.id, script_generation(), err);
+    } else {
+        STAT_SET(WS->generation, gen);
+        log_info("worker %d: script generation %u loaded", W.id, gen);
+        admin_publish();
+    }
+    free(text);
+}
+
+static void on_publish(struct timer *t)
+{
+    admin_publish();
+    loop_timer(&W.loop, &W.publish_timer, PUBLISH_MS);
 }
 
 static void on_signal(struct io *io, unsigned events)
@@ -120,8 +161,13 @@ static void on_signal(struct io *io, unsigned events)
         switch (si.ssi_signo) {
         case SIGTERM:
         case SIGINT: start_drain(); break;
-        case SIGUSR1: log_reopen(); break;
-        case SIGHUP: log_info("worker %d: reload is done by the master", W.id); break;
+        case SIGUSR1:
+            access_flush();
+            log_reopen();
+            break;
+        case SIGHUP:
+            if (!W.draining) reload();
+            break;
         default: break;
         }
     }
@@ -136,8 +182,9 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     W.shm = shm;
     W.id = id;
     W.count = count;
-    W.listener.fd = W.signals.fd = -1;
+    W.listener.fd = W.admin.fd = W.signals.fd = -1;
     int status = 1;
+    stats_attach(id);
 
     if (loop_init(&W.loop)) {
         log_error("worker %d: epoll: %s", id, strerror(errno));
@@ -159,12 +206,24 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     if (getppid() == 1) start_drain();
 
     script_setup(cfg, shm, id, count);
+    /* The text the master checked last (at start, or at the last reload
+     * that passed), not the file, which may have changed since. */
     char err[1024];
-    if (script_load(cfg->script, err, sizeof(err))) {
+    size_t len;
+    uint32_t gen;
+    char *text = stats_script_copy(&len, &gen);
+    if (!text) {
+        log_error("worker %d: no script text", id);
+        goto out;
+    }
+    int rc = script_load(cfg->script, text, len, (int)gen, err, sizeof(err));
+    free(text);
+    if (rc) {
         log_error("worker %d: %s", id, err);
         status = 2;
         goto out;
     }
+    STAT_SET(WS->generation, gen);
 
     int fd = worker_listener_open(&cfg->listen, true);
     if (fd < 0) {
@@ -178,6 +237,18 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
         goto out;
     }
     log_debug("worker %d listening on %s", id, cfg->listen.text);
+    if (cfg->admin_set) {
+        fd = worker_listener_open(&cfg->admin, true);
+        if (fd < 0) {
+            log_error("worker %d: cannot listen on %s (--admin): %s", id, cfg->admin.text, strerror(-fd));
+            goto out;
+        }
+        W.admin.fd = fd;
+        W.admin.cb = on_listener;
+        if (loop_add(&W.loop, &W.admin, IO_READ)) goto out;
+    }
+    W.publish_timer.cb = on_publish;
+    on_publish(&W.publish_timer);
     loop_run(&W.loop);
     status = 0;
 out:
@@ -185,12 +256,14 @@ out:
     W.draining = false;
     while (W.conns) conn_force_close(W.conns);
     loop_run_deferred(&W.loop);
+    access_flush();
     script_unload(); /* closes the upstreams and their pooled connections */
     loop_run_deferred(&W.loop);
     conn_pool_free();
     forward_pool_free();
     pipe_pool_free();
     loop_close(&W.loop, &W.listener);
+    loop_close(&W.loop, &W.admin);
     loop_close(&W.loop, &W.signals);
     loop_free(&W.loop);
     return status;

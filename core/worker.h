@@ -15,7 +15,9 @@ struct worker {
     struct shm *shm;
     int id, count;
     struct io listener;
+    struct io admin;    /* --admin: /metrics and /status */
     struct io signals;
+    struct timer publish_timer; /* this worker's /status part, once a second */
     int nconns;
     bool accept_paused; /* at --max-connections: new clients wait in the backlog */
     bool draining;      /* graceful shutdown: answers carry Connection: close */

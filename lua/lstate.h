@@ -11,12 +11,36 @@
 
 struct shm;
 
+/* limits.c: time and memory limits. */
+struct lmem {
+    size_t used, limit;
+    bool enforce; /* only user code is refused memory, never our own setup */
+};
+
+/* One loaded script. A reload builds a new one and makes it current; the
+ * old one is retired and closed when the last request begun on it ends. */
+struct lstate {
+    lua_State *L;
+    struct lmem mem;
+    int errfunc_idx; /* stack slot of the traceback function */
+    int reply_top;   /* stack height to return to in script_reply_done */
+    int refs;        /* requests begun on it and not ended */
+    int generation;
+    bool has_route, has_on_response;
+    struct upstream *upstreams; /* declared by its top level (upstream->next) */
+    struct lstate *next;        /* S.retired */
+};
+
 struct script_globals {
     const struct config *cfg;
     struct shm *shm;
     int worker_id, worker_count;
-    int generation;
-    lua_State *L; /* the worker's state */
+    int generation;          /* of the state being built */
+    struct lstate *cur;      /* new requests begin on it */
+    struct lstate *st;       /* the state of the call in progress */
+    lua_State *L;            /* st->L */
+    struct lstate *loading;  /* the state whose top level runs */
+    struct lstate *retired;  /* still serving requests begun before a reload */
 };
 extern struct script_globals S;
 
@@ -32,6 +56,8 @@ void req_detach(lua_State *L, int idx);
 
 /* script.c: calling into the script. */
 void script_req_push(struct script_req *r);
+/* Makes the request's state the one of the calls that follow; its L. */
+lua_State *script_use(struct script_req *r);
 /* Calls the function below nargs arguments under the limits; errors are
  * logged (with method and path) and leave nothing. Returns the number of
  * results on the stack, or -1. */
@@ -52,11 +78,6 @@ void proxying_open(lua_State *L);
 void res_open(lua_State *L);
 void edits_from_env(lua_State *L, struct script_edits *e);
 
-/* limits.c: time and memory limits. */
-struct lmem {
-    size_t used, limit;
-    bool enforce; /* only user code is refused memory, never our own setup */
-};
 void *limits_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* Starts the watchdog of the calling (worker) process. */
 int limits_watchdog_start(lua_State *L, uint64_t limit_ms);

@@ -178,6 +178,12 @@ static int api_upstream(lua_State *L)
     lua_pushvalue(L, -1);
     u->script_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_setfield(L, registry, name);
+    /* Anchored for the state's life now, so it can join the state's list
+     * (an upstream that failed half way is garbage and must not). */
+    if (S.loading) {
+        u->next = S.loading->upstreams;
+        S.loading->upstreams = u;
+    }
     lua_pushvalue(L, udi);
     return 1;
 }
@@ -199,11 +205,6 @@ void proxying_open(lua_State *L)
     lua_pop(L, 1);
 }
 
-void script_free_upstreams(void)
-{
-    /* The upstreams belong to their userdata: lua_close collects them. */
-}
-
 /* ---- balancing hooks -------------------------------------------------- */
 
 static bool push_upstream_fn(lua_State *L, struct upstream *u, const char *which)
@@ -219,7 +220,7 @@ static bool push_upstream_fn(lua_State *L, struct upstream *u, const char *which
 uint32_t script_hash_key(struct script_req *r, struct upstream *u)
 {
     static uint32_t spread;
-    lua_State *L = S.L;
+    lua_State *L = script_use(r);
     int top = lua_gettop(L);
     uint32_t key = upstream_hash((const char *)&spread, sizeof(spread));
     if (push_upstream_fn(L, u, "hash_key")) {
@@ -239,7 +240,7 @@ uint32_t script_hash_key(struct script_req *r, struct upstream *u)
 
 struct server *script_balance(struct script_req *r, struct upstream *u, const bool *tried)
 {
-    lua_State *L = S.L;
+    lua_State *L = script_use(r);
     int top = lua_gettop(L);
     struct server *chosen = NULL;
     if (!push_upstream_fn(L, u, "balance")) return NULL;
@@ -399,18 +400,9 @@ void res_open(lua_State *L)
     lua_pop(L, 1);
 }
 
-bool script_has_on_response(void)
-{
-    lua_State *L = S.L;
-    lua_getfield(L, LUA_GLOBALSINDEX, "on_response");
-    bool yes = lua_isfunction(L, -1);
-    lua_pop(L, 1);
-    return yes;
-}
-
 bool script_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
 {
-    lua_State *L = S.L;
+    lua_State *L = script_use(r);
     int top = lua_gettop(L);
     lua_newtable(L); /* top+1: the env, where res:set_header edits land */
     lua_getfield(L, LUA_GLOBALSINDEX, "on_response");

@@ -5,24 +5,35 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <errno.h>
+
 #include "log.h"
 #include "lstate.h"
+#include "stats.h"
+#include "upstream.h"
+#include "worker.h"
 
 struct script_globals S;
 
-static struct lmem mem;
-static int errfunc_idx;  /* stack slot of the traceback function */
-static int reply_top;    /* stack height to return to in script_reply_done */
 static struct script_header *hdrs;
 static size_t hdrs_cap;
 
 struct script_req {
     int ref; /* registry reference of the req userdata */
+    struct lstate *st; /* the state it began on: every call of it goes there */
     struct script_view *view;
     struct script_req *next_free;
 };
 
 static struct script_req *req_pool; /* no malloc per request */
+
+/* Makes st the state of the calls that follow. */
+static lua_State *use(struct lstate *st)
+{
+    S.st = st;
+    S.L = st->L;
+    return st->L;
+}
 
 static int traceback(lua_State *L)
 {
@@ -66,67 +77,206 @@ static lua_State *state_new(struct lmem *m)
     return L;
 }
 
-/* Compiles and runs the top level under the time limit. */
-static int state_load(lua_State *L, struct lmem *m, const char *path, char *err, size_t errlen)
+char *script_read(const char *path, size_t *len, char *err, size_t errlen)
 {
-    int rc = luaL_loadfile(L, path);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *text = malloc(cap);
+    while (text) {
+        n += fread(text + n, 1, cap - n - 1, f);
+        if (n < cap - 1) break;
+        char *bigger = realloc(text, cap * 2);
+        if (!bigger) free(text);
+        text = bigger;
+        cap *= 2;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!text || bad) {
+        snprintf(err, errlen, "cannot read %s", path);
+        free(text);
+        return NULL;
+    }
+    text[n] = '\0';
+    *len = n;
+    return text;
+}
+
+/* Compiles text (named after path, so errors read "path:line: ...") and
+ * runs its top level under the time limit. */
+static int state_load(struct lstate *st, const char *path, const char *text, size_t len, char *err,
+                      size_t errlen)
+{
+    lua_State *L = st->L;
+    char name[512];
+    snprintf(name, sizeof(name), "@%s", path);
+    /* As luaL_loadfile does: a first line starting with '#' (#!/usr/bin/env
+     * ...) is skipped, its newline kept so that line numbers stay right. */
+    if (len && text[0] == '#') {
+        const char *nl = memchr(text, '\n', len);
+        size_t skip = nl ? (size_t)(nl - text) : len;
+        text += skip;
+        len -= skip;
+    }
+    int rc = luaL_loadbuffer(L, text, len, name);
     if (rc == 0) {
-        m->enforce = true;
+        struct lstate *prev = S.loading;
+        S.loading = st;
+        st->mem.enforce = true;
         script_loading = true;
         limits_hook_clock(L, S.cfg->lua_time_limit_ms);
         rc = lua_pcall(L, 0, 0, 0);
         limits_unhook(L);
         script_loading = false;
-        m->enforce = false;
+        st->mem.enforce = false;
+        S.loading = prev;
     }
     if (rc) {
         const char *msg = lua_tostring(L, -1);
         snprintf(err, errlen, "%s", msg ? msg : "error object is not a string");
         lua_pop(L, 1);
-        /* A file luaL_loadfile cannot open gives "cannot open x.lua"; the
-         * others already carry file:line. */
         return -1;
     }
+    return 0;
+}
+
+static bool has_function(lua_State *L, const char *name)
+{
+    lua_getfield(L, LUA_GLOBALSINDEX, name);
+    bool yes = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    return yes;
+}
+
+/* A state with the script's top level run, or NULL with err filled. */
+static struct lstate *lstate_build(const char *path, const char *text, size_t len, int generation,
+                                   char *err, size_t errlen)
+{
+    struct lstate *st = calloc(1, sizeof(*st));
+    if (!st) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return NULL;
+    }
+    st->generation = S.generation = generation;
+    st->L = state_new(&st->mem);
+    if (!st->L) {
+        snprintf(err, errlen, "%s: cannot create a Lua state", path);
+        free(st);
+        return NULL;
+    }
+    if (state_load(st, path, text, len, err, errlen)) {
+        lua_close(st->L);
+        free(st);
+        return NULL;
+    }
+    lua_State *L = st->L;
+    lua_settop(L, 0);
+    lua_pushcfunction(L, traceback);
+    st->errfunc_idx = lua_gettop(L);
+    st->reply_top = st->errfunc_idx;
+    st->has_route = has_function(L, "route");
+    st->has_on_response = has_function(L, "on_response");
+    return st;
+}
+
+static void lstate_close(struct lstate *st)
+{
+    if (S.st == st) {
+        S.st = NULL;
+        S.L = NULL;
+    }
+    lua_close(st->L); /* collects the upstreams, closing their idle connections */
+    free(st);
+}
+
+int script_check_text(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+    struct lstate *st = lstate_build(path, text, len, S.generation, err, errlen);
+    if (!st) return -1;
+    lstate_close(st);
     return 0;
 }
 
 int script_check(const char *path, char *err, size_t errlen)
 {
-    struct lmem m;
-    lua_State *L = state_new(&m);
-    if (!L) {
-        snprintf(err, errlen, "%s: cannot create a Lua state", path);
-        return -1;
-    }
-    int rc = state_load(L, &m, path, err, errlen);
-    lua_close(L);
+    size_t len;
+    char *text = script_read(path, &len, err, errlen);
+    if (!text) return -1;
+    int rc = script_check_text(path, text, len, err, errlen);
+    free(text);
     return rc;
 }
 
-int script_load(const char *path, char *err, size_t errlen)
+static void reap_retired(void)
 {
-    lua_State *L = state_new(&mem);
-    if (!L) {
-        snprintf(err, errlen, "%s: cannot create a Lua state", path);
-        return -1;
+    struct lstate **pp = &S.retired;
+    while (*pp) {
+        struct lstate *st = *pp;
+        if (st->refs) {
+            pp = &st->next;
+            continue;
+        }
+        *pp = st->next;
+        log_info("worker %d: script generation %d closed (its last request ended)", S.worker_id,
+                 st->generation);
+        lstate_close(st);
     }
-    if (state_load(L, &mem, path, err, errlen)) {
-        lua_close(L);
-        return -1;
+}
+
+static void on_reap(struct defer *d)
+{
+    reap_retired();
+}
+static struct defer reaper = {.cb = on_reap};
+
+int script_load(const char *path, const char *text, size_t len, int generation, char *err, size_t errlen)
+{
+    struct lstate *st = lstate_build(path, text, len, generation, err, errlen);
+    if (!st) return -1;
+    static bool watchdog;
+    if (!watchdog) {
+        limits_watchdog_start(st->L, S.cfg->lua_time_limit_ms);
+        watchdog = true;
     }
-    lua_settop(L, 0);
-    lua_pushcfunction(L, traceback);
-    errfunc_idx = lua_gettop(L);
-    reply_top = errfunc_idx;
-    S.L = L;
-    limits_watchdog_start(L, S.cfg->lua_time_limit_ms);
+    struct lstate *old = S.cur;
+    S.cur = st;
+    use(st);
+    if (old) {
+        old->next = S.retired;
+        S.retired = old;
+        /* Servers that still exist keep their pooled connections (and their
+         * health); the others' are closed. Older retired states point at
+         * the new servers too, so what they give back lands there. */
+        for (struct lstate *r = S.retired; r; r = r->next)
+            upstream_handover(r->upstreams, st->upstreams, r == old);
+        if (!old->refs) loop_defer(&W.loop, &reaper);
+    }
     return 0;
+}
+
+int script_generation(void)
+{
+    return S.cur ? S.cur->generation : 0;
+}
+
+const struct upstream *script_upstreams(void)
+{
+    return S.cur ? S.cur->upstreams : NULL;
 }
 
 void script_unload(void)
 {
-    if (S.L) lua_close(S.L);
-    S.L = NULL;
+    while (S.retired) {
+        struct lstate *st = S.retired;
+        S.retired = st->next;
+        lstate_close(st);
+    }
+    if (S.cur) lstate_close(S.cur);
+    S.cur = NULL;
     while (req_pool) {
         struct script_req *r = req_pool;
         req_pool = r->next_free;
@@ -137,13 +287,14 @@ void script_unload(void)
     hdrs_cap = 0;
 }
 
-bool script_has_route(void)
+bool script_has_route(struct script_req *r)
 {
-    lua_State *L = S.L;
-    lua_getfield(L, LUA_GLOBALSINDEX, "route");
-    bool yes = lua_isfunction(L, -1);
-    lua_pop(L, 1);
-    return yes;
+    return r->st->has_route;
+}
+
+bool script_has_on_response(struct script_req *r)
+{
+    return r->st->has_on_response;
 }
 
 struct script_req *script_req_begin(struct script_view *view)
@@ -151,21 +302,29 @@ struct script_req *script_req_begin(struct script_view *view)
     struct script_req *r = req_pool;
     if (r) req_pool = r->next_free;
     else if (!(r = malloc(sizeof(*r)))) return NULL;
-    req_push(S.L, view);
-    r->ref = luaL_ref(S.L, LUA_REGISTRYINDEX);
+    lua_State *L = use(S.cur);
+    req_push(L, view);
+    r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     r->view = view;
+    r->st = S.cur;
+    r->st->refs++;
     return r;
+}
+
+lua_State *script_use(struct script_req *r)
+{
+    return use(r->st);
 }
 
 void script_req_push(struct script_req *r)
 {
-    lua_rawgeti(S.L, LUA_REGISTRYINDEX, r->ref);
+    lua_rawgeti(r->st->L, LUA_REGISTRYINDEX, r->ref);
 }
 
 bool script_req_edits(struct script_req *r, struct script_edits *e)
 {
-    lua_State *L = S.L;
     if (!r) return false;
+    lua_State *L = use(r->st);
     script_req_push(r);
     if (!req_edited(L, -1)) {
         lua_pop(L, 1);
@@ -180,13 +339,18 @@ bool script_req_edits(struct script_req *r, struct script_edits *e)
 void script_req_end(struct script_req *r)
 {
     if (!r) return;
-    lua_State *L = S.L;
+    struct lstate *st = r->st;
+    lua_State *L = st->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
     req_detach(L, -1);
     lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+    r->st = NULL;
     r->next_free = req_pool;
     req_pool = r;
+    /* The last request of a retired state: close it after this batch, when
+     * nothing up the call stack can still be using it. */
+    if (--st->refs == 0 && st != S.cur) loop_defer(&W.loop, &reaper);
 }
 
 static const char *method_of(const struct script_req *r)
@@ -216,14 +380,16 @@ void script_log_error(struct script_req *r, const char *where, const char *msg)
  * nothing. Returns the number of results left on the stack, or -1. */
 int script_call(struct script_req *r, const char *where, int nargs)
 {
-    lua_State *L = S.L;
+    struct lstate *st = r->st;
+    lua_State *L = st->L;
     int base = lua_gettop(L) - nargs - 1;
-    mem.enforce = true;
+    st->mem.enforce = true;
     limits_enter(L);
-    int rc = lua_pcall(L, nargs, LUA_MULTRET, errfunc_idx);
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
     bool timed_out = limits_leave(L);
-    mem.enforce = false;
+    st->mem.enforce = false;
     if (rc == 0) return lua_gettop(L) - base;
+    STAT_ADD(WS->lua_errors, 1);
     script_log_error(r, where, lua_tostring(L, -1));
     lua_settop(L, base);
     if (rc == LUA_ERRMEM || timed_out) lua_gc(L, LUA_GCCOLLECT, 0);
@@ -234,7 +400,7 @@ static void reply_error(struct script_reply *rep)
 {
     static const char body[] = "internal server error\n";
     *rep = (struct script_reply){.status = 500, .body = body, .body_len = sizeof(body) - 1};
-    lua_settop(S.L, reply_top);
+    lua_settop(S.L, S.st->reply_top);
 }
 
 static int hdr_add(const char *name, size_t nlen, const char *value, size_t vlen, size_t *n)
@@ -313,6 +479,7 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
 {
     const char *bad = reply_from_stack(S.L, idx, nres, rep);
     if (bad) {
+        STAT_ADD(WS->lua_errors, 1);
         script_log_error(r, where, bad);
         reply_error(rep);
     }
@@ -321,7 +488,7 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
 enum script_decision script_route(struct script_req *r, struct script_reply *rep,
                                   struct upstream **upstream)
 {
-    lua_State *L = S.L;
+    lua_State *L = use(r->st);
     lua_getfield(L, LUA_GLOBALSINDEX, "route");
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
     int base = lua_gettop(L) - 1;
@@ -331,7 +498,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
         return SCRIPT_RESPOND;
     }
     if (nres == 0 || lua_isnil(L, base)) {
-        lua_settop(L, reply_top);
+        lua_settop(L, r->st->reply_top);
         return SCRIPT_LOCAL;
     }
     if (lua_type(L, base) == LUA_TNUMBER) {
@@ -341,9 +508,10 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
     void *up = luaL_testudata(L, base, "luaproxy.upstream");
     if (up) {
         *upstream = *(struct upstream **)up;
-        lua_settop(L, reply_top);
+        lua_settop(L, r->st->reply_top);
         return SCRIPT_UPSTREAM;
     }
+    STAT_ADD(WS->lua_errors, 1);
     script_log_error(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
                                               luaL_typename(L, base)));
     reply_error(rep);
@@ -414,7 +582,7 @@ static void push_allow(lua_State *L)
 
 void script_handle(struct script_req *r, struct script_reply *rep)
 {
-    lua_State *L = S.L;
+    lua_State *L = use(r->st);
     uint8_t method = r->view->req->method;
     const char *name = handler_name(method);
     bool head_only = false;
@@ -444,6 +612,7 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     int nres = script_call(r, name, 1);
     if (nres < 0) return reply_error(rep);
     if (nres == 0) {
+        STAT_ADD(WS->lua_errors, 1);
         script_log_error(r, name, "handler returned no status");
         return reply_error(rep);
     }
@@ -453,5 +622,5 @@ void script_handle(struct script_req *r, struct script_reply *rep)
 
 void script_reply_done(void)
 {
-    if (S.L) lua_settop(S.L, reply_top);
+    if (S.st) lua_settop(S.L, S.st->reply_top);
 }

@@ -50,13 +50,25 @@ struct script_req; /* the Lua side of one request */
 
 /* Once per process, before any state: limits and the shared memory. */
 void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count);
-/* Builds the worker's state from path (runs its top level). 0, or -1 with
- * "file:line: message" in err. */
-int script_load(const char *path, char *err, size_t errlen);
-/* Loads path in a scratch state and throws it away (--check, and the
- * master before start and reload). */
+/* Reads a script file (malloc'd, NUL-terminated); NULL with "cannot open
+ * path: reason" in err. */
+char *script_read(const char *path, size_t *len, char *err, size_t errlen);
+/* Builds a state from text (errors name path) and makes it the one new
+ * requests begin on. The previous state, if any, is retired: requests begun
+ * on it finish there, and it is closed when the last of them ends. Pooled
+ * connections of servers (same upstream name and address) move over.
+ * 0, or -1 with "file:line: message" in err (the current state stays). */
+int script_load(const char *path, const char *text, size_t len, int generation, char *err, size_t errlen);
+/* Loads path (or text) in a scratch state and throws it away (--check, and
+ * the master before start and reload). */
 int script_check(const char *path, char *err, size_t errlen);
+int script_check_text(const char *path, const char *text, size_t len, char *err, size_t errlen);
+/* Closes every state. */
 void script_unload(void);
+/* The generation of the current state (proxy.generation). */
+int script_generation(void);
+/* The upstreams of the current state (for /status). */
+const struct upstream *script_upstreams(void);
 
 struct script_req *script_req_begin(struct script_view *view);
 void script_req_end(struct script_req *r);
@@ -67,8 +79,10 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
 void script_handle(struct script_req *r, struct script_reply *reply);
 /* Releases the Lua values a reply points into. */
 void script_reply_done(void);
-/* Whether the script defines route() (otherwise the core skips the call). */
-bool script_has_route(void);
+/* Whether the request's script defines route() (otherwise the core skips
+ * the call) and on_response(). */
+bool script_has_route(struct script_req *r);
+bool script_has_on_response(struct script_req *r);
 
 /* ---- proxying ---- */
 
@@ -97,10 +111,7 @@ struct script_response {
     const char *base;
     const char *server;
 };
-bool script_has_on_response(void);
 /* Runs on_response(req, res); its res:set_header edits come back in e
  * (valid until script_reply_done()). false when it failed (logged). */
 bool script_on_response(struct script_req *r, const struct script_response *res,
                         struct script_edits *e);
-/* Frees the upstreams the state declared. */
-void script_free_upstreams(void);

@@ -8,8 +8,8 @@
 #   scripts/deps.sh bench      also the benchmark peers (nginx, haproxy, ...)
 set -eu
 
-pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3"
-[ "${1:-}" = bench ] && pkgs="$pkgs wrk nginx haproxy libnginx-mod-http-lua"
+pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3 wrk"
+[ "${1:-}" = bench ] && pkgs="$pkgs nginx haproxy libnginx-mod-http-lua"
 
 missing=""
 for p in $pkgs; do
