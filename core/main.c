@@ -12,6 +12,7 @@
 #include "master.h"
 #include "script.h"
 #include "shm.h"
+#include "try.h"
 #include "worker.h"
 
 #define LUAPROXY_VERSION "0.1.0"
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
         return 1;
     }
     script_setup(&cfg, shm, 0, cfg.workers);
+    if (cfg.try_request) return try_run(&cfg);
     if (script_check(cfg.script, err, sizeof(err))) {
         fprintf(stderr, "luaproxy: %s\n", err);
         return 2;
