@@ -6,6 +6,9 @@
   options, the hooks the core calls), and every such name it uses exists
   in the code, with the right separator (req.path is a field, req:set_path
   a method).
+- docs/luaproxy.1 documents every option of --help, and only those.
+- The systemd unit's command line is accepted by luaproxy; the logrotate
+  snippet signals the pid file the unit writes.
 
 The C side is read as text: luaL_Reg tables, the lua_setfield calls that
 fill the proxy table, the key comparisons in the __index functions. When a
@@ -14,11 +17,16 @@ so rather than passing."""
 
 import os
 import re
+import shlex
+import subprocess
 
 import lp
 
 LUA_DIR = lp.repo_path("lua")
 API_DOC = lp.repo_path("docs", "lua-api.md")
+MAN_PAGE = lp.repo_path("docs", "luaproxy.1")
+UNIT = lp.repo_path("docs", "luaproxy.service")
+LOGROTATE = lp.repo_path("docs", "luaproxy.logrotate")
 LLHTTP_H = "/usr/share/include/llhttp/llhttp.h"
 
 # Metatable name (the string in lua/*.c) -> how the doc names the object.
@@ -250,3 +258,100 @@ def test_doc_checker_catches_a_missing_and_an_unknown_name():
     assert (".", "nonexistent") in found["req"] and "nonexistent" not in api["req"]
     assert (":", "path") in found["req"] and sep_for("req", api["req"]["path"]) == "."
     assert (".", "now") not in found["proxy"]
+
+
+def help_options():
+    r = lp.run_cli(["--help"])
+    assert r.returncode == 0, r
+    longs = set(re.findall(r"(?<![\w-])--([a-z][a-z-]*)", r.stdout))
+    shorts = set(re.findall(r"(?<![\w-])-([a-zA-Z]),", r.stdout))
+    assert len(longs) >= 15, r.stdout
+    return longs, shorts, r.stdout
+
+
+def man_text():
+    with open(MAN_PAGE) as f:
+        raw = f.read()
+    text = raw.replace("\\-", "-").replace("\\(em", "--")
+    text = re.sub(r"\\f[BIRP]", "", text)
+    return raw, text
+
+
+def test_man_page_documents_every_option_of_help_and_no_other():
+    longs, shorts, _ = help_options()
+    raw, text = man_text()
+    assert raw.startswith(".TH LUAPROXY 1") or re.search(r"^\.TH LUAPROXY 1", raw, re.M), "no .TH header"
+    missing = sorted(o for o in longs if "--" + o not in text)
+    assert not missing, "docs/luaproxy.1 does not document --%s" % ", --".join(missing)
+    for s in shorts:
+        assert re.search(r"(?<![\w-])-%s\b" % s, text), "docs/luaproxy.1 does not document -%s" % s
+    in_man = set(re.findall(r"(?<![\w-])--([a-z][a-z-]*)", text))
+    unknown = sorted(in_man - longs)
+    assert not unknown, "docs/luaproxy.1 names options --help does not have: --%s" % ", --".join(unknown)
+
+
+def test_man_page_defaults_match_help():
+    """Each option's default as --help states it, e.g. '(10s)', appears in
+    the man page's entry for that option."""
+    _, _, help_text = help_options()
+    _, text = man_text()
+    entries = re.split(r"^\.TP\b", text, flags=re.M)
+    checked = 0
+    for line in help_text.split("\n"):
+        m = re.match(r"\s+(?:-\w, )?--([a-z-]+)(?: \S+)?\s+.*\((\d[^ ,)]*)[,)]", line)
+        if not m:
+            continue
+        name, default = m.groups()
+        entry = next((e for e in entries
+                      if re.match(r"\s*(?:-\w, )?--%s(?![\w-])" % re.escape(name), e)), None)
+        assert entry is not None, "no .TP entry for --%s in docs/luaproxy.1" % name
+        assert default in entry, "--%s: --help says default %s, the man page entry does not" % (name, default)
+        checked += 1
+    assert checked >= 8, "parsed only %d defaults from --help" % checked
+
+
+def test_man_page_renders_without_warnings():
+    try:
+        r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", MAN_PAGE], capture_output=True,
+                           text=True, timeout=20)
+    except FileNotFoundError:
+        # groff is not one of the build's dependencies: the text checks above
+        # still ran.
+        return
+    assert r.returncode == 0 and r.stderr.strip() == "", "groff: %s" % r.stderr
+
+
+def unit_exec_start():
+    with open(UNIT) as f:
+        text = f.read()
+    lines = [l.split("=", 1)[1] for l in text.split("\n") if l.startswith("ExecStart=")]
+    assert len(lines) == 1, "one ExecStart= in %s" % UNIT
+    return text, shlex.split(lines[0].replace("\\\n", " "))
+
+
+def test_systemd_unit_command_line_is_accepted():
+    text, argv = unit_exec_start()
+    assert argv[0].endswith("/luaproxy"), argv
+    for key in ("ExecReload=", "KillSignal=SIGTERM", "TimeoutStopSec=", "LimitNOFILE="):
+        assert key in text, "%s is missing from the unit" % key
+    # The unit's options with our own script, run with --check: every option
+    # must parse (the paths need not exist for --check).
+    script = lp.write_script('function on_get(req) return 200 end\n', name="unit.lua")
+    args = argv[1:-1] + ["--check", script]
+    r = lp.run_cli(args)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", "ExecStart options refused: %r" % r
+    # Graceful stop must fit in systemd's stop timeout.
+    m = re.search(r"--shutdown-timeout[ =](\d+)s", " ".join(argv))
+    stop = re.search(r"TimeoutStopSec=(\d+)", text)
+    if m and stop:
+        assert int(stop.group(1)) > int(m.group(1)), "TimeoutStopSec must exceed --shutdown-timeout"
+
+
+def test_logrotate_signals_the_pid_file_of_the_unit():
+    _, argv = unit_exec_start()
+    pid_file = argv[argv.index("--pid-file") + 1]
+    log = argv[argv.index("--access-log") + 1]
+    with open(LOGROTATE) as f:
+        text = f.read()
+    assert os.path.dirname(log) in text, "the logrotate snippet does not rotate %s" % log
+    assert "postrotate" in text and "USR1" in text and pid_file in text, text
