@@ -69,8 +69,10 @@ static int build_request(const struct config *cfg, struct buf *out)
         if (!colon || !http_valid_name(h, (size_t)(colon - h)))
             return usage_error("--header", h, "expected 'Name: value' with a token for a name");
         const char *v = colon + 1, *end = colon + strlen(colon);
-        while (*v == ' ' || *v == '\t') v++;
-        while (end > v && (end[-1] == ' ' || end[-1] == '\t')) end--;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
         if (!http_valid_value(v, (size_t)(end - v)))
             return usage_error("--header", h, "a value may not hold CR, LF or NUL");
         buf_append(out, h, (size_t)(colon - h));
@@ -103,7 +105,8 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
                          struct buf *body)
 {
     llhttp_t parser;
-    struct http_parse_ctx ctx = {.req = req, .base = text->data, .body = body, .max_body = UINT64_MAX};
+    struct http_parse_ctx ctx = {
+        .req = req, .base = text->data, .body = body, .max_body = UINT64_MAX};
     http_parser_init(&parser, &ctx);
     const char *p = text->data;
     size_t left = text->len;
@@ -113,22 +116,31 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
         if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
             char why[160];
             snprintf(why, sizeof(why), "not a valid request (%s; the server would answer %d)",
-                     req->too_many ? "more than 100 header lines" : llhttp_get_error_reason(&parser),
+                     req->too_many ? "more than 100 header lines"
+                                   : llhttp_get_error_reason(&parser),
                      req->too_many ? 431 : http_error_status(err));
             return usage_error("--try", cfg->try_request, why);
         }
         const char *at = llhttp_get_error_pos(&parser);
         left -= (size_t)(at - p);
         p = at;
-        if (err == HPE_PAUSED) llhttp_resume(&parser);
-        else llhttp_resume_after_upgrade(&parser);
+        if (err == HPE_PAUSED)
+            llhttp_resume(&parser);
+        else
+            llhttp_resume_after_upgrade(&parser);
     }
     if (!req->message_done)
-        return usage_error("--try", cfg->try_request, "the request is incomplete (a Content-Length larger than --body?)");
+        return usage_error("--try", cfg->try_request,
+                           "the request is incomplete (a Content-Length larger than --body?)");
+    const char *head_end = memmem(text->data, text->len, "\r\n\r\n", 4);
+    if (head_end && (uint64_t)(head_end + 4 - text->data) > cfg->max_header_size)
+        return usage_error("--try", cfg->try_request,
+                           "the head is over --max-header-size (the server would answer 431)");
     int status = http_validate_head(req, text->data);
     if (status) {
         char why[128];
-        snprintf(why, sizeof(why), "the server would refuse it with %d %s%s", status, http_reason(status),
+        snprintf(why, sizeof(why), "the server would refuse it with %d %s%s", status,
+                 http_reason(status),
                  status == 400 ? " (HTTP/1.1 needs exactly one Host header)" : "");
         return usage_error("--try", cfg->try_request, why);
     }
@@ -180,8 +192,10 @@ static void print_forward(const struct http_request *req, const char *base, stru
     const char *q = memchr(url, '?', req->url.len);
     size_t plen = q ? (size_t)(q - url) : req->url.len;
     printf("forward: %s ", llhttp_method_name((llhttp_method_t)req->method));
-    if (edited && e.path_set) fwrite(e.path, 1, e.path_len, stdout);
-    else fwrite(url, 1, plen, stdout);
+    if (edited && e.path_set)
+        fwrite(e.path, 1, e.path_len, stdout);
+    else
+        fwrite(url, 1, plen, stdout);
     if (edited && e.query_set) {
         if (e.query) printf("?%.*s", (int)e.query_len, e.query);
     } else if (q) {
@@ -190,8 +204,10 @@ static void print_forward(const struct http_request *req, const char *base, stru
     printf(" HTTP/1.1\n");
     for (size_t i = 0; edited && i < e.nheaders; i++) {
         const struct script_header *h = &e.headers[i];
-        if (h->value) printf("set-header: %.*s: %.*s\n", (int)h->nlen, h->name, (int)h->vlen, h->value);
-        else printf("remove-header: %.*s\n", (int)h->nlen, h->name);
+        if (h->value)
+            printf("set-header: %.*s: %.*s\n", (int)h->nlen, h->name, (int)h->vlen, h->value);
+        else
+            printf("remove-header: %.*s\n", (int)h->nlen, h->name);
     }
     script_reply_done();
 }
@@ -233,7 +249,8 @@ int try_run(const struct config *cfg)
 
     /* The client, as a worker would see it: loopback, port unknown. */
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct script_view view = {.req = &req, .base = text.data, .peer = (const struct sockaddr *)&peer};
+    struct script_view view = {
+        .req = &req, .base = text.data, .peer = (const struct sockaddr *)&peer};
     sr = script_req_begin(&view);
     if (!sr) {
         fprintf(stderr, "luaproxy: out of memory\n");
@@ -252,14 +269,17 @@ int try_run(const struct config *cfg)
             goto end;
         }
         printf("upstream: %s\nbalance: %s\n", up->name, upstream_balance_name(up->balance));
-        if (s) printf("server: %s\n", s->name);
-        else printf("server: none (the client would get 503)\n");
+        if (s)
+            printf("server: %s\n", s->name);
+        else
+            printf("server: none (the client would get 503)\n");
         print_forward(&req, text.data, sr);
         goto end;
     }
     if (d == SCRIPT_LOCAL && body.len > cfg->max_body_size) {
         static const char too_large[] = "request body too large\n";
-        rep = (struct script_reply){.status = 413, .body = too_large, .body_len = sizeof(too_large) - 1};
+        rep = (struct script_reply){
+            .status = 413, .body = too_large, .body_len = sizeof(too_large) - 1};
         printf("local: rejected (the body is over --max-body-size)\n");
         print_reply(&req, &rep);
         goto end;

@@ -172,6 +172,20 @@ def test_route_answer_and_405_and_head():
         assert "HTTP/1.1 200 OK" in r.stdout and r.stdout.endswith("\n\n"), r
 
 
+def test_size_limits_as_the_server_applies_them():
+    with Setup() as s:
+        # A handler's body over --max-body-size: the 413 a client would get.
+        r = s.run("POST /things", "--body", "0123456789", "--max-body-size", "8")
+        assert r.returncode == 0, r
+        assert r.stdout.startswith("local: rejected") and "HTTP/1.1 413" in r.stdout, r
+        # A proxied body is not limited.
+        r = s.run("POST /api/things", "--body", "0123456789", "--max-body-size", "8")
+        assert r.returncode == 0 and r.stdout.startswith("upstream: api\n"), r
+        # A head over --max-header-size is refused before the script runs.
+        r = s.run("GET /hello", "-H", "X-Big: " + "x" * 600, "--max-header-size", "512")
+        assert r.returncode == 2 and "431" in one_line(r.stderr), r
+
+
 def test_runtime_error_in_route_exits_2_with_file_and_line():
     with Setup() as s:
         r = s.run("GET /boom")
