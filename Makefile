@@ -96,6 +96,8 @@ install: $(BUILD)/luaproxy
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaproxy/examples
 	install -m 755 $(BUILD)/luaproxy $(DESTDIR)$(PREFIX)/bin/luaproxy
 	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/luaproxy/examples/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 docs/luaproxy.1 $(DESTDIR)$(PREFIX)/share/man/man1/luaproxy.1
 
 format:
 	clang-format -i core/*.[ch] lua/*.[ch] tests/unit/*.c tests/helpers/*.c

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-enum opt_kind { OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG };
+/* OPT_ARG and OPT_HEADER are the --try request's parts: command line only,
+ * as they describe one run rather than configure a server. */
+enum opt_kind { OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER };
 
 struct opt {
     const char *name; /* long name; the env name is derived from it */
@@ -39,6 +41,9 @@ static const struct opt opts[] = {
     {"admin", 0, OPT_ADDR, OFF(admin), "ADDR:PORT", "metrics/status listener (off)"},
     {"pid-file", 0, OPT_STR, OFF(pid_file), "PATH", "write the master pid here"},
     {"check", 't', OPT_FLAG, OFF(check_only), NULL, "load and validate the script, print ok or the error"},
+    {"try", 0, OPT_ARG, OFF(try_request), "'METHOD TARGET'", "dry run: route one request, print the decision"},
+    {"header", 'H', OPT_HEADER, OFF(try_headers), "'NAME: VALUE'", "with --try: a request header (repeatable)"},
+    {"body", 0, OPT_ARG, OFF(try_body), "STR", "with --try: the request body"},
     {"help", 'h', OPT_FLAG, OFF(help), NULL, "this help"},
     {"version", 'V', OPT_FLAG, OFF(version), NULL, "print the version"},
 };
@@ -230,6 +235,14 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, const
         else *(const char **)field = val;
         break;
     case OPT_FLAG: *(bool *)field = true; break;
+    case OPT_ARG: *(const char **)field = val; break;
+    case OPT_HEADER:
+        if (cfg->try_headers.n == CONFIG_MAX_TRY_HEADERS) {
+            snprintf(err, errlen, "option --%s: more than %d headers", o->name, CONFIG_MAX_TRY_HEADERS);
+            return -EINVAL;
+        }
+        cfg->try_headers.v[cfg->try_headers.n++] = val;
+        break;
     }
     if (rc) {
         snprintf(err, errlen, "%s --%s: bad value '%s' (%s)", origin, o->name, val,
@@ -262,7 +275,7 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
 
     for (size_t i = 0; i < NOPTS; i++) {
         const struct opt *o = &opts[i];
-        if (o->kind == OPT_FLAG) continue;
+        if (o->kind == OPT_FLAG || o->kind == OPT_ARG || o->kind == OPT_HEADER) continue;
         char key[64];
         env_name(o->name, key, sizeof(key));
         const char *v = env_get(envp, key);
@@ -320,6 +333,14 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
         if (apply(cfg, o, val ? val : "", "option", err, errlen)) return -EINVAL;
     }
 
+    if ((cfg->try_headers.n || cfg->try_body) && !cfg->try_request) {
+        snprintf(err, errlen, "option --%s is only used with --try", cfg->try_body ? "body" : "header");
+        return -EINVAL;
+    }
+    if (cfg->try_request && cfg->check_only) {
+        snprintf(err, errlen, "options --try and --check exclude each other");
+        return -EINVAL;
+    }
     if (!cfg->script && !cfg->help && !cfg->version) {
         snprintf(err, errlen, "no script given (usage: luaproxy [OPTIONS] SCRIPT.lua)");
         return -EINVAL;
@@ -332,9 +353,11 @@ const char *config_usage(void)
     static char buf[4096];
     if (buf[0]) return buf;
     size_t n = (size_t)snprintf(buf, sizeof(buf),
-                                "usage: luaproxy [OPTIONS] SCRIPT.lua\n\n"
-                                "Every option can also be set as LUAPROXY_<NAME> in the environment\n"
-                                "(e.g. LUAPROXY_MAX_BODY_SIZE=2m); the command line wins.\n\n");
+                                "usage: luaproxy [OPTIONS] SCRIPT.lua\n"
+                                "       luaproxy --try 'METHOD TARGET' [-H 'NAME: VALUE']... [--body STR] SCRIPT.lua\n\n"
+                                "Every option that takes a value, except --try, --header and --body, can also\n"
+                                "be set as LUAPROXY_<NAME> in the environment (e.g. LUAPROXY_MAX_BODY_SIZE=2m);\n"
+                                "the command line wins.\n\n");
     for (size_t i = 0; i < NOPTS && n < sizeof(buf); i++) {
         char left[64];
         const struct opt *o = &opts[i];

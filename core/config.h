@@ -14,6 +14,8 @@ struct listen_addr {
     char text[64]; /* as given, for logs */
 };
 
+#define CONFIG_MAX_TRY_HEADERS 64
+
 struct config {
     struct listen_addr listen;
     int workers;
@@ -33,6 +35,12 @@ struct config {
     const char *pid_file;
     const char *script;
     bool check_only; /* -t: validate the script and exit */
+    const char *try_request; /* --try "METHOD TARGET": a routing dry run (core/try.c) */
+    struct {
+        const char *v[CONFIG_MAX_TRY_HEADERS];
+        int n;
+    } try_headers;            /* --header "Name: value", repeatable, for --try */
+    const char *try_body;     /* --body, for --try */
     bool help;
     bool version;
 };

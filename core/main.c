@@ -13,6 +13,7 @@
 #include "script.h"
 #include "shm.h"
 #include "stats.h"
+#include "try.h"
 #include "worker.h"
 
 #define LUAPROXY_VERSION "0.1.0"
@@ -74,6 +75,7 @@ int main(int argc, char **argv)
         return 1;
     }
     script_setup(&cfg, shm, 0, cfg.workers);
+    if (cfg.try_request) return try_run(&cfg);
     size_t len;
     char *text = script_read(cfg.script, &len, err, sizeof(err));
     if (!text || master_check_script(cfg.script, text, len, err, sizeof(err))) {

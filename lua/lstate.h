@@ -67,6 +67,9 @@ void script_log_error(struct script_req *r, const char *where, const char *msg);
 bool req_edited(lua_State *L, int idx);
 /* A lower-case name -> value table; repeated headers joined with ", ". */
 void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
+/* With the env table on top: pushes env.headers, built on first use from
+ * the parsed head with the set_header edits made so far applied. */
+void push_cached_headers(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
 /* The env table of the userdata at idx, created on first use. */
 void push_env(lua_State *L, int idx);
 /* obj:set_header(name, value) for req and res: validates, records the edit

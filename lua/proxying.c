@@ -371,12 +371,7 @@ static int res_index(lua_State *L)
         lua_pushcfunction(L, res_set_header);
     } else if (!strcmp(k, "headers")) {
         push_env(L, 1);
-        lua_getfield(L, -1, "headers");
-        if (lua_istable(L, -1)) return 1;
-        lua_pop(L, 1);
-        push_header_table(L, res->headers, res->nheaders, res->base);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "headers");
+        push_cached_headers(L, res->headers, res->nheaders, res->base);
     } else {
         lua_pushnil(L);
     }

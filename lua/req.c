@@ -53,6 +53,32 @@ void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, c
     }
 }
 
+void push_cached_headers(lua_State *L, const struct http_header *hs, uint16_t n, const char *base)
+{
+    int env = lua_gettop(L);
+    lua_getfield(L, env, "headers");
+    if (lua_istable(L, -1)) return;
+    lua_pop(L, 1);
+    push_header_table(L, hs, n, base);
+    int t = lua_gettop(L);
+    /* set_header calls made before this first read: edit_header only keeps
+     * an existing table in step. */
+    lua_getfield(L, env, "set_headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, t + 1)) {
+            lua_pushvalue(L, -2);
+            if (lua_isboolean(L, -2)) lua_pushnil(L); /* false: removed */
+            else lua_pushvalue(L, -2);
+            lua_rawset(L, t);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, t);
+    lua_pushvalue(L, t);
+    lua_setfield(L, env, "headers");
+}
+
 static void push_addr(lua_State *L, const struct sockaddr *sa, bool port)
 {
     char text[INET6_ADDRSTRLEN] = "";
@@ -209,12 +235,7 @@ static int req_index(lua_State *L)
         }
         if (!memcmp(k, "headers", 7)) {
             push_env(L, 1);
-            lua_getfield(L, -1, "headers");
-            if (lua_istable(L, -1)) return 1;
-            lua_pop(L, 1);
-            push_header_table(L, req->headers, req->nheaders, v->base);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, -3, "headers");
+            push_cached_headers(L, req->headers, req->nheaders, v->base);
             return 1;
         }
         break;

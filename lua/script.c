@@ -367,8 +367,19 @@ static void path_of(const struct script_req *r, const char **p, size_t *n)
     *n = q ? (size_t)(q - url) : len;
 }
 
+static void (*error_hook)(const char *where, const char *msg);
+
+void script_set_error_hook(void (*fn)(const char *where, const char *msg))
+{
+    error_hook = fn;
+}
+
 void script_log_error(struct script_req *r, const char *where, const char *msg)
 {
+    if (error_hook) {
+        error_hook(where, msg ? msg : "(no message)");
+        return;
+    }
     const char *path;
     size_t plen;
     path_of(r, &path, &plen);

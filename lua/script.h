@@ -115,3 +115,8 @@ struct script_response {
  * (valid until script_reply_done()). false when it failed (logged). */
 bool script_on_response(struct script_req *r, const struct script_response *res,
                         struct script_edits *e);
+
+/* --try: every script error (runtime error, time or memory limit, bad
+ * return value) goes to fn instead of the error log. msg is the error with
+ * its traceback. NULL restores logging. */
+void script_set_error_hook(void (*fn)(const char *where, const char *msg));

@@ -1,0 +1,357 @@
+"""The documentation matches the code.
+
+- docs/lua-api.md names every part of the Lua API that lua/*.c defines
+  (proxy.* functions and fields, dict methods, req/res fields and methods,
+  upstream fields, the server table of a Lua balancer, proxy.upstream's
+  options, the hooks the core calls), and every such name it uses exists
+  in the code, with the right separator (req.path is a field, req:set_path
+  a method).
+- docs/luaproxy.1 documents every option of --help, and only those.
+- The systemd unit's command line is accepted by luaproxy; the logrotate
+  snippet signals the pid file the unit writes.
+
+The C side is read as text: luaL_Reg tables, the lua_setfield calls that
+fill the proxy table, the key comparisons in the __index functions. When a
+refactoring moves things so that a category comes out empty, the test says
+so rather than passing."""
+
+import os
+import re
+import shlex
+import subprocess
+
+import lp
+
+LUA_DIR = lp.repo_path("lua")
+API_DOC = lp.repo_path("docs", "lua-api.md")
+MAN_PAGE = lp.repo_path("docs", "luaproxy.1")
+UNIT = lp.repo_path("docs", "luaproxy.service")
+LOGROTATE = lp.repo_path("docs", "luaproxy.logrotate")
+LLHTTP_H = "/usr/share/include/llhttp/llhttp.h"
+
+# Metatable name (the string in lua/*.c) -> how the doc names the object.
+OBJECTS = {
+    "luaproxy.shared": "dict",
+    "luaproxy.req": "req",
+    "luaproxy.res": "res",
+    "luaproxy.upstream": "upstream",
+}
+
+
+# --------------------------------------------------------------------------
+# Reading the C sources
+
+
+def c_sources():
+    out = {}
+    for name in sorted(os.listdir(LUA_DIR)):
+        if name.endswith((".c", ".h")):
+            with open(os.path.join(LUA_DIR, name)) as f:
+                out[name] = f.read()
+    return out
+
+
+def strip_comments(src):
+    src = re.sub(r"/\*.*?\*/", lambda m: " " * len(m.group(0)), src, flags=re.S)
+    return re.sub(r"//[^\n]*", "", src)
+
+
+FUNC_START = re.compile(r"^[A-Za-z_][\w \t\*]*?\b([A-Za-z_]\w*)\s*\([^;{}]*\)\s*\{", re.M)
+
+
+def c_functions(src):
+    """name -> body text of every function defined at the top level."""
+    out = {}
+    for m in FUNC_START.finditer(src):
+        i = m.end() - 1
+        depth = 0
+        for j in range(i, len(src)):
+            if src[j] == "{":
+                depth += 1
+            elif src[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    out[m.group(1)] = src[i:j + 1]
+                    break
+    return out
+
+
+def reg_tables(src):
+    """luaL_Reg table name -> [Lua names]."""
+    out = {}
+    for m in re.finditer(r"luaL_Reg\s+(\w+)\s*\[\]\s*=\s*\{(.*?)\};", src, re.S):
+        out[m.group(1)] = re.findall(r'\{\s*"(\w+)"\s*,', m.group(2))
+    return out
+
+
+def code_api():
+    """{kind: {name: 'field'|'method'}} for kinds proxy, dict, req, res,
+    upstream, server, opts; and a set of hook names."""
+    api = {k: {} for k in ("proxy", "dict", "req", "res", "upstream", "server", "opts")}
+    hooks = set()
+    all_funcs = {}
+    texts = {n: strip_comments(t) for n, t in c_sources().items()}
+    defines = {}
+    for text in texts.values():
+        for m in re.finditer(r'#define\s+(\w+)\s+"([^"]+)"', text):
+            defines[m.group(1)] = m.group(2)
+        all_funcs.update(c_functions(text))
+
+    for name, text in texts.items():
+        tables = reg_tables(text)
+        for fname, body in c_functions(text).items():
+            # The proxy table: luaL_Reg tables set into it, and its fields.
+            if 'lua_setglobal(L, "proxy")' in body:
+                end = body.index('lua_setglobal(L, "proxy")')
+                for tm in re.finditer(r"luaL_setfuncs\(L,\s*(\w+)", body[:end]):
+                    after = body[tm.end():end]
+                    if "__index" in after or "lua_pop" in after:
+                        continue  # went into a metatable, not into proxy
+                    for n in tables.get(tm.group(1), []):
+                        api["proxy"][n] = "function"
+                    for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', after):
+                        api["proxy"][fm.group(1)] = "field"
+            for gm in re.finditer(r'lua_getglobal\(L,\s*"proxy"\)(.*?)lua_pop\(L', body, re.S):
+                for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', gm.group(1)):
+                    api["proxy"][fm.group(1)] = "function"
+
+            # Objects: luaL_newmetatable(L, MT) with an __index table or function.
+            for mm in re.finditer(r"luaL_newmetatable\(L,\s*(\w+)\)(.*?)lua_pop\(L,\s*1\)", body, re.S):
+                mt = defines.get(mm.group(1), mm.group(1))
+                assert mt in OBJECTS, ("lua/%s: metatable %s is new: name its objects in "
+                                       "tests/integration/test_docs.py OBJECTS and document them" % (name, mt))
+                kind = OBJECTS[mt]
+                part = mm.group(2)
+                tm = re.search(r'luaL_setfuncs\(L,\s*(\w+).*?lua_setfield\(L,\s*-2,\s*"__index"\)', part, re.S)
+                if tm:
+                    for n in tables.get(tm.group(1), []):
+                        api[kind][n] = "method"
+                im = re.search(r'lua_pushcfunction\(L,\s*(\w+)\);\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
+                if im:
+                    index_body = all_funcs[im.group(1)]
+                    keys = list(re.finditer(r'(?:memcmp|strcmp)\(k,\s*"(\w+)"', index_body))
+                    for i, km in enumerate(keys):
+                        end = keys[i + 1].start() if i + 1 < len(keys) else len(index_body)
+                        branch = index_body[km.end():end]
+                        api[kind][km.group(1)] = "method" if "lua_pushcfunction" in branch else "field"
+
+            # The server tables a Lua balancer gets.
+            if re.search(r'script_call\(\w+,\s*"balance"', body):
+                for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body):
+                    api["server"][fm.group(1)] = "field"
+
+        # proxy.upstream's options (its third argument).
+        for om in re.finditer(r'(?:opt_\w+|lua_getfield)\(L,\s*3,\s*"(\w+)"', text):
+            api["opts"][om.group(1)] = "field"
+        # Hooks: globals the C side looks up.
+        for hm in re.finditer(r'(?:lua_getfield\(L,\s*LUA_GLOBALSINDEX,|lua_getglobal\(L,)\s*"(\w+)"', text):
+            if hm.group(1) not in ("proxy", "tostring"):
+                hooks.add(hm.group(1))
+        if re.search(r'"on_%s"', text):
+            hooks.add("on_<method>")
+    return api, hooks
+
+
+# --------------------------------------------------------------------------
+# Reading the reference
+
+
+def doc_code_text(md):
+    """The text of inline code spans and fenced code blocks."""
+    parts = re.findall(r"^```[^\n]*\n(.*?)^```", md, re.S | re.M)
+    rest = re.sub(r"^```[^\n]*\n.*?^```", "", md, flags=re.S | re.M)
+    parts += re.findall(r"`([^`\n]+)`", rest)
+    return "\n".join(parts)
+
+
+NAME_PATTERNS = {
+    "proxy": r"(?<![\w.])proxy(\.)(\w+)",
+    "dict": r"(?<![\w.])dict([.:])(\w+)",
+    "req": r"(?<![\w.])req([.:])(\w+)",
+    "res": r"(?<![\w.])res([.:])(\w+)",
+    "upstream": r"(?<![\w.])upstream([.:])(\w+)",
+    "server": r"(?<![\w.])server([.:])(\w+)",
+    "opts": r"(?<![\w.])opts([.:])(\w+)",
+}
+
+
+def doc_names(code_text):
+    """{kind: {(sep, name)}}"""
+    return {k: set(re.findall(p, code_text)) for k, p in NAME_PATTERNS.items()}
+
+
+def sep_for(kind, what):
+    if kind == "proxy":
+        return "."
+    return ":" if what == "method" else "."
+
+
+def llhttp_methods():
+    with open(LLHTTP_H) as f:
+        text = f.read()
+    block = text[text.index("#define HTTP_METHOD_MAP"):]
+    block = block[:block.index("\n\n")]
+    return {m.lower() for m in re.findall(r"XX\(\d+,\s*\w+,\s*([\w-]+)\)", block)}
+
+
+# --------------------------------------------------------------------------
+# The tests
+
+
+def test_code_extraction_finds_the_api():
+    """The parser of lua/*.c still understands the sources (else the two
+    tests below would pass on nothing)."""
+    api, hooks = code_api()
+    for kind, at_least in (("proxy", {"upstream", "shared", "log", "now", "worker_id"}),
+                           ("dict", {"get", "set", "incr"}),
+                           ("req", {"method", "path", "headers", "set_header"}),
+                           ("res", {"status", "headers", "set_header"}),
+                           ("upstream", {"name"}),
+                           ("server", {"addr", "active"}),
+                           ("opts", {"balance", "hash_key", "keepalive"})):
+        missing = at_least - set(api[kind])
+        assert not missing, "reading lua/*.c found no %s.%s: update test_docs.py" % (kind, sorted(missing))
+    assert api["req"]["set_header"] == "method" and api["req"]["path"] == "field", api["req"]
+    assert {"route", "on_response", "on_<method>"} <= hooks, hooks
+
+
+def test_every_api_name_in_the_code_is_documented():
+    api, hooks = code_api()
+    with open(API_DOC) as f:
+        md = f.read()
+    code = doc_code_text(md)
+    found = doc_names(code)
+    missing = []
+    for kind, names in api.items():
+        for name, what in sorted(names.items()):
+            if (sep_for(kind, what), name) not in found[kind]:
+                missing.append("%s%s%s" % (kind, sep_for(kind, what), name))
+    for hook in sorted(hooks):
+        if not re.search(r"(?<![\w.])%s(?![\w-])" % re.escape(hook), code):
+            missing.append(hook)
+    assert not missing, "docs/lua-api.md does not document: %s" % ", ".join(missing)
+
+
+def test_every_name_in_the_reference_exists_in_the_code():
+    api, _ = code_api()
+    with open(API_DOC) as f:
+        md = f.read()
+    code = doc_code_text(md)
+    unknown = []
+    for kind, pairs in doc_names(code).items():
+        for sep, name in sorted(pairs):
+            what = api[kind].get(name)
+            if what is None or sep != sep_for(kind, what):
+                unknown.append("%s%s%s" % (kind, sep, name))
+    methods = llhttp_methods()
+    for h in sorted(set(re.findall(r"(?<![\w.\"])on_([a-z][a-z-]*|<method>)", code))):
+        if h not in ("response", "<method>") and h not in methods:
+            unknown.append("on_" + h)
+    assert not unknown, "docs/lua-api.md names what lua/*.c does not define: %s" % ", ".join(unknown)
+
+
+def test_doc_checker_catches_a_missing_and_an_unknown_name():
+    """The two checks above can fail: a made-up name is caught, a dropped
+    one is noticed."""
+    api, _ = code_api()
+    found = doc_names("`req.nonexistent` `req:path` `proxy.shared(x)`")
+    assert (".", "nonexistent") in found["req"] and "nonexistent" not in api["req"]
+    assert (":", "path") in found["req"] and sep_for("req", api["req"]["path"]) == "."
+    assert (".", "now") not in found["proxy"]
+
+
+def help_options():
+    r = lp.run_cli(["--help"])
+    assert r.returncode == 0, r
+    longs = set(re.findall(r"(?<![\w-])--([a-z][a-z-]*)", r.stdout))
+    shorts = set(re.findall(r"(?<![\w-])-([a-zA-Z]),", r.stdout))
+    assert len(longs) >= 15, r.stdout
+    return longs, shorts, r.stdout
+
+
+def man_text():
+    with open(MAN_PAGE) as f:
+        raw = f.read()
+    text = raw.replace("\\-", "-").replace("\\(em", "--")
+    text = re.sub(r"\\f[BIRP]", "", text)
+    return raw, text
+
+
+def test_man_page_documents_every_option_of_help_and_no_other():
+    longs, shorts, _ = help_options()
+    raw, text = man_text()
+    assert raw.startswith(".TH LUAPROXY 1") or re.search(r"^\.TH LUAPROXY 1", raw, re.M), "no .TH header"
+    missing = sorted(o for o in longs if "--" + o not in text)
+    assert not missing, "docs/luaproxy.1 does not document --%s" % ", --".join(missing)
+    for s in shorts:
+        assert re.search(r"(?<![\w-])-%s\b" % s, text), "docs/luaproxy.1 does not document -%s" % s
+    in_man = set(re.findall(r"(?<![\w-])--([a-z][a-z-]*)", text))
+    unknown = sorted(in_man - longs)
+    assert not unknown, "docs/luaproxy.1 names options --help does not have: --%s" % ", --".join(unknown)
+
+
+def test_man_page_defaults_match_help():
+    """Each option's default as --help states it, e.g. '(10s)', appears in
+    the man page's entry for that option."""
+    _, _, help_text = help_options()
+    _, text = man_text()
+    entries = re.split(r"^\.TP\b", text, flags=re.M)
+    checked = 0
+    for line in help_text.split("\n"):
+        m = re.match(r"\s+(?:-\w, )?--([a-z-]+)(?: \S+)?\s+.*\((\d[^ ,)]*)[,)]", line)
+        if not m:
+            continue
+        name, default = m.groups()
+        entry = next((e for e in entries
+                      if re.match(r"\s*(?:-\w, )?--%s(?![\w-])" % re.escape(name), e)), None)
+        assert entry is not None, "no .TP entry for --%s in docs/luaproxy.1" % name
+        assert default in entry, "--%s: --help says default %s, the man page entry does not" % (name, default)
+        checked += 1
+    assert checked >= 8, "parsed only %d defaults from --help" % checked
+
+
+def test_man_page_renders_without_warnings():
+    try:
+        r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", MAN_PAGE], capture_output=True,
+                           text=True, timeout=20)
+    except FileNotFoundError:
+        # groff is not one of the build's dependencies: the text checks above
+        # still ran.
+        return
+    assert r.returncode == 0 and r.stderr.strip() == "", "groff: %s" % r.stderr
+
+
+def unit_exec_start():
+    with open(UNIT) as f:
+        text = f.read()
+    lines = [l.split("=", 1)[1] for l in text.split("\n") if l.startswith("ExecStart=")]
+    assert len(lines) == 1, "one ExecStart= in %s" % UNIT
+    return text, shlex.split(lines[0].replace("\\\n", " "))
+
+
+def test_systemd_unit_command_line_is_accepted():
+    text, argv = unit_exec_start()
+    assert argv[0].endswith("/luaproxy"), argv
+    for key in ("ExecReload=", "KillSignal=SIGTERM", "TimeoutStopSec=", "LimitNOFILE="):
+        assert key in text, "%s is missing from the unit" % key
+    # The unit's options with our own script, run with --check: every option
+    # must parse (the paths need not exist for --check).
+    script = lp.write_script('function on_get(req) return 200 end\n', name="unit.lua")
+    args = argv[1:-1] + ["--check", script]
+    r = lp.run_cli(args)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", "ExecStart options refused: %r" % r
+    # Graceful stop must fit in systemd's stop timeout.
+    m = re.search(r"--shutdown-timeout[ =](\d+)s", " ".join(argv))
+    stop = re.search(r"TimeoutStopSec=(\d+)", text)
+    if m and stop:
+        assert int(stop.group(1)) > int(m.group(1)), "TimeoutStopSec must exceed --shutdown-timeout"
+
+
+def test_logrotate_signals_the_pid_file_of_the_unit():
+    _, argv = unit_exec_start()
+    pid_file = argv[argv.index("--pid-file") + 1]
+    log = argv[argv.index("--access-log") + 1]
+    with open(LOGROTATE) as f:
+        text = f.read()
+    assert os.path.dirname(log) in text, "the logrotate snippet does not rotate %s" % log
+    assert "postrotate" in text and "USR1" in text and pid_file in text, text
