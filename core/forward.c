@@ -418,17 +418,21 @@ static int build_request_head(struct exchange *ex)
     }
     if (!has_host) append_header(h, "host", 4, ex->srv->name, strlen(ex->srv->name));
 
-    buf_puts(h, "x-forwarded-for: ");
-    for (int i = 0; i < nxff; i++) {
-        buf_append(h, base + xff[i]->value.off, xff[i]->value.len);
-        buf_append(h, ", ", 2);
+    /* The script's own X-Forwarded-For/-Proto (set_header) replace ours. */
+    if (!edited(e, "x-forwarded-for", 15)) {
+        buf_puts(h, "x-forwarded-for: ");
+        for (int i = 0; i < nxff; i++) {
+            buf_append(h, base + xff[i]->value.off, xff[i]->value.len);
+            buf_append(h, ", ", 2);
+        }
+        char addr[64];
+        const struct sockaddr *sa = &c->peer.sa;
+        if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
+        else inet_ntop(AF_INET, &c->peer.in.sin_addr, addr, sizeof(addr));
+        buf_puts(h, addr);
+        buf_puts(h, "\r\n");
     }
-    char addr[64];
-    const struct sockaddr *sa = &c->peer.sa;
-    if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
-    else inet_ntop(AF_INET, &c->peer.in.sin_addr, addr, sizeof(addr));
-    buf_puts(h, addr);
-    buf_puts(h, "\r\nx-forwarded-proto: http\r\n");
+    if (!edited(e, "x-forwarded-proto", 17)) buf_puts(h, "x-forwarded-proto: http\r\n");
     if (ex->upgrade) {
         const struct http_header *up = http_find_header(r, base, "upgrade", 7);
         buf_puts(h, "connection: upgrade\r\n");

@@ -260,6 +260,8 @@ struct server *script_balance(struct script_req *r, struct upstream *u, const bo
         lua_setfield(L, -2, "fails");
         lua_pushboolean(L, upstream_server_up(s, now));
         lua_setfield(L, -2, "up");
+        lua_pushboolean(L, tried && tried[i]);
+        lua_setfield(L, -2, "tried"); /* already attempted for this request */
         lua_rawseti(L, -2, i + 1);
     }
     /* A copy below the function outlives the call, to match the result. */

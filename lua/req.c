@@ -4,6 +4,7 @@
  * userdata's environment table, with the req:set_* edits. */
 #include <arpa/inet.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lstate.h"
 
@@ -144,6 +145,13 @@ void edit_header(lua_State *L)
     size_t nlen, vlen = 0;
     const char *name = luaL_checklstring(L, 2, &nlen);
     if (!http_valid_name(name, nlen)) luaL_argerror(L, 2, "invalid header name");
+    /* The framing and the connection are the proxy's: a script that could
+     * set them could desynchronise a backend or a client. */
+    static const char *const managed[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
+                                          "upgrade", "te", "trailer", "proxy-connection", NULL};
+    for (int i = 0; managed[i]; i++)
+        if (strlen(managed[i]) == nlen && !strncasecmp(managed[i], name, nlen))
+            luaL_argerror(L, 2, lua_pushfstring(L, "%s is managed by the proxy", managed[i]));
     if (!lua_isnil(L, 3)) {
         const char *v = luaL_checklstring(L, 3, &vlen);
         if (!http_valid_value(v, vlen)) luaL_argerror(L, 3, "header value contains CR, LF or NUL");
