@@ -28,7 +28,7 @@
 #
 # Environment (all optional):
 #   BENCH_WORKERS=2     worker processes (nginx, luaproxy), threads (HAProxy)
-#   BENCH_DURATION=8    seconds per measured wrk run
+#   BENCH_DURATION=10   seconds per measured wrk run
 #   BENCH_WARMUP=2      seconds of unmeasured load before each run, so that
 #                       Lua code is compiled (nginx-lua) and pools are full
 #   BENCH_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice
@@ -53,7 +53,7 @@ LUAPROXY=${LUAPROXY:-$ROOT/build/luaproxy}
 [[ $LUAPROXY == /* ]] || LUAPROXY=$PWD/$LUAPROXY
 
 WORKERS=${BENCH_WORKERS:-2}
-DURATION=${BENCH_DURATION:-8}
+DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
 PROXIES=${BENCH_PROXIES-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1}

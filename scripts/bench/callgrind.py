@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Instructions per request of luaproxy's worker, under callgrind.
+
+    callgrind.py LUAPROXY OUT_DIR      (what `make bench-callgrind` runs)
+
+Instruction counts do not move with the load of a shared machine, so this
+is the figure to compare before and after a change. For each path:
+
+  proxy  route() reads req.path and a header and returns an upstream (the
+         bench's proxy.lua); a 100-byte answer from an nginx origin
+  local  examples/kvstore.lua answering GET /k of a 100-byte value
+
+luaproxy -w 1 runs under `valgrind --tool=callgrind`. valgrind follows the
+worker across fork() by itself (there is no exec), so the worker is
+measured in its own process and its own output file. After a warm-up, the
+worker's counters are zeroed with callgrind_control; an idle second is
+dumped as the baseline; then REQUESTS requests go one after another on
+one keep-alive connection and are dumped. Ir per request is the second dump
+minus the baseline's rate over the same time, divided by REQUESTS.
+
+Environment: CALLGRIND_REQUESTS=2000, CALLGRIND_WARMUP=300, CALLGRIND_TOP=15,
+CALLGRIND_PATHS="proxy local". Output: OUT_DIR/callgrind.md, the raw dumps
+in OUT_DIR/callgrind/. Only processes started here are signalled; everything
+is on 127.0.0.1 and every wait is bounded.
+"""
+import glob
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH_DIR = os.path.join(ROOT, "scripts", "bench")
+REQUESTS = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
+WARMUP = int(os.environ.get("CALLGRIND_WARMUP", "300"))
+TOP = int(os.environ.get("CALLGRIND_TOP", "15"))
+PATHS = os.environ.get("CALLGRIND_PATHS", "proxy local").split()
+START_TIMEOUT = 60  # LuaJIT and the script start slowly under valgrind
+KV_KEY = "/k"
+KV_BODY = b"0123456789" * 10
+
+started = []  # Popen objects of everything we started, to stop at exit
+
+
+def log(msg):
+    print(f"bench-callgrind: {msg}", file=sys.stderr, flush=True)
+
+
+def free_ports(n):
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    candidates = list(range(15000, low if low > 16000 else 32768))
+    random.shuffle(candidates)
+    held = []
+    for port in candidates:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
+        held.append(s)
+        if len(held) == n:
+            break
+    ports = [s.getsockname()[1] for s in held]
+    for s in held:
+        s.close()
+    return ports
+
+
+def render(template, out, values):
+    with open(os.path.join(BENCH_DIR, template)) as f:
+        text = f.read()
+    for k, v in values.items():
+        text = text.replace(f"@{k}@", str(v))
+    left = re.search(r"@[A-Z_]+@", text)
+    if left:
+        sys.exit(f"bench-callgrind: {template}: placeholder {left.group(0)} not filled")
+    with open(out, "w") as f:
+        f.write(text)
+
+
+def read_response(s, buf):
+    """One response with a Content-Length from s; returns (status, rest)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("connection closed before the response head")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("connection closed in the response body")
+        rest += chunk
+    return status, rest[length:]
+
+
+def request(port, method, path, body=b"", headers="", timeout=5.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return read_response(s, b"")[0]
+
+
+def drive(port, path, n):
+    """n GETs, one after another on one keep-alive connection."""
+    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        buf = b""
+        for _ in range(n):
+            s.sendall(req)
+            status, buf = read_response(s, buf)
+            if status != 200:
+                raise OSError(f"GET {path} answered {status}")
+
+
+def wait_http(port, path, ok, proc, timeout):
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode}")
+        try:
+            status = request(port, "GET", path, timeout=2)
+            if status in ok:
+                return
+            last = f"status {status}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.3)
+    raise RuntimeError(f"GET {path} not ready after {timeout}s: {last}")
+
+
+def start(cmd, logfile):
+    f = open(logfile, "w")
+    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    f.close()
+    started.append(p)
+    return p
+
+
+def stop(p, grace=20):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            log(f"pid {p.pid} did not stop on SIGTERM, killing it")
+            p.kill()
+            p.wait()
+    if p in started:
+        started.remove(p)
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def callgrind_control(args, timeout=60):
+    r = subprocess.run(["callgrind_control"] + args, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"callgrind_control {' '.join(args)}: {r.stdout.strip()} {r.stderr.strip()}")
+
+
+def dump(pid, cg_dir, label):
+    """Dumps pid's counters (which zeroes them); returns the new file,
+    callgrind.out.PID.N (N counts the dumps; the file without it is the
+    one written at exit)."""
+    pattern = os.path.join(cg_dir, f"callgrind.out.{pid}.*")
+    before = set(glob.glob(pattern))
+    callgrind_control(["-d", label, str(pid)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        new = set(glob.glob(pattern)) - before
+        if new:
+            time.sleep(0.2)  # let valgrind finish writing it
+            return new.pop()
+        time.sleep(0.1)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def total_ir(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"{path}: no summary line")
+
+
+ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+
+
+def top_functions(path, inclusive, n, total):
+    """[(Ir, function)] from callgrind_annotate, largest first.
+
+    The frames that were on the stack when the dump was taken (main,
+    worker_main, ... down to loop_run) carry the whole run, in both modes;
+    they say nothing and are left out. Functions without symbols keep the
+    name of their library."""
+    r = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
+                        "--threshold=100", path], capture_output=True, text=True, timeout=120)
+    out, seen = [], set()
+    for line in r.stdout.splitlines():
+        m = ANNOTATE_LINE.match(line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        if ir >= 0.99 * total:
+            continue
+        where = m.group(2).strip()
+        obj = re.search(r"\[([^\]]*)\]$", where)
+        where = re.sub(r"\s+\[[^\]]*\]$", "", where)
+        fn = where.rsplit(":", 1)[1] if ":" in where else where
+        if fn.startswith("0x") and obj:
+            fn = f"{fn} ({os.path.basename(obj.group(1))})"
+        if fn in seen:
+            continue
+        seen.add(fn)
+        out.append((ir, fn))
+        if len(out) == n:
+            break
+    return out
+
+
+def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
+    wdir = os.path.join(tmp, mode)
+    os.makedirs(wdir)
+    if mode == "proxy":
+        script = os.path.join(wdir, "proxy.lua")
+        render("proxy.lua.in", script, {"SMALL_PORT": origin_port, "BIG_PORT": origin_port})
+        path = "/"
+    else:
+        script = os.path.join(ROOT, "examples", "kvstore.lua")
+        path = KV_KEY
+    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+           f"--callgrind-out-file={cg_dir}/callgrind.out.%p", luaproxy, "-w", "1",
+           "--listen", f"127.0.0.1:{port}", script]
+    log(f"{mode}: starting luaproxy -w 1 under callgrind")
+    master = start(cmd, os.path.join(cg_dir, f"{mode}.log"))
+    try:
+        wait_http(port, path, (200, 404), master, START_TIMEOUT)
+        if mode == "local":
+            status = request(port, "POST", KV_KEY, KV_BODY, "Content-Type: text/plain\r\n")
+            if status not in (200, 201):
+                raise RuntimeError(f"POST {KV_KEY} answered {status}")
+        kids = children(master.pid)
+        if len(kids) != 1:
+            raise RuntimeError(f"expected one worker process, found {kids}")
+        worker = kids[0]
+        log(f"{mode}: worker pid {worker}; {WARMUP} warm-up requests")
+        drive(port, path, WARMUP)
+        callgrind_control(["-z", str(worker)])
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        base_file = dump(worker, cg_dir, f"{mode}-idle")
+        idle_secs = time.monotonic() - t0
+        base_ir = total_ir(base_file)
+        log(f"{mode}: {REQUESTS} measured requests")
+        t0 = time.monotonic()
+        drive(port, path, REQUESTS)
+        run_file = dump(worker, cg_dir, f"{mode}-requests")
+        run_secs = time.monotonic() - t0
+        run_ir = total_ir(run_file)
+    finally:
+        stop(master, grace=60)
+    base_share = base_ir / idle_secs * run_secs
+    per_req = (run_ir - base_share) / REQUESTS
+    return {
+        "mode": mode, "path": path, "ir": run_ir, "base_ir": base_ir, "idle_secs": idle_secs,
+        "run_secs": run_secs, "base_share": base_share, "per_req": per_req, "file": run_file,
+        "inclusive": top_functions(run_file, True, TOP, run_ir),
+        "self": top_functions(run_file, False, TOP, run_ir),
+    }
+
+
+def table(rows):
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, r in enumerate(rows):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if n == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+DESCRIPTIONS = {
+    "proxy": "proxied 100-byte GET (route reads req.path and a header, returns an upstream)",
+    "local": "kvstore.lua GET of a 100-byte value (on_get, shared dict)",
+}
+
+
+def report(results, out_md, version):
+    lines = ["# luaproxy instruction counts (callgrind)", "",
+             f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+             f"- Version: {version}; valgrind "
+             f"{subprocess.run(['valgrind', '--version'], capture_output=True, text=True).stdout.strip()}",
+             f"- {REQUESTS} requests after {WARMUP} warm-up ones, one after another on one keep-alive "
+             "connection, luaproxy -w 1; the worker process only (its watchdog thread included).",
+             ""]
+    summary = [["path", "Ir per request", "Ir measured", "idle baseline subtracted"]]
+    for r in results:
+        summary.append([DESCRIPTIONS[r["mode"]], f"{r['per_req']:,.0f}", f"{r['ir']:,}",
+                        f"{r['base_share']:,.0f} ({r['base_ir']:,} Ir in {r['idle_secs']:.1f} s idle)"])
+    lines += [table(summary), ""]
+    for r in results:
+        for kind in ("inclusive", "self"):
+            rows = [["function", f"{kind} Ir/request", "share"]]
+            for ir, fn in r[kind]:
+                rows.append([fn, f"{ir / REQUESTS:,.0f}", f"{100 * ir / r['ir']:.1f} %"])
+            lines += [f"## {r['mode']}: top functions by {kind} cost", "", table(rows), ""]
+    lines.append("Raw dumps: build/bench/callgrind/ (open with callgrind_annotate or kcachegrind).")
+    text = "\n".join(lines) + "\n"
+    with open(out_md, "w") as f:
+        f.write(text)
+    print(text)
+
+
+def main():
+    luaproxy, out_dir = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    for tool in ("valgrind", "callgrind_control", "callgrind_annotate", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"bench-callgrind: {tool} is not installed (try: bash scripts/deps.sh bench)")
+    if not os.access(luaproxy, os.X_OK):
+        sys.exit(f"bench-callgrind: {luaproxy} is not built")
+    cg_dir = os.path.join(out_dir, "callgrind")
+    shutil.rmtree(cg_dir, ignore_errors=True)
+    os.makedirs(cg_dir)
+    tmp = tempfile.mkdtemp(prefix="luaproxy-callgrind.")
+    results = []
+    try:
+        origin_port, *ports = free_ports(1 + len(PATHS))
+        odir = os.path.join(tmp, "origin")
+        os.makedirs(odir)
+        user = f"user {os.popen('id -un').read().strip()} {os.popen('id -gn').read().strip()};" \
+            if os.getuid() == 0 else "# not root"
+        render("origin-small.conf.in", os.path.join(odir, "nginx.conf"),
+               {"DIR": odir, "PORT": origin_port, "USER_LINE": user})
+        origin = start(["nginx", "-p", odir + "/", "-c", os.path.join(odir, "nginx.conf"), "-e",
+                        os.path.join(odir, "error.log")], os.path.join(cg_dir, "origin.log"))
+        wait_http(origin_port, "/", (200,), origin, 10)
+        for mode, port in zip(PATHS, ports):
+            if mode not in DESCRIPTIONS:
+                sys.exit(f"bench-callgrind: unknown path '{mode}' (known: proxy local)")
+            results.append(measure(luaproxy, mode, origin_port, port, tmp, cg_dir))
+        stop(origin)
+    finally:
+        for p in list(started):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+    version = subprocess.run([luaproxy, "-V"], capture_output=True, text=True).stdout.strip()
+    report(results, os.path.join(out_dir, "callgrind.md"), version)
+
+
+if __name__ == "__main__":
+    main()
