@@ -229,29 +229,9 @@ launch() {
 
 # --- helpers ----------------------------------------------------------------
 
-# N free ports on 127.0.0.1, below the ephemeral range so that the many
-# outgoing loopback connections of a run cannot have taken one meanwhile.
+# N free ports on 127.0.0.1 (see benchlib.py).
 free_ports() {
-    python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-    low = int(f.read().split()[0])
-candidates = list(range(15000, low if low > 16000 else 32768))
-random.shuffle(candidates)
-held = []
-for port in candidates:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    if len(held) == n:
-        break
-print(" ".join(str(s.getsockname()[1]) for s in held))
-EOF
+    python3 "$BENCH_DIR/benchlib.py" free-ports "$1"
 }
 
 # render TEMPLATE OUTPUT DIR PORT [SPLICE_LINE [GLOBAL_LINES]]

@@ -25,7 +25,6 @@ is on 127.0.0.1 and every wait is bounded.
 """
 import glob
 import os
-import random
 import re
 import shutil
 import signal
@@ -34,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchlib import free_ports, markdown_table, read_response
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH_DIR = os.path.join(ROOT, "scripts", "bench")
@@ -52,28 +53,6 @@ def log(msg):
     print(f"bench-callgrind: {msg}", file=sys.stderr, flush=True)
 
 
-def free_ports(n):
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        low = int(f.read().split()[0])
-    candidates = list(range(15000, low if low > 16000 else 32768))
-    random.shuffle(candidates)
-    held = []
-    for port in candidates:
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            s.close()
-            continue
-        held.append(s)
-        if len(held) == n:
-            break
-    ports = [s.getsockname()[1] for s in held]
-    for s in held:
-        s.close()
-    return ports
-
-
 def render(template, out, values):
     with open(os.path.join(BENCH_DIR, template)) as f:
         text = f.read()
@@ -84,29 +63,6 @@ def render(template, out, values):
         sys.exit(f"bench-callgrind: {template}: placeholder {left.group(0)} not filled")
     with open(out, "w") as f:
         f.write(text)
-
-
-def read_response(s, buf):
-    """One response with a Content-Length from s; returns (status, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("connection closed before the response head")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    while len(rest) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("connection closed in the response body")
-        rest += chunk
-    return status, rest[length:]
 
 
 def request(port, method, path, body=b"", headers="", timeout=5.0):
@@ -291,16 +247,6 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
     }
 
 
-def table(rows):
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for n, r in enumerate(rows):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-        if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
-
-
 DESCRIPTIONS = {
     "proxy": "proxied 100-byte GET (route reads req.path and a header, returns an upstream)",
     "local": "kvstore.lua GET of a 100-byte value (on_get, shared dict)",
@@ -319,13 +265,13 @@ def report(results, out_md, version):
     for r in results:
         summary.append([DESCRIPTIONS[r["mode"]], f"{r['per_req']:,.0f}", f"{r['ir']:,}",
                         f"{r['base_share']:,.0f} ({r['base_ir']:,} Ir in {r['idle_secs']:.1f} s idle)"])
-    lines += [table(summary), ""]
+    lines += [markdown_table(summary), ""]
     for r in results:
         for kind in ("inclusive", "self"):
             rows = [["function", f"{kind} Ir/request", "share"]]
             for ir, fn in r[kind]:
                 rows.append([fn, f"{ir / REQUESTS:,.0f}", f"{100 * ir / r['ir']:.1f} %"])
-            lines += [f"## {r['mode']}: top functions by {kind} cost", "", table(rows), ""]
+            lines += [f"## {r['mode']}: top functions by {kind} cost", "", markdown_table(rows), ""]
     lines.append("Raw dumps: build/bench/callgrind/ (open with callgrind_annotate or kcachegrind).")
     text = "\n".join(lines) + "\n"
     with open(out_md, "w") as f:

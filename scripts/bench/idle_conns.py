@@ -17,32 +17,9 @@ import socket
 import sys
 import time
 
+from benchlib import read_response
+
 CONNECT_TIMEOUT = 5.0
-
-
-def read_answer(s, buf=b""):
-    """Reads one response with a Content-Length; returns the status code."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("connection closed before the response head")
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    length = None
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    if length is None:
-        raise OSError("response without Content-Length")
-    while len(body) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("connection closed in the response body")
-        body += chunk
-    return status
 
 
 def main():
@@ -63,7 +40,7 @@ def main():
             s = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT)
             conns.append(s)
             s.sendall(request)
-            status = read_answer(s)
+            status, _ = read_response(s)
             if status != 200:
                 raise OSError(f"answer {status}, not 200")
     except OSError as e:

@@ -14,6 +14,8 @@ are computed here rather than in bash, which has no floating point.
 """
 import sys
 
+from benchlib import markdown_table
+
 BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB", "kv": "kv GET"}
 # Below this many clock ticks the CPU figure is too coarse to compare.
 MIN_TICKS = 50
@@ -73,18 +75,6 @@ def read_tsv(path, fields):
     except FileNotFoundError:
         pass
     return rows
-
-
-def render(table):
-    """Cells padded to equal width: the same text reads as a table in a
-    terminal and renders as one in markdown."""
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = []
-    for n, r in enumerate(table):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def runs_table(rows, measured):
@@ -265,7 +255,7 @@ def main():
     targets = targets_table(measured, cases, per_conn, workers, scaling_case)
     if len(targets.table) > 1:
         sections.append((f"Targets (issue 7): {targets.passed} PASS, {targets.missed} MISS",
-                         render(targets.table),
+                         markdown_table(targets.table),
                          "ratio: luaproxy's figure divided by the reference's from the same run. "
                          "CPU: user + system time of all the proxy's processes during the measured "
                          "run. scaling: with the load generator on other cores each worker would "
@@ -273,7 +263,7 @@ def main():
                          "1 / (CPU per request at -w1); on this shared machine that projection, "
                          "not the requests/s, is the figure."))
     if rows:
-        sections.append(("Runs", render(runs_table(rows, measured)),
+        sections.append(("Runs", markdown_table(runs_table(rows, measured)),
                          "throughput: requests/s for 100-byte answers and kv GETs, MB/s (10^6 bytes, "
                          "as received by wrk) for the files. proxy CPU: user + system time of the "
                          "proxy's own processes (master, workers, threads) during the measured run, "
@@ -282,7 +272,7 @@ def main():
                          "nginx-lua-kv for kv GETs (higher is better for throughput, lower for p99 "
                          "and CPU)."))
     if mem_rows:
-        sections.append(("Idle keep-alive connections", render(memory_table(mem_rows, per_conn)),
+        sections.append(("Idle keep-alive connections", markdown_table(memory_table(mem_rows, per_conn)),
                          "Each proxy started afresh, loaded for 1 s (wrk -c50), then RSS summed over "
                          "all its processes; then the connections were opened, each made one request "
                          "and stayed idle, and RSS was summed again. per connection: the growth "
