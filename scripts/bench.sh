@@ -38,6 +38,11 @@
 #   BENCH_MEM_PROXIES="luaproxy nginx haproxy"   the idle-connection case
 #                       ("" skips it)
 #   BENCH_IDLE_CONNS=10000   connections held in the idle-connection case
+#   BENCH_KEEPALIVE=256  idle backend connections luaproxy and nginx keep per
+#                       worker and upstream (HAProxy's idle pool has no cap):
+#                       below the concurrency per worker (c200 over two
+#                       workers), both open and close backend connections
+#                       all the time, and that, not proxying, is then measured
 #   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
 #
 # The default run takes about five minutes. Output: the tables on stdout and
@@ -61,6 +66,7 @@ CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10 64m-c2 kv-c50}
 SCALING_CASE=${BENCH_SCALING_CASE:-small-c50}
 MEM_PROXIES=${BENCH_MEM_PROXIES-luaproxy nginx haproxy}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+KEEPALIVE=${BENCH_KEEPALIVE:-256}
 KNOWN_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1"
 # The local-handler case: one key, a 100-byte value, as the small origin's.
 KV_KEY=/k
@@ -84,7 +90,7 @@ die() {
 
 check_settings() {
     local v tool
-    for v in WORKERS DURATION WARMUP START_TIMEOUT IDLE_CONNS; do
+    for v in WORKERS DURATION WARMUP START_TIMEOUT IDLE_CONNS KEEPALIVE; do
         [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
     done
     ((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
@@ -241,7 +247,7 @@ render() {
         -e "s|@GLOBAL_LINES@|${6:-}|g" \
         -e "s|@WORKERS@|$WORKERS|g" -e "s|@SMALL_PORT@|$SMALL_PORT|g" \
         -e "s|@BIG_PORT@|$BIG_PORT|g" -e "s|@USER_LINE@|$USER_LINE|g" \
-        -e "s|@KV_KEY@|$KV_KEY|g" -e "s|@KV_BODY@|$KV_BODY|g" \
+        -e "s|@KV_KEY@|$KV_KEY|g" -e "s|@KV_BODY@|$KV_BODY|g" -e "s|@KEEPALIVE@|$KEEPALIVE|g" \
         -e "s|@MODULE_DIR@|$MODULE_DIR|g" "$BENCH_DIR/$1" >"$out" || return 1
     if grep -q '@[A-Z_]*@' "$out"; then
         die "$1 has a placeholder that bench.sh does not fill: $(grep -o '@[A-Z_]*@' "$out" | head -1)"

@@ -6,9 +6,11 @@
 Instruction counts do not move with the load of a shared machine, so this
 is the figure to compare before and after a change. For each path:
 
-  proxy  route() reads req.path and a header and returns an upstream (the
-         bench's proxy.lua); a 100-byte answer from an nginx origin
-  local  examples/kvstore.lua answering GET /k of a 100-byte value
+  proxy   route() reads req.path and a header and returns an upstream (the
+          bench's proxy.lua); a 100-byte answer from an nginx origin
+  static  the same, but route() returns the upstream without reading req
+          (static.lua.in): the difference is the cost of the Lua work
+  local   examples/kvstore.lua answering GET /k of a 100-byte value
 
 luaproxy -w 1 runs under `valgrind --tool=callgrind`. valgrind follows the
 worker across fork() by itself (there is no exec), so the worker is
@@ -19,7 +21,7 @@ one keep-alive connection and are dumped. Ir per request is the second dump
 minus the baseline's rate over the same time, divided by REQUESTS.
 
 Environment: CALLGRIND_REQUESTS=2000, CALLGRIND_WARMUP=300, CALLGRIND_TOP=15,
-CALLGRIND_PATHS="proxy local". Output: OUT_DIR/callgrind.md, the raw dumps
+CALLGRIND_PATHS="proxy static local". Output: OUT_DIR/callgrind.md, the raw dumps
 in OUT_DIR/callgrind/. Only processes started here are signalled; everything
 is on 127.0.0.1 and every wait is bounded.
 """
@@ -27,107 +29,23 @@ import glob
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchlib import free_ports, markdown_table, read_response
+from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, drive, free_ports, markdown_table, render,
+                      request, start, start_origin, stop, stop_all, wait_http)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH_DIR = os.path.join(ROOT, "scripts", "bench")
 REQUESTS = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
 WARMUP = int(os.environ.get("CALLGRIND_WARMUP", "300"))
 TOP = int(os.environ.get("CALLGRIND_TOP", "15"))
-PATHS = os.environ.get("CALLGRIND_PATHS", "proxy local").split()
+PATHS = os.environ.get("CALLGRIND_PATHS", "proxy static local").split()
 START_TIMEOUT = 60  # LuaJIT and the script start slowly under valgrind
-KV_KEY = "/k"
-KV_BODY = b"0123456789" * 10
-
-started = []  # Popen objects of everything we started, to stop at exit
 
 
 def log(msg):
     print(f"bench-callgrind: {msg}", file=sys.stderr, flush=True)
-
-
-def render(template, out, values):
-    with open(os.path.join(BENCH_DIR, template)) as f:
-        text = f.read()
-    for k, v in values.items():
-        text = text.replace(f"@{k}@", str(v))
-    left = re.search(r"@[A-Z_]+@", text)
-    if left:
-        sys.exit(f"bench-callgrind: {template}: placeholder {left.group(0)} not filled")
-    with open(out, "w") as f:
-        f.write(text)
-
-
-def request(port, method, path, body=b"", headers="", timeout=5.0):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}"
-                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        return read_response(s, b"")[0]
-
-
-def drive(port, path, n):
-    """n GETs, one after another on one keep-alive connection."""
-    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        buf = b""
-        for _ in range(n):
-            s.sendall(req)
-            status, buf = read_response(s, buf)
-            if status != 200:
-                raise OSError(f"GET {path} answered {status}")
-
-
-def wait_http(port, path, ok, proc, timeout):
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with status {proc.returncode}")
-        try:
-            status = request(port, "GET", path, timeout=2)
-            if status in ok:
-                return
-            last = f"status {status}"
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.3)
-    raise RuntimeError(f"GET {path} not ready after {timeout}s: {last}")
-
-
-def start(cmd, logfile):
-    f = open(logfile, "w")
-    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    f.close()
-    started.append(p)
-    return p
-
-
-def stop(p, grace=20):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"pid {p.pid} did not stop on SIGTERM, killing it")
-            p.kill()
-            p.wait()
-    if p in started:
-        started.remove(p)
-
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def callgrind_control(args, timeout=60):
@@ -201,7 +119,11 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
     os.makedirs(wdir)
     if mode == "proxy":
         script = os.path.join(wdir, "proxy.lua")
-        render("proxy.lua.in", script, {"SMALL_PORT": origin_port, "BIG_PORT": origin_port})
+        render("proxy.lua.in", script, {"SMALL_PORT": origin_port, "BIG_PORT": origin_port, "KEEPALIVE": KEEPALIVE})
+        path = "/"
+    elif mode == "static":
+        script = os.path.join(wdir, "static.lua")
+        render("static.lua.in", script, {"SMALL_PORT": origin_port, "KEEPALIVE": KEEPALIVE})
         path = "/"
     else:
         script = os.path.join(ROOT, "examples", "kvstore.lua")
@@ -249,6 +171,7 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
 
 DESCRIPTIONS = {
     "proxy": "proxied 100-byte GET (route reads req.path and a header, returns an upstream)",
+    "static": "proxied 100-byte GET (route returns the upstream without reading req)",
     "local": "kvstore.lua GET of a 100-byte value (on_get, shared dict)",
 }
 
@@ -293,23 +216,14 @@ def main():
     results = []
     try:
         origin_port, *ports = free_ports(1 + len(PATHS))
-        odir = os.path.join(tmp, "origin")
-        os.makedirs(odir)
-        user = f"user {os.popen('id -un').read().strip()} {os.popen('id -gn').read().strip()};" \
-            if os.getuid() == 0 else "# not root"
-        render("origin-small.conf.in", os.path.join(odir, "nginx.conf"),
-               {"DIR": odir, "PORT": origin_port, "USER_LINE": user})
-        origin = start(["nginx", "-p", odir + "/", "-c", os.path.join(odir, "nginx.conf"), "-e",
-                        os.path.join(odir, "error.log")], os.path.join(cg_dir, "origin.log"))
-        wait_http(origin_port, "/", (200,), origin, 10)
+        origin = start_origin(tmp, origin_port, os.path.join(cg_dir, "origin.log"))
         for mode, port in zip(PATHS, ports):
             if mode not in DESCRIPTIONS:
-                sys.exit(f"bench-callgrind: unknown path '{mode}' (known: proxy local)")
+                sys.exit(f"bench-callgrind: unknown path '{mode}' (known: proxy static local)")
             results.append(measure(luaproxy, mode, origin_port, port, tmp, cg_dir))
         stop(origin)
     finally:
-        for p in list(started):
-            stop(p)
+        stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     version = subprocess.run([luaproxy, "-V"], capture_output=True, text=True).stdout.strip()
     report(results, os.path.join(out_dir, "callgrind.md"), version)
