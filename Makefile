@@ -6,6 +6,7 @@
 #   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
 #   make bench           benchmarks against nginx and HAProxy: every issue-7 target, PASS/MISS
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
+#   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
@@ -46,7 +47,7 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps run test test-asan unit integration bench bench-callgrind clean install format
+.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile clean install format
 all: $(BUILD)/luaproxy
 
 # Installs missing Debian packages once; the stamp keeps later builds quiet.
@@ -98,6 +99,12 @@ bench: $(BUILD)/luaproxy
 bench-callgrind: $(BUILD)/luaproxy
 	@bash scripts/deps.sh callgrind
 	@python3 scripts/bench/callgrind.py $(BUILD)/luaproxy build/bench
+
+# perf stat/record, syscall tracepoints and strace on loaded workers; writes
+# build/bench/profile.md. Needs perf to be allowed (perf_event_paranoid).
+bench-profile: $(BUILD)/luaproxy
+	@bash scripts/deps.sh profile
+	@python3 scripts/bench/perfprofile.py $(BUILD)/luaproxy build/bench
 
 install: $(BUILD)/luaproxy
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaproxy/examples
