@@ -120,12 +120,12 @@ def phase_perf(port, path, conns, workers, d):
         m = line.match(ln)
         if m:
             symbols.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
-    kernel = sum(p for p, _, k, _ in symbols if k == "k")
     dsos = []
     for ln in dso.splitlines():
         m = re.match(r"^\s+([\d.]+)%\s+(.+)$", ln)
         if m:
             dsos.append((float(m.group(1)), m.group(2).strip()))
+    kernel = sum(p for p, name in dsos if name.startswith("[kernel"))
     return {"symbols": symbols[:TOP], "dsos": dsos, "kernel_pct": kernel}
 
 
