@@ -128,9 +128,12 @@ struct bconn *pool_get(struct pool *p)
          * is all but confined to connections idle for a while, and only
          * those are peeked at: under load, connections come back within
          * milliseconds, and the peek was one syscall of seven per proxied
-         * request, always failing with EAGAIN. A close the peek would have
-         * caught, or one it misses, ends as a failure before any response
-         * byte, which forward retries on a fresh connection. */
+         * request, always failing with EAGAIN. A close missed here ends as
+         * a failure before any response byte, which forward retries on a
+         * fresh connection unless body bytes already left the client (the
+         * peek cannot close that window either: the backend may close right
+         * after it). Stray bytes from the backend in that same turn would be
+         * read as the answer; nginx's keepalive cache does not peek at all. */
         if (W.loop.now_ms - b->idle_since_ms < PEEK_AFTER_MS) {
             reuses++;
             return b;
