@@ -367,8 +367,10 @@ int http_response_end(struct buf *out, const struct http_response *r, double wal
         buf_append(out, length, length_len);
         APPEND_LIT(out, "\r\n");
     }
-    if (!r->keep_alive) APPEND_LIT(out, "Connection: close\r\n");
-    else if (r->http10) APPEND_LIT(out, "Connection: keep-alive\r\n");
+    if (!r->keep_alive)
+        APPEND_LIT(out, "Connection: close\r\n");
+    else if (r->http10)
+        APPEND_LIT(out, "Connection: keep-alive\r\n");
     APPEND_LIT(out, "\r\n");
     return buf_append(out, body, blen);
 }
