@@ -4,7 +4,9 @@
 #   make run             install deps, build, serve examples/kvstore.lua on 127.0.0.1:8080
 #   make test            install deps, build, run every suite; ends with "N passed, M failed"
 #   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
-#   make bench           benchmarks against nginx and HAProxy
+#   make bench           benchmarks against nginx and HAProxy: every issue-7 target, PASS/MISS
+#   make bench-callgrind instructions per request (proxied and local paths) under callgrind
+#   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
@@ -45,7 +47,7 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps run test test-asan unit integration bench clean install format
+.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile clean install format
 all: $(BUILD)/luaproxy
 
 # Installs missing Debian packages once; the stamp keeps later builds quiet.
@@ -91,6 +93,18 @@ run: $(BUILD)/luaproxy
 bench: $(BUILD)/luaproxy
 	@bash scripts/deps.sh bench
 	@LUAPROXY=$(BUILD)/luaproxy bash scripts/bench.sh
+
+# Instruction counts do not move with machine noise: the figure to compare
+# before and after a change. Writes build/bench/callgrind.md.
+bench-callgrind: $(BUILD)/luaproxy
+	@bash scripts/deps.sh callgrind
+	@python3 scripts/bench/callgrind.py $(BUILD)/luaproxy build/bench
+
+# perf stat/record, syscall tracepoints and strace on loaded workers; writes
+# build/bench/profile.md. Needs perf to be allowed (perf_event_paranoid).
+bench-profile: $(BUILD)/luaproxy
+	@bash scripts/deps.sh profile
+	@python3 scripts/bench/perfprofile.py $(BUILD)/luaproxy build/bench
 
 install: $(BUILD)/luaproxy
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaproxy/examples

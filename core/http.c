@@ -281,11 +281,39 @@ static bool no_body_status(int status)
     return status < 200 || status == 204 || status == 304;
 }
 
+/* The response writer copies its pieces instead of formatting them:
+ * snprintf took a fifth of the instructions of a whole local answer
+ * (callgrind, kvstore GET: 2,900 of 14,150 per request). */
+
+/* Appends a string literal; the room was reserved before. */
+#define APPEND_LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Writes v in decimal so that it ends at end; returns where it starts. */
+static char *format_decimal(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
 int http_response_begin(struct buf *out, const struct http_response *r)
 {
-    char line[80];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", r->status, http_reason(r->status));
-    return buf_append(out, line, (size_t)n);
+    char num[24];
+    char *end = num + sizeof(num);
+    /* Statuses are 100-599 (the callers check); a negative one would be a
+     * bug, and is written as 0 rather than as a huge number. */
+    char *digits = format_decimal(end, r->status > 0 ? (uint64_t)r->status : 0);
+    const char *reason = http_reason(r->status);
+    size_t dlen = (size_t)(end - digits), rlen = strlen(reason);
+    int rc = buf_reserve(out, 9 + dlen + 1 + rlen + 2);
+    if (rc) return rc;
+    APPEND_LIT(out, "HTTP/1.1 ");
+    buf_append(out, digits, dlen);
+    APPEND_LIT(out, " ");
+    buf_append(out, reason, rlen);
+    return APPEND_LIT(out, "\r\n");
 }
 
 static bool name_is(const char *name, size_t nlen, const char *want)
@@ -315,23 +343,35 @@ int http_response_header(struct buf *out, struct http_response *r, const char *n
 int http_response_end(struct buf *out, const struct http_response *r, double wall_now,
                       const char *body, size_t blen)
 {
-    char tail[256];
-    int n = 0;
-    if (!r->has_server) n += snprintf(tail + n, sizeof(tail) - (size_t)n, "Server: luaproxy\r\n");
-    if (!r->has_date)
-        n += snprintf(tail + n, sizeof(tail) - (size_t)n, "Date: %s\r\n", http_date(wall_now));
     bool bodyless = no_body_status(r->status);
-    if (!bodyless)
-        n += snprintf(tail + n, sizeof(tail) - (size_t)n, "Content-Length: %zu\r\n", blen);
-    if (!r->keep_alive)
-        n += snprintf(tail + n, sizeof(tail) - (size_t)n, "Connection: close\r\n");
-    else if (r->http10)
-        n += snprintf(tail + n, sizeof(tail) - (size_t)n, "Connection: keep-alive\r\n");
-    n += snprintf(tail + n, sizeof(tail) - (size_t)n, "\r\n");
+    const char *date = r->has_date ? "" : http_date(wall_now);
+    size_t date_len = strlen(date);
+    char num[24];
+    char *end = num + sizeof(num);
+    char *length = format_decimal(end, blen);
+    size_t length_len = (size_t)(end - length);
     if (bodyless || r->head_only) blen = 0;
-    int rc = buf_reserve(out, (size_t)n + blen);
+    /* The longest the fixed lines can be, then the body. */
+    int rc = buf_reserve(out, sizeof("Server: luaproxy\r\n") + sizeof("Date: \r\n") + date_len +
+                                  sizeof("Content-Length: \r\n") + length_len +
+                                  sizeof("Connection: keep-alive\r\n") + 2 + blen);
     if (rc) return rc;
-    buf_append(out, tail, (size_t)n);
+    if (!r->has_server) APPEND_LIT(out, "Server: luaproxy\r\n");
+    if (!r->has_date) {
+        APPEND_LIT(out, "Date: ");
+        buf_append(out, date, date_len);
+        APPEND_LIT(out, "\r\n");
+    }
+    if (!bodyless) {
+        APPEND_LIT(out, "Content-Length: ");
+        buf_append(out, length, length_len);
+        APPEND_LIT(out, "\r\n");
+    }
+    if (!r->keep_alive)
+        APPEND_LIT(out, "Connection: close\r\n");
+    else if (r->http10)
+        APPEND_LIT(out, "Connection: keep-alive\r\n");
+    APPEND_LIT(out, "\r\n");
     return buf_append(out, body, blen);
 }
 

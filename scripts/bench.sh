@@ -6,24 +6,49 @@
 # Two nginx origins (a 100-byte answer; 1 MiB and 64 MiB files) run on
 # loopback. Each proxy in turn is started in front of them with the same
 # worker count, loaded with wrk, and measured: requests/s, p99 latency and
-# the CPU time its own processes spent per request (or per GB moved).
+# the CPU time its own processes spent per request (or per GB moved). Then
+# luaproxy, nginx and HAProxy are started afresh one by one and hold 10,000
+# idle keep-alive client connections, each of which made one request: the
+# growth of their summed RSS per connection is the memory figure. The end is
+# a table of every target of issue 7 with its ratio and PASS or MISS.
+#
+# Proxies (each with BENCH_WORKERS workers, HAProxy with as many threads):
+#   luaproxy        route() reads req.path and a header, returns an upstream
+#   nginx           proxy_pass with a keep-alive upstream
+#   nginx-lua       the same with the same decision in access_by_lua_block
+#   haproxy         http-reuse always; haproxy-splice adds option splice-auto,
+#                   haproxy-splice-response option splice-response
+#   luaproxy-kv     examples/kvstore.lua answering GET /k itself
+#   nginx-lua-kv    content_by_lua_block reading a lua_shared_dict
+#   luaproxy-w1     luaproxy with one worker, for the scaling figure
+# Cases are BODY-cCONNECTIONS: small (100 B), 1m, 64m (files), kv (GET /k of
+# a 100-byte value, only for the -kv proxies). Each proxy runs the cases that
+# apply to it: nginx-lua the small ones, the splice variants the files,
+# luaproxy-w1 only BENCH_SCALING_CASE.
 #
 # Environment (all optional):
 #   BENCH_WORKERS=2     worker processes (nginx, luaproxy), threads (HAProxy)
 #   BENCH_DURATION=10   seconds per measured wrk run
 #   BENCH_WARMUP=2      seconds of unmeasured load before each run, so that
-#                       Lua code is JIT-compiled and pools are full (0: none)
+#                       Lua code is compiled (nginx-lua) and pools are full
 #   BENCH_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice
-#                  haproxy-splice-response"   (the splice variants run the
-#                       large-body cases only)
-#   BENCH_CASES="small-c50 small-c200 1m-c10"   BODY-cCONNECTIONS, BODY one of
-#                       small, 1m, 64m (e.g. add 64m-c2)
+#                  haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1"
+#   BENCH_CASES="small-c50 small-c200 1m-c10 64m-c2 kv-c50"
+#   BENCH_SCALING_CASE=small-c50   the case luaproxy-w1 runs
+#   BENCH_MEM_PROXIES="luaproxy nginx haproxy"   the idle-connection case
+#                       ("" skips it)
+#   BENCH_IDLE_CONNS=10000   connections held in the idle-connection case
+#   BENCH_KEEPALIVE=256  idle backend connections luaproxy and nginx keep per
+#                       worker and upstream (HAProxy's idle pool has no cap):
+#                       below the concurrency per worker (c200 over two
+#                       workers), both open and close backend connections
+#                       all the time, and that, not proxying, is then measured
 #   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
 #
-# Output: the table on stdout and in build/bench/results.md; wrk outputs and
-# proxy logs in build/bench/logs/. A proxy that does not start gets a
-# "failed to start" row and the run goes on. Only processes started here
-# are ever signalled, and only on 127.0.0.1.
+# The default run takes about five minutes. Output: the tables on stdout and
+# in build/bench/results.md; wrk outputs and proxy logs in build/bench/logs/.
+# A proxy that does not start gets a "failed to start" row and the run goes
+# on. Only processes started here are ever signalled, and only on 127.0.0.1.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,12 +61,21 @@ WORKERS=${BENCH_WORKERS:-2}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
-PROXIES=${BENCH_PROXIES:-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response}
-CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10}
+PROXIES=${BENCH_PROXIES-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1}
+CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10 64m-c2 kv-c50}
+SCALING_CASE=${BENCH_SCALING_CASE:-small-c50}
+MEM_PROXIES=${BENCH_MEM_PROXIES-luaproxy nginx haproxy}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+KEEPALIVE=${BENCH_KEEPALIVE:-256}
+KNOWN_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1"
+# The local-handler case: one key, a 100-byte value, as the small origin's.
+KV_KEY=/k
+KV_BODY=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789
 
 OUT_DIR=$ROOT/build/bench
 LOG_DIR=$OUT_DIR/logs
 RESULTS_TSV=$OUT_DIR/results.tsv
+MEM_TSV=$OUT_DIR/memory.tsv
 CLK_TCK=$(getconf CLK_TCK)
 
 STARTED_PIDS=() # roots of every process tree we started and have not reaped
@@ -56,10 +90,14 @@ die() {
 
 check_settings() {
     local v tool
-    for v in WORKERS DURATION WARMUP START_TIMEOUT; do
+    for v in WORKERS DURATION WARMUP START_TIMEOUT IDLE_CONNS KEEPALIVE; do
         [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
     done
     ((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
+    local p
+    for p in $PROXIES $MEM_PROXIES; do
+        [[ " $KNOWN_PROXIES " == *" $p "* ]] || die "unknown proxy '$p' (known: $KNOWN_PROXIES)"
+    done
     for tool in nginx haproxy wrk curl python3 timeout flock; do
         command -v "$tool" >/dev/null || die "$tool is not installed (try: bash scripts/deps.sh bench)"
     done
@@ -197,37 +235,19 @@ launch() {
 
 # --- helpers ----------------------------------------------------------------
 
-# N free ports on 127.0.0.1, below the ephemeral range so that the many
-# outgoing loopback connections of a run cannot have taken one meanwhile.
+# N free ports on 127.0.0.1 (see benchlib.py).
 free_ports() {
-    python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-    low = int(f.read().split()[0])
-candidates = list(range(15000, low if low > 16000 else 32768))
-random.shuffle(candidates)
-held = []
-for port in candidates:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    if len(held) == n:
-        break
-print(" ".join(str(s.getsockname()[1]) for s in held))
-EOF
+    python3 "$BENCH_DIR/benchlib.py" free-ports "$1"
 }
 
-# render TEMPLATE OUTPUT DIR PORT [SPLICE_LINE]
+# render TEMPLATE OUTPUT DIR PORT [SPLICE_LINE [GLOBAL_LINES]]
 render() {
     local out=$2
     sed -e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g" -e "s|@SPLICE_LINE@|${5:-}|g" \
+        -e "s|@GLOBAL_LINES@|${6:-}|g" \
         -e "s|@WORKERS@|$WORKERS|g" -e "s|@SMALL_PORT@|$SMALL_PORT|g" \
         -e "s|@BIG_PORT@|$BIG_PORT|g" -e "s|@USER_LINE@|$USER_LINE|g" \
+        -e "s|@KV_KEY@|$KV_KEY|g" -e "s|@KV_BODY@|$KV_BODY|g" -e "s|@KEEPALIVE@|$KEEPALIVE|g" \
         -e "s|@MODULE_DIR@|$MODULE_DIR|g" "$BENCH_DIR/$1" >"$out" || return 1
     if grep -q '@[A-Z_]*@' "$out"; then
         die "$1 has a placeholder that bench.sh does not fill: $(grep -o '@[A-Z_]*@' "$out" | head -1)"
@@ -244,10 +264,11 @@ log_tail() {
     printf '%s\n' "$lines" | tr '\n\t|' '  /' | sed -e 's/  */ /g' -e 's/^ //' -e 's/ $//' | cut -c1-240
 }
 
-# wait_ready URL PID: until GET URL answers 200, the process is gone, or
-# START_TIMEOUT passes. Sets READY_ERR when it fails.
+# wait_ready URL PID [CODES]: until GET URL answers with a status matching
+# the regex CODES (200), the process is gone, or START_TIMEOUT passes. Sets
+# READY_ERR when it fails.
 wait_ready() {
-    local url=$1 pid=$2 code=000 status deadline=$((SECONDS + START_TIMEOUT))
+    local url=$1 pid=$2 want=${3:-200} code=000 status deadline=$((SECONDS + START_TIMEOUT))
     while ((SECONDS < deadline)); do
         if ! running "$pid"; then
             wait "$pid"
@@ -258,10 +279,10 @@ wait_ready() {
         fi
         # --noproxy: an http_proxy in the environment must not reroute this.
         code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 2 "$url") || true
-        [[ $code == 200 ]] && return 0
+        [[ $code =~ ^($want)$ ]] && return 0
         sleep 0.2
     done
-    READY_ERR="GET $url still answered '$code' (not 200) after ${START_TIMEOUT}s"
+    READY_ERR="GET $url still answered '$code' (not $want) after ${START_TIMEOUT}s"
     return 1
 }
 
@@ -301,7 +322,7 @@ setup() {
     # files; the second one stops here instead.
     exec 9>"$OUT_DIR/.lock"
     flock -n 9 || die "another bench.sh is running (lock $OUT_DIR/.lock)"
-    rm -rf "$LOG_DIR" "$RESULTS_TSV"
+    rm -rf "$LOG_DIR" "$RESULTS_TSV" "$MEM_TSV"
     mkdir -p "$LOG_DIR"
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/luaproxy-bench.XXXXXX") || die "mktemp failed"
 
@@ -333,9 +354,9 @@ setup() {
         log "$BUSY_NOTE"
     fi
 
-    # Two origins, then one port per proxy.
+    # Two origins, then one port per proxy, then one per memory run.
     local nports
-    nports=$((2 + $(wc -w <<<"$PROXIES")))
+    nports=$((2 + $(wc -w <<<"$PROXIES $MEM_PROXIES")))
     read -r -a PORTS <<<"$(free_ports "$nports")"
     ((${#PORTS[@]} == nports)) || die "could not find $nports free ports on 127.0.0.1"
     SMALL_PORT=${PORTS[0]}
@@ -367,58 +388,92 @@ start_origins() {
 
 # --- proxies ----------------------------------------------------------------
 
-# start_proxy NAME PORT: sets PROXY_PID, or FAIL_REASON and returns 1.
+# start_proxy NAME PORT [LABEL]: sets PROXY_PID, or FAIL_REASON and returns
+# 1. LABEL (default NAME) names its directory and logs; "mem-..." marks the
+# idle-connection runs, which need HAProxy to take more clients.
 start_proxy() {
-    local name=$1 port=$2 dir=$TMP/$1
+    local name=$1 port=$2 label=${3:-$1}
+    local dir=$TMP/$label ready_path=/ ready_codes=200
     mkdir -p "$dir"
     case $name in
-    luaproxy)
+    luaproxy | luaproxy-w1 | luaproxy-kv)
         if [[ ! -x $LUAPROXY ]]; then
             FAIL_REASON="$LUAPROXY is not built"
             return 1
         fi
-        render proxy.lua.in "$dir/proxy.lua" "$dir" "$port"
-        launch "$dir/output.log" "$LUAPROXY" -w "$WORKERS" --listen "127.0.0.1:$port" "$dir/proxy.lua"
+        local workers=$WORKERS script=$dir/proxy.lua
+        [[ $name == luaproxy-w1 ]] && workers=1
+        if [[ $name == luaproxy-kv ]]; then
+            script=$ROOT/examples/kvstore.lua
+            # Empty at start: any answer means it is up; the key comes next.
+            ready_path=$KV_KEY
+            ready_codes='200|404'
+        else
+            render proxy.lua.in "$script" "$dir" "$port"
+        fi
+        launch "$dir/output.log" "$LUAPROXY" -w "$workers" --listen "127.0.0.1:$port" "$script"
         ;;
     nginx)
         render nginx-proxy.conf.in "$dir/nginx.conf" "$dir" "$port"
         start_nginx "$dir"
         ;;
-    nginx-lua)
+    nginx-lua | nginx-lua-kv)
         if [[ -z $MODULE_DIR ]]; then
             FAIL_REASON="ndk_http_module.so / ngx_http_lua_module.so not found (package libnginx-mod-http-lua)"
             return 1
         fi
-        render nginx-lua.conf.in "$dir/nginx.conf" "$dir" "$port"
+        if [[ $name == nginx-lua-kv ]]; then
+            render nginx-lua-kv.conf.in "$dir/nginx.conf" "$dir" "$port"
+            ready_path=$KV_KEY
+        else
+            render nginx-lua.conf.in "$dir/nginx.conf" "$dir" "$port"
+        fi
         start_nginx "$dir"
         ;;
     haproxy | haproxy-splice | haproxy-splice-response)
         # splice-auto leaves splicing to HAProxy's judgement, and 2.6 did
         # not splice at all in this test (strace showed recvfrom/sendto
         # only); splice-response forces it for response bodies.
-        local splice=""
+        local splice="" global=""
         [[ $name == haproxy-splice ]] && splice="option splice-auto"
         [[ $name == haproxy-splice-response ]] && splice="option splice-response"
-        render haproxy.cfg.in "$dir/haproxy.cfg" "$dir" "$port" "$splice"
+        # Idle clients need no server side: room for all of them, and a
+        # start despite a descriptor limit below HAProxy's estimate.
+        [[ $label == mem-* ]] && global="maxconn $((IDLE_CONNS + 100))\n    no strict-limits"
+        render haproxy.cfg.in "$dir/haproxy.cfg" "$dir" "$port" "$splice" "$global"
         # -db: stay in the foreground, one process (threads), so $! is it.
         launch "$dir/output.log" haproxy -db -f "$dir/haproxy.cfg"
         ;;
     *)
-        FAIL_REASON="unknown proxy (known: luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response)"
+        FAIL_REASON="unknown proxy (known: $KNOWN_PROXIES)"
         return 1
         ;;
     esac
     PROXY_PID=$LAUNCHED
-    if ! wait_ready "http://127.0.0.1:$port/" "$PROXY_PID"; then
+    if ! wait_ready "http://127.0.0.1:$port$ready_path" "$PROXY_PID" "$ready_codes" ||
+        { [[ $name == luaproxy-kv ]] && ! kv_store "$port" "$PROXY_PID"; }; then
         local why
         why=$(log_tail "$dir/output.log")
         [[ -f $dir/error.log ]] && why+=" $(log_tail "$dir/error.log")"
         FAIL_REASON=$READY_ERR
         [[ -n ${why// /} ]] && FAIL_REASON+="; log: ${why# }"
         stop_tree "$PROXY_PID"
-        save_logs "$name"
+        save_logs "$label"
         return 1
     fi
+}
+
+# Stores the local-handler case's key in kvstore.lua, then waits until a GET
+# finds it (every worker shares the dict).
+kv_store() { # PORT PID
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 2 \
+        -H 'content-type: text/plain' --data-binary "$KV_BODY" "http://127.0.0.1:$1$KV_KEY") || true
+    if [[ $code != 201 && $code != 200 ]]; then
+        READY_ERR="POST $KV_KEY answered '$code', not 201"
+        return 1
+    fi
+    wait_ready "http://127.0.0.1:$1$KV_KEY" "$2"
 }
 
 save_logs() {
@@ -462,7 +517,7 @@ origin_ticks() {
 }
 
 # One row of results.tsv: proxy case status requests seconds bytes p99_ms
-# cputicks notes. report.py turns these into the table.
+# cputicks notes split. report.py turns these into the tables.
 record() {
     local IFS=$'\t'
     echo "$*" >>"$RESULTS_TSV"
@@ -513,20 +568,63 @@ run_wrk() { # CONNECTIONS SECONDS URL OUTPUT
     forget_pid "$pid"
 }
 
+# Prints "pid ticks" for every process of PID's tree but its root: the
+# workers of nginx and luaproxy (HAProxy's threads are one process).
+child_ticks() {
+    local pid start ticks
+    while read -r pid start ticks; do
+        [[ $pid == "$1" ]] || echo "$pid $ticks"
+    done < <(scan_tree "$1")
+}
+
+# The CPU ticks each child of the tree took between two child_ticks outputs,
+# largest first, joined with "/" (empty for a single process).
+split_ticks() { # BEFORE AFTER
+    local -A before=()
+    local pid ticks out=()
+    while read -r pid ticks; do
+        [[ -n $pid ]] && before[$pid]=$ticks
+    done <<<"$1"
+    while read -r pid ticks; do
+        [[ -n $pid ]] && out+=($((ticks - ${before[$pid]:-0})))
+    done <<<"$2"
+    ((${#out[@]} > 1)) || return 0
+    printf '%s\n' "${out[@]}" | sort -rn | paste -sd/
+}
+
+# The URL path of a case's body kind, empty for an unknown one.
+case_path() {
+    case $1 in
+    small) echo / ;;
+    1m) echo /1m ;;
+    64m) echo /64m ;;
+    kv) echo "$KV_KEY" ;;
+    esac
+}
+
+# Whether PROXY runs CASE: the -kv proxies answer only kv, nginx-lua exists
+# for the small (routing) cases, the splice variants only change how files
+# move, and luaproxy-w1 runs the scaling case only.
+applies() { # PROXY CASE
+    local body=${2%-c*}
+    case $1 in
+    *-kv) [[ $body == kv ]] ;;
+    luaproxy-w1) [[ $2 == "$SCALING_CASE" ]] ;;
+    nginx-lua) [[ $body == small ]] ;;
+    haproxy-splice*) [[ $body == 1m || $body == 64m ]] ;;
+    *) [[ $body != kv ]] ;;
+    esac
+}
+
 # run_case PROXY PID PORT CASE
 run_case() {
     local proxy=$1 pid=$2 port=$3 case=$4 body conns path out
-    local t0 t1 req secs bytes p99 non2xx errs notes=""
+    local t0 t1 req secs bytes p99 non2xx errs notes="" w0 w1
     body=${case%-c*}
     conns=${case##*-c}
-    case $body in
-    small) path=/ ;;
-    1m) path=/1m ;;
-    64m) path=/64m ;;
-    *) path="" ;;
-    esac
+    path=$(case_path "$body")
     if [[ -z $path || ! $conns =~ ^[0-9]+$ ]]; then
-        record "$proxy" "$case" failed 0 0 0 0 0 "unknown case (use small-cN, 1m-cN or 64m-cN)"
+        record "$proxy" "$case" failed 0 0 0 0 0 "unknown case (use small-cN, 1m-cN, 64m-cN or kv-cN)"
         return
     fi
     local url=http://127.0.0.1:$port$path
@@ -541,11 +639,13 @@ run_case() {
     local b0 o0 s0 b1 o1 s1 other
     b0=$(system_busy_ticks)
     o0=$(origin_ticks)
+    w0=$(child_ticks "$pid")
     t0=$(tree_ticks "$pid")
     own_ticks
     s0=$OWN_TICKS
     run_wrk "$conns" "$DURATION" "$url" "$out"
     t1=$(tree_ticks "$pid")
+    w1=$(child_ticks "$pid")
     o1=$(origin_ticks)
     own_ticks
     s1=$OWN_TICKS
@@ -565,14 +665,31 @@ run_case() {
         record "$proxy" "$case" failed 0 0 0 0 0 "no request completed: ${notes}$(log_tail "$out")"
         return
     fi
-    record "$proxy" "$case" ok "$req" "$secs" "$bytes" "$p99" $((t1 - t0)) "${notes%; }"
+    record "$proxy" "$case" ok "$req" "$secs" "$bytes" "$p99" $((t1 - t0)) "${notes%; }" \
+        "$(split_ticks "$w0" "$w1")"
+}
+
+# The next unused port of PORTS (the first two are the origins').
+PORT_INDEX=2
+next_port() {
+    PORT=${PORTS[$PORT_INDEX]}
+    PORT_INDEX=$((PORT_INDEX + 1))
 }
 
 run_all() {
-    local proxy port case port_index=2
+    local proxy port case any
     for proxy in $PROXIES; do
-        port=${PORTS[$port_index]:-}
-        port_index=$((port_index + 1))
+        next_port
+        port=$PORT
+        any=0
+        for case in $CASES; do
+            applies "$proxy" "$case" && any=1
+        done
+        ((any)) || continue
+        # One worker is what the -w 1 row is about; with one it would repeat.
+        if [[ $proxy == luaproxy-w1 ]] && ((WORKERS == 1)); then
+            continue
+        fi
         log "starting $proxy on 127.0.0.1:$port"
         if ! start_proxy "$proxy" "$port"; then
             log "$proxy failed to start: $FAIL_REASON"
@@ -580,9 +697,7 @@ run_all() {
             continue
         fi
         for case in $CASES; do
-            # splice-auto only changes how bodies move; small answers would just
-            # repeat the plain HAProxy rows.
-            [[ $proxy == haproxy-splice* && $case == small-* ]] && continue
+            applies "$proxy" "$case" || continue
             if ! running "$PROXY_PID"; then
                 record "$proxy" "$case" failed 0 0 0 0 0 "proxy exited earlier"
                 continue
@@ -592,8 +707,71 @@ run_all() {
         stop_tree "$PROXY_PID"
         save_logs "$proxy"
     done
-    save_logs origin-small
-    save_logs origin-big
+}
+
+# Summed VmRSS of PID's tree, in KiB.
+tree_rss_kb() {
+    local pid start ticks kb sum=0
+    while read -r pid start ticks; do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+        sum=$((sum + ${kb:-0}))
+    done < <(scan_tree "$1")
+    echo "$sum"
+}
+
+# One row of memory.tsv: proxy status connections rss_before_kb
+# rss_after_kb notes.
+record_mem() {
+    local IFS=$'\t'
+    echo "$*" >>"$MEM_TSV"
+}
+
+# The idle-connection case for one proxy, started afresh: a short load so
+# that its steady-state memory is in place, RSS; then IDLE_CONNS keep-alive
+# connections that made one request each and stay idle, RSS again.
+run_memory() { # PROXY PORT
+    local proxy=$1 port=$2 label=mem-$1 pid holder before after line i notes=""
+    log "$proxy: idle connections: starting afresh on 127.0.0.1:$port"
+    if ! start_proxy "$proxy" "$port" "$label"; then
+        log "$proxy failed to start: $FAIL_REASON"
+        record_mem "$proxy" failed 0 0 0 "failed to start: $FAIL_REASON"
+        return
+    fi
+    pid=$PROXY_PID
+    run_wrk 50 1 "http://127.0.0.1:$port/" "$LOG_DIR/$label.warmup.wrk.txt"
+    sleep 1
+    before=$(tree_rss_kb "$pid")
+    # The holder outlives this wait by a margin and then stops by itself.
+    local hold=$((START_TIMEOUT + IDLE_CONNS / 200 + 60))
+    launch "$LOG_DIR/$label.holder.txt" python3 "$BENCH_DIR/idle_conns.py" "$port" "$IDLE_CONNS" / "$hold"
+    holder=$LAUNCHED
+    log "$proxy: opening $IDLE_CONNS connections"
+    line=""
+    for ((i = 0; i < (hold - 30) * 10; i++)); do
+        line=$(head -n 1 "$LOG_DIR/$label.holder.txt" 2>/dev/null)
+        [[ -n $line ]] && break
+        running "$holder" || break
+        sleep 0.1
+    done
+    if [[ $line == "ready $IDLE_CONNS" ]]; then
+        sleep 1 # whatever the last answers left to do
+        after=$(tree_rss_kb "$pid")
+        running "$pid" || notes="proxy exited during the run"
+        record_mem "$proxy" ok "$IDLE_CONNS" "$before" "$after" "$notes"
+    else
+        record_mem "$proxy" failed 0 "$before" 0 "holder: ${line:-no answer}; $(log_tail "$TMP/$label/output.log")"
+    fi
+    stop_tree "$holder"
+    stop_tree "$pid"
+    save_logs "$label"
+}
+
+run_memory_all() {
+    local proxy
+    for proxy in $MEM_PROXIES; do
+        next_port
+        run_memory "$proxy" "$PORT"
+    done
 }
 
 # --- report -----------------------------------------------------------------
@@ -602,11 +780,12 @@ report() {
     local luaproxy_version
     luaproxy_version=$(timeout 2 "$LUAPROXY" -V 2>/dev/null </dev/null | head -1)
     [[ $luaproxy_version == luaproxy* ]] || luaproxy_version="luaproxy (version unknown)"
-    python3 "$BENCH_DIR/report.py" "$RESULTS_TSV" "$OUT_DIR/results.md" "$CLK_TCK" \
+    python3 "$BENCH_DIR/report.py" "$RESULTS_TSV" "$MEM_TSV" "$OUT_DIR/results.md" "$CLK_TCK" \
+        "$WORKERS" "$SCALING_CASE" \
         "Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
         "Machine: \`nproc\` = $(nproc), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)" \
         "Versions: $luaproxy_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?'); HAProxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'); wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')" \
-        "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." \
+        "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads; luaproxy-w1: 1), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; idle-connection case with $IDLE_CONNS connections; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." \
         ${BUSY_NOTE:+"$BUSY_NOTE"} ||
         die "report.py failed; raw results are in $RESULTS_TSV"
     log "table written to ${OUT_DIR#"$ROOT"/}/results.md"
@@ -621,6 +800,9 @@ main() {
     setup
     start_origins
     run_all
+    run_memory_all
+    save_logs origin-small
+    save_logs origin-big
     report
 }
 

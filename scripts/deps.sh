@@ -6,10 +6,14 @@
 #
 #   scripts/deps.sh            build + test dependencies
 #   scripts/deps.sh bench      also the benchmark peers (nginx, haproxy, ...)
+#   scripts/deps.sh callgrind  also valgrind and an nginx origin (make bench-callgrind)
+#   scripts/deps.sh profile    also perf, strace, wrk and an nginx origin (make bench-profile)
 set -eu
 
 pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3 wrk"
 [ "${1:-}" = bench ] && pkgs="$pkgs nginx haproxy libnginx-mod-http-lua"
+[ "${1:-}" = callgrind ] && pkgs="$pkgs nginx valgrind"
+[ "${1:-}" = profile ] && pkgs="$pkgs nginx linux-perf strace"
 
 missing=""
 for p in $pkgs; do

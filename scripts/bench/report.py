@@ -1,19 +1,31 @@
 #!/usr/bin/env python3
-"""Turns bench.sh's raw results into one table, printed and saved as markdown.
+"""Turns bench.sh's raw results into tables, printed and saved as markdown.
 
-    report.py RESULTS.tsv OUT.md CLK_TCK [HEADER_LINE ...]
+    report.py RESULTS.tsv MEMORY.tsv OUT.md CLK_TCK WORKERS SCALING_CASE [HEADER_LINE ...]
 
-RESULTS.tsv rows: proxy case status requests seconds bytes p99_ms cputicks notes.
-The derived figures are computed here rather than in bash, which has no
-floating point. Every ratio is against plain nginx in the same run, so that
-the table stays meaningful on whatever machine it was produced.
+RESULTS.tsv rows: proxy case status requests seconds bytes p99_ms cputicks
+notes split (split: the CPU ticks of each worker, "/"-joined).
+MEMORY.tsv rows: proxy status connections rss_before_kb rss_after_kb notes.
+
+Three tables: every measured run; the idle-connection memory; and the
+targets of issue 7, each with luaproxy's figure, the reference figure from
+the same run, their ratio, the goal and PASS or MISS. The derived figures
+are computed here rather than in bash, which has no floating point.
 """
 import sys
 
-BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB"}
-REFERENCE = "nginx"
+from benchlib import markdown_table
+
+BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB", "kv": "kv GET"}
 # Below this many clock ticks the CPU figure is too coarse to compare.
 MIN_TICKS = 50
+MEM_REFERENCE = "nginx"
+THRU, CPU = 0, 3  # indexes into derive()'s tuple
+
+
+def reference_for(case):
+    """The proxy every row of CASE is compared to in the main table."""
+    return "nginx-lua-kv" if case.startswith("kv-") else "nginx"
 
 
 def case_label(case):
@@ -27,7 +39,7 @@ def derive(row, clk_tck):
     """(throughput, unit, p99_ms, cpu, cpu_unit) for a measured row."""
     req, secs, nbytes = int(row["requests"]), float(row["seconds"]), float(row["bytes"])
     cpu_s = int(row["ticks"]) / clk_tck
-    if row["case"].startswith("small-"):
+    if row["case"].startswith(("small-", "kv-")):
         return req / secs, "req/s", float(row["p99"]), cpu_s * 1e6 / req, "µs/req"
     return nbytes / secs / 1e6, "MB/s", float(row["p99"]), cpu_s / (nbytes / 1e9), "s/GB"
 
@@ -36,27 +48,37 @@ def ratio(value, ref):
     return f"{value / ref:.2f}×" if ref else "—"
 
 
-def main():
-    tsv, out_md, clk_tck = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    header_lines = sys.argv[4:]
-    fields = ["proxy", "case", "status", "requests", "seconds", "bytes", "p99", "ticks", "notes"]
+def fmt_cpu(cpu, unit):
+    return f"{cpu:.1f} {unit}" if unit == "µs/req" else f"{cpu:.2f} {unit}"
+
+
+def fmt_split(split):
+    """'412/380' ticks -> '52/48 %' shares, largest first."""
+    try:
+        parts = [int(p) for p in split.split("/") if p]
+    except ValueError:
+        return ""
+    total = sum(parts)
+    if len(parts) < 2 or total <= 0:
+        return ""
+    return "worker CPU split " + "/".join(f"{100 * p / total:.0f}" for p in parts) + " %"
+
+
+def read_tsv(path, fields):
     rows = []
     try:
-        with open(tsv) as f:
+        with open(path) as f:
             for line in f:
                 parts = line.rstrip("\n").split("\t")
                 parts += [""] * (len(fields) - len(parts))
                 rows.append(dict(zip(fields, parts)))
     except FileNotFoundError:
         pass
+    return rows
 
-    measured = {}
-    for row in rows:
-        if row["status"] == "ok":
-            measured[(row["proxy"], row["case"])] = derive(row, clk_tck)
 
-    table = [["proxy", "case", "throughput", "vs nginx", "p99", "vs nginx",
-              "proxy CPU", "vs nginx", "notes"]]
+def runs_table(rows, measured):
+    table = [["proxy", "case", "throughput", "vs ref", "p99", "vs ref", "proxy CPU", "vs ref", "notes"]]
     for row in rows:
         key = (row["proxy"], row["case"])
         if key not in measured:
@@ -64,47 +86,212 @@ def main():
             table.append([row["proxy"], case, "—", "", "—", "", "—", "", row["notes"]])
             continue
         thru, unit, p99, cpu, cpu_unit = measured[key]
-        ref = measured.get((REFERENCE, row["case"]))
-        notes = row["notes"]
+        ref = measured.get((reference_for(row["case"]), row["case"]))
+        notes = [n for n in (row["notes"], fmt_split(row["split"])) if n]
         if int(row["ticks"]) < MIN_TICKS:
-            notes = "; ".join(n for n in (notes, f"CPU from only {row['ticks']} ticks") if n)
+            notes.append(f"CPU from only {row['ticks']} ticks")
         table.append([
             row["proxy"], case_label(row["case"]),
             f"{thru:,.0f} {unit}", ratio(thru, ref[0]) if ref else "—",
             f"{p99:.2f} ms", ratio(p99, ref[2]) if ref else "—",
-            f"{cpu:.1f} {cpu_unit}" if cpu_unit == "µs/req" else f"{cpu:.2f} {cpu_unit}",
-            ratio(cpu, ref[3]) if ref else "—",
-            notes,
+            fmt_cpu(cpu, cpu_unit), ratio(cpu, ref[3]) if ref else "—",
+            "; ".join(notes),
         ])
+    return table
 
-    # Cells padded to equal width: the same text reads as a table in a
-    # terminal and renders as one in markdown.
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = []
-    for n, r in enumerate(table):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    legend = (
-        "throughput: requests/s for the 100-byte answer, MB/s (10^6 bytes, as "
-        "received by wrk) for the files. proxy CPU: user + system time of the "
-        "proxy's own processes (master, workers, threads) during the measured "
-        "run, per request or per GB (10^9 bytes) moved. \"vs nginx\": the figure "
-        "divided by plain nginx's for the same case in the same run (higher is "
-        "better for throughput, lower for p99 and CPU)."
-    )
+
+def memory_figures(mem_rows):
+    """proxy -> KiB per idle connection."""
+    out = {}
+    for r in mem_rows:
+        if r["status"] == "ok" and int(r["conns"]) > 0:
+            out[r["proxy"]] = (int(r["after"]) - int(r["before"])) / int(r["conns"])
+    return out
+
+
+def memory_table(mem_rows, per_conn):
+    table = [["proxy", "idle connections", "RSS before", "RSS after", "per connection", "vs nginx", "notes"]]
+    ref = per_conn.get(MEM_REFERENCE)
+    for r in mem_rows:
+        if r["proxy"] not in per_conn:
+            table.append([r["proxy"], "—", "—", "—", "—", "", r["notes"]])
+            continue
+        kib = per_conn[r["proxy"]]
+        table.append([
+            r["proxy"], f"{int(r['conns']):,}", f"{int(r['before']) / 1024:.1f} MiB",
+            f"{int(r['after']) / 1024:.1f} MiB", f"{kib:.2f} KiB",
+            ratio(kib, ref) if ref and ref > 0 else "—", r["notes"],
+        ])
+    return table
+
+
+class Targets:
+    """Collects the rows of the targets table."""
+
+    def __init__(self):
+        self.table = [["target", "case", "luaproxy", "reference", "ratio", "goal", "result"]]
+        self.passed = self.missed = 0
+
+    def add(self, what, case, mine, ref, ref_name, value, goal, ok, fmt):
+        """value: the figure compared with the goal (a ratio or an absolute)."""
+        if mine is None or (ref is None and ref_name):
+            missing = "no luaproxy figure" if mine is None else f"no {ref_name} figure"
+            self.table.append([what, case, fmt(mine) if mine is not None else "—",
+                               fmt(ref) if ref is not None else "—", "—", goal, f"n/a ({missing})"])
+            return
+        result = "PASS" if ok(value) else "MISS"
+        if result == "PASS":
+            self.passed += 1
+        else:
+            self.missed += 1
+        ref_text = f"{fmt(ref)} ({ref_name})" if ref_name else "—"
+        self.table.append([what, case, fmt(mine), ref_text,
+                           f"{mine / ref:.2f}×" if ref else "—", goal, result])
+
+    OPS = {"<=": lambda v, g: v <= g, "<": lambda v, g: v < g, ">=": lambda v, g: v >= g}
+
+    def ratio_target(self, what, case, measured, mine_key, ref_key, index, op, limit, fmt):
+        """A goal on luaproxy's figure divided by the reference's: op limit."""
+        mine = measured.get(mine_key)
+        ref = measured.get(ref_key)
+        mine_v = mine[index] if mine else None
+        ref_v = ref[index] if ref else None
+        goal = f"{op.replace('<=', '≤').replace('>=', '≥')} {limit:.2f}×"
+        value = mine_v / ref_v if mine_v is not None and ref_v else None
+        self.add(what, case, mine_v, ref_v, ref_key[0], value, goal,
+                 lambda v: self.OPS[op](v, limit), fmt)
+
+
+def targets_table(measured, cases, per_conn, workers, scaling_case):
+    t = Targets()
+    cpu_fmt = lambda v: f"{v:.1f} µs/req"
+    gb_fmt = lambda v: f"{v:.2f} s/GB"
+    rps_fmt = lambda v: f"{v:,.0f} req/s"
+    mbs_fmt = lambda v: f"{v:,.0f} MB/s"
+    for case in cases:
+        body = case.rpartition("-c")[0]
+        label = case_label(case)
+        if body == "small":
+            mine = ("luaproxy", case)
+            t.ratio_target("proxied: CPU/req vs nginx proxy_pass", label, measured, mine,
+                           ("nginx", case), CPU, "<=", 0.7, cpu_fmt)
+            t.ratio_target("proxied: CPU/req vs HAProxy", label, measured, mine,
+                           ("haproxy", case), CPU, "<", 1.0, cpu_fmt)
+            t.ratio_target("proxied: req/s vs nginx", label, measured, mine, ("nginx", case), THRU, ">=",
+                           1.0, rps_fmt)
+            t.ratio_target("proxied: req/s vs HAProxy", label, measured, mine, ("haproxy", case), THRU,
+                           ">=", 1.0, rps_fmt)
+            t.ratio_target("Lua route: CPU/req vs nginx access_by_lua", label, measured, mine,
+                           ("nginx-lua", case), CPU, "<=", 0.7, cpu_fmt)
+        elif body == "kv":
+            t.ratio_target("local handler: CPU/req vs nginx content_by_lua", label, measured,
+                           ("luaproxy-kv", case), ("nginx-lua-kv", case), CPU, "<=", 0.7, cpu_fmt)
+        elif body in ("1m", "64m"):
+            mine = ("luaproxy", case)
+            t.ratio_target("large body: CPU/GB vs nginx", label, measured, mine, ("nginx", case), CPU, "<=",
+                           0.5, gb_fmt)
+            t.ratio_target("large body: CPU/GB vs HAProxy splice-auto", label, measured, mine,
+                           ("haproxy-splice", case), CPU, "<=", 1.0, gb_fmt)
+            t.ratio_target("large body: MB/s vs nginx", label, measured, mine, ("nginx", case), THRU, ">=",
+                           1.0, mbs_fmt)
+            t.ratio_target("large body: MB/s vs HAProxy splice-auto", label, measured, mine,
+                           ("haproxy-splice", case), THRU, ">=", 1.0, mbs_fmt)
+    if per_conn:
+        kib_fmt = lambda v: f"{v:.2f} KiB"
+        mine = per_conn.get("luaproxy")
+        for ref_name, goal_kib in ((MEM_REFERENCE, 0.5), ("haproxy", None)):
+            ref = per_conn.get(ref_name)
+            if goal_kib is None:
+                # Informational: HAProxy's figure is the other known point.
+                t.table.append(["idle memory: KiB/conn vs HAProxy", "idle keep-alive",
+                                kib_fmt(mine) if mine is not None else "—",
+                                f"{kib_fmt(ref)} (haproxy)" if ref is not None else "—",
+                                f"{mine / ref:.2f}×" if mine is not None and ref else "—", "(info)", ""])
+                continue
+            t.add("idle memory: KiB/conn (RSS)", "idle keep-alive", mine, ref, ref_name, mine,
+                  f"≤ {goal_kib:.2f} KiB", lambda v, g=goal_kib: v <= g, kib_fmt)
+    one = measured.get(("luaproxy-w1", scaling_case))
+    many = measured.get(("luaproxy", scaling_case))
+    if workers > 1 and (one or many):
+        goal = 0.85 * workers
+        # With a load generator elsewhere, each worker has a core: requests/s
+        # grow as workers / CPU per request. Same-machine requests/s would
+        # only measure the contention for these cores.
+        value = workers * one[3] / many[3] if one and many else None
+        row = ["scaling: projected -w%d / -w1 req/s" % workers, case_label(scaling_case),
+               f"{many[3]:.1f} µs/req (-w{workers})" if many else "—",
+               f"{one[3]:.1f} µs/req (-w1)" if one else "—",
+               f"{value:.2f}×" if value is not None else "—", f"≥ {goal:.2f}×", ""]
+        if value is None:
+            row[-1] = "n/a"
+        elif value >= goal:
+            row[-1] = "PASS"
+            t.passed += 1
+        else:
+            row[-1] = "MISS"
+            t.missed += 1
+        t.table.append(row)
+    return t
+
+
+def main():
+    tsv, mem_tsv, out_md, clk_tck = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    workers, scaling_case = int(sys.argv[5]), sys.argv[6]
+    header_lines = sys.argv[7:]
+    rows = read_tsv(tsv, ["proxy", "case", "status", "requests", "seconds", "bytes", "p99", "ticks",
+                          "notes", "split"])
+    mem_rows = read_tsv(mem_tsv, ["proxy", "status", "conns", "before", "after", "notes"])
+
+    measured = {}
+    cases = []
+    for row in rows:
+        if row["case"] != "-" and row["case"] not in cases:
+            cases.append(row["case"])
+        if row["status"] == "ok":
+            measured[(row["proxy"], row["case"])] = derive(row, clk_tck)
+    per_conn = memory_figures(mem_rows)
+
+    sections = []
+    targets = targets_table(measured, cases, per_conn, workers, scaling_case)
+    if len(targets.table) > 1:
+        sections.append((f"Targets (issue 7): {targets.passed} PASS, {targets.missed} MISS",
+                         markdown_table(targets.table),
+                         "ratio: luaproxy's figure divided by the reference's from the same run. "
+                         "CPU: user + system time of all the proxy's processes during the measured "
+                         "run. scaling: with the load generator on other cores each worker would "
+                         "have a core, so -wN serves N / (CPU per request at -wN) against "
+                         "1 / (CPU per request at -w1); on this shared machine that projection, "
+                         "not the requests/s, is the figure."))
+    if rows:
+        sections.append(("Runs", markdown_table(runs_table(rows, measured)),
+                         "throughput: requests/s for 100-byte answers and kv GETs, MB/s (10^6 bytes, "
+                         "as received by wrk) for the files. proxy CPU: user + system time of the "
+                         "proxy's own processes (master, workers, threads) during the measured run, "
+                         "per request or per GB (10^9 bytes) moved. \"vs ref\": the figure divided "
+                         "by the reference's for the same case in the same run: plain nginx, or "
+                         "nginx-lua-kv for kv GETs (higher is better for throughput, lower for p99 "
+                         "and CPU)."))
+    if mem_rows:
+        sections.append(("Idle keep-alive connections", markdown_table(memory_table(mem_rows, per_conn)),
+                         "Each proxy started afresh, loaded for 1 s (wrk -c50), then RSS summed over "
+                         "all its processes; then the connections were opened, each made one request "
+                         "and stayed idle, and RSS was summed again. per connection: the growth "
+                         "divided by the connections. Kernel socket buffers are not in RSS; memory "
+                         "a proxy allocates at start for every possible connection (nginx's "
+                         "connection table, worker_connections 16000) is in \"before\"."))
 
     print()
     for h in header_lines:
         print(h)
-    print()
-    print("\n".join(lines))
+    for title, text, _ in sections:
+        print(f"\n{title}\n\n{text}")
     print()
     with open(out_md, "w") as f:
         f.write("# luaproxy benchmark\n\n")
         for h in header_lines:
             f.write(f"- {h}\n")
-        f.write("\n" + "\n".join(lines) + "\n\n" + legend + "\n")
+        for title, text, legend in sections:
+            f.write(f"\n## {title}\n\n{text}\n\n{legend}\n")
 
 
 if __name__ == "__main__":
