@@ -15,11 +15,43 @@ struct lreq {
     bool edited;              /* req:set_* was called: the forwarded head changes */
 };
 
+static char mt_key; /* registry[&mt_key]: the metatable, without hashing a name */
+
 static struct script_view *check_view(lua_State *L, int idx)
 {
     struct lreq *r = luaL_checkudata(L, idx, REQ_MT);
     if (!r->view) luaL_error(L, "this request is over (req used after its handler returned)");
     return r->view;
+}
+
+/* check_view for __index, the hot path: the metatable is its upvalue. */
+static struct lreq *fast_req(lua_State *L)
+{
+    struct lreq *r = lua_touserdata(L, 1);
+    if (!r || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+        luaL_typerror(L, 1, "req");
+        return NULL;
+    }
+    lua_pop(L, 1);
+    if (!r->view) luaL_error(L, "this request is over (req used after its handler returned)");
+    return r;
+}
+
+/* A field req:set_path/set_query stored in the env table, pushed; false if
+ * the request was never edited (nothing pushed then). */
+static bool edited_field(lua_State *L, const struct lreq *r, const char *field)
+{
+    if (!r->edited) return false;
+    lua_getfenv(L, 1);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return false;
+    }
+    lua_getfield(L, -1, field);
+    lua_remove(L, -2);
+    if (!lua_isnil(L, -1)) return true;
+    lua_pop(L, 1);
+    return false;
 }
 
 /* The env table of the userdata (created on first use). */
@@ -191,9 +223,53 @@ static int req_set_header(lua_State *L)
     return 0;
 }
 
-static int req_index(lua_State *L)
+/* req:header(name): one header, case-insensitive, repeated ones joined
+ * with ", ", set_header edits included; nil when absent. Unlike
+ * req.headers, it builds no table. */
+static int req_header(lua_State *L)
 {
     struct script_view *v = check_view(L, 1);
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    char low[64];
+    if (nlen >= sizeof(low)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    for (size_t i = 0; i < nlen; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    if (((struct lreq *)lua_touserdata(L, 1))->edited) {
+        lua_getfenv(L, 1);
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "set_headers");
+            if (lua_istable(L, -1)) {
+                lua_pushlstring(L, low, nlen);
+                lua_rawget(L, -2);
+                if (lua_isboolean(L, -1)) {
+                    lua_pushnil(L);
+                    return 1;
+                }
+                if (!lua_isnil(L, -1)) return 1;
+            }
+        }
+        lua_settop(L, 2);
+    }
+    const struct http_request *req = v->req;
+    int found = 0;
+    for (uint16_t i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (h->name.len != nlen || memcmp(v->base + h->name.off, low, nlen)) continue;
+        if (found++) lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v->base + h->value.off, h->value.len);
+    }
+    if (!found) lua_pushnil(L);
+    else if (found > 1) lua_concat(L, 2 * found - 1);
+    return 1;
+}
+
+static int req_index(lua_State *L)
+{
+    struct lreq *r = fast_req(L);
+    struct script_view *v = r->view;
     size_t klen;
     const char *k = luaL_checklstring(L, 2, &klen);
     const struct http_request *req = v->req;
@@ -209,10 +285,7 @@ static int req_index(lua_State *L)
         break;
     case 4:
         if (!memcmp(k, "path", 4)) {
-            push_env(L, 1);
-            lua_getfield(L, -1, "path");
-            if (!lua_isnil(L, -1)) return 1;
-            lua_pushlstring(L, url, q ? (size_t)(q - url) : req->url.len);
+            if (!edited_field(L, r, "path")) lua_pushlstring(L, url, q ? (size_t)(q - url) : req->url.len);
             return 1;
         }
         if (!memcmp(k, "body", 4)) {
@@ -223,14 +296,21 @@ static int req_index(lua_State *L)
         break;
     case 5:
         if (!memcmp(k, "query", 5)) {
-            push_env(L, 1);
-            lua_getfield(L, -1, "query");
-            if (lua_isboolean(L, -1)) lua_pushnil(L);
-            else if (lua_isnil(L, -1) && q) lua_pushlstring(L, q + 1, req->url.len - (size_t)(q + 1 - url));
+            if (edited_field(L, r, "query")) {
+                if (lua_isboolean(L, -1)) lua_pushnil(L); /* false: removed */
+            } else if (q) {
+                lua_pushlstring(L, q + 1, req->url.len - (size_t)(q + 1 - url));
+            } else {
+                lua_pushnil(L);
+            }
             return 1;
         }
         break;
     case 6:
+        if (!memcmp(k, "header", 6)) {
+            lua_pushvalue(L, lua_upvalueindex(5));
+            return 1;
+        }
         if (!memcmp(k, "method", 6)) {
             lua_pushstring(L, llhttp_method_name((llhttp_method_t)req->method));
             return 1;
@@ -249,19 +329,19 @@ static int req_index(lua_State *L)
         break;
     case 8:
         if (!memcmp(k, "set_path", 8)) {
-            lua_pushcfunction(L, req_set_path);
+            lua_pushvalue(L, lua_upvalueindex(2));
             return 1;
         }
         break;
     case 9:
         if (!memcmp(k, "set_query", 9)) {
-            lua_pushcfunction(L, req_set_query);
+            lua_pushvalue(L, lua_upvalueindex(3));
             return 1;
         }
         break;
     case 10:
         if (!memcmp(k, "set_header", 10)) {
-            lua_pushcfunction(L, req_set_header);
+            lua_pushvalue(L, lua_upvalueindex(4));
             return 1;
         }
         break;
@@ -296,7 +376,16 @@ static int req_tostring(lua_State *L)
 void req_open(lua_State *L)
 {
     luaL_newmetatable(L, REQ_MT);
-    lua_pushcfunction(L, req_index);
+    lua_pushlightuserdata(L, &mt_key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    /* The methods are made once, not on every req.set_header access. */
+    lua_pushvalue(L, -1);
+    lua_pushcfunction(L, req_set_path);
+    lua_pushcfunction(L, req_set_query);
+    lua_pushcfunction(L, req_set_header);
+    lua_pushcfunction(L, req_header);
+    lua_pushcclosure(L, req_index, 5);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, req_newindex);
     lua_setfield(L, -2, "__newindex");
@@ -312,7 +401,8 @@ void req_push(lua_State *L, struct script_view *view)
     struct lreq *r = lua_newuserdata(L, sizeof(*r));
     r->view = view;
     r->edited = false;
-    luaL_getmetatable(L, REQ_MT);
+    lua_pushlightuserdata(L, &mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
     lua_setmetatable(L, -2);
 }
 

@@ -126,14 +126,17 @@ def code_api():
                 if tm:
                     for n in tables.get(tm.group(1), []):
                         api[kind][n] = "method"
-                im = re.search(r'lua_pushcfunction\(L,\s*(\w+)\);\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
+                im = re.search(r'lua_push(?:cfunction\(L,\s*(\w+)\)|cclosure\(L,\s*(\w+),\s*\d+\));'
+                               r'\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
                 if im:
-                    index_body = all_funcs[im.group(1)]
+                    index_body = all_funcs[im.group(1) or im.group(2)]
                     keys = list(re.finditer(r'(?:memcmp|strcmp)\(k,\s*"(\w+)"', index_body))
                     for i, km in enumerate(keys):
                         end = keys[i + 1].start() if i + 1 < len(keys) else len(index_body)
                         branch = index_body[km.end():end]
-                        api[kind][km.group(1)] = "method" if "lua_pushcfunction" in branch else "field"
+                        # A method is a C function pushed as such, or kept as an upvalue.
+                        is_method = "lua_pushcfunction" in branch or "lua_upvalueindex" in branch
+                        api[kind][km.group(1)] = "method" if is_method else "field"
 
             # The server tables a Lua balancer gets.
             if re.search(r'script_call\(\w+,\s*"balance"', body):

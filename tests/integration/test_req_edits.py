@@ -33,3 +33,20 @@ def test_res_headers_built_after_set_header_shows_the_edit():
             assert r.headers.get("x-seen") == "yes/nil", r
             assert "x-origin" not in r.headers, r
             assert json.loads(r.body)["path"] == "/", r
+
+
+def test_req_header_reads_one_header_with_edits():
+    script = r'''
+function on_get(req)
+    local before = tostring(req:header("X-Multi")) .. "|" .. tostring(req:header("x-none"))
+    req:set_header("x-multi", nil)
+    req:set_header("X-Added", "yes")
+    local after = tostring(req:header("x-multi")) .. "|" .. req:header("x-added") .. "|" .. req:header("HOST")
+    return 200, before .. "/" .. after .. "/" .. tostring(req.path) .. "/" .. tostring(req.query)
+end'''
+    with lp.Proxy(script) as p:
+        c = lp.Conn(p.port)
+        c.send(b"GET /p?q=1 HTTP/1.1\r\nHost: h1\r\nx-multi: a\r\nX-Multi: b\r\n\r\n")
+        r = c.read_response()
+        assert r.body == b"a, b|nil/nil|yes|h1//p/q=1", r.body
+        c.close()
