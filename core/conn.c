@@ -164,6 +164,7 @@ static const char *reject_body(int status)
     case 400: return "bad request\n";
     case 408: return "request timeout\n";
     case 413: return "request body too large\n";
+    case 414: return "request line too long\n";
     case 431: return "request header too large\n";
     case 501: return "not implemented\n";
     case 505: return "http version not supported\n";
@@ -227,7 +228,8 @@ static void request_route(struct conn *c)
     rx->head_len = rx->pos;
     timer_cancel(&W.loop.timers, &c->timer);
     if (rx->head_len > cfg->max_header_size) return reject(c, 431);
-    int status = http_validate_head(&rx->req, rx->data);
+    int status = http_check_syntax(rx->data, rx->head_len);
+    if (!status) status = http_validate_head(&rx->req, rx->data);
     if (status) return reject(c, status);
 
     rx->view.req = &rx->req;
@@ -355,7 +357,7 @@ static void conn_process(struct conn *c)
         } else if (err != HPE_OK) {
             log_debug("conn fd=%d parse error %s: %s", c->io.fd, llhttp_errno_name(err),
                       llhttp_get_error_reason(&c->parser));
-            reject(c, http_error_status(err));
+            reject(c, http_error_status(err, &rx->req, rx->data, rx->end));
         } else if (c->state == CONN_HEAD && rx->pos > W.cfg->max_header_size) {
             reject(c, 431);
         } else if (c->state == CONN_BODY) {
