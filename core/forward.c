@@ -277,7 +277,8 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex->client_close = ex->client_close || !complete;
     ex->req_done = complete;
     bool keep = !ex->client_close && c->rx->req.keep_alive && !W.draining && !c->close_after;
-    const char *body = status == 500   ? "internal server error\n"
+    const char *body = status == 400   ? "bad request\n"
+                       : status == 500 ? "internal server error\n"
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
                                        : "gateway timeout\n";
@@ -290,6 +291,30 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex_finish(ex);
 }
 
+/* Runs the client's parser over the chunked body bytes buffered at
+ * [pos, end), which are then sent from [head_len, pos). false: malformed. */
+static bool parse_request_chunks(struct conn *c)
+{
+    struct conn_rx *rx = c->rx;
+    rx->pctx.req = &rx->req;
+    rx->pctx.base = rx->data;
+    rx->pctx.body = NULL;
+    c->parser.data = &rx->pctx;
+    const char *p = rx->data + rx->pos;
+    llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
+    rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
+    if (err == HPE_PAUSED) llhttp_resume(&c->parser);
+    return err == HPE_OK || err == HPE_PAUSED;
+}
+
+/* The client's chunked body is malformed: a 400 and the end of the
+ * connection, or only the end when the answer already started. */
+static void ex_bad_body(struct exchange *ex)
+{
+    ex->client_close = true;
+    ex_error(ex, 400, "malformed chunked request body");
+}
+
 /* ---- the request head ------------------------------------------------ */
 
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
@@ -298,6 +323,12 @@ static bool token_in(const char *base, const struct slice *tokens, int n, struct
         if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
             return true;
     return false;
+}
+
+static bool framing_token(const char *t, size_t n)
+{
+    return (n == 14 && !strncasecmp(t, "content-length", 14)) ||
+           (n == 17 && !strncasecmp(t, "transfer-encoding", 17)) || (n == 4 && !strncasecmp(t, "host", 4));
 }
 
 /* Splits Connection header values into tokens (names of more hop-by-hop
@@ -313,7 +344,9 @@ static int connection_tokens(const struct http_request *r, const char *base, str
             while (p < end && (base[p] == ' ' || base[p] == '\t' || base[p] == ',')) p++;
             uint32_t s = p;
             while (p < end && base[p] != ',' && base[p] != ' ' && base[p] != '\t') p++;
-            if (p > s) out[n++] = (struct slice){s, p - s};
+            /* "Connection: content-length" must not strip the framing (the
+             * body would then be read as the next message) nor Host. */
+            if (p > s && !framing_token(base + s, p - s)) out[n++] = (struct slice){s, p - s};
         }
     }
     return n;
@@ -547,6 +580,10 @@ void forward_start(struct conn *c, struct upstream *u)
     llhttp_init(&ex->rp, HTTP_RESPONSE, &response_settings);
     ex->pctx.req = &ex->resp;
     ex->rp.data = &ex->pctx;
+    /* Chunks that came with the head are checked before any byte goes to
+     * a backend: a malformed body read in one piece with its head is a 400
+     * that no backend ever sees. */
+    if (ex->req_chunked && c->rx->pos < c->rx->end && !parse_request_chunks(c)) return ex_bad_body(ex);
     ex_try_server(ex);
 }
 
@@ -653,16 +690,8 @@ static bool send_request(struct exchange *ex)
             break;
         }
         if (rx->pos < rx->end) {
-            rx->pctx.req = &rx->req;
-            rx->pctx.base = rx->data;
-            rx->pctx.body = NULL;
-            c->parser.data = &rx->pctx;
-            const char *p = rx->data + rx->pos;
-            llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
-            rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
-            if (err == HPE_PAUSED) llhttp_resume(&c->parser);
-            else if (err != HPE_OK) {
-                ex_abort_client(ex, "malformed chunked request body");
+            if (!parse_request_chunks(c)) {
+                ex_bad_body(ex);
                 return false;
             }
             continue;
