@@ -80,6 +80,8 @@ struct exchange {
     size_t resp_parsed;
     bool resp_head_done, resp_message_done, resp_skip_body;
     bool head_sent;       /* the response head is queued for the client */
+    bool head_unflushed;  /* ... at out[head_at], with nothing written since */
+    size_t head_at;
     enum body_mode mode;
     uint64_t resp_left;
     bool resp_done;
@@ -850,7 +852,17 @@ static bool relay_buffered(struct exchange *ex)
         ex->pctx.base = rb->data; /* trailers are headers too */
         llhttp_errno_t err = llhttp_execute(&ex->rp, p, avail);
         size_t used = err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&ex->rp) - p);
-        if (err != HPE_OK && err != HPE_PAUSED) return ex_abort_client(ex, "malformed chunked response"), false;
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            if (ex->head_unflushed) {
+                /* Came with the head, which is still only queued: take it
+                 * back and answer 502 instead of a bare close. */
+                out->len = ex->head_at;
+                ex->head_sent = false;
+                upstream_fail(ex->srv, W.loop.now_ms);
+                return ex_error(ex, 502, "malformed chunked response"), false;
+            }
+            return ex_abort_client(ex, "malformed chunked response"), false;
+        }
         if (!ex->dechunk) buf_append(out, p, used);
         if (ex->resp_message_done) {
             ex->resp_done = true;
@@ -872,6 +884,12 @@ static bool on_response_head(struct exchange *ex)
 {
     int status = ex->rp.status_code;
     if (ex->resp.too_many) return ex_error(ex, 502, "response head has too many headers"), false;
+    /* llhttp lets an obs-fold or a bare LF through, which would end the
+     * head early for the client and turn the rest into its body. */
+    if (!http_response_head_ok(ex->resp_buf.data, ex->resp_parsed)) {
+        upstream_fail(ex->srv, W.loop.now_ms);
+        return ex_error(ex, 502, "malformed response head"), false;
+    }
     if (status >= 100 && status < 200 && status != 101) {
         /* Interim (100 Continue, 103): passed on; the final one follows. */
         if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
@@ -884,8 +902,11 @@ static bool on_response_head(struct exchange *ex)
     if (status == 101 && !ex->upgrade) return ex_error(ex, 502, "101 without an upgrade request"), false;
     upstream_ok(ex->srv);
     plan_body(ex);
+    size_t head_at = ex->c->rx->out.len;
     if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
     ex->head_sent = true;
+    ex->head_at = head_at;
+    ex->head_unflushed = true;
     if (status == 101) {
         ex->state = EX_TUNNEL;
         ex->backend_reusable = false;
@@ -898,7 +919,9 @@ static bool on_response_head(struct exchange *ex)
     }
     if (ex->resp_message_done) llhttp_resume(&ex->rp);
     else if (ex->mode == RB_CHUNKED) llhttp_resume(&ex->rp);
-    return relay_buffered(ex);
+    bool ok = relay_buffered(ex);
+    ex->head_unflushed = false;
+    return ok;
 }
 
 /* Reads the response head. Returns false when the exchange ended. */
@@ -907,21 +930,25 @@ static bool read_head(struct exchange *ex)
     struct buf *rb = &ex->resp_buf;
     int bfd = ex->b->io.fd;
     for (;;) {
-        if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
-        if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
-        ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
-        if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
-        if (n == -1) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) return true;
-            return backend_failed(ex, strerror(errno)), false;
+        /* Bytes after an interim response are parsed before reading more:
+         * the final response may have come in the same read. */
+        size_t old = ex->resp_parsed;
+        if (old == rb->len) {
+            if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
+            if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
+            ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
+            if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
+            if (n == -1) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN) return true;
+                return backend_failed(ex, strerror(errno)), false;
+            }
+            rb->len += (size_t)n;
+            loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         }
-        size_t old = rb->len;
-        rb->len += (size_t)n;
-        loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         const char *p = rb->data + old;
         ex->pctx.base = rb->data;
-        llhttp_errno_t err = llhttp_execute(&ex->rp, p, (size_t)n);
+        llhttp_errno_t err = llhttp_execute(&ex->rp, p, rb->len - old);
         ex->resp_parsed = err == HPE_OK ? rb->len : (size_t)(llhttp_get_error_pos(&ex->rp) - rb->data);
         if (err == HPE_OK) continue;
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {

@@ -277,6 +277,22 @@ static size_t skip_empty_lines(const char *p, size_t len)
     return i;
 }
 
+/* *( field-name ":" OWS field-value OWS CRLF ) CRLF from offset i to
+ * exactly len: no obs-fold, no bare CR or LF, no control in a value. */
+static bool fields_ok(const char *p, size_t i, size_t len)
+{
+    for (;;) {
+        if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len;
+        size_t n = i;
+        while (i < len && is_tchar((unsigned char)p[i])) i++;
+        if (i == n || i >= len || p[i] != ':') return false; /* also a line starting with SP/HTAB */
+        i++;
+        while (i < len && is_value_char((unsigned char)p[i])) i++;
+        if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
+        i += 2;
+    }
+}
+
 int http_check_syntax(const char *p, size_t len)
 {
     size_t i = skip_empty_lines(p, len), line = i;
@@ -294,18 +310,21 @@ int http_check_syntax(const char *p, size_t len)
     int vs = version_status(p + v);
     if (vs) return vs;
     if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return 400;
-    i += 2;
-    /* *( field-name ":" OWS field-value OWS CRLF ) CRLF, no obs-fold */
-    for (;;) {
-        if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len ? 0 : 400;
-        size_t n = i;
-        while (i < len && is_tchar((unsigned char)p[i])) i++;
-        if (i == n || i >= len || p[i] != ':') return 400; /* also a line starting with SP/HTAB */
-        i++;
-        while (i < len && is_value_char((unsigned char)p[i])) i++;
-        if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return 400; /* bare CR or LF, controls */
-        i += 2;
-    }
+    return fields_ok(p, i + 2, len) ? 0 : 400;
+}
+
+bool http_response_head_ok(const char *p, size_t len)
+{
+    /* status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] CRLF; the
+     * SP before an empty reason is often left out, and allowed here. */
+    if (len < 14 || !is_version(p, 8) || p[8] != ' ') return false;
+    for (int k = 9; k < 12; k++)
+        if (!isdigit((unsigned char)p[k])) return false;
+    size_t i = 12;
+    if (p[i] == ' ')
+        while (++i < len && is_value_char((unsigned char)p[i])) {}
+    if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
+    return fields_ok(p, i + 2, len);
 }
 
 /* uri-host [ ":" port ]: reg-name or IP-literal characters, no '/', '@',

@@ -73,6 +73,10 @@ void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx);
  * llhttp is lenient (bare LF, obs-fold, empty header names, several spaces
  * in the request line, '#' in the target). Returns 0, 400, 414 or 505. */
 int http_check_syntax(const char *head, size_t len);
+/* The same for a backend's response head (status line, then fields):
+ * llhttp would pass an obs-fold on, which ends the head early for the
+ * client. false: malformed. */
+bool http_response_head_ok(const char *head, size_t len);
 
 /* After on_headers_complete: checks what llhttp leaves to us (framing
  * headers, Host, target form, version) and normalises an absolute-form

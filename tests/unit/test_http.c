@@ -540,6 +540,22 @@ START_TEST(check_syntax)
 }
 END_TEST
 
+START_TEST(response_head_syntax)
+{
+#define RH(text) http_response_head_ok(text, sizeof(text) - 1)
+    ck_assert(RH("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"));
+    ck_assert(RH("HTTP/1.0 204\r\n\r\n"));      /* no reason, no SP */
+    ck_assert(RH("HTTP/1.1 404 \r\nX: y\r\n\r\n")); /* empty reason */
+    ck_assert(!RH("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"));
+    ck_assert(!RH("HTTP/1.1 200 OK\nX: a\r\n\r\n"));
+    ck_assert(!RH("HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n"));
+    ck_assert(!RH("HTTP/1.1 2x0 OK\r\n\r\n"));
+    ck_assert(!RH("HTTP/1.1 200 OK\r\nX : a\r\n\r\n"));
+    ck_assert(!RH("ICY 200 OK\r\n\r\n"));
+#undef RH
+}
+END_TEST
+
 START_TEST(error_status)
 {
     const char *any = "GET / HTTP/1.1\r\n";
@@ -643,6 +659,7 @@ static Suite *http_suite(void)
     tcase_add_test(p, validate_head);
     tcase_add_test(p, validate_targets_and_hosts);
     tcase_add_test(p, check_syntax);
+    tcase_add_test(p, response_head_syntax);
     tcase_add_test(p, error_status);
     tcase_add_test(p, parse_trims_values_and_drops_h2c);
     tcase_add_test(p, parse_chunk_extensions);
