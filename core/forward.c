@@ -367,10 +367,24 @@ static bool is_hop_by_hop(const char *name, size_t len, bool keep_upgrade)
     }
 }
 
+/* Headers a script may not set or remove: the framing and the hop-by-hop
+ * ones belong to the proxy, and an edited Content-Length or
+ * Transfer-Encoding would make the peer read the body differently from
+ * how it is sent (as for local responses, such edits are ignored). */
+static bool script_may_edit(const char *name, size_t len)
+{
+    char low[24] = {0};
+    if (len >= sizeof(low)) return true;
+    for (size_t i = 0; i < len; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    return !(is_hop_by_hop(low, len, false) || (len == 14 && !memcmp(low, "content-length", 14)) ||
+             (len == 17 && !memcmp(low, "transfer-encoding", 17)));
+}
+
 static bool edited(const struct script_edits *e, const char *name, size_t len)
 {
     for (size_t i = 0; e && i < e->nheaders; i++)
-        if (e->headers[i].nlen == len && !strncasecmp(e->headers[i].name, name, len)) return true;
+        if (e->headers[i].nlen == len && !strncasecmp(e->headers[i].name, name, len))
+            return script_may_edit(name, len);
     return false;
 }
 
@@ -431,7 +445,7 @@ static int build_request_head(struct exchange *ex)
         append_header(h, name, nlen, base + hd->value.off, hd->value.len);
     }
     for (size_t i = 0; e && i < e->nheaders; i++) {
-        if (!e->headers[i].value) continue;
+        if (!e->headers[i].value || !script_may_edit(e->headers[i].name, e->headers[i].nlen)) continue;
         if (e->headers[i].nlen == 4 && !strncasecmp(e->headers[i].name, "host", 4)) has_host = true;
         append_header(h, e->headers[i].name, e->headers[i].nlen, e->headers[i].value, e->headers[i].vlen);
     }
@@ -775,7 +789,7 @@ static bool build_response_head(struct exchange *ex)
         append_header(out, name, nlen, base + hd->value.off, hd->value.len);
     }
     for (size_t i = 0; e && i < e->nheaders; i++)
-        if (e->headers[i].value)
+        if (e->headers[i].value && script_may_edit(e->headers[i].name, e->headers[i].nlen))
             append_header(out, e->headers[i].name, e->headers[i].nlen, e->headers[i].value, e->headers[i].vlen);
     if (ex->chunk_out) buf_puts(out, "transfer-encoding: chunked\r\n");
     if (status >= 200 && !switching) {

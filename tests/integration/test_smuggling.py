@@ -220,3 +220,45 @@ def test_corpus_through_a_local_handler():
         pids = p.wait_workers(1)
         run_corpus(p.port, "local", None, p)
         assert p.worker_pids() == pids, "a worker died during the corpus"
+
+
+EDITING = r'''
+local up = proxy.upstream("strict", { "%s" }, { retries = 0 })
+function route(req)
+  req:set_header("Content-Length", "0")
+  req:set_header("Transfer-Encoding", "chunked")
+  req:set_header("Connection", "close")
+  req:set_header("Upgrade", "h2c")
+  req:set_header("X-Edited", "1")
+  return up
+end
+function on_response(req, res)
+  res:set_header("content-length", "1")
+  res:set_header("transfer-encoding", "chunked")
+  res:set_header("connection", "close")
+  res:set_header("x-edited", "1")
+end
+'''
+
+
+def test_script_cannot_edit_the_framing():
+    """A script's set_header of Content-Length, Transfer-Encoding or a
+    hop-by-hop header is ignored both ways: the framing stays the proxy's."""
+    with StrictOrigin() as o, lp.Proxy(EDITING % o.addr, workers=1) as p, lp.Conn(p.port) as c:
+        for body in (b"hello", b"0123456789" * 100):
+            c.send(lp.build_request("POST", "/e", body=body))
+            r = c.read_response()
+            assert r.status == 200 and r.header("x-edited") == "1", r
+            assert r.header("transfer-encoding") is None and "close" not in r.connection_tokens(), r
+            assert r.body.startswith(b"token="), r
+        c.send(lp.build_request("POST", "/chunked", body=b"5\r\nhello\r\n0\r\n\r\n",
+                                headers={"Transfer-Encoding": "chunked"}))
+        r = c.read_response()
+        assert r.status == 200, r
+        lp.expect(c.request("GET", "/after"), 200)
+        o.wait_quiet()
+        got = o.requests_since((0, 0))
+        assert [(q.target, q.body) for q in got] == [("/e", b"hello"), ("/e", b"0123456789" * 100),
+                                                     ("/chunked", b"hello"), ("/after", b"")], got
+        assert all(q.header("x-edited") == "1" for q in got), got
+        o.assert_clean()
