@@ -281,6 +281,7 @@ static void request_route(struct conn *c)
 static void request_end(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
+    c->served = true;
     if (rx->sreq) script_req_end(rx->sreq);
     rx->sreq = NULL;
     if (!keep_alive(c) || c->close_after) {
@@ -325,7 +326,9 @@ static void request_begin(struct conn *c)
     rx->pctx.body = NULL;
     rx->pctx.body_too_large = false;
     c->state = CONN_HEAD;
-    loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
+    /* The first head's time counts from the accept (a client that waits
+     * before its first byte gains nothing); a later one's from its start. */
+    if (c->served) loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
 }
 
 /* Parses and answers what is buffered, request after request. */

@@ -55,14 +55,18 @@ SLOW_HEAD = b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slowloris: " + b"s" * 6
 
 
 class Loris:
-    def __init__(self, port):
+    """One slowloris connection: a header byte a second, the first one at
+    once or (late=True) after a second of silence."""
+
+    def __init__(self, port, late):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.connected = time.monotonic()
         self.sock.setblocking(False)
         self.sent = 0
         self.first = None       # time of the first byte
         self.data = b""
         self.eof_at = None
-        self.next_send = 0.0
+        self.next_send = self.connected + (1.0 if late else 0.0)
 
     def tick(self, now):
         if self.eof_at is None and self.data == b"" and now >= self.next_send and self.sent < len(SLOW_HEAD):
@@ -112,8 +116,8 @@ def test_slowloris_500_get_408_and_do_not_delay_others():
         sel = selectors.DefaultSelector()
         lorises = []
         try:
-            for _ in range(SLOW_COUNT):
-                lo = Loris(p.port)
+            for i in range(SLOW_COUNT):
+                lo = Loris(p.port, late=i % 2 == 1)
                 lorises.append(lo)
                 sel.register(lo.sock, selectors.EVENT_READ, lo)
             t_start = time.monotonic()
@@ -143,11 +147,15 @@ def test_slowloris_500_get_408_and_do_not_delay_others():
         assert not wrong, "%d slowloris connections got no 408, e.g. %r" % (len(wrong), wrong[:3])
         no_close = [lo for lo in lorises if b"connection: close" not in lo.data.lower()]
         assert not no_close, "408 without Connection: close: %r" % no_close[0].data
-        waits = sorted(lo.eof_at - lo.first for lo in lorises)
+        # The header timeout counts from the accept: silence before the
+        # first byte buys nothing.
+        waits = sorted(lo.eof_at - lo.connected for lo in lorises)
         assert waits[0] >= HEADER_TIMEOUT - 0.2, "a slowloris was cut after %.2fs, before the %.1fs header " \
                                                  "timeout" % (waits[0], HEADER_TIMEOUT)
-        assert waits[-1] <= HEADER_TIMEOUT + 2.5, "a slowloris was closed only after %.2fs (header timeout " \
-                                                  "%.1fs)" % (waits[-1], HEADER_TIMEOUT)
+        late = sorted(lo.eof_at - lo.connected for lo in lorises[1::2])
+        assert waits[-1] <= HEADER_TIMEOUT + 0.9, "a slowloris was closed only %.2fs after it connected " \
+            "(header timeout %.1fs; those silent for their first second: %.2f-%.2fs)" % (
+                waits[-1], HEADER_TIMEOUT, late[0], late[-1])
         assert max(lo.sent for lo in lorises) < len(SLOW_HEAD), "a slowloris finished its head"
         assert not errors, "normal requests failed during the slowloris: %r" % errors[:3]
         assert len(latencies) >= 10, "only %d normal requests in %.1fs" % (len(latencies), HEADER_TIMEOUT)
@@ -159,6 +167,17 @@ def test_slowloris_500_get_408_and_do_not_delay_others():
         print("    slowloris: %d connections, 408 after %.2f-%.2fs; normal requests: %d, median %.1f ms, "
               "worst %.1f ms" % (SLOW_COUNT, waits[0], waits[-1], len(lat), median * 1000, worst * 1000))
         assert p.worker_pids() == [w], "the worker was replaced"
+
+
+def test_header_timeout_of_a_later_request_counts_from_its_start():
+    with lp.Proxy(LOCAL, args=["--header-timeout", "1s"], workers=1) as p, lp.Conn(p.port, timeout=5) as c:
+        lp.expect(c.request("GET", "/"), 200)
+        time.sleep(1.2)         # idle keep-alive time is not head time
+        t0 = time.monotonic()
+        c.send(b"GET / HTTP/1.1\r\nHo")
+        r = c.read_response(timeout=4)
+        dt = time.monotonic() - t0
+        assert r.status == 408 and 0.8 <= dt <= 1.8, "second head: %r after %.2fs (--header-timeout 1s)" % (r, dt)
 
 
 # --------------------------------------------------------------------------
