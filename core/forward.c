@@ -904,6 +904,12 @@ static bool on_response_head(struct exchange *ex)
         upstream_fail(ex->srv, W.loop.now_ms);
         return ex_error(ex, 502, "malformed response head"), false;
     }
+    /* Another transfer coding (gzip, ...) would reach the client without
+     * its name once the header is replaced by our framing. */
+    if (!http_te_is_plain(&ex->resp, ex->resp_buf.data)) {
+        upstream_fail(ex->srv, W.loop.now_ms);
+        return ex_error(ex, 502, "response Transfer-Encoding other than chunked"), false;
+    }
     if (status >= 100 && status < 200 && status != 101) {
         /* Interim (100 Continue, 103): passed on; the final one follows. */
         if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;

@@ -360,6 +360,18 @@ static int normalise_absolute(struct http_request *req, const char *base, struct
     return 0;
 }
 
+bool http_te_is_plain(const struct http_request *msg, const char *base)
+{
+    int te = 0;
+    for (uint16_t i = 0; i < msg->nheaders; i++) {
+        const struct http_header *h = &msg->headers[i];
+        if (h->name.len == 17 && !memcmp(base + h->name.off, "transfer-encoding", 17) &&
+            (++te > 1 || !value_is(base, h->value, "chunked")))
+            return false;
+    }
+    return true;
+}
+
 int http_validate_head(struct http_request *req, const char *base)
 {
     if (req->http_major != 1 || req->http_minor > 1) return 505;

@@ -77,6 +77,9 @@ int http_check_syntax(const char *head, size_t len);
  * llhttp would pass an obs-fold on, which ends the head early for the
  * client. false: malformed. */
 bool http_response_head_ok(const char *head, size_t len);
+/* No Transfer-Encoding, or exactly one "chunked": the only one relayed as
+ * received. */
+bool http_te_is_plain(const struct http_request *msg, const char *base);
 
 /* After on_headers_complete: checks what llhttp leaves to us (framing
  * headers, Host, target form, version) and normalises an absolute-form

@@ -63,6 +63,8 @@ FAULTS = {
         head(headers=[(b"Connection", b"transfer-encoding")], chunked=True) + b"5\r\nhello\r\n0\r\n\r\n"],
     "interim_and_final_in_one_read": [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + head(length=5) + b"hello"],
     "interim_flood": [b"HTTP/1.1 100 Continue\r\n\r\n" * 200 + head(length=5) + b"hello"],
+    "te_gzip": [head(headers=[(b"Transfer-Encoding", b"gzip")]) + b"\x1f\x8b gzip bytes", "close"],
+    "te_gzip_chunked": [head(headers=[(b"Transfer-Encoding", b"gzip, chunked")]) + b"3\r\nabc\r\n0\r\n\r\n"],
 }
 
 # Faults after which the backend connection is in a known state and may be
@@ -103,6 +105,8 @@ OUTCOME = {
     "connection_names_transfer_encoding": ("ok", b"hello"),
     "interim_and_final_in_one_read": ("ok", b"hello"),
     "interim_flood": ("ok", b"hello"),
+    "te_gzip": ("status", 502),
+    "te_gzip_chunked": ("status", 502),
 }
 
 
