@@ -369,9 +369,8 @@ static bool valid_authority(const char *s, size_t n)
     return true;
 }
 
-/* absolute-form ("http://host/path?q"): RFC 9112 3.2.2 says the authority
- * of the target replaces Host. Both are rewritten in place as slices: the
- * target becomes "/path?q", the Host value points into the old target. */
+/* absolute-form ("http://host/path?q"): the target is rewritten in place
+ * as a slice: it becomes "/path?q". Host must name the same authority. */
 static int normalise_absolute(struct http_request *req, const char *base, struct http_header *host)
 {
     const char *u = base + req->url.off;
@@ -384,6 +383,11 @@ static int normalise_absolute(struct http_request *req, const char *base, struct
     /* No path ("http://h" or "http://h?q") is refused rather than guessed. */
     if (a == skip || a == n || u[a] != '/') return 400;
     if (!valid_authority(u + skip, a - skip) || memchr(u + skip, '@', a - skip)) return 400;
+    /* RFC 9112 lets the target's authority override Host; like HAProxy, a
+     * Host that says something else is refused rather than ignored (a
+     * cache or a backend keyed on Host would see another name). */
+    if (host && (host->value.len != a - skip || strncasecmp(base + host->value.off, u + skip, a - skip)))
+        return 400;
     if (host) host->value = (struct slice){req->url.off + (uint32_t)skip, (uint32_t)(a - skip)};
     req->url.off += (uint32_t)a;
     req->url.len -= (uint32_t)a;

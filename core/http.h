@@ -83,8 +83,8 @@ bool http_te_is_plain(const struct http_request *msg, const char *base);
 
 /* After on_headers_complete: checks what llhttp leaves to us (framing
  * headers, Host, target form, version) and normalises an absolute-form
- * target to origin-form, its authority becoming the Host value. Returns 0
- * or the status to reject with (400, 501, 505). */
+ * target to origin-form (its authority must match Host). Returns 0 or the
+ * status to reject with (400, 501, 505). */
 int http_validate_head(struct http_request *req, const char *base);
 
 /* Status for a parse error of llhttp (400, 414, 431, 501, 505). `data`,

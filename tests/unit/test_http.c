@@ -498,9 +498,12 @@ START_TEST(validate_targets_and_hosts)
     ck_assert_int_eq(route_status("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), 0);
 
     /* absolute-form: the target becomes origin-form, Host the authority. */
-    ck_assert_int_eq(route_status("GET http://a.example:81/p?q HTTP/1.1\r\nHost: b\r\n\r\n"), 0);
+    ck_assert_int_eq(route_status("GET http://a.example:81/p?q HTTP/1.1\r\nHost: A.Example:81\r\n\r\n"), 0);
     expect_slice(req.url, "/p?q");
     expect_slice(http_find_header(&req, rbuf, "host", 4)->value, "a.example:81");
+    ck_assert_int_eq(route_status("GET http://a.example:81/p HTTP/1.1\r\nHost: b\r\n\r\n"), 400);
+    ck_assert_int_eq(route_status("GET http://a.example:81/p HTTP/1.1\r\nHost: a.example\r\n\r\n"), 400);
+    ck_assert_int_eq(route_status("GET http://a/p HTTP/1.0\r\n\r\n"), 0); /* 1.0: no Host needed */
     ck_assert_int_eq(route_status("GET HTTPS://a/ HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
     expect_slice(req.url, "/");
     ck_assert_int_eq(route_status("GET http://a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
