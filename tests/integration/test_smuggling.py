@@ -11,6 +11,7 @@ token that must come back to the client, in order, and when the connection
 stays open a sentinel request must get the very next answer."""
 
 import os
+import time
 import socket
 import sys
 
@@ -262,3 +263,38 @@ def test_script_cannot_edit_the_framing():
                                                      ("/chunked", b"hello"), ("/after", b"")], got
         assert all(q.header("x-edited") == "1" for q in got), got
         o.assert_clean()
+
+
+def test_malformed_chunk_arriving_later():
+    """A bad chunk that comes after the head was forwarded: the client gets
+    400 and the close, the backend connection (holding half a request) is
+    closed, never reused, and the backend never sees a complete request."""
+    with StrictOrigin() as o, lp.Proxy(proxy_script(o), workers=1) as p:
+        for bad in (b"zz\r\n", b"5\r\nhelloXX", b"1;=x\r\n"):
+            mark = o.mark()
+            nerr = len(o.errors)
+            with lp.Conn(p.port) as c:
+                c.send(b"POST /late HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n")
+                time.sleep(0.1)
+                c.send(bad)
+                r = c.read_response(timeout=3)
+                assert r.status == 400 and "close" in r.connection_tokens(), "%r: %r" % (bad, r)
+                assert c.closed_by_peer(3), "connection left open after %r" % bad
+            o.wait_quiet()
+            assert not o.requests_since(mark), "the backend saw a complete request: %r" % o.requests_since(mark)
+            errs = o.errors_since(nerr)
+            assert len(errs) == 1 and "closed inside a request" in errs[0], errs
+            with lp.Conn(p.port) as c:
+                r = c.request("GET", "/next")
+                assert r.status == 200, r
+            got = o.requests_since(mark)
+            broken = [rec.id for rec in o.conns if rec.error]
+            assert [q.target for q in got] == ["/next"] and got[0].conn_id not in broken, \
+                "after %r: %r (broken backend connections %r)" % (bad, got, broken)
+    with lp.Proxy(LOCAL, workers=1) as p, lp.Conn(p.port) as c:
+        c.send(b"POST /late HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        time.sleep(0.1)
+        c.send(b"zz\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 400 and c.closed_by_peer(3), r
