@@ -58,6 +58,11 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
+    /* Trailer fields of a chunked body come through the same callbacks:
+     * they are passed on as received but never join the headers (RFC 9110
+     * 6.5.1), or a trailer "Host" or "X-User" would reach the script as if
+     * it were a header that whatever sits in front had checked. */
+    if (r->head_done) return 0;
     if (r->in_value || r->nheaders == 0) {
         if (r->nheaders == HTTP_MAX_HEADERS) {
             r->too_many = true;
@@ -79,6 +84,7 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
+    if (r->head_done) return 0;
     r->in_value = true;
     struct http_header *h = &r->headers[r->nheaders - 1];
     if (h->value.len == 0) h->value.off = (uint32_t)(at - c->base);
@@ -89,6 +95,7 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 int http_on_header_value_complete(llhttp_t *p)
 {
     struct http_request *r = ctx_of(p)->req;
+    if (r->head_done) return 0;
     /* An empty value gets no on_header_value call. */
     r->in_value = true;
     /* llhttp leaves trailing whitespace in the value; it is not part of it

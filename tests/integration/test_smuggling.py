@@ -298,3 +298,31 @@ def test_malformed_chunk_arriving_later():
         c.send(b"zz\r\n")
         r = c.read_response(timeout=3)
         assert r.status == 400 and c.closed_by_peer(3), r
+
+
+TRAILERS = r'''
+function on_post(req)
+  return 200, "host=" .. tostring(req.headers["host"]) .. " x-admin=" .. tostring(req.headers["x-admin"])
+end
+'''
+
+
+def test_trailers_never_become_headers():
+    """Trailer fields pass through to the backend as trailers, but the script
+    never sees them as headers (a trailer 'X-Admin' or 'Host' would reach it
+    unchecked by whatever sits in front)."""
+    wire = (b"POST /t HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Admin: 1\r\nHost: 127.0.0.1:2\r\n\r\n")
+    with lp.Proxy(TRAILERS, workers=1) as p, lp.Conn(p.port) as c:
+        c.send(wire)
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"host=127.0.0.1 x-admin=nil", "trailers read as headers: %r" % r
+    with StrictOrigin() as o, lp.Proxy(proxy_script(o), workers=1) as p, lp.Conn(p.port) as c:
+        c.send(wire)
+        r = c.read_response()
+        assert r.status == 200, r
+        o.wait_quiet()
+        [q] = o.requests_since((0, 0))
+        assert q.body == b"hello" and q.header("x-admin") is None and q.getall("host") == ["127.0.0.1"], q
+        assert ("x-admin", "1") in q.trailers, q.trailers
+        o.assert_clean()

@@ -627,6 +627,11 @@ START_TEST(parse_chunk_extensions)
 {
     ck_assert_int_eq(chunked_body("5;a=b\r\nhello\r\n0\r\n\r\n"), HPE_PAUSED);
     ck_assert(req.message_done);
+    /* Trailers are parsed but never join the headers. */
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-Admin: 1\r\nHost: t\r\n\r\n"), HPE_PAUSED);
+    ck_assert(req.message_done);
+    ck_assert_uint_eq(req.nheaders, 2);
+    ck_assert_ptr_null(http_find_header(&req, rbuf, "x-admin", 7));
     ck_assert_int_eq(chunked_body("5;a=\"b c\"\r\nhello\r\n0\r\n\r\n"), HPE_PAUSED);
     /* A notification callback's error comes back as HPE_CB_*. */
     ck_assert_int_eq(chunked_body("5;=x\r\nhello\r\n0\r\n\r\n"), HPE_CB_CHUNK_EXTENSION_NAME_COMPLETE);
