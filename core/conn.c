@@ -207,6 +207,7 @@ static const char *reject_body(int status)
     case 400: return "bad request\n";
     case 408: return "request timeout\n";
     case 413: return "request body too large\n";
+    case 414: return "request line too long\n";
     case 431: return "request header too large\n";
     case 501: return "not implemented\n";
     case 505: return "http version not supported\n";
@@ -274,7 +275,8 @@ static void request_route(struct conn *c)
     rx->head_len = rx->pos;
     timer_cancel(&W.loop.timers, &c->timer);
     if (rx->head_len > cfg->max_header_size) return reject(c, 431);
-    int status = http_validate_head(&rx->req, rx->data);
+    int status = http_check_syntax(rx->data, rx->head_len);
+    if (!status) status = http_validate_head(&rx->req, rx->data);
     if (status) return reject(c, status);
 
     rx->view.req = &rx->req;
@@ -329,6 +331,7 @@ static void request_end(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
     request_finish(c, rx->status);
+    c->served = true;
     if (rx->sreq) script_req_end(rx->sreq);
     rx->sreq = NULL;
     if (!keep_alive(c) || c->close_after) {
@@ -380,7 +383,9 @@ static void request_begin(struct conn *c)
     rx->up_addr = NULL;
     rx->up_us = 0;
     c->state = CONN_HEAD;
-    loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
+    /* The first head's time counts from the accept (a client that waits
+     * before its first byte gains nothing); a later one's from its start. */
+    if (c->served) loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
 }
 
 /* Parses and answers what is buffered, request after request. */
@@ -412,7 +417,7 @@ static void conn_process(struct conn *c)
         } else if (err != HPE_OK) {
             log_debug("conn fd=%d parse error %s: %s", c->io.fd, llhttp_errno_name(err),
                       llhttp_get_error_reason(&c->parser));
-            reject(c, http_error_status(err));
+            reject(c, http_error_status(err, &rx->req, rx->data, rx->end));
         } else if (c->state == CONN_HEAD && rx->pos > W.cfg->max_header_size) {
             reject(c, 431);
         } else if (c->state == CONN_BODY) {

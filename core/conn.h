@@ -66,6 +66,7 @@ struct conn {
     bool close_after;  /* no keep-alive after the current request */
     bool read_blocked; /* stopped reading with bytes possibly left in the socket */
     bool got_bytes;    /* some request bytes arrived since the last response */
+    bool served;       /* a request ended: the next head gets a header timeout of its own */
     struct timer timer;
     struct defer resume; /* deferred: read or process again on the next turn */
     llhttp_t parser;

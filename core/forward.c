@@ -83,6 +83,8 @@ struct exchange {
     size_t resp_parsed;
     bool resp_head_done, resp_message_done, resp_skip_body;
     bool head_sent;       /* the response head is queued for the client */
+    bool head_unflushed;  /* ... at out[head_at], with nothing written since */
+    size_t head_at;
     enum body_mode mode;
     uint64_t resp_left;
     bool resp_done;
@@ -125,6 +127,7 @@ static int r_on_headers_complete(llhttp_t *p)
 {
     struct exchange *ex = ex_of(p);
     ex->resp_head_done = true;
+    ex->resp.head_done = true; /* trailers are not headers */
     int status = p->status_code;
     /* A HEAD answer has no body whatever its headers say; 1xx, 204 and 304
      * never have one. Those run on to on_message_complete, which pauses;
@@ -292,7 +295,8 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex->client_close = ex->client_close || !complete;
     ex->req_done = complete;
     bool keep = !ex->client_close && c->rx->req.keep_alive && !W.draining && !c->close_after;
-    const char *body = status == 500   ? "internal server error\n"
+    const char *body = status == 400   ? "bad request\n"
+                       : status == 500 ? "internal server error\n"
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
                                        : "gateway timeout\n";
@@ -306,6 +310,30 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex_finish(ex);
 }
 
+/* Runs the client's parser over the chunked body bytes buffered at
+ * [pos, end), which are then sent from [head_len, pos). false: malformed. */
+static bool parse_request_chunks(struct conn *c)
+{
+    struct conn_rx *rx = c->rx;
+    rx->pctx.req = &rx->req;
+    rx->pctx.base = rx->data;
+    rx->pctx.body = NULL;
+    c->parser.data = &rx->pctx;
+    const char *p = rx->data + rx->pos;
+    llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
+    rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
+    if (err == HPE_PAUSED) llhttp_resume(&c->parser);
+    return err == HPE_OK || err == HPE_PAUSED;
+}
+
+/* The client's chunked body is malformed: a 400 and the end of the
+ * connection, or only the end when the answer already started. */
+static void ex_bad_body(struct exchange *ex)
+{
+    ex->client_close = true;
+    ex_error(ex, 400, "malformed chunked request body");
+}
+
 /* ---- the request head ------------------------------------------------ */
 
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
@@ -314,6 +342,12 @@ static bool token_in(const char *base, const struct slice *tokens, int n, struct
         if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
             return true;
     return false;
+}
+
+static bool framing_token(const char *t, size_t n)
+{
+    return (n == 14 && !strncasecmp(t, "content-length", 14)) ||
+           (n == 17 && !strncasecmp(t, "transfer-encoding", 17)) || (n == 4 && !strncasecmp(t, "host", 4));
 }
 
 /* Splits Connection header values into tokens (names of more hop-by-hop
@@ -329,7 +363,9 @@ static int connection_tokens(const struct http_request *r, const char *base, str
             while (p < end && (base[p] == ' ' || base[p] == '\t' || base[p] == ',')) p++;
             uint32_t s = p;
             while (p < end && base[p] != ',' && base[p] != ' ' && base[p] != '\t') p++;
-            if (p > s) out[n++] = (struct slice){s, p - s};
+            /* "Connection: content-length" must not strip the framing (the
+             * body would then be read as the next message) nor Host. */
+            if (p > s && !framing_token(base + s, p - s)) out[n++] = (struct slice){s, p - s};
         }
     }
     return n;
@@ -348,10 +384,24 @@ static bool is_hop_by_hop(const char *name, size_t len, bool keep_upgrade)
     }
 }
 
+/* Headers a script may not set or remove: the framing and the hop-by-hop
+ * ones belong to the proxy, and an edited Content-Length or
+ * Transfer-Encoding would make the peer read the body differently from
+ * how it is sent (as for local responses, such edits are ignored). */
+static bool script_may_edit(const char *name, size_t len)
+{
+    char low[24] = {0};
+    if (len >= sizeof(low)) return true;
+    for (size_t i = 0; i < len; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    return !(is_hop_by_hop(low, len, false) || (len == 14 && !memcmp(low, "content-length", 14)) ||
+             (len == 17 && !memcmp(low, "transfer-encoding", 17)));
+}
+
 static bool edited(const struct script_edits *e, const char *name, size_t len)
 {
     for (size_t i = 0; e && i < e->nheaders; i++)
-        if (e->headers[i].nlen == len && !strncasecmp(e->headers[i].name, name, len)) return true;
+        if (e->headers[i].nlen == len && !strncasecmp(e->headers[i].name, name, len))
+            return script_may_edit(name, len);
     return false;
 }
 
@@ -412,7 +462,7 @@ static int build_request_head(struct exchange *ex)
         append_header(h, name, nlen, base + hd->value.off, hd->value.len);
     }
     for (size_t i = 0; e && i < e->nheaders; i++) {
-        if (!e->headers[i].value) continue;
+        if (!e->headers[i].value || !script_may_edit(e->headers[i].name, e->headers[i].nlen)) continue;
         if (e->headers[i].nlen == 4 && !strncasecmp(e->headers[i].name, "host", 4)) has_host = true;
         append_header(h, e->headers[i].name, e->headers[i].nlen, e->headers[i].value, e->headers[i].vlen);
     }
@@ -568,6 +618,10 @@ void forward_start(struct conn *c, struct upstream *u)
     llhttp_init(&ex->rp, HTTP_RESPONSE, &response_settings);
     ex->pctx.req = &ex->resp;
     ex->rp.data = &ex->pctx;
+    /* Chunks that came with the head are checked before any byte goes to
+     * a backend: a malformed body read in one piece with its head is a 400
+     * that no backend ever sees. */
+    if (ex->req_chunked && c->rx->pos < c->rx->end && !parse_request_chunks(c)) return ex_bad_body(ex);
     ex_try_server(ex);
 }
 
@@ -674,16 +728,8 @@ static bool send_request(struct exchange *ex)
             break;
         }
         if (rx->pos < rx->end) {
-            rx->pctx.req = &rx->req;
-            rx->pctx.base = rx->data;
-            rx->pctx.body = NULL;
-            c->parser.data = &rx->pctx;
-            const char *p = rx->data + rx->pos;
-            llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
-            rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
-            if (err == HPE_PAUSED) llhttp_resume(&c->parser);
-            else if (err != HPE_OK) {
-                ex_abort_client(ex, "malformed chunked request body");
+            if (!parse_request_chunks(c)) {
+                ex_bad_body(ex);
                 return false;
             }
             continue;
@@ -765,7 +811,7 @@ static bool build_response_head(struct exchange *ex)
         append_header(out, name, nlen, base + hd->value.off, hd->value.len);
     }
     for (size_t i = 0; e && i < e->nheaders; i++)
-        if (e->headers[i].value)
+        if (e->headers[i].value && script_may_edit(e->headers[i].name, e->headers[i].nlen))
             append_header(out, e->headers[i].name, e->headers[i].nlen, e->headers[i].value, e->headers[i].vlen);
     if (ex->chunk_out) buf_puts(out, "transfer-encoding: chunked\r\n");
     if (status >= 200 && !switching) {
@@ -842,7 +888,17 @@ static bool relay_buffered(struct exchange *ex)
         ex->pctx.base = rb->data; /* trailers are headers too */
         llhttp_errno_t err = llhttp_execute(&ex->rp, p, avail);
         size_t used = err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&ex->rp) - p);
-        if (err != HPE_OK && err != HPE_PAUSED) return ex_abort_client(ex, "malformed chunked response"), false;
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            if (ex->head_unflushed) {
+                /* Came with the head, which is still only queued: take it
+                 * back and answer 502 instead of a bare close. */
+                out->len = ex->head_at;
+                ex->head_sent = false;
+                upstream_fail(ex->srv, W.loop.now_ms);
+                return ex_error(ex, 502, "malformed chunked response"), false;
+            }
+            return ex_abort_client(ex, "malformed chunked response"), false;
+        }
         if (!ex->dechunk) buf_append(out, p, used);
         if (ex->resp_message_done) {
             ex->resp_done = true;
@@ -864,6 +920,18 @@ static bool on_response_head(struct exchange *ex)
 {
     int status = ex->rp.status_code;
     if (ex->resp.too_many) return ex_error(ex, 502, "response head has too many headers"), false;
+    /* llhttp lets an obs-fold or a bare LF through, which would end the
+     * head early for the client and turn the rest into its body. */
+    if (!http_response_head_ok(ex->resp_buf.data, ex->resp_parsed)) {
+        upstream_fail(ex->srv, W.loop.now_ms);
+        return ex_error(ex, 502, "malformed response head"), false;
+    }
+    /* Another transfer coding (gzip, ...) would reach the client without
+     * its name once the header is replaced by our framing. */
+    if (!http_te_is_plain(&ex->resp, ex->resp_buf.data)) {
+        upstream_fail(ex->srv, W.loop.now_ms);
+        return ex_error(ex, 502, "response Transfer-Encoding other than chunked"), false;
+    }
     if (status >= 100 && status < 200 && status != 101) {
         /* Interim (100 Continue, 103): passed on; the final one follows. */
         if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
@@ -876,9 +944,12 @@ static bool on_response_head(struct exchange *ex)
     if (status == 101 && !ex->upgrade) return ex_error(ex, 502, "101 without an upgrade request"), false;
     upstream_ok(ex->srv);
     plan_body(ex);
+    size_t head_at = ex->c->rx->out.len;
     if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
     ex->head_sent = true;
     ex->status = status;
+    ex->head_at = head_at;
+    ex->head_unflushed = true;
     if (status == 101) {
         ex->state = EX_TUNNEL;
         ex->backend_reusable = false;
@@ -891,7 +962,9 @@ static bool on_response_head(struct exchange *ex)
     }
     if (ex->resp_message_done) llhttp_resume(&ex->rp);
     else if (ex->mode == RB_CHUNKED) llhttp_resume(&ex->rp);
-    return relay_buffered(ex);
+    bool ok = relay_buffered(ex);
+    ex->head_unflushed = false;
+    return ok;
 }
 
 /* Reads the response head. Returns false when the exchange ended. */
@@ -900,21 +973,25 @@ static bool read_head(struct exchange *ex)
     struct buf *rb = &ex->resp_buf;
     int bfd = ex->b->io.fd;
     for (;;) {
-        if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
-        if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
-        ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
-        if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
-        if (n == -1) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) return true;
-            return backend_failed(ex, strerror(errno)), false;
+        /* Bytes after an interim response are parsed before reading more:
+         * the final response may have come in the same read. */
+        size_t old = ex->resp_parsed;
+        if (old == rb->len) {
+            if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
+            if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
+            ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
+            if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
+            if (n == -1) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN) return true;
+                return backend_failed(ex, strerror(errno)), false;
+            }
+            rb->len += (size_t)n;
+            loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         }
-        size_t old = rb->len;
-        rb->len += (size_t)n;
-        loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         const char *p = rb->data + old;
         ex->pctx.base = rb->data;
-        llhttp_errno_t err = llhttp_execute(&ex->rp, p, (size_t)n);
+        llhttp_errno_t err = llhttp_execute(&ex->rp, p, rb->len - old);
         ex->resp_parsed = err == HPE_OK ? rb->len : (size_t)(llhttp_get_error_pos(&ex->rp) - rb->data);
         if (err == HPE_OK) continue;
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {

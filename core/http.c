@@ -17,7 +17,8 @@ void http_request_reset(struct http_request *r)
 {
     r->url.off = r->url.len = 0;
     r->nheaders = 0;
-    r->in_value = r->too_many = false;
+    r->in_value = r->too_many = r->line_too_long = r->bad_chunk_ext = false;
+    r->chunk_ext_len = r->ext_name_len = 0;
     r->head_done = r->message_done = false;
     r->has_body = r->chunked = r->expect_continue = r->keep_alive = r->upgrade = false;
     r->content_length = 0;
@@ -41,7 +42,15 @@ static void extend(struct slice *s, const char *base, const char *at, size_t len
 int http_on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
-    extend(&c->req->url, c->base, at, len);
+    struct slice *u = &c->req->url;
+    extend(u, c->base, at, len);
+    /* Checked as it arrives: a client sending an endless target is stopped
+     * here rather than by the head size limit. The line starts at the
+     * buffer's start, give or take the empty lines allowed before it. */
+    if ((uint64_t)u->off + u->len + sizeof(" HTTP/1.1") > HTTP_MAX_REQUEST_LINE) {
+        c->req->line_too_long = true;
+        return HPE_USER;
+    }
     return 0;
 }
 
@@ -49,6 +58,11 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
+    /* Trailer fields of a chunked body come through the same callbacks:
+     * they are passed on as received but never join the headers (RFC 9110
+     * 6.5.1), or a trailer "Host" or "X-User" would reach the script as if
+     * it were a header that whatever sits in front had checked. */
+    if (r->head_done) return 0;
     if (r->in_value || r->nheaders == 0) {
         if (r->nheaders == HTTP_MAX_HEADERS) {
             r->too_many = true;
@@ -70,6 +84,7 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
+    if (r->head_done) return 0;
     r->in_value = true;
     struct http_header *h = &r->headers[r->nheaders - 1];
     if (h->value.len == 0) h->value.off = (uint32_t)(at - c->base);
@@ -79,8 +94,15 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 
 int http_on_header_value_complete(llhttp_t *p)
 {
+    struct http_request *r = ctx_of(p)->req;
+    if (r->head_done) return 0;
     /* An empty value gets no on_header_value call. */
-    ctx_of(p)->req->in_value = true;
+    r->in_value = true;
+    /* llhttp leaves trailing whitespace in the value; it is not part of it
+     * (RFC 9110 5.5), and "chunked\t" must compare equal to "chunked". */
+    struct slice *v = &r->headers[r->nheaders - 1].value;
+    const char *base = ctx_of(p)->base;
+    while (v->len && (base[v->off + v->len - 1] == ' ' || base[v->off + v->len - 1] == '\t')) v->len--;
     return 0;
 }
 
@@ -90,9 +112,37 @@ static bool value_is(const char *base, struct slice v, const char *want)
     return v.len == n && !strncasecmp(base + v.off, want, n);
 }
 
+/* Whether a comma-separated header value holds `token` (any case). */
+static bool has_token(const char *base, struct slice v, const char *token)
+{
+    size_t n = strlen(token);
+    const char *s = base + v.off, *end = s + v.len;
+    while (s < end) {
+        while (s < end && (*s == ' ' || *s == '\t' || *s == ',')) s++;
+        const char *t = s;
+        while (s < end && *s != ',' && *s != ' ' && *s != '\t') s++;
+        if ((size_t)(s - t) == n && !strncasecmp(t, token, n)) return true;
+    }
+    return false;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct http_request *r = ctx_of(p)->req;
+    const char *base = ctx_of(p)->base;
+    /* An upgrade to h2c (or h2) is never passed on: a backend that accepted
+     * it would speak HTTP/2 on a tunnel the proxy no longer looks into (h2c
+     * smuggling). The request goes on as a plain one, its Upgrade and
+     * Connection headers dropped as hop-by-hop. llhttp reads p->upgrade
+     * after this callback, so clearing it keeps the parser in HTTP/1. */
+    if (p->upgrade && p->method != HTTP_CONNECT) {
+        for (uint16_t i = 0; i < r->nheaders; i++) {
+            const struct http_header *h = &r->headers[i];
+            if (h->name.len == 7 && !memcmp(base + h->name.off, "upgrade", 7) &&
+                (has_token(base, h->value, "h2c") || has_token(base, h->value, "h2")))
+                p->upgrade = 0;
+        }
+    }
     r->head_done = true;
     r->method = p->method;
     r->http_major = p->http_major;
@@ -126,6 +176,48 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* Chunk extensions pass through to the backend as received, so they are
+ * held to their grammar (llhttp lets ";=x" through) and to a size: one
+ * chunk's extensions may not exceed HTTP_MAX_CHUNK_EXT bytes. */
+static int chunk_ext_bytes(struct http_request *r, size_t len)
+{
+    r->chunk_ext_len += (uint32_t)len;
+    if (r->chunk_ext_len > HTTP_MAX_CHUNK_EXT) {
+        r->bad_chunk_ext = true;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_chunk_ext_name(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_request *r = ctx_of(p)->req;
+    r->ext_name_len += (uint32_t)len;
+    return chunk_ext_bytes(r, len);
+}
+
+static int on_chunk_ext_name_complete(llhttp_t *p)
+{
+    struct http_request *r = ctx_of(p)->req;
+    if (r->ext_name_len == 0) {
+        r->bad_chunk_ext = true;
+        return HPE_USER;
+    }
+    r->ext_name_len = 0;
+    return 0;
+}
+
+static int on_chunk_ext_value(llhttp_t *p, const char *at, size_t len)
+{
+    return chunk_ext_bytes(ctx_of(p)->req, len);
+}
+
+static int on_chunk_header(llhttp_t *p)
+{
+    ctx_of(p)->req->chunk_ext_len = 0;
+    return 0;
+}
+
 const llhttp_settings_t http_request_settings = {
     .on_message_begin = on_message_begin,
     .on_url = http_on_url,
@@ -135,6 +227,10 @@ const llhttp_settings_t http_request_settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
+    .on_chunk_extension_name = on_chunk_ext_name,
+    .on_chunk_extension_name_complete = on_chunk_ext_name_complete,
+    .on_chunk_extension_value = on_chunk_ext_value,
+    .on_chunk_header = on_chunk_header,
 };
 
 void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
@@ -153,33 +249,233 @@ const struct http_header *http_find_header(const struct http_request *req, const
     return NULL;
 }
 
-int http_validate_head(const struct http_request *req, const char *base)
+/* ---- validation ------------------------------------------------------ */
+
+/* Byte classes for the head check, a table lookup per byte: tchar of RFC
+ * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
+ * HTAB; no other control) and request-target bytes (VCHAR but '#'). */
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4 };
+static uint8_t byte_class[256];
+
+__attribute__((constructor)) static void byte_class_init(void)
 {
-    if (req->http_major != 1 || req->http_minor > 1) return 505;
-    int hosts = 0, te = 0;
-    for (uint16_t i = 0; i < req->nheaders; i++) {
-        const struct http_header *h = &req->headers[i];
-        const char *name = base + h->name.off;
-        if (h->name.len == 4 && !memcmp(name, "host", 4)) hosts++;
-        if (h->name.len == 17 && !memcmp(name, "transfer-encoding", 17)) {
-            /* Only a lone "chunked" is accepted: lists and other codings are
-             * where request smuggling hides. */
-            if (++te > 1) return 400;
-            if (!value_is(base, h->value, "chunked")) return 501;
-        }
+    for (int c = 0; c < 256; c++) {
+        uint8_t k = 0;
+        if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
+        if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
+        if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
+        byte_class[c] = k;
     }
-    /* HTTP/1.1 requires exactly one Host (RFC 9112 §3.2). */
-    if (hosts > 1 || (hosts == 0 && req->http_minor == 1)) return 400;
+}
+
+static bool is_tchar(unsigned char ch)
+{
+    return byte_class[ch] & C_TCHAR;
+}
+
+static bool is_value_char(unsigned char ch)
+{
+    return byte_class[ch] & C_VALUE;
+}
+
+/* "HTTP/" DIGIT "." DIGIT. */
+static bool is_version(const char *s, size_t n)
+{
+    return n == 8 && !memcmp(s, "HTTP/", 5) && isdigit((unsigned char)s[5]) && s[6] == '.' &&
+           isdigit((unsigned char)s[7]);
+}
+
+static int version_status(const char *v)
+{
+    return v[5] == '1' && (v[7] == '0' || v[7] == '1') ? 0 : 505;
+}
+
+/* The request line starts after the empty lines (CRLF only) that RFC 9112
+ * 2.2 lets a server skip. Returns its offset. */
+static size_t skip_empty_lines(const char *p, size_t len)
+{
+    size_t i = 0;
+    while (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') i += 2;
+    return i;
+}
+
+/* Eight field-value bytes at once: true when none is a control (below 0x20
+ * or 0x7f; bytes from 0x80 are obs-text). The bit tricks may report a
+ * control that is not there, never miss one: the byte loop then decides. */
+static bool word_is_plain(const char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t below = (x - 0x20 * ones) & ~x & highs;
+    uint64_t del = x ^ (0x7f * ones);
+    del = (del - ones) & ~del & highs;
+    return !(below | del);
+}
+
+/* *( field-name ":" OWS field-value OWS CRLF ) CRLF from offset i to
+ * exactly len: no obs-fold, no bare CR or LF, no control in a value. */
+static bool fields_ok(const char *p, size_t i, size_t len)
+{
+    for (;;) {
+        if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len;
+        size_t n = i;
+        while (i < len && is_tchar((unsigned char)p[i])) i++;
+        if (i == n || i >= len || p[i] != ':') return false; /* also a line starting with SP/HTAB */
+        i++;
+        while (i + 8 <= len && word_is_plain(p + i)) i += 8;
+        while (i < len && is_value_char((unsigned char)p[i])) i++;
+        if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
+        i += 2;
+    }
+}
+
+int http_check_syntax(const char *p, size_t len)
+{
+    size_t i = skip_empty_lines(p, len), line = i;
+    /* request-line = method SP request-target SP HTTP-version CRLF */
+    size_t m = i;
+    while (i < len && is_tchar((unsigned char)p[i])) i++;
+    if (i == m || i >= len || p[i] != ' ') return 400;
+    size_t t = ++i;
+    while (i < len && (byte_class[(unsigned char)p[i]] & C_TARGET)) i++;
+    if (i == t || i >= len || p[i] != ' ') return 400;
+    size_t v = ++i;
+    while (i < len && p[i] != '\r' && p[i] != '\n') i++;
+    if (i - line + 2 > HTTP_MAX_REQUEST_LINE) return 414;
+    if (!is_version(p + v, i - v)) return 400;
+    int vs = version_status(p + v);
+    if (vs) return vs;
+    if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return 400;
+    return fields_ok(p, i + 2, len) ? 0 : 400;
+}
+
+bool http_response_head_ok(const char *p, size_t len)
+{
+    /* status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] CRLF; the
+     * SP before an empty reason is often left out, and allowed here. */
+    if (len < 14 || !is_version(p, 8) || p[8] != ' ') return false;
+    for (int k = 9; k < 12; k++)
+        if (!isdigit((unsigned char)p[k])) return false;
+    size_t i = 12;
+    if (p[i] == ' ')
+        while (++i < len && is_value_char((unsigned char)p[i])) {}
+    if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
+    return fields_ok(p, i + 2, len);
+}
+
+/* uri-host [ ":" port ]: reg-name or IP-literal characters, no '/', '@',
+ * whitespace or controls (those would make vhost routing guess). */
+static bool valid_authority(const char *s, size_t n)
+{
+    static const char *extra = "-._~%!$&'()*+,;=:[]";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && !(ch && strchr(extra, ch))) return false;
+    }
+    return true;
+}
+
+/* absolute-form ("http://host/path?q"): the target is rewritten in place
+ * as a slice: it becomes "/path?q". Host must name the same authority. */
+static int normalise_absolute(struct http_request *req, const char *base, struct http_header *host)
+{
+    const char *u = base + req->url.off;
+    size_t n = req->url.len, skip;
+    if (n > 7 && !strncasecmp(u, "http://", 7)) skip = 7;
+    else if (n > 8 && !strncasecmp(u, "https://", 8)) skip = 8;
+    else return 400;
+    size_t a = skip;
+    while (a < n && u[a] != '/' && u[a] != '?') a++;
+    /* No path ("http://h" or "http://h?q") is refused rather than guessed. */
+    if (a == skip || a == n || u[a] != '/') return 400;
+    if (!valid_authority(u + skip, a - skip) || memchr(u + skip, '@', a - skip)) return 400;
+    /* RFC 9112 lets the target's authority override Host; like HAProxy, a
+     * Host that says something else is refused rather than ignored (a
+     * cache or a backend keyed on Host would see another name). */
+    if (host && (host->value.len != a - skip || strncasecmp(base + host->value.off, u + skip, a - skip)))
+        return 400;
+    if (host) host->value = (struct slice){req->url.off + (uint32_t)skip, (uint32_t)(a - skip)};
+    req->url.off += (uint32_t)a;
+    req->url.len -= (uint32_t)a;
     return 0;
 }
 
-int http_error_status(llhttp_errno_t err)
+bool http_te_is_plain(const struct http_request *msg, const char *base)
 {
-    switch (err) {
-    case HPE_INVALID_TRANSFER_ENCODING: return 501;
-    case HPE_INVALID_VERSION: return 505;
-    default: return 400;
+    int te = 0;
+    for (uint16_t i = 0; i < msg->nheaders; i++) {
+        const struct http_header *h = &msg->headers[i];
+        if (h->name.len == 17 && !memcmp(base + h->name.off, "transfer-encoding", 17) &&
+            (++te > 1 || !value_is(base, h->value, "chunked")))
+            return false;
     }
+    return true;
+}
+
+int http_validate_head(struct http_request *req, const char *base)
+{
+    if (req->http_major != 1 || req->http_minor > 1) return 505;
+    if (req->method == HTTP_CONNECT) return 501; /* a reverse proxy opens no tunnels */
+    int hosts = 0, te = 0;
+    struct http_header *host = NULL, *tenc = NULL;
+    for (uint16_t i = 0; i < req->nheaders; i++) {
+        struct http_header *h = &req->headers[i];
+        const char *name = base + h->name.off;
+        if (h->name.len == 4 && !memcmp(name, "host", 4)) {
+            hosts++;
+            host = h;
+        }
+        if (h->name.len == 17 && !memcmp(name, "transfer-encoding", 17)) {
+            te++;
+            tenc = h;
+        }
+    }
+    /* HTTP/1.1 requires exactly one Host (RFC 9112 3.2). */
+    if (hosts > 1 || (hosts == 0 && req->http_minor == 1)) return 400;
+    if (host && !valid_authority(base + host->value.off, host->value.len)) return 400;
+    if (tenc) {
+        /* Only one lone "chunked" is accepted: lists and other codings are
+         * where request smuggling hides. A 1.0 message with
+         * Transfer-Encoding has faulty framing (RFC 9112 6.1). */
+        if (te > 1 || tenc->value.len == 0 || req->http_minor == 0) return 400;
+        if (!value_is(base, tenc->value, "chunked")) return 501;
+    }
+    const char *u = base + req->url.off;
+    if (req->url.len == 0) return 400;
+    if (u[0] == '*') return req->url.len == 1 && req->method == HTTP_OPTIONS ? 0 : 400;
+    if (u[0] != '/') return normalise_absolute(req, base, host);
+    return 0;
+}
+
+int http_error_status(llhttp_errno_t err, const struct http_request *req, const char *data,
+                      size_t len)
+{
+    if (err == HPE_USER && req->line_too_long) return 414;
+    if (err == HPE_USER && req->too_many) return 431;
+    if (err == HPE_INVALID_VERSION || err == HPE_PAUSED_H2_UPGRADE) {
+        /* 505 only for a well-formed version other than 1.0 and 1.1. */
+        size_t i = skip_empty_lines(data, len), e = i;
+        while (e < len && data[e] != '\r' && data[e] != '\n') e++;
+        size_t sp = e;
+        while (sp > i && data[sp - 1] != ' ') sp--;
+        return sp > i && e < len && is_version(data + sp, e - sp) && version_status(data + sp)
+                   ? 505
+                   : 400;
+    }
+    if (err == HPE_INVALID_TRANSFER_ENCODING) {
+        /* Two Transfer-Encoding headers, or an empty one: malformed. */
+        int te = 0;
+        for (uint16_t i = 0; i < req->nheaders; i++) {
+            const struct http_header *h = &req->headers[i];
+            if (h->name.len == 17 && !memcmp(data + h->name.off, "transfer-encoding", 17)) {
+                te++;
+                if (h->value.len == 0) return 400;
+            }
+        }
+        return te > 1 ? 400 : 501;
+    }
+    return 400;
 }
 
 /* ---- writing ---------------------------------------------------------- */

@@ -9,7 +9,9 @@
 
 #include "buf.h"
 
-#define HTTP_MAX_HEADERS 100 /* more header lines than this: 431 */
+#define HTTP_MAX_HEADERS 100       /* more header lines than this: 431 */
+#define HTTP_MAX_REQUEST_LINE 8192 /* a longer request line (so a longer URI): 414 */
+#define HTTP_MAX_CHUNK_EXT 4096    /* more chunk-extension bytes on one chunk: 400 */
 
 /* A byte range of the read buffer: offsets survive the buffer growing. */
 struct slice {
@@ -30,6 +32,8 @@ struct http_request {
     uint8_t http_major, http_minor;
     bool in_value;        /* the last header callback was a value */
     bool too_many;        /* more than HTTP_MAX_HEADERS */
+    bool line_too_long;   /* request line over HTTP_MAX_REQUEST_LINE */
+    bool bad_chunk_ext;   /* a chunk extension without a name, or too long */
     bool head_done;       /* on_headers_complete seen */
     bool message_done;    /* on_message_complete seen */
     bool has_body;        /* Content-Length > 0 or chunked */
@@ -38,7 +42,9 @@ struct http_request {
     bool keep_alive;      /* the client allows another request after this one */
     bool upgrade;         /* Connection: upgrade with an Upgrade header */
     uint64_t content_length;
-    uint32_t head_len; /* bytes of the head, request line to blank line */
+    uint32_t head_len;      /* bytes of the head, request line to blank line */
+    uint32_t chunk_ext_len; /* extension bytes of the current chunk */
+    uint32_t ext_name_len;  /* bytes of the current chunk extension's name */
     const char *base;  /* read buffer the slices refer to, during a parse */
 };
 
@@ -63,12 +69,29 @@ int http_on_header_value_complete(llhttp_t *p);
 void http_request_reset(struct http_request *r);
 void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx);
 
-/* After on_headers_complete: checks what llhttp leaves to us. Returns 0 or
- * the status to reject with (400, 501, 505). */
-int http_validate_head(const struct http_request *req, const char *base);
+/* A complete request head, byte by byte, against the RFC 9112 grammar, where
+ * llhttp is lenient (bare LF, obs-fold, empty header names, several spaces
+ * in the request line, '#' in the target). Returns 0, 400, 414 or 505. */
+int http_check_syntax(const char *head, size_t len);
+/* The same for a backend's response head (status line, then fields):
+ * llhttp would pass an obs-fold on, which ends the head early for the
+ * client. false: malformed. */
+bool http_response_head_ok(const char *head, size_t len);
+/* No Transfer-Encoding, or exactly one "chunked": the only one relayed as
+ * received. */
+bool http_te_is_plain(const struct http_request *msg, const char *base);
 
-/* Status for a parse error of llhttp (400, 501, ...). */
-int http_error_status(llhttp_errno_t err);
+/* After on_headers_complete: checks what llhttp leaves to us (framing
+ * headers, Host, target form, version) and normalises an absolute-form
+ * target to origin-form (its authority must match Host). Returns 0 or the
+ * status to reject with (400, 501, 505). */
+int http_validate_head(struct http_request *req, const char *base);
+
+/* Status for a parse error of llhttp (400, 414, 431, 501, 505). `data`,
+ * `len`: the request bytes received so far (its request line tells a
+ * malformed version, 400, from an unsupported one, 505). */
+int http_error_status(llhttp_errno_t err, const struct http_request *req, const char *data,
+                      size_t len);
 
 static inline const char *http_slice(const char *base, struct slice s)
 {

@@ -118,7 +118,7 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
             snprintf(why, sizeof(why), "not a valid request (%s; the server would answer %d)",
                      req->too_many ? "more than 100 header lines"
                                    : llhttp_get_error_reason(&parser),
-                     req->too_many ? 431 : http_error_status(err));
+                     req->too_many ? 431 : http_error_status(err, req, text->data, text->len));
             return usage_error("--try", cfg->try_request, why);
         }
         const char *at = llhttp_get_error_pos(&parser);
@@ -136,7 +136,8 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
     if (head_end && (uint64_t)(head_end + 4 - text->data) > cfg->max_header_size)
         return usage_error("--try", cfg->try_request,
                            "the head is over --max-header-size (the server would answer 431)");
-    int status = http_validate_head(req, text->data);
+    int status = head_end ? http_check_syntax(text->data, (size_t)(head_end + 4 - text->data)) : 0;
+    if (!status) status = http_validate_head(req, text->data);
     if (status) {
         char why[128];
         snprintf(why, sizeof(why), "the server would refuse it with %d %s%s", status,

@@ -54,6 +54,18 @@ static void accept_pause(bool pause)
     loop_mod(&W.loop, &W.listener, pause ? 0 : IO_READ);
 }
 
+/* Out of descriptors, accept4 fails and the listener's edge is spent with
+ * connections still queued: without a retry they would wait for the next
+ * new connection. Accepting pauses and resumes after 100 ms, or sooner
+ * when a connection closes. */
+static struct timer accept_retry;
+static bool fd_starved; /* logged once until an accept succeeds again */
+
+static void on_accept_retry(struct timer *t)
+{
+    if (W.nconns < W.cfg->max_connections && !W.draining) accept_pause(false);
+}
+
 static void accept_all(struct io *l)
 {
     bool admin = l == &W.admin;
@@ -67,9 +79,18 @@ static void accept_all(struct io *l)
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                if (!fd_starved) log_warn("accept: %s: new connections wait in the backlog", strerror(errno));
+                fd_starved = true;
+                accept_pause(true);
+                accept_retry.cb = on_accept_retry;
+                loop_timer(&W.loop, &accept_retry, 100);
+                return;
+            }
             if (errno != EAGAIN) log_warn("accept: %s", strerror(errno));
             return;
         }
+        fd_starved = false;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn_accept(fd, (struct sockaddr *)&ss, len, admin);

@@ -248,11 +248,12 @@ class Proxy:
 
     `script` is Lua source, or the path of a .lua file (relative to the
     repository root). `workers` adds `-w N` (None: leave the default).
+    `nofile=(soft, hard)` sets the server's descriptor limit.
     `listen=False` leaves out --listen (the port must then come from `env`,
     and `port` says which one to wait for)."""
 
     def __init__(self, script, args=(), env=None, workers=1, listen=True, port=None,
-                 start_timeout=10.0, name="script.lua"):
+                 start_timeout=10.0, name="script.lua", nofile=None):
         self.dir = make_tmpdir()
         if "\n" not in script and script.endswith(".lua"):
             self.script_path = script if os.path.isabs(script) else repo_path(script)
@@ -271,6 +272,7 @@ class Proxy:
         argv += [str(a) for a in args]
         argv.append(self.script_path)
         self.argv = argv
+        self.nofile = nofile    # (soft, hard) RLIMIT_NOFILE for the server, or None
         self.proc = None
         self.returncode = None
         self._start(env, start_timeout)
@@ -280,9 +282,15 @@ class Proxy:
             raise ProxyError("binary %s does not exist (make it first, or set LUAPROXY)" % self.argv[0])
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
+        limit = self.nofile
+
+        def preexec():
+            if limit:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=_child_env(env), cwd=ROOT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec if limit else None)
         _live.append(self)
         _started.append(self)
         deadline = time.monotonic() + start_timeout
