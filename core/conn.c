@@ -302,6 +302,9 @@ static void request_route(struct conn *c)
     switch (rx->decision) {
     case SCRIPT_UPSTREAM:
         c->state = CONN_UPSTREAM;
+        /* A body (or a tunnel) is read from the socket by forward, which
+         * stops at its end, not at EAGAIN: what follows it may wait there. */
+        c->read_pending = !rx->req.message_done || rx->req.upgrade;
         forward_start(c, up);
         return;
     case SCRIPT_RESPOND:
@@ -551,7 +554,10 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
 static void conn_on_io(struct io *io, unsigned events)
 {
     struct conn *c = container_of(io, struct conn, io);
-    if (c->state == CONN_UPSTREAM) return forward_client_event(c->ex, events);
+    if (c->state == CONN_UPSTREAM) {
+        if (events & (IO_READ | IO_HUP | IO_ERROR)) c->read_pending = true;
+        return forward_client_event(c->ex, events);
+    }
     conn_drive(c, events & IO_READ, events & (IO_HUP | IO_ERROR));
 }
 
@@ -562,14 +568,21 @@ void conn_upstream_done(struct conn *c, bool close_after)
     c->state = CONN_BODY; /* request_end decides: idle or closing */
     request_end(c);
     /* Pipelined requests may be waiting in the buffer or the socket: on the
-     * next turn, so an exchange that ended at once cannot recurse here. */
+     * next turn, so an exchange that ended at once cannot recurse here. The
+     * socket was last read to a short read (edge-triggered: drained) unless
+     * an event came during the exchange or forward read a body from it;
+     * otherwise a read now would only find EAGAIN (one syscall of six). */
+    c->skip_read = !c->read_pending;
+    c->read_pending = false;
     loop_defer(&W.loop, &c->resume);
 }
 
 static void conn_on_resume(struct defer *d)
 {
     struct conn *c = container_of(d, struct conn, resume);
-    conn_drive(c, true, false);
+    bool readable = !c->skip_read;
+    c->skip_read = false;
+    conn_drive(c, readable, false);
 }
 
 static void conn_on_timer(struct timer *t)

@@ -65,7 +65,8 @@ struct conn {
     bool eof;          /* the client shut down its side */
     bool close_after;  /* no keep-alive after the current request */
     bool read_blocked; /* stopped reading with bytes possibly left in the socket */
-    bool got_bytes;    /* some request bytes arrived since the last response */
+    bool read_pending; /* the socket may hold unread bytes (an edge was taken, or a body spliced) */
+    bool skip_read;    /* the next resume need not read: nothing can be waiting */
     bool served;       /* a request ended: the next head gets a header timeout of its own */
     struct timer timer;
     struct defer resume; /* deferred: read or process again on the next turn */

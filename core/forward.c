@@ -1120,11 +1120,23 @@ static void tunnel_run(struct exchange *ex)
 
 /* ---- driving --------------------------------------------------------- */
 
+/* ex_run is running for a backend event that may carry readable data. */
+static bool backend_readable;
+
 static void ex_run(struct exchange *ex)
 {
     if (ex->state == EX_TUNNEL) return tunnel_run(ex);
     if (ex->state != EX_ACTIVE) return;
-    if (!ex->req_done && !send_request(ex)) return;
+    bool just_sent = false;
+    if (!ex->req_done) {
+        if (!send_request(ex)) return;
+        just_sent = ex->req_done;
+    }
+    /* The request has just gone out: the answer cannot be there yet unless
+     * this is a readable event, and its arrival will be an edge (every
+     * earlier readable event was read to EAGAIN; a pooled connection is
+     * idle only when drained). Reading now would only find EAGAIN. */
+    if (!ex->head_sent && just_sent && !backend_readable && !ex->resp_buf.len) return;
     if (!ex->head_sent && !read_head(ex)) return;
     if (ex->state == EX_TUNNEL) return tunnel_run(ex);
     if (ex->head_sent && !relay_body(ex)) return;
@@ -1153,7 +1165,9 @@ static void on_backend_event(struct bconn *b, unsigned events)
         ex->state = EX_ACTIVE;
         loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
     }
+    backend_readable = events & (IO_READ | IO_HUP | IO_ERROR);
     ex_run(ex);
+    backend_readable = false;
 }
 
 void forward_client_event(struct exchange *ex, unsigned events)
