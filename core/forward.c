@@ -405,6 +405,20 @@ static bool edited(const struct script_edits *e, const char *name, size_t len)
     return false;
 }
 
+/* inet_ntop for IPv4, by hand: it was 9 % of a proxied request's
+ * instructions. out has room for 16 bytes. */
+static void format_ipv4(char *out, const struct in_addr *a)
+{
+    const uint8_t *b = (const uint8_t *)&a->s_addr;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100) *out++ = (char)('0' + v / 100);
+        if (v >= 10) *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 static void append_header(struct buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     buf_append(b, name, nlen);
@@ -478,7 +492,7 @@ static int build_request_head(struct exchange *ex)
         char addr[64];
         const struct sockaddr *sa = &c->peer.sa;
         if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
-        else inet_ntop(AF_INET, &c->peer.in.sin_addr, addr, sizeof(addr));
+        else format_ipv4(addr, &c->peer.in.sin_addr);
         buf_puts(h, addr);
         buf_puts(h, "\r\n");
     }
@@ -787,15 +801,17 @@ static bool build_response_head(struct exchange *ex)
         e = &ed;
     }
 
-    char line[96];
-    int n;
+    /* "HTTP/1.1 200 OK": status is 100..599 (the parser checked it). */
     struct slice reason = ex->resp.url;
-    if (reason.len)
-        n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", status, (int)(reason.len > 60 ? 60 : reason.len),
-                     base + reason.off);
-    else
-        n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_reason(status));
-    buf_append(out, line, (size_t)n);
+    char line[16] = "HTTP/1.1 ";
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    line[12] = ' ';
+    buf_append(out, line, 13);
+    if (reason.len) buf_append(out, base + reason.off, reason.len > 60 ? 60 : reason.len);
+    else buf_puts(out, http_reason(status));
+    buf_append(out, "\r\n", 2);
 
     struct slice tokens[MAX_CONN_TOKENS];
     int ntok = connection_tokens(&ex->resp, base, tokens);
