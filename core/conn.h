@@ -65,6 +65,7 @@ struct conn {
     bool eof;          /* the client shut down its side */
     bool close_after;  /* no keep-alive after the current request */
     bool read_blocked; /* stopped reading with bytes possibly left in the socket */
+    bool hup;          /* the peer's FIN was reported: read to EOF, not to a short read */
     bool got_bytes;    /* some request bytes arrived since the last response */
     struct timer timer;
     struct defer resume; /* deferred: read or process again on the next turn */
