@@ -5,10 +5,12 @@
 #   make test            install deps, build, run every suite; ends with "N passed, M failed"
 #   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
 #   make bench           benchmarks against nginx and HAProxy
+#   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
 SANITIZE ?=
+SOAK_SECONDS ?= 60
 LLHTTP_INC := /usr/share/include/llhttp
 LLHTTP_SRC := /usr/share/llhttp
 
@@ -45,7 +47,7 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps run test test-asan unit integration bench clean install format
+.PHONY: all deps run test test-asan unit integration bench soak clean install format
 all: $(BUILD)/luaproxy
 
 # Installs missing Debian packages once; the stamp keeps later builds quiet.
@@ -91,6 +93,9 @@ run: $(BUILD)/luaproxy
 bench: $(BUILD)/luaproxy
 	@bash scripts/deps.sh bench
 	@LUAPROXY=$(BUILD)/luaproxy bash scripts/bench.sh
+
+soak: $(BUILD)/luaproxy
+	@LUAPROXY=$(BUILD)/luaproxy SOAK_SECONDS=$(SOAK_SECONDS) python3 tests/soak/soak.py
 
 install: $(BUILD)/luaproxy
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaproxy/examples

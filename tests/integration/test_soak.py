@@ -4,31 +4,20 @@ regressions for what the soak found."""
 
 import os
 import socket
+import sys
 import threading
 import time
 
 import lp
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "soak"))
+
+import soak  # noqa: E402
+
 
 def client_sockets(pid):
-    """The TCP sockets a process holds that are not listening, as
-    "local -> remote STATE" (from /proc/PID/net/tcp)."""
-    inodes = set()
-    for name in os.listdir("/proc/%d/fd" % pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, name))
-        except FileNotFoundError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    states = {"01": "ESTABLISHED", "08": "CLOSE_WAIT", "06": "TIME_WAIT", "0A": "LISTEN"}
-    out = []
-    with open("/proc/%d/net/tcp" % pid) as f:
-        for line in f.readlines()[1:]:
-            x = line.split()
-            if x[9] in inodes and x[3] != "0A":
-                out.append("%s -> %s %s" % (x[1], x[2], states.get(x[3], x[3])))
-    return out
+    """The TCP sockets a process holds that are not listening."""
+    return [x for x in soak.tcp_sockets(pid) if " LISTEN " not in x]
 
 
 def test_client_gone_mid_body_seen_while_worker_busy():
@@ -55,3 +44,7 @@ def test_client_gone_mid_body_seen_while_worker_busy():
         while client_sockets(worker) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not client_sockets(worker), "the worker still holds %s" % client_sockets(worker)
+
+
+def test_soak_short():
+    soak.soak(float(os.environ.get("SOAK_TEST_SECONDS", "12")), out=lambda text: None)
