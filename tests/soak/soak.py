@@ -135,6 +135,8 @@ EXPECTED_LOG = [
     re.compile(r"^upstream origin server 127\.0\.0\.1:\d+: (backend closed before the end of the body|"
                r"Connection reset by peer|backend closed before the response head)(: answering 502)?$"),
 ]
+KIND_NAMES = ["planned lua error", "time limit", "failed reload", "exchange cut short (client gone or backend fault)",
+              "502 from a backend fault"]
 CRASH_LOG = re.compile(r"killed by signal|exited with status|Sanitizer|runtime error|panic|"
                        r"out of memory|restarting")
 
@@ -622,7 +624,7 @@ def soak(seconds, seed=1, out=print):
                 wait_generation(admin, 2 + rel.sent["ok"])
             except AssertionError as e:
                 failures.append(str(e))
-            if rel.sent["failed"] == 0 and seconds >= 2 * RELOAD_EVERY:
+            if rel.sent["failed"] == 0 and seconds > 2 * RELOAD_EVERY + 1:
                 failures.append("no broken reload was tried")
 
             rss_lines = []
@@ -664,6 +666,7 @@ def soak(seconds, seed=1, out=print):
             err = p.stderr_text()
             unexpected = []
             counted = {"warn": 0, "error": 0}
+            by_kind = {}
             for line in err.splitlines():
                 if CRASH_LOG.search(line):
                     unexpected.append(line)
@@ -672,8 +675,12 @@ def soak(seconds, seed=1, out=print):
                 if not m:
                     continue
                 counted[m.group(1)] += 1
-                if not any(x.search(m.group(2)) for x in EXPECTED_LOG):
+                kind = next((x for x in EXPECTED_LOG if x.search(m.group(2))), None)
+                if kind is None:
                     unexpected.append(line)
+                else:
+                    k = "%s %s" % (m.group(1), KIND_NAMES[EXPECTED_LOG.index(kind)])
+                    by_kind[k] = by_kind.get(k, 0) + 1
             if unexpected:
                 kinds = {}
                 for line in unexpected:
@@ -699,6 +706,7 @@ def soak(seconds, seed=1, out=print):
                             mib(m1.get("luaproxy_spliced_bytes_total", 0) - m0.get("luaproxy_spliced_bytes_total", 0)),
                             m1.get("luaproxy_pool_reuses_total", 0) - m0.get("luaproxy_pool_reuses_total", 0),
                             sum(o.connections for o in origins), cut, counted["warn"], counted["error"]))
+            lines.append("  error log by kind: %s" % ", ".join("%s %d" % kv for kv in sorted(by_kind.items())))
             lines.append("descriptors and RSS, baseline (after warm-up) -> after the load:")
             lines += rss_lines
             for pid in workers:
