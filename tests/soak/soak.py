@@ -3,6 +3,7 @@
 checks that nothing leaked (issue 5, item 5).
 
     python3 tests/soak/soak.py            # SOAK_SECONDS (default 60); make soak
+    SOAK_SEED=2 SOAK_CLIENTS=16 ...       # another mix, more connections at once
     LUAPROXY=build/asan/luaproxy ...      # the sanitizer build; make soak SANITIZE=1
 
 tests/integration/test_soak.py runs the same soak for about 12 s inside
@@ -12,6 +13,7 @@ What runs: luaproxy -w 2 with --admin and --access-log in front of two test
 origins (tests/helpers/origin.py). CLIENTS threads loop over a weighted mix
 of operations until the deadline: keep-alive and fresh connections, local
 Lua handlers and proxied routes (Content-Length and chunked, small uploads),
+pipelined batches with HEAD among them, upgraded (tunnelled) connections,
 aborted uploads (part of a Content-Length or chunked body, then close) and
 aborted downloads (part of a 4 MiB proxied response, then close), backends
 that reset or close in the middle of a response, a handler that fails one
@@ -393,8 +395,68 @@ def op_lua_error(port, rng, tally):
                 raise AssertionError("/lua/maybe-error answered %r" % r)
 
 
-OPS = [(op_keepalive, 30), (op_fresh, 30), (op_abort_upload, 8), (op_abort_download, 6),
-       (op_backend_fault, 8), (op_lua_error, 8)]
+def op_pipelined(port, rng, tally):
+    """Local and proxied requests sent at once, HEAD among them: answered
+    in order, on one connection."""
+    reqs = []
+    for _ in range(rng.randint(2, 6)):
+        k = rng.random()
+        if k < 0.4:
+            reqs.append(("GET", "/local/p"))
+        elif k < 0.8:
+            reqs.append(("GET", "/p/size/%d" % rng.choice([0, 300, 70000])))
+        else:
+                reqs.append(("HEAD", rng.choice(["/local/h", "/p/size/5000"])))
+    with lp.Conn(port, timeout=TIMEOUT) as c:
+        c.send(b"".join(lp.build_request(m, path) for m, path in reqs))
+        for m, path in reqs:
+            r = c.read_response(head=(m == "HEAD"), timeout=TIMEOUT)
+            if m == "HEAD":
+                if r.status != 200 or r.body:
+                    raise AssertionError("pipelined HEAD %s answered %r" % (path, r))
+                tally.add("pipelined", "HEAD")
+            elif path.startswith("/p/size/"):
+                check_size(r, int(path.rsplit("/", 1)[1]))
+                tally.add("pipelined", "proxied")
+            else:
+                check_local(r)
+                tally.add("pipelined", "local")
+
+
+WS_HEAD = (b"GET /p/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+
+
+def op_tunnel(port, rng, tally):
+    """An upgraded connection: bytes echoed through the tunnel, then the
+    client closes (half the time in the middle of an echo)."""
+    with lp.Conn(port, timeout=TIMEOUT) as c:
+        c.send(WS_HEAD)
+        c.sock.settimeout(TIMEOUT)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = c.sock.recv(65536)
+            if not data:
+                raise AssertionError("tunnel: closed before the 101; got %r" % buf[:200])
+            buf += data
+        if not buf.startswith(b"HTTP/1.1 101 "):
+            raise AssertionError("tunnel: answered %r" % buf[:200])
+        rest = buf.partition(b"\r\n\r\n")[2]
+        data = pattern_bytes(rng.choice([10, 5000, 200000]))
+        c.send(data)
+        if rng.random() < 0.5:
+            tally.add("tunnel", "closed mid-echo")
+            return
+        got = len(rest)
+        while got < len(data):
+            piece = c.sock.recv(65536)
+            if not piece:
+                raise AssertionError("tunnel: closed after %d of %d echoed bytes" % (got, len(data)))
+            got += len(piece)
+        tally.add("tunnel", "echoed")
+
+
+OPS = [(op_keepalive, 30), (op_fresh, 30), (op_pipelined, 6), (op_tunnel, 4), (op_abort_upload, 8),
+       (op_abort_download, 6), (op_backend_fault, 8), (op_lua_error, 8)]
 
 
 def client_loop(port, seed, deadline, tally):
@@ -446,11 +508,11 @@ class Reloader:
             self.once()
 
 
-def run_traffic(port, seconds, seed, tally, reloader=None, clients=CLIENTS, rss_pids=(), samples=None):
+def run_traffic(port, seconds, seed, tally, reloader=None, rss_pids=(), samples=None):
     deadline = time.monotonic() + seconds
     stop = threading.Event()
     threads = [threading.Thread(target=client_loop, args=(port, seed * 1000 + i, deadline, tally),
-                                daemon=True) for i in range(clients)]
+                                daemon=True) for i in range(CLIENTS)]
     threads.append(threading.Thread(target=spin_loop, args=(port, deadline, tally, stop), daemon=True))
     if reloader:
         threads.append(threading.Thread(target=reloader.loop, args=(deadline, stop), daemon=True))
@@ -733,6 +795,8 @@ def soak(seconds, seed=1, out=print):
 def main():
     seconds = float(os.environ.get("SOAK_SECONDS", "60"))
     seed = int(os.environ.get("SOAK_SEED", "1"))
+    global CLIENTS
+    CLIENTS = int(os.environ.get("SOAK_CLIENTS", CLIENTS))
     try:
         soak(seconds, seed)
     except AssertionError as e:
