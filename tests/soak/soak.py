@@ -776,6 +776,12 @@ def soak(seconds, seed=1, out=print):
                 pa = sum(1 for t in after[pid][0] if t == "pipe")
                 if pa != pb:
                     lines.append("  worker %d pooled pipe descriptors %d -> %d" % (pid, pb, pa))
+            if samples:
+                marks = sorted({min(len(samples) - 1, round(i * (len(samples) - 1) / 6)) for i in range(7)})
+                lines.append("RSS during the load (MiB) at %s s:" % ", ".join("%.0f" % samples[i][0] for i in marks))
+                for pid in workers:
+                    lines.append("  worker %-6d %s" % (pid, " ".join("%.2f" % (samples[i][1][pid] / 1048576.0)
+                                                                   for i in marks)))
             lines.append("worker restarts %d; exit status %r; %s" % (restarts, rc,
                          "RSS not judged (ASan quarantine); LeakSanitizer ran at the workers' exit"
                          if sanitized else "RSS slack %s" % mib(RSS_SLACK)))
