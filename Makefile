@@ -7,10 +7,12 @@
 #   make bench           benchmarks against nginx and HAProxy: every issue-7 target, PASS/MISS
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
 #   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
+#   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
 SANITIZE ?=
+SOAK_SECONDS ?= 60
 LLHTTP_INC := /usr/share/include/llhttp
 LLHTTP_SRC := /usr/share/llhttp
 
@@ -47,7 +49,7 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile clean install format
+.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile soak clean install format
 all: $(BUILD)/luaproxy
 
 # Installs missing Debian packages once; the stamp keeps later builds quiet.
@@ -105,6 +107,9 @@ bench-callgrind: $(BUILD)/luaproxy
 bench-profile: $(BUILD)/luaproxy
 	@bash scripts/deps.sh profile
 	@python3 scripts/bench/perfprofile.py $(BUILD)/luaproxy build/bench
+
+soak: $(BUILD)/luaproxy
+	@LUAPROXY=$(BUILD)/luaproxy SOAK_SECONDS=$(SOAK_SECONDS) python3 tests/soak/soak.py
 
 install: $(BUILD)/luaproxy
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaproxy/examples

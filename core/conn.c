@@ -554,11 +554,14 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
 static void conn_on_io(struct io *io, unsigned events)
 {
     struct conn *c = container_of(io, struct conn, io);
+    /* Edge-triggered: the FIN is reported once. A read that stops early
+     * (buffer full, or in another state) must still find it later. */
+    if (events & (IO_HUP | IO_ERROR)) c->hup = true;
     if (c->state == CONN_UPSTREAM) {
         if (events & (IO_READ | IO_HUP | IO_ERROR)) c->read_pending = true;
         return forward_client_event(c->ex, events);
     }
-    conn_drive(c, events & IO_READ, events & (IO_HUP | IO_ERROR));
+    conn_drive(c, events & IO_READ, c->hup);
 }
 
 void conn_upstream_done(struct conn *c, bool close_after)
@@ -580,9 +583,9 @@ void conn_upstream_done(struct conn *c, bool close_after)
 static void conn_on_resume(struct defer *d)
 {
     struct conn *c = container_of(d, struct conn, resume);
-    bool readable = !c->skip_read;
+    bool readable = !c->skip_read || c->hup;
     c->skip_read = false;
-    conn_drive(c, readable, false);
+    conn_drive(c, readable, c->hup);
 }
 
 static void conn_on_timer(struct timer *t)

@@ -68,6 +68,7 @@ struct conn {
     bool read_pending; /* the socket may hold unread bytes (an edge was taken, or a body spliced) */
     bool skip_read;    /* the next resume need not read: nothing can be waiting */
     bool served;       /* a request ended: the next head gets a header timeout of its own */
+    bool hup;          /* the peer's FIN was reported: read to EOF, not to a short read */
     struct timer timer;
     struct defer resume; /* deferred: read or process again on the next turn */
     llhttp_t parser;

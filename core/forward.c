@@ -272,8 +272,8 @@ void forward_abort(struct exchange *ex)
 static void ex_abort_client(struct exchange *ex, const char *why)
 {
     struct conn *c = ex->c;
-    log_warn("%s %s: %s after the response head was sent; closing the client connection",
-             ex->up->name, ex->srv ? ex->srv->name : "-", why);
+    log_warn("%s %s: %s%s; closing the client connection", ex->up->name, ex->srv ? ex->srv->name : "-", why,
+             ex->head_sent ? " after the response head was sent" : "");
     ex_account(ex);
     c->ex = NULL;
     forward_abort(ex);

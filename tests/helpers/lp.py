@@ -75,9 +75,29 @@ def cleanup_all():
 _SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|\.c:\d+:\d+: runtime error:")
 
 
+_asan_builds = {}
+
+
+def sanitized():
+    """True when the binary under test is a sanitizer build (make SANITIZE=1)."""
+    path = binary()
+    if path not in _asan_builds:
+        try:
+            with open(path, "rb") as f:
+                _asan_builds[path] = b"__asan_init" in f.read()
+        except OSError:
+            _asan_builds[path] = False
+    return _asan_builds[path]
+
+
 def sanitizer_findings():
     """Lines of AddressSanitizer/UBSan reports in the stderr of every process
-    started since the last call (a SANITIZE=1 build reports there)."""
+    started since the last call (a SANITIZE=1 build reports there). Servers
+    still running are ended first (see Proxy.kill: their leak check runs)."""
+    for obj in list(_live):
+        if isinstance(obj, Proxy):
+            obj.kill()
+            _live.remove(obj)
     found = []
     for obj in _started:
         text = obj.stderr_text() if isinstance(obj, Proxy) else obj.stderr
@@ -365,6 +385,11 @@ class Proxy:
         return rc
 
     def kill(self):
+        if self.proc is not None and self.proc.poll() is None and sanitized():
+            # Workers run LeakSanitizer only when they exit cleanly
+            # (core/master.c child_exit): let them drain for a moment.
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.wait(3.0)
         if self.proc is not None:
             _killpg(self.proc.pid)
             try:

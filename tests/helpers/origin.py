@@ -43,6 +43,7 @@ through a proxy that rewrites paths):
     /many-headers/N echoes with N extra response headers X-H-i (?len=L:
                     values of L bytes, default 50)
     /truncate/N     Content-Length N, but only N/2 bytes, then closes
+    /reset/N        Content-Length N, but only N/2 bytes, then resets (RST)
     /garbage        answers bytes that are not HTTP, then closes
     anything else   echoes: a JSON description of the request (see `echo`)
 
@@ -79,6 +80,7 @@ import json
 import random
 import re
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -683,6 +685,15 @@ class Origin:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+            return False
+
+        if kind == "reset":
+            n = int(arg or "0")
+            sock.sendall(self._head_bytes(200, extra + [("Content-Length", str(n))]))
+            for c in pattern_chunks(n // 2):
+                sock.sendall(c)
+            # Linger 0: the close in _conn_main sends RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
 
         if kind == "garbage":

@@ -290,7 +290,9 @@ def test_malformed_chunk_arriving_later():
                 assert c.closed_by_peer(3), "connection left open after %r" % bad
             o.wait_quiet()
             assert not o.requests_since(mark), "the backend saw a complete request: %r" % o.requests_since(mark)
-            errs = o.errors_since(nerr)
+            # The origin notices the close in its own thread: wait for it.
+            errs = lp.wait_until(lambda: o.errors_since(nerr) or None, timeout=3,
+                                 what="the backend connection closed inside the request")
             assert len(errs) == 1 and "closed inside a request" in errs[0], errs
             with lp.Conn(p.port) as c:
                 r = c.request("GET", "/next")
