@@ -268,16 +268,23 @@ void forward_abort(struct exchange *ex)
     ex_put(ex);
 }
 
-/* Closes the client after a failure past the response head. */
-static void ex_abort_client(struct exchange *ex, const char *why)
+/* Closes the client after a failure past the response head (or when the
+ * client itself went away: a normal event, logged at info, not warn). */
+static void ex_close_client(struct exchange *ex, enum log_level level, const char *why)
 {
     struct conn *c = ex->c;
-    log_warn("%s %s: %s%s; closing the client connection", ex->up->name, ex->srv ? ex->srv->name : "-", why,
-             ex->head_sent ? " after the response head was sent" : "");
+    if (log_enabled(level))
+        log_msg(level, "%s %s: %s%s; closing the client connection", ex->up->name, ex->srv ? ex->srv->name : "-",
+                why, ex->head_sent ? " after the response head was sent" : "");
     ex_account(ex);
     c->ex = NULL;
     forward_abort(ex);
     conn_force_close(c);
+}
+
+static void ex_abort_client(struct exchange *ex, const char *why)
+{
+    ex_close_client(ex, LOG_WARN, why);
 }
 
 /* Answers the client ourselves (502, 503, 504) when no response head went
@@ -708,7 +715,7 @@ static bool send_request(struct exchange *ex)
         case PUMP_DONE: break;
         case PUMP_WANT_READ: return true; /* the client's next edge brings more */
         case PUMP_WANT_WRITE: loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE); return true;
-        case PUMP_EOF: ex_abort_client(ex, "client closed during the upload"); return false;
+        case PUMP_EOF: ex_close_client(ex, LOG_INFO, "client closed during the upload"); return false;
         case PUMP_ERROR:
             if (errno == EPIPE || errno == ECONNRESET) backend_failed(ex, strerror(errno));
             else ex_abort_client(ex, strerror(errno));
@@ -758,7 +765,7 @@ static bool send_request(struct exchange *ex)
             continue;
         }
         if (n == -1 && (errno == EAGAIN || errno == EINTR)) return true;
-        ex_abort_client(ex, "client closed during the upload");
+        ex_close_client(ex, LOG_INFO, "client closed during the upload");
         return false;
     }
     if (!ex->req_done) {
@@ -1050,7 +1057,8 @@ static bool relay_body(struct exchange *ex)
             case PUMP_WANT_READ: return true;
             case PUMP_WANT_WRITE: loop_mod(&W.loop, &c->io, IO_READ | IO_WRITE); return true;
             case PUMP_EOF: return ex_abort_client(ex, "backend closed before the end of the body"), false;
-            case PUMP_ERROR: return ex_abort_client(ex, strerror(errno)), false;
+            case PUMP_ERROR: /* the client went away (EPIPE, ECONNRESET), or the backend */
+                return ex_close_client(ex, errno == EPIPE ? LOG_INFO : LOG_WARN, strerror(errno)), false;
             }
         }
         /* Chunked and unframed bodies pass through user space. */
