@@ -5,6 +5,7 @@
 #   make test            install deps, build, run every suite; ends with "N passed, M failed"
 #   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
 #   make bench           benchmarks against nginx and HAProxy
+#   make fuzz            libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/fuzz.mk)
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
@@ -45,7 +46,7 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps run test test-asan unit integration bench clean install format
+.PHONY: all deps run test test-asan unit integration bench clean install format fuzz
 all: $(BUILD)/luaproxy
 
 # Installs missing Debian packages once; the stamp keeps later builds quiet.
@@ -104,3 +105,4 @@ clean:
 	rm -rf build
 
 -include $(APP_OBJ:.o=.d) $(UNIT_BIN:=.d)
+include tests/fuzz/fuzz.mk
