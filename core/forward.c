@@ -123,6 +123,7 @@ static int r_on_headers_complete(llhttp_t *p)
 {
     struct exchange *ex = ex_of(p);
     ex->resp_head_done = true;
+    ex->resp.head_done = true; /* trailers that follow are not head slices */
     int status = p->status_code;
     /* A HEAD answer has no body whatever its headers say; 1xx, 204 and 304
      * never have one. Those run on to on_message_complete, which pauses;
