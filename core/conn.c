@@ -180,7 +180,8 @@ static void reject(struct conn *c, int status)
     if (rx->sreq) script_req_end(rx->sreq);
     rx->sreq = NULL;
     if (!rx->responded)
-        http_simple_response(&rx->out, status, false, W.loop.wall_now, reject_body(status));
+        http_simple_response(&rx->out, status, false, rx->req.head_done && rx->req.method == HTTP_HEAD,
+                             W.loop.wall_now, reject_body(status));
     rx->responded = true;
     c->close_after = true;
     c->state = CONN_CLOSING;

@@ -282,7 +282,9 @@ static void ex_error(struct exchange *ex, int status, const char *why)
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
                                        : "gateway timeout\n";
-    http_simple_response(&c->rx->out, status, keep, W.loop.wall_now, body);
+    /* A body after the head of a HEAD answer would be read by the client
+     * as the start of its next response. */
+    http_simple_response(&c->rx->out, status, keep, c->rx->req.method == HTTP_HEAD, W.loop.wall_now, body);
     ex->client_close = !keep;
     ex->resp_done = true;
     ex->backend_reusable = false;

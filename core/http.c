@@ -356,10 +356,10 @@ int http_response_end(struct buf *out, const struct http_response *r, double wal
     return buf_append(out, body, blen);
 }
 
-int http_simple_response(struct buf *out, int status, bool keep_alive, double wall_now,
+int http_simple_response(struct buf *out, int status, bool keep_alive, bool head_only, double wall_now,
                          const char *body)
 {
-    struct http_response r = {.status = status, .keep_alive = keep_alive};
+    struct http_response r = {.status = status, .keep_alive = keep_alive, .head_only = head_only};
     int rc = http_response_begin(out, &r);
     if (!rc && body)
         rc = http_response_header(out, &r, "Content-Type", 12, "text/plain", 10) < 0 ? -ENOMEM : 0;

@@ -1,0 +1,112 @@
+"""Crashers found by the fuzz targets (tests/fuzz/regressions/), replayed
+against the real binary over real sockets: the stream of each (without the
+target's control bytes) as the client or the backend sent it. The same
+files also go through the fuzz harness itself in test_fuzz_replay (Check)."""
+
+import os
+import socket
+import threading
+
+import lp
+from origin import Origin, upstream_script
+
+REGRESSIONS = lp.repo_path("tests", "fuzz", "regressions")
+
+
+def crasher(target, name):
+    """The stream of a kept crasher: fuzz_client inputs start with 4 control
+    bytes, fuzz_backend inputs with 5 (see the top of each target)."""
+    with open(os.path.join(REGRESSIONS, target, name), "rb") as f:
+        data = f.read()
+    return data[4:] if target == "client" else data[5:]
+
+
+class RawOrigin:
+    """A backend that reads each request head and answers `answer`, byte for
+    byte, then closes the connection."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((lp.HOST, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.connections += 1
+            with c:
+                c.settimeout(3)
+                head = b""
+                try:
+                    while b"\r\n\r\n" not in head:
+                        data = c.recv(4096)
+                        if not data:
+                            break
+                        head += data
+                    c.sendall(self.answer)
+                    c.shutdown(socket.SHUT_WR)
+                    while c.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+
+def test_obs_fold_does_not_smuggle_a_second_request():
+    # "Host:Connection: upgrade\r\n h": the slice of the folded value took in
+    # the line break, the forwarded head ended there and the rest of it
+    # reached the backend as another request.
+    data = crasher("client", "obs-fold-ends-forwarded-head")
+    assert b"\r\n h\r\n" in data
+    with Origin() as o, lp.Proxy(upstream_script([o])) as p:
+        out = lp.send_raw(p.port, data)
+        rs = lp.parse_responses(out)
+        assert len(rs) == 1 and rs[0].status == 400, "obs-fold: expected one 400, got %r" % out[:300]
+        assert rs[0].header("connection") == "close", rs[0]
+        for folded in (b"X-A: a\r\n b", b"X-A: a\r\n\t\tb", b"Transfer-Encoding:\r\n chunked"):
+            req = b"POST /p HTTP/1.1\r\nHost: h\r\n" + folded + b"\r\nContent-Length: 5\r\n\r\nhello"
+            rs = lp.parse_responses(lp.send_raw(p.port, req))
+            assert [r.status for r in rs] == [400], "%r: %r" % (folded, rs)
+        assert o.requests == 0, "the origin received %d request(s)" % o.requests
+        o.assert_clean()
+        # A value split across two reads is not a fold.
+        with lp.Conn(p.port) as c:
+            c.send(b"GET /p HTTP/1.1\r\nHost: h\r\nX-A: abc")
+            c.send(b" def\r\n\r\n")
+            r = c.read_response()
+            assert r.status == 200, r
+        assert o.requests == 1
+
+
+def test_error_answer_to_head_has_no_body():
+    # A 502 to a pipelined HEAD carried "bad gateway\n" after its head: the
+    # client read it as the start of the next response.
+    answer = crasher("backend", "head-error-answer-has-body")
+    assert answer.startswith(b"HTTP/1.1 20OK")
+    with RawOrigin(answer) as o, \
+            lp.Proxy(upstream_script(["%s:%d" % (lp.HOST, o.port)], "retries = 0, max_fails = 0")) as p, \
+            lp.Conn(p.port) as c:
+        c.send(lp.build_request("HEAD", "/a") + lp.build_request("GET", "/b"))
+        first = c.read_response(head=True)
+        assert first.status == 502 and first.body == b"", first
+        assert first.header("content-length") == "12", first
+        second = c.read_response()
+        assert second.status == 502 and second.body == b"bad gateway\n", \
+            "the response after a HEAD's 502: %r (buffer %r)" % (second, c.buf[:200])
