@@ -67,7 +67,7 @@ $(BUILD)/lua/%.o: lua/%.c | $(DEPS_STAMP)
 # llhttp is generated code from the node-llhttp package: compiled, not copied.
 $(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 $(OPT) -g $(SANFLAGS) -w -I$(LLHTTP_INC) -c -o $@ $<
+	$(CC) -std=gnu11 $(OPT) -g $(SANFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(LLHTTP_OBJ) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)

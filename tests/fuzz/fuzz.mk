@@ -29,7 +29,8 @@ fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 $(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -O1 -g -w $(FUZZ_SAN) -fsanitize=fuzzer-no-link -I$(LLHTTP_INC) -c -o $@ $<
+	$(FUZZ_CC) -std=gnu11 -O1 -g -w -DLLHTTP_STRICT_MODE=1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -I$(LLHTTP_INC) \
+	    -c -o $@ $<
 $(FUZZ_BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<

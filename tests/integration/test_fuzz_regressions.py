@@ -33,6 +33,7 @@ class RawOrigin:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
+        self.received = b""  # every byte of every connection, in order
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -61,10 +62,14 @@ class RawOrigin:
                         if not data:
                             break
                         head += data
+                        self.received += data
                     c.sendall(self.answer)
                     c.shutdown(socket.SHUT_WR)
-                    while c.recv(4096):
-                        pass
+                    while True:
+                        data = c.recv(4096)
+                        if not data:
+                            break
+                        self.received += data
                 except OSError:
                     pass
 
@@ -110,3 +115,35 @@ def test_error_answer_to_head_has_no_body():
         second = c.read_response()
         assert second.status == 502 and second.body == b"bad gateway\n", \
             "the response after a HEAD's 502: %r (buffer %r)" % (second, c.buf[:200])
+
+
+def upgrade_script(port):
+    return upstream_script(["%s:%d" % (lp.HOST, port)], "retries = 0, max_fails = 0")
+
+
+def test_101_without_upgrade_header_is_a_502():
+    # The backend's "101 ...\r?\n" ended its head early (llhttp's loose mode
+    # took any byte after a CR for the LF): the client got a 101 with no
+    # Upgrade and then the tunnel's bytes, which it read as responses.
+    # llhttp is built strict now, and a 101 must name the protocol.
+    for answer in (crasher("backend", "101-loose-status-line-no-upgrade"),
+                   crasher("backend", "101-without-upgrade-header")):
+        with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
+            c.send(lp.build_request("GET", "/ws", headers={"Connection": "upgrade", "Upgrade": "websocket"}))
+            r = c.read_response()
+            assert r.status == 502, "backend answered %r: expected 502, got %r" % (answer[:40], r)
+            assert r.body == b"bad gateway\n", r
+
+
+def test_chunk_without_crlf_is_not_relayed():
+    # Before LLHTTP_STRICT_MODE, llhttp skipped the two bytes after a chunk's
+    # data without looking at them, and a chunked body is relayed raw: "XX"
+    # for "\r\n" reached the backend, which may frame it otherwise.
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    with RawOrigin(ok) as o, lp.Proxy(upgrade_script(o.port)) as p:
+        for bad in (b"5\r\nhelloXX0\r\n\r\n", b"5\rXhello\r\n0\r\n\r\n", b"5\r\nhello\rX0\r\n\r\n"):
+            req = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + bad
+            out = lp.send_raw(p.port, req)
+            assert b"200 OK" not in out, "%r was answered %r" % (bad, out[:200])
+        lp.wait_until(lambda: o.connections >= 3, what="the three attempts reaching the backend")
+        assert b"X" not in o.received, "bytes after a malformed chunk reached the backend: %r" % o.received
