@@ -856,10 +856,11 @@ static bool on_response_head(struct exchange *ex)
         return true;
     }
     if (status == 101 && !ex->upgrade) return ex_error(ex, 502, "101 without an upgrade request"), false;
-    /* Without Upgrade the client cannot know the protocol changed, and
-     * would read the tunnel's bytes as HTTP responses. */
-    if (status == 101 && !http_find_header(&ex->resp, ex->resp_buf.data, "upgrade", 7))
-        return ex_error(ex, 502, "101 without an Upgrade header"), false;
+    /* Without Upgrade and Connection: upgrade (RFC 9110 §7.8) the client
+     * cannot know the protocol changed, and would read the tunnel's bytes
+     * as HTTP responses. */
+    if (status == 101 && (ex->rp.flags & (F_UPGRADE | F_CONNECTION_UPGRADE)) != (F_UPGRADE | F_CONNECTION_UPGRADE))
+        return ex_error(ex, 502, "101 without Upgrade and Connection: upgrade"), false;
     upstream_ok(ex->srv);
     plan_body(ex);
     if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;

@@ -121,13 +121,16 @@ def upgrade_script(port):
     return upstream_script(["%s:%d" % (lp.HOST, port)], "retries = 0, max_fails = 0")
 
 
-def test_101_without_upgrade_header_is_a_502():
+def test_101_without_upgrade_headers_is_a_502():
     # The backend's "101 ...\r?\n" ended its head early (llhttp's loose mode
     # took any byte after a CR for the LF): the client got a 101 with no
     # Upgrade and then the tunnel's bytes, which it read as responses.
     # llhttp is built strict now, and a 101 must name the protocol.
+    # The same for a 101 with Upgrade but without Connection: upgrade (the
+    # third crasher: its status line runs into the Connection header).
     for answer in (crasher("backend", "101-loose-status-line-no-upgrade"),
-                   crasher("backend", "101-without-upgrade-header")):
+                   crasher("backend", "101-without-upgrade-header"),
+                   crasher("backend", "101-without-connection-upgrade")):
         with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
             c.send(lp.build_request("GET", "/ws", headers={"Connection": "upgrade", "Upgrade": "websocket"}))
             r = c.read_response()
