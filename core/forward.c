@@ -846,6 +846,10 @@ static bool on_response_head(struct exchange *ex)
 {
     int status = ex->rp.status_code;
     if (ex->resp.too_many) return ex_error(ex, 502, "response head has too many headers"), false;
+    /* llhttp takes any three digits; the client may not (a "000" went out
+     * as status 0), and below 200 we would send no body whatever the
+     * framing headers say. */
+    if (status < 100 || status > 599) return ex_error(ex, 502, "status code out of 100-599"), false;
     if (status >= 100 && status < 200 && status != 101) {
         /* Interim (100 Continue, 103): passed on; the final one follows. */
         if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;

@@ -150,3 +150,15 @@ def test_chunk_without_crlf_is_not_relayed():
             assert b"200 OK" not in out, "%r was answered %r" % (bad, out[:200])
         lp.wait_until(lambda: o.connections >= 3, what="the three attempts reaching the backend")
         assert b"X" not in o.received, "bytes after a malformed chunk reached the backend: %r" % o.received
+
+
+def test_status_out_of_range_is_a_502():
+    # "HTTP/1.1 000 OK" with Content-Length: 4 went out as status 0 with its
+    # Content-Length but no body (below 200 means no body to us): the client
+    # took the next response's first bytes for that body.
+    for answer in (crasher("backend", "status-000-with-length"),
+                   b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok",
+                   b"HTTP/1.1 600 High\r\nContent-Length: 2\r\n\r\nok"):
+        with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
+            r = c.request("GET", "/a")
+            assert r.status == 502 and r.body == b"bad gateway\n", "backend answered %r: got %r" % (answer[:30], r)
