@@ -743,6 +743,10 @@ static bool build_response_head(struct exchange *ex)
         if (!switching && token_in(base, tokens, ntok, hd->name)) continue;
         if (nlen == 17 && !memcmp(name, "transfer-encoding", 17) && (ex->mode != RB_CHUNKED || ex->dechunk))
             continue;
+        /* 1xx and 204 never have a body, and may not say they have one
+         * (RFC 9110 §8.6); a client that believes the header would take
+         * the next response for that body. */
+        if (nlen == 14 && (status < 200 || status == 204) && !memcmp(name, "content-length", 14)) continue;
         if (edited(e, name, nlen)) continue;
         append_header(out, name, nlen, base + hd->value.off, hd->value.len);
     }
@@ -890,21 +894,25 @@ static bool read_head(struct exchange *ex)
     struct buf *rb = &ex->resp_buf;
     int bfd = ex->b->io.fd;
     for (;;) {
-        if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
-        if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
-        ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
-        if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
-        if (n == -1) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) return true;
-            return backend_failed(ex, strerror(errno)), false;
+        /* [resp_parsed, len) is not parsed yet: after an interim response,
+         * the rest of its read (often the final response) is moved to the
+         * front and must be parsed before waiting for more. */
+        if (ex->resp_parsed == rb->len) {
+            if (rb->len >= RESP_HEAD_MAX) return ex_error(ex, 502, "response head too large"), false;
+            if (buf_reserve(rb, RESP_READ)) return ex_error(ex, 502, "out of memory"), false;
+            ssize_t n = recv(bfd, rb->data + rb->len, RESP_READ, 0);
+            if (n == 0) return backend_failed(ex, "backend closed the connection before answering"), false;
+            if (n == -1) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN) return true;
+                return backend_failed(ex, strerror(errno)), false;
+            }
+            rb->len += (size_t)n;
+            loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
         }
-        size_t old = rb->len;
-        rb->len += (size_t)n;
-        loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
-        const char *p = rb->data + old;
+        const char *p = rb->data + ex->resp_parsed;
         ex->pctx.base = rb->data;
-        llhttp_errno_t err = llhttp_execute(&ex->rp, p, (size_t)n);
+        llhttp_errno_t err = llhttp_execute(&ex->rp, p, rb->len - ex->resp_parsed);
         ex->resp_parsed = err == HPE_OK ? rb->len : (size_t)(llhttp_get_error_pos(&ex->rp) - rb->data);
         if (err == HPE_OK) continue;
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {

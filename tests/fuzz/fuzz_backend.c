@@ -15,7 +15,9 @@
  *   kind % NKINDS picks the request (see kinds[]).
  * Besides the sanitizers and the teardown checks: what the client receives
  * must parse as HTTP responses, no more of them than it sent requests, and
- * an HTTP/1.0 client never gets a chunked body. */
+ * an HTTP/1.0 client never gets a chunked body; and when the origin's
+ * bytes begin with a complete final response, the client gets a final
+ * response head (the origin's, or the proxy's own error), not silence. */
 #include <stdio.h>
 #include <string.h>
 
@@ -63,16 +65,21 @@ void fuzz_backend_init(void)
 struct client_check {
     const struct kind *k;
     int finals; /* final (non-1xx) responses parsed */
+    int heads;  /* final response heads parsed */
 };
 
+/* Skips the body where RFC 9112 §6.3 says there is none, for HEAD and 304,
+ * but trusts the framing headers of 1xx and 204, which the proxy must not
+ * pass on (llhttp, like some clients, would read such a body). */
 static int c_on_headers_complete(llhttp_t *p)
 {
     struct client_check *cc = p->data;
-    if (p->status_code < 200) return 0; /* interim: no body */
+    if (p->status_code < 200) return 0;
     if (cc->finals >= cc->k->nreq)
         fz_fail("the client received more responses than the %d request(s) it sent", cc->k->nreq);
     if (cc->k->http10 && (p->flags & F_CHUNKED)) fz_fail("an HTTP/1.0 client received a chunked body");
-    return cc->k->is_head[cc->finals] ? 1 : 0;
+    cc->heads++;
+    return cc->k->is_head[cc->finals] || p->status_code == 304 ? 1 : 0;
 }
 
 static int c_on_message_complete(llhttp_t *p)
@@ -87,11 +94,12 @@ static const llhttp_settings_t client_settings = {
     .on_message_complete = c_on_message_complete,
 };
 
-static void check_client_stream(const struct kind *k)
+/* Returns the number of final response heads the client received. */
+static int check_client_stream(const struct kind *k)
 {
     size_t len;
     const uint8_t *out = fz_client_output(&len);
-    if (!len) return;
+    if (!len) return 0;
     struct client_check cc = {.k = k};
     llhttp_t p;
     llhttp_init(&p, HTTP_RESPONSE, &client_settings);
@@ -101,6 +109,38 @@ static void check_client_stream(const struct kind *k)
         fz_fail("the client received a malformed response stream (%s: %s) after %d response(s)",
                 llhttp_errno_name(err), llhttp_get_error_reason(&p) ? llhttp_get_error_reason(&p) : "",
                 cc.finals);
+    return cc.heads;
+}
+
+/* ---- what the origin sent ---------------------------------------------- */
+
+/* The proxy's view: no body for HEAD, 1xx, 204 and 304. */
+static int view_on_headers_complete(llhttp_t *p)
+{
+    const struct kind *k = p->data;
+    int st = p->status_code;
+    return k->is_head[0] || st < 200 || st == 204 || st == 304 ? 1 : 0;
+}
+
+static int view_on_message_complete(llhttp_t *p)
+{
+    return p->status_code >= 200 ? HPE_PAUSED : 0;
+}
+
+static const llhttp_settings_t origin_view = {
+    .on_headers_complete = view_on_headers_complete,
+    .on_message_complete = view_on_message_complete,
+};
+
+/* Whether the origin's bytes begin with a complete final response (after
+ * any interim ones) that is not a 101. */
+static bool begins_with_final(const struct kind *k, const uint8_t *data, size_t len)
+{
+    llhttp_t p;
+    llhttp_init(&p, HTTP_RESPONSE, &origin_view);
+    p.data = (void *)k;
+    llhttp_errno_t err = llhttp_execute(&p, (const char *)data, len);
+    return err == HPE_PAUSED && p.status_code != 101;
 }
 
 /* ---- one input --------------------------------------------------------- */
@@ -118,8 +158,12 @@ int fuzz_backend_one(const uint8_t *data, size_t size)
     fz_begin(flags & 8);
     fz_client_send((const uint8_t *)k->head, strlen(k->head));
     if (k->upload) fz_client_send((const uint8_t *)upload, sizeof(upload));
+    bool sent_all = true;
     for (int i = 0; i < pieces; i++) {
-        if (!fz_origin_send(p + starts[i], starts[i + 1] - starts[i])) break;
+        if (!fz_origin_send(p + starts[i], starts[i + 1] - starts[i])) {
+            sent_all = false;
+            break;
+        }
         if (i == 0 && (flags & 16)) fz_client_reset();
         if (i == 0 && (flags & 32)) fz_fire_timers();
     }
@@ -127,7 +171,9 @@ int fuzz_backend_one(const uint8_t *data, size_t size)
     if (flags & 2) fz_origin_reset();
     if (flags & 4) fz_fire_timers();
     fz_end();
-    check_client_stream(k);
+    int heads = check_client_stream(k);
+    if (heads == 0 && sent_all && !(flags & 16) && begins_with_final(k, p, n))
+        fz_fail("the origin sent a complete response but the client got no final response");
     return 0;
 }
 

@@ -162,3 +162,34 @@ def test_status_out_of_range_is_a_502():
         with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
             r = c.request("GET", "/a")
             assert r.status == 502 and r.body == b"bad gateway\n", "backend answered %r: got %r" % (answer[:30], r)
+
+
+def test_no_content_length_on_1xx_and_204():
+    # A backend's "100 OK" with Content-Length: 20 was passed on as it was;
+    # a client that believes the header (llhttp does) reads the next
+    # response as that body.
+    assert crasher("backend", "100-with-content-length").startswith(b"HTTP/1.1 100 OK\r\nContent-Length: 20")
+    answer = (b"HTTP/1.1 100 Continue\r\nContent-Length: 20\r\n\r\n"
+              b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
+    with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
+        c.send(lp.build_request("GET", "/a"))
+        interim = c.read_response()
+        final = c.read_response()
+        assert interim.status == 100 and interim.header("content-length") is None, interim
+        assert final.status == 204 and final.header("content-length") is None, final
+        assert final.header("x-a") == "1", final
+
+
+def test_final_response_in_the_same_read_as_an_interim_one():
+    # Bytes that followed a 1xx in the same read were never parsed: the
+    # final response stalled until more bytes came, or read_timeout (504).
+    answer = crasher("backend", "interim-and-final-in-one-read")
+    assert answer.startswith(b"HTTP/1.1 103 Early Hints\r\n") and b"HTTP/1.1 200 OK" in answer
+    with RawOrigin(answer) as o, \
+            lp.Proxy(upstream_script(["%s:%d" % (lp.HOST, o.port)], 'retries = 0, read_timeout = "3s"')) as p, \
+            lp.Conn(p.port) as c:
+        c.send(lp.build_request("GET", "/a"))
+        hints = c.read_response(timeout=2)
+        final = c.read_response(timeout=2)
+        assert hints.status == 103 and hints.header("link") == "</s>", hints
+        assert final.status == 200 and final.body == b"ok", final
