@@ -11,8 +11,26 @@
  *   flags & 16  the client closes its socket after its last byte
  * Besides the sanitizers and the harness's teardown checks: the origin
  * must be able to parse everything the proxy sends it, and must never see
- * more requests than route() sent upstream. */
+ * more requests than route() sent upstream; and a client whose bytes begin
+ * with a complete request gets an answer (any answer), not silence. */
+#include <llhttp.h>
+
 #include "harness.h"
+
+static int first_done(llhttp_t *p)
+{
+    return HPE_PAUSED;
+}
+
+/* Whether the bytes begin with a complete request, as llhttp sees it. */
+static bool begins_with_request(const uint8_t *data, size_t len)
+{
+    static const llhttp_settings_t settings = {.on_message_complete = first_done};
+    llhttp_t p;
+    llhttp_init(&p, HTTP_REQUEST, &settings);
+    llhttp_errno_t err = llhttp_execute(&p, (const char *)data, len);
+    return err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE;
+}
 
 void fuzz_client_init(void)
 {
@@ -38,6 +56,11 @@ int fuzz_client_one(const uint8_t *data, size_t size)
     if (flags & 16) fz_client_reset();
     if (flags & 2) fz_fire_timers();
     fz_end();
+
+    size_t out;
+    fz_client_output(&out);
+    if (out == 0 && !(flags & 16) && begins_with_request(p, n))
+        fz_fail("the client sent a complete request and got no answer");
 
     double routed = fz_script_number("routed");
     if ((double)fz_origin_requests() > routed)
