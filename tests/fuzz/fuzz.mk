@@ -47,3 +47,34 @@ fuzz: fuzz-build
 	done
 
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
+
+# make fuzz-coverage: line and branch coverage of core/ and lua/ reached by
+# the committed seeds plus the inputs kept in build/fuzz/corpus/ (a build
+# with clang's source-based coverage, no sanitizers, in build/fuzz-cov/).
+FUZZ_COV := build/fuzz-cov
+FUZZ_COV_OBJ := $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_COV)/%,$(FUZZ_OBJ))
+
+.PHONY: fuzz-coverage
+.SECONDARY: $(FUZZ_COV_OBJ) $(FUZZ_TARGETS:%=$(FUZZ_COV)/tests/fuzz/fuzz_%.o)
+$(FUZZ_COV)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O1 -g -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
+$(FUZZ_COV)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(subst $(FUZZ_SAN),,$(FUZZ_CFLAGS)) -fprofile-instr-generate -fcoverage-mapping -MMD -MP \
+	    -c -o $@ $<
+$(FUZZ_COV)/fuzz_%: $(FUZZ_COV)/tests/fuzz/fuzz_%.o $(FUZZ_COV_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer -fprofile-instr-generate -o $@ $^ $(LUA_LIBS) $(LDLIBS)
+
+fuzz-coverage: $(FUZZ_TARGETS:%=$(FUZZ_COV)/fuzz_%)
+	@rm -f $(FUZZ_COV)/*.profraw
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    LLVM_PROFILE_FILE=$(FUZZ_COV)/$$t.profraw $(FUZZ_COV)/fuzz_$$t -runs=0 \
+	        $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>&1 | grep -E '^#[0-9]+[[:space:]]+DONE' || true; \
+	done
+	@llvm-profdata merge -o $(FUZZ_COV)/all.profdata $(FUZZ_COV)/*.profraw
+	@llvm-cov report $(FUZZ_COV)/fuzz_client $(patsubst %,-object $(FUZZ_COV)/fuzz_%,$(filter-out client,$(FUZZ_TARGETS))) \
+	    -instr-profile=$(FUZZ_COV)/all.profdata $(CORE_SRC) $(LUA_SRC)
+
+-include $(FUZZ_COV_OBJ:.o=.d)
