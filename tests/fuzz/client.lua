@@ -4,6 +4,8 @@
 --   /p... /h... /b...  proxied to the harness's origin (round robin, hash,
 --                       a Lua balancer); the origin's answer depends on the
 --                       rest of the path (see harness.c)
+--   /f...               proxied to a dead server and the origin, round
+--                       robin with one retry (connect failures)
 --   /r...               route answers itself (with a body and headers)
 --   /e...  /n...        route raises an error / returns a bad status
 --   anything else       the on_<method> handlers below
@@ -22,13 +24,16 @@ local picked = proxy.upstream("picked", { origin, origin }, {
     return servers[n + 1]
   end,
 })
+local flaky = proxy.upstream("flaky", { os.getenv("FUZZ_DEAD"), origin }, {
+  keepalive = 4, max_fails = 0, retries = 1,
+})
 local dict = proxy.shared("fuzz")
 
 routed = 0 -- requests sent upstream in this input (the harness reads it)
 
 function route(req)
   local c = req.path:byte(2)
-  if c == 112 or c == 104 or c == 98 then -- p h b
+  if c == 112 or c == 104 or c == 98 or c == 102 then -- p h b f
     routed = routed + 1
     local h = req.headers
     if h["x-set"] then req:set_header("x-copied", h["x-set"]) end
@@ -37,6 +42,7 @@ function route(req)
     if req.query == "move" then req:set_path("/p/moved") end
     if c == 104 then return hashed end
     if c == 98 then return picked end
+    if c == 102 then return flaky end
     return plain
   elseif c == 114 then -- r
     return 200, "routed " .. req.method .. "\n", { ["x-uri"] = req.uri, ["x-n"] = 7 }

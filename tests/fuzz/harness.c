@@ -47,6 +47,7 @@ static struct config cfg;
 static struct shm *shm;
 static bool strict;
 static int listen_fd = -1;
+static int dead_fd = -1;
 static struct origin origins[ORIGIN_MAX];
 static int norigins;
 static int newest = -1; /* index of the newest origin connection */
@@ -421,6 +422,16 @@ void fz_init(const char *script, bool strict_origin)
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sin.sin_port));
     setenv("FUZZ_ORIGIN", addr, 1);
+    /* A port that refuses connections ($FUZZ_DEAD): bound, never listening,
+     * so nothing else can take it while the fuzzer runs. */
+    struct sockaddr_in dead = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t dlen = sizeof(dead);
+    dead_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (dead_fd == -1 || bind(dead_fd, (struct sockaddr *)&dead, sizeof(dead)) == -1 ||
+        getsockname(dead_fd, (struct sockaddr *)&dead, &dlen) == -1)
+        fz_fail("dead port: %s", strerror(errno));
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(dead.sin_port));
+    setenv("FUZZ_DEAD", addr, 1);
 
     if (shm_create(1 << 20, &shm)) fz_fail("shm_create failed");
     memset(&W, 0, sizeof(W));

@@ -14,7 +14,8 @@
 #include <stdint.h>
 
 /* Once per process: configuration, loop, shared memory, the origin
- * listener (its address is in $FUZZ_ORIGIN for the script), and the Lua
+ * listener (its address is in $FUZZ_ORIGIN for the script; $FUZZ_DEAD is
+ * one that refuses connections), and the Lua
  * script FUZZ_DIR/<script>. strict_origin: the origin parses what it gets
  * as HTTP requests (any malformed byte is a finding) and answers each one;
  * otherwise the target writes the origin's bytes itself. */

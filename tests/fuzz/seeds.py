@@ -54,6 +54,7 @@ CLIENT = {
     "proxy-expect": (0, [0, 0, 0], req("POST", "/p", H + "Expect: 100-continue\r\nContent-Length: 3\r\n", "abc")),
     "proxy-upgrade": (1, [200, 0, 0], req("GET", "/p/ws", H + "Connection: Upgrade\r\nUpgrade: websocket\r\n") + b"tunnel bytes"),
     "proxy-hash": (0, [0, 0, 0], req("GET", "/h", H + "X-Key: k1\r\n") + req("GET", "/h", H)),
+    "proxy-dead-server": (0, [0, 0, 0], req("GET", "/f", H) + req("GET", "/f", H) + req("POST", "/f", H + "Content-Length: 2\r\n", "hi")),
     "proxy-balancer": (0, [0, 0, 0], req("GET", "/b?a", H) + req("GET", "/b?ab", H) + req("GET", "/b", H)),
     "proxy-edits": (0, [0, 0, 0], req("GET", "/p?strip", H + "X-Drop: x-a\r\nX-A: 1\r\n") + req("GET", "/p?move", H)),
     "proxy-on-response-fails": (0, [0, 0, 0], req("GET", "/p", H + "X-Fail: 1\r\n")),
