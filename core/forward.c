@@ -263,8 +263,8 @@ static void ex_abort_client(struct exchange *ex, const char *why)
     conn_force_close(c);
 }
 
-/* Answers the client ourselves (502, 503, 504) when no response head went
- * out yet. */
+/* Answers the client ourselves (400, 502, 503, 504) when no response head
+ * went out yet. */
 static void ex_error(struct exchange *ex, int status, const char *why)
 {
     struct conn *c = ex->c;
@@ -278,7 +278,8 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex->client_close = ex->client_close || !complete;
     ex->req_done = complete;
     bool keep = !ex->client_close && c->rx->req.keep_alive && !W.draining && !c->close_after;
-    const char *body = status == 500   ? "internal server error\n"
+    const char *body = status == 400   ? "bad request\n"
+                       : status == 500 ? "internal server error\n"
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
                                        : "gateway timeout\n";
@@ -665,7 +666,10 @@ static bool send_request(struct exchange *ex)
             rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
             if (err == HPE_PAUSED) llhttp_resume(&c->parser);
             else if (err != HPE_OK) {
-                ex_abort_client(ex, "malformed chunked request body");
+                /* A 400 unless the response began (then a close): the
+                 * backend, which got part of a request, is dropped. */
+                ex_error(ex, 400, rx->req.too_many ? "more than 100 trailer lines in the request body"
+                                                   : "malformed chunked request body");
                 return false;
             }
             continue;

@@ -193,3 +193,17 @@ def test_final_response_in_the_same_read_as_an_interim_one():
         final = c.read_response(timeout=2)
         assert hints.status == 103 and hints.header("link") == "</s>", hints
         assert final.status == 200 and final.body == b"ok", final
+
+
+def test_malformed_chunked_upload_gets_a_400():
+    # A proxied chunked body that failed to parse (here: more than 100
+    # trailer lines) closed the client without a word, though no response
+    # had begun. Now it is a 400 (and the backend connection is dropped).
+    data = crasher("client", "many-trailers-no-answer")
+    assert data.startswith(b"POST /p HTTP/1.1\r\n")
+    with Origin() as o, lp.Proxy(upstream_script([o], "retries = 0")) as p:
+        for stream in (data, b"POST /hang HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhelloXX0\r\n\r\n"):
+            rs = lp.parse_responses(lp.send_raw(p.port, stream))
+            assert [r.status for r in rs] == [400], "%r...: %r" % (stream[:40], rs)
+            assert rs[0].header("connection") == "close", rs[0]
