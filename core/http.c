@@ -177,6 +177,10 @@ const struct http_header *http_find_header(const struct http_request *req, const
 int http_validate_head(const struct http_request *req, const char *base)
 {
     if (req->http_major != 1 || req->http_minor > 1) return 505;
+    /* llhttp ends a CONNECT at its head whatever its framing headers say,
+     * while we would wait for the body they announce; and a reverse proxy
+     * opens no tunnels. */
+    if (req->method == HTTP_CONNECT) return 501;
     int hosts = 0, te = 0;
     for (uint16_t i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];

@@ -64,7 +64,7 @@ void http_request_reset(struct http_request *r);
 void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx);
 
 /* After on_headers_complete: checks what llhttp leaves to us. Returns 0 or
- * the status to reject with (400, 501, 505). */
+ * the status to reject with (400, 501 also for CONNECT, 505). */
 int http_validate_head(const struct http_request *req, const char *base);
 
 /* Status for a parse error of llhttp (400, 501, ...). */

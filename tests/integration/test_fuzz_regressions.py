@@ -207,3 +207,15 @@ def test_malformed_chunked_upload_gets_a_400():
             rs = lp.parse_responses(lp.send_raw(p.port, stream))
             assert [r.status for r in rs] == [400], "%r...: %r" % (stream[:40], rs)
             assert rs[0].header("connection") == "close", rs[0]
+
+
+def test_connect_is_refused():
+    # "CONNECT /k" with Transfer-Encoding: chunked waited for a body that
+    # llhttp, for which a CONNECT ends at its head, would never parse.
+    data = crasher("client", "connect-with-chunked-waits")
+    assert data.startswith(b"CONNECT /k HTTP/1.1\r\n")
+    with Origin() as o, lp.Proxy(upstream_script([o])) as p:
+        for stream in (data, b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n"):
+            rs = lp.parse_responses(lp.send_raw(p.port, stream, timeout=3))
+            assert [r.status for r in rs] == [501], "%r: %r" % (stream[:30], rs)
+        assert o.requests == 0

@@ -498,6 +498,12 @@ START_TEST(validate_head)
     ck_assert_int_eq(http_validate_head(&r, vbase), 505);
     hand_request(&r, 0, 9, NULL, 0);
     ck_assert_int_eq(http_validate_head(&r, vbase), 505);
+
+    /* Found by fuzz_client: a CONNECT with Transfer-Encoding waited for a
+     * body llhttp would never parse. */
+    hand_request(&r, 1, 1, ok, 2);
+    r.method = HTTP_CONNECT;
+    ck_assert_int_eq(http_validate_head(&r, vbase), 501);
 }
 END_TEST
 
