@@ -296,8 +296,16 @@ static void ex_error(struct exchange *ex, int status, const char *why)
 
 /* ---- the request head ------------------------------------------------ */
 
+/* Whether Connection names the header `name` as hop-by-hop. Never for the
+ * framing headers: the body travels with the framing it came with, so a
+ * "Connection: transfer-encoding" that removed the header would hand the
+ * other side a body it takes for the next message (request smuggling). */
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
 {
+    const char *s = base + name.off;
+    if ((name.len == 14 && !memcmp(s, "content-length", 14)) ||
+        (name.len == 17 && !memcmp(s, "transfer-encoding", 17)))
+        return false;
     for (int i = 0; i < n; i++)
         if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
             return true;

@@ -14,8 +14,9 @@
  *   flags & 32  every armed timer fires after the first piece
  *   kind % NKINDS picks the request (see kinds[]).
  * Besides the sanitizers and the teardown checks: what the client receives
- * must parse as HTTP responses, no more of them than it sent requests, and
- * an HTTP/1.0 client never gets a chunked body; and when the origin's
+ * must parse as HTTP responses, no more of them than it sent requests, an
+ * HTTP/1.0 client never gets a chunked body, a body without framing comes
+ * with Connection: close; and when the origin's
  * bytes begin with a complete final response, the client gets a final
  * response head (the origin's, or the proxy's own error), not silence. */
 #include <stdio.h>
@@ -78,6 +79,10 @@ static int c_on_headers_complete(llhttp_t *p)
     if (cc->finals >= cc->k->nreq)
         fz_fail("the client received more responses than the %d request(s) it sent", cc->k->nreq);
     if (cc->k->http10 && (p->flags & F_CHUNKED)) fz_fail("an HTTP/1.0 client received a chunked body");
+    int st = p->status_code;
+    bool bodiless = cc->k->is_head[cc->finals] || st == 101 || st == 204 || st == 304;
+    if (!bodiless && !(p->flags & (F_CONTENT_LENGTH | F_CHUNKED | F_CONNECTION_CLOSE)))
+        fz_fail("a response without framing went out on a connection that stays open");
     cc->heads++;
     return cc->k->is_head[cc->finals] || p->status_code == 304 ? 1 : 0;
 }

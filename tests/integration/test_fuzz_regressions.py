@@ -219,3 +219,30 @@ def test_connect_is_refused():
             rs = lp.parse_responses(lp.send_raw(p.port, stream, timeout=3))
             assert [r.status for r in rs] == [501], "%r: %r" % (stream[:30], rs)
         assert o.requests == 0
+
+
+def test_connection_cannot_remove_framing_headers():
+    # "Connection: ... transfer-encoding" made the proxy drop
+    # Transfer-Encoding from the forwarded head while it relayed the chunked
+    # body as it came: the backend took the body for the next request.
+    data = crasher("client", "connection-names-transfer-encoding")
+    assert b"transfer-encoding wso" in data
+    hidden = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+    smuggle = (b"POST /p HTTP/1.1\r\nHost: h\r\nConnection: transfer-encoding\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % len(hidden) + hidden + b"\r\n0\r\n\r\n")
+    with Origin() as o, lp.Proxy(upstream_script([o])) as p, lp.Conn(p.port) as c:
+        c.send(smuggle)
+        r = c.read_response()
+        assert r.status == 200, r
+        assert c.closed_by_peer(0.3) is False and c.buf == b"", "a second response: %r" % c.buf
+        lp.wait_until(lambda: o.requests >= 1, what="the request at the origin")
+        assert o.requests == 1 and o.last().target == "/p", [r.describe() for r in o.records]
+        assert o.last().header("transfer-encoding") == "chunked", o.last().describe()
+        o.assert_clean()
+    # And the other way: a backend's "Connection: content-length" made the
+    # client's response unframed on a connection kept open.
+    answer = crasher("backend", "connection-names-content-length")
+    with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
+        r = c.request("GET", "/a")
+        assert r.status == 200 and r.header("content-length") == "5" and r.body == b"hello", r
