@@ -8,6 +8,7 @@
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
 #   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
 #   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks
+#   make fuzz            libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/fuzz.mk)
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
@@ -49,7 +50,7 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile soak clean install format
+.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile soak clean install format fuzz
 all: $(BUILD)/luaproxy
 
 # Installs missing Debian packages once; the stamp keeps later builds quiet.
@@ -125,3 +126,4 @@ clean:
 	rm -rf build
 
 -include $(APP_OBJ:.o=.d) $(UNIT_BIN:=.d)
+include tests/fuzz/fuzz.mk

@@ -222,7 +222,8 @@ static void reject(struct conn *c, int status)
     struct conn_rx *rx = c->rx;
     log_debug("conn fd=%d rejected with %d in state %s", c->io.fd, status, conn_state_name(c->state));
     if (!rx->responded) {
-        http_simple_response(&rx->out, status, false, W.loop.wall_now, reject_body(status));
+        http_simple_response(&rx->out, status, false, rx->req.head_done && rx->req.method == HTTP_HEAD,
+                             W.loop.wall_now, reject_body(status));
         rx->status = status;
     }
     rx->responded = true;

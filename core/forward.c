@@ -287,8 +287,8 @@ static void ex_abort_client(struct exchange *ex, const char *why)
     ex_close_client(ex, LOG_WARN, why);
 }
 
-/* Answers the client ourselves (502, 503, 504) when no response head went
- * out yet. */
+/* Answers the client ourselves (400, 502, 503, 504) when no response head
+ * went out yet. */
 static void ex_error(struct exchange *ex, int status, const char *why)
 {
     struct conn *c = ex->c;
@@ -307,7 +307,9 @@ static void ex_error(struct exchange *ex, int status, const char *why)
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
                                        : "gateway timeout\n";
-    http_simple_response(&c->rx->out, status, keep, W.loop.wall_now, body);
+    /* A body after the head of a HEAD answer would be read by the client
+     * as the start of its next response. */
+    http_simple_response(&c->rx->out, status, keep, c->rx->req.method == HTTP_HEAD, W.loop.wall_now, body);
     ex->status = c->rx->status = status;
     ex->client_close = !keep;
     ex->resp_done = true;
@@ -343,8 +345,16 @@ static void ex_bad_body(struct exchange *ex)
 
 /* ---- the request head ------------------------------------------------ */
 
+/* Whether Connection names the header `name` as hop-by-hop. Never for the
+ * framing headers: the body travels with the framing it came with, so a
+ * "Connection: transfer-encoding" that removed the header would hand the
+ * other side a body it takes for the next message (request smuggling). */
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
 {
+    const char *s = base + name.off;
+    if ((name.len == 14 && !memcmp(s, "content-length", 14)) ||
+        (name.len == 17 && !memcmp(s, "transfer-encoding", 17)))
+        return false;
     for (int i = 0; i < n; i++)
         if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
             return true;
@@ -830,6 +840,10 @@ static bool build_response_head(struct exchange *ex)
         if (!switching && token_in(base, tokens, ntok, hd->name)) continue;
         if (nlen == 17 && !memcmp(name, "transfer-encoding", 17) && (ex->mode != RB_CHUNKED || ex->dechunk))
             continue;
+        /* 1xx and 204 never have a body, and may not say they have one
+         * (RFC 9110 §8.6); a client that believes the header would take
+         * the next response for that body. */
+        if (nlen == 14 && (status < 200 || status == 204) && !memcmp(name, "content-length", 14)) continue;
         if (edited(e, name, nlen)) continue;
         append_header(out, name, nlen, base + hd->value.off, hd->value.len);
     }
@@ -955,6 +969,10 @@ static bool on_response_head(struct exchange *ex)
         upstream_fail(ex->srv, W.loop.now_ms);
         return ex_error(ex, 502, "response Transfer-Encoding other than chunked"), false;
     }
+    /* llhttp takes any three digits; the client may not (a "000" went out
+     * as status 0), and below 200 we would send no body whatever the
+     * framing headers say. */
+    if (status < 100 || status > 599) return ex_error(ex, 502, "status code out of 100-599"), false;
     if (status >= 100 && status < 200 && status != 101) {
         /* Interim (100 Continue, 103): passed on; the final one follows. */
         if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
@@ -965,6 +983,11 @@ static bool on_response_head(struct exchange *ex)
         return true;
     }
     if (status == 101 && !ex->upgrade) return ex_error(ex, 502, "101 without an upgrade request"), false;
+    /* Without Upgrade and Connection: upgrade (RFC 9110 §7.8) the client
+     * cannot know the protocol changed, and would read the tunnel's bytes
+     * as HTTP responses. */
+    if (status == 101 && (ex->rp.flags & (F_UPGRADE | F_CONNECTION_UPGRADE)) != (F_UPGRADE | F_CONNECTION_UPGRADE))
+        return ex_error(ex, 502, "101 without Upgrade and Connection: upgrade"), false;
     upstream_ok(ex->srv);
     plan_body(ex);
     size_t head_at = ex->c->rx->out.len;

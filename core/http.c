@@ -80,13 +80,34 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Whether a value piece starting at `at` follows a line break and blanks:
+ * the continuation line of an obs-fold. */
+static bool after_fold(const char *base, const char *at)
+{
+    while (at > base && (at[-1] == ' ' || at[-1] == '\t')) at--;
+    return at > base && at[-1] == '\n';
+}
+
 int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
     if (r->head_done) return 0;
     r->in_value = true;
+    if (len == 0) return 0; /* an empty value: llhttp points past its line end */
     struct http_header *h = &r->headers[r->nheaders - 1];
+    /* llhttp accepts obs-fold (a value continued on a line that starts
+     * with a blank) and reports the continuation as one more piece. The
+     * slice would then take in the line break: forwarded, it ends the head
+     * early and smuggles the rest as a second request. Rejected (400, or
+     * 502 from a backend), as RFC 9112 §5.2 allows. In the head the buffer
+     * is contiguous, so a fold shows as a piece that does not continue the
+     * previous one, or that starts a value right after a line break. */
+    if (!r->head_done &&
+        (h->value.len ? at != c->base + h->value.off + h->value.len : after_fold(c->base, at))) {
+        llhttp_set_error_reason(p, "obs-fold (a header value continued on the next line)");
+        return HPE_USER;
+    }
     if (h->value.len == 0) h->value.off = (uint32_t)(at - c->base);
     h->value.len += (uint32_t)len;
     return 0;
@@ -671,10 +692,10 @@ int http_response_end(struct buf *out, const struct http_response *r, double wal
     return buf_append(out, body, blen);
 }
 
-int http_simple_response(struct buf *out, int status, bool keep_alive, double wall_now,
+int http_simple_response(struct buf *out, int status, bool keep_alive, bool head_only, double wall_now,
                          const char *body)
 {
-    struct http_response r = {.status = status, .keep_alive = keep_alive};
+    struct http_response r = {.status = status, .keep_alive = keep_alive, .head_only = head_only};
     int rc = http_response_begin(out, &r);
     if (!rc && body)
         rc = http_response_header(out, &r, "Content-Type", 12, "text/plain", 10) < 0 ? -ENOMEM : 0;

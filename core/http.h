@@ -128,6 +128,7 @@ int http_response_header(struct buf *out, struct http_response *r, const char *n
                          const char *value, size_t vlen);
 int http_response_end(struct buf *out, const struct http_response *r, double wall_now,
                       const char *body, size_t blen);
-/* A whole short response: status, text body, Connection: close. */
-int http_simple_response(struct buf *out, int status, bool keep_alive, double wall_now,
+/* A whole short response: status, text body, Connection: close unless
+ * keep_alive. head_only: the answer to a HEAD, whose body is not sent. */
+int http_simple_response(struct buf *out, int status, bool keep_alive, bool head_only, double wall_now,
                          const char *body);

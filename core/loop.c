@@ -104,34 +104,42 @@ int loop_timer(struct loop *l, struct timer *t, uint64_t after_ms)
     return timer_set(&l->timers, t, l->now_ms + after_ms);
 }
 
-void loop_run(struct loop *l)
+int loop_once(struct loop *l, bool block)
 {
     struct epoll_event events[LOOP_BATCH];
-    while (!l->stop) {
-        int timeout = -1;
-        if (l->deferred) {
-            timeout = 0;
-        } else {
-            int64_t next = timer_next_in(&l->timers, l->now_ms);
-            if (next >= 0) timeout = next > 60000 ? 60000 : (int)next;
-        }
-        int n = epoll_wait(l->epfd, events, LOOP_BATCH, timeout);
-        if (n == -1 && errno != EINTR) break;
-        loop_update_time(l);
-        for (int i = 0; i < n; i++) {
-            struct io *io = events[i].data.ptr;
-            /* Closed by an earlier handler of this batch: the struct is still
-             * allocated (frees are deferred), but the event is stale. */
-            if (io->fd == -1) continue;
-            uint32_t e = events[i].events;
-            unsigned what = 0;
-            if (e & (EPOLLIN | EPOLLRDHUP)) what |= IO_READ;
-            if (e & EPOLLOUT) what |= IO_WRITE;
-            if (e & EPOLLRDHUP) what |= IO_HUP;
-            if (e & (EPOLLERR | EPOLLHUP)) what |= IO_ERROR | IO_READ | IO_WRITE;
-            io->cb(io, what);
-        }
-        timer_run(&l->timers, l->now_ms);
-        loop_run_deferred(l);
+    int timeout = -1;
+    if (l->deferred || !block) {
+        timeout = 0;
+    } else {
+        int64_t next = timer_next_in(&l->timers, l->now_ms);
+        if (next >= 0) timeout = next > 60000 ? 60000 : (int)next;
     }
+    int n = epoll_wait(l->epfd, events, LOOP_BATCH, timeout);
+    if (n == -1) {
+        if (errno != EINTR) return -errno;
+        n = 0;
+    }
+    loop_update_time(l);
+    for (int i = 0; i < n; i++) {
+        struct io *io = events[i].data.ptr;
+        /* Closed by an earlier handler of this batch: the struct is still
+         * allocated (frees are deferred), but the event is stale. */
+        if (io->fd == -1) continue;
+        uint32_t e = events[i].events;
+        unsigned what = 0;
+        if (e & (EPOLLIN | EPOLLRDHUP)) what |= IO_READ;
+        if (e & EPOLLOUT) what |= IO_WRITE;
+        if (e & EPOLLRDHUP) what |= IO_HUP;
+        if (e & (EPOLLERR | EPOLLHUP)) what |= IO_ERROR | IO_READ | IO_WRITE;
+        io->cb(io, what);
+    }
+    timer_run(&l->timers, l->now_ms);
+    loop_run_deferred(l);
+    return n;
+}
+
+void loop_run(struct loop *l)
+{
+    while (!l->stop)
+        if (loop_once(l, true) < 0) break;
 }

@@ -56,6 +56,11 @@ void loop_defer(struct loop *l, struct defer *d);
 void loop_run_deferred(struct loop *l);
 /* Runs until l->stop. */
 void loop_run(struct loop *l);
+/* One turn: waits for events (not at all unless block; otherwise until the
+ * next timer), handles them, fires due timers, runs deferred work. Returns
+ * the number of events, or -errno when epoll_wait failed. The fuzz targets
+ * drive the loop with it, one turn at a time. */
+int loop_once(struct loop *l, bool block);
 void loop_update_time(struct loop *l);
 /* Arms t relative to the loop's cached now. */
 int loop_timer(struct loop *l, struct timer *t, uint64_t after_ms);
