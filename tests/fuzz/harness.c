@@ -28,7 +28,7 @@
 #endif
 
 #define SETTLE_MAX 20000          /* loop turns without quiet: a livelock */
-#define ORIGIN_MAX 16             /* backend connections kept per input */
+#define ORIGIN_MAX 16             /* backend connections open at once */
 #define SKIP_MS (24 * 3600 * 1000ULL) /* "a day passes": longer than any timeout */
 #define CLIENT_KEEP (4 << 20)     /* client output kept for the target's checks */
 
@@ -196,13 +196,16 @@ static bool origin_step(void)
         int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) break;
         moved = true;
-        if (norigins == ORIGIN_MAX) fz_fail("the proxy opened more than %d backend connections", ORIGIN_MAX);
-        struct origin *o = &origins[norigins];
+        int slot = 0; /* a closed one is reused: an input may open many in turn */
+        while (slot < norigins && origins[slot].fd != -1) slot++;
+        if (slot == ORIGIN_MAX) fz_fail("the proxy holds more than %d backend connections at once", ORIGIN_MAX);
+        if (slot == norigins) norigins++;
+        struct origin *o = &origins[slot];
         memset(o, 0, sizeof(*o));
         o->fd = fd;
         llhttp_init(&o->p, HTTP_REQUEST, &origin_settings);
         o->p.data = o;
-        newest = norigins++;
+        newest = slot;
     }
     for (int i = 0; i < norigins; i++) {
         struct origin *o = &origins[i];
