@@ -974,8 +974,11 @@ static bool on_response_head(struct exchange *ex)
      * framing headers say. */
     if (status < 100 || status > 599) return ex_error(ex, 502, "status code out of 100-599"), false;
     if (status >= 100 && status < 200 && status != 101) {
-        /* Interim (100 Continue, 103): passed on; the final one follows. */
-        if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
+        /* Interim (100 Continue, 103): passed on, except to an HTTP/1.0
+         * client, which must not get one (RFC 9110 15.2); the final one
+         * follows. */
+        if (ex->c->rx->req.http_minor > 0 && !build_response_head(ex))
+            return ex_error(ex, 500, "on_response failed"), false;
         llhttp_resume(&ex->rp);
         memmove(ex->resp_buf.data, ex->resp_buf.data + ex->resp_parsed, ex->resp_buf.len - ex->resp_parsed);
         ex->resp_buf.len -= ex->resp_parsed;

@@ -253,3 +253,15 @@ def test_connection_cannot_remove_framing_headers():
     with RawOrigin(answer) as o, lp.Proxy(upgrade_script(o.port)) as p, lp.Conn(p.port) as c:
         r = c.request("GET", "/a")
         assert r.status == 200 and r.header("content-length") == "5" and r.body == b"hello", r
+
+
+def test_no_interim_response_to_an_http10_client():
+    # A 103 (or 100) was relayed to HTTP/1.0 clients, which RFC 9110 forbids
+    # and which such a client reads as its final answer.
+    answer = (b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    with RawOrigin(answer) as o, \
+            lp.Proxy(upstream_script(["%s:%d" % (lp.HOST, o.port)], 'retries = 0, read_timeout = "3s"')) as p:
+        out = lp.send_raw(p.port, b"GET /a HTTP/1.0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"ok"), out
+        assert b"103" not in out.split(b"\r\n", 1)[0], out
