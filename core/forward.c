@@ -688,6 +688,24 @@ static void backend_failed(struct exchange *ex, const char *why)
 
 /* ---- request body ---------------------------------------------------- */
 
+/* Sends what the backend takes of [p, p + n): the count (> 0); 0 when it
+ * takes nothing more now (EPOLLOUT armed); -1 when the connection failed
+ * (handled: retried or answered). */
+static ssize_t backend_send(struct exchange *ex, const char *p, size_t n)
+{
+    for (;;) {
+        ssize_t w = send(ex->b->io.fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) return w;
+        if (w == -1 && errno == EINTR) continue;
+        if (w == -1 && errno == EAGAIN) {
+            loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
+            return 0;
+        }
+        backend_failed(ex, strerror(errno));
+        return -1;
+    }
+}
+
 /* Returns false when the exchange ended. */
 static bool send_request(struct exchange *ex)
 {
@@ -696,18 +714,9 @@ static bool send_request(struct exchange *ex)
     int bfd = ex->b->io.fd;
     struct buf *h = &ex->req_head;
     while (buf_pending(h)) {
-        ssize_t n = send(bfd, h->data + h->off, buf_pending(h), MSG_NOSIGNAL);
-        if (n > 0) {
-            h->off += (size_t)n;
-            continue;
-        }
-        if (n == -1 && errno == EINTR) continue;
-        if (n == -1 && errno == EAGAIN) {
-            loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
-            return true;
-        }
-        backend_failed(ex, strerror(errno));
-        return false;
+        ssize_t n = backend_send(ex, h->data + h->off, buf_pending(h));
+        if (n <= 0) return n == 0;
+        h->off += (size_t)n;
     }
     /* Done only when the pipe is empty too: the last bytes read from the
      * client may still wait in it for the backend to take them. */
@@ -736,23 +745,13 @@ static bool send_request(struct exchange *ex)
     while (ex->req_chunked) {
         /* Parsed but unsent body bytes sit at [head_len, pos). */
         while (rx->pos > rx->head_len) {
-            ssize_t n = send(bfd, rx->data + rx->head_len, rx->pos - rx->head_len, MSG_NOSIGNAL);
-            if (n > 0) {
-                ex->req_started = true;
-                loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
-                memmove(rx->data + rx->head_len, rx->data + rx->head_len + n,
-                        rx->end - rx->head_len - (size_t)n);
-                rx->pos -= (uint32_t)n;
-                rx->end -= (uint32_t)n;
-                continue;
-            }
-            if (n == -1 && errno == EINTR) continue;
-            if (n == -1 && errno == EAGAIN) {
-                loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
-                return true;
-            }
-            backend_failed(ex, strerror(errno));
-            return false;
+            ssize_t n = backend_send(ex, rx->data + rx->head_len, rx->pos - rx->head_len);
+            if (n <= 0) return n == 0;
+            ex->req_started = true;
+            loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+            memmove(rx->data + rx->head_len, rx->data + rx->head_len + n, rx->end - rx->head_len - (size_t)n);
+            rx->pos -= (uint32_t)n;
+            rx->end -= (uint32_t)n;
         }
         if (rx->req.message_done) {
             ex->req_chunked = false;

@@ -98,17 +98,6 @@ enum pump_result splice_pump(int src, int dst, struct pipe_pair *p, uint64_t *le
 
 enum pump_result splice_stream(int src, int dst, struct pipe_pair *p, uint64_t *moved)
 {
-    for (;;) {
-        enum pump_result r = drain(dst, p, moved);
-        if (r != PUMP_DONE) return r;
-        ssize_t n = splice(src, NULL, p->wr, NULL, pipe_cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            p->len += (size_t)n;
-            continue;
-        }
-        if (n == 0) return PUMP_EOF;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) return PUMP_WANT_READ;
-        return PUMP_ERROR;
-    }
+    uint64_t unbounded = UINT64_MAX; /* a stream ends only at EOF */
+    return splice_pump(src, dst, p, &unbounded, moved);
 }
