@@ -85,7 +85,7 @@ import threading
 import time
 import urllib.parse
 
-HOST = "127.0.0.1"
+from tcpserver import HOST, ThreadedServer
 
 # --------------------------------------------------------------------------
 # Deterministic data
@@ -330,23 +330,16 @@ def _reason(status):
 # The server
 
 
-class Origin:
+class Origin(ThreadedServer):
     def __init__(self, name=None, port=0, close_after_response=False, idle_close_ms=None,
                  drop_reused=False, delay_ms=0, status=200, keep_body=1 << 20):
-        self.name = name or "origin"
-        self.want_port = port
+        super().__init__(name or "origin", port)
         self.close_after_response = close_after_response
         self.idle_close_ms = idle_close_ms
         self.drop_reused = drop_reused
         self.delay_ms = delay_ms
         self.status = status
         self.keep_body = keep_body
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.listener = None
-        self.port = None
-        self.threads = []
-        self.socks = set()
         self.connections = 0        # TCP connections accepted
         self.requests = 0           # request heads parsed
         self.responses = 0          # responses completely sent
@@ -357,55 +350,6 @@ class Origin:
         self.continues = 0          # 100 Continue sent
         self.records = []
         self.errors = []
-
-    # ---- lifecycle
-
-    def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self.want_port))
-        s.listen(512)
-        self.listener = s
-        self.port = s.getsockname()[1]
-        t = threading.Thread(target=self._accept_loop, name="origin-%s-accept" % self.name, daemon=True)
-        t.start()
-        self.threads.append(t)
-        return self
-
-    @property
-    def addr(self):
-        return "%s:%d" % (HOST, self.port)
-
-    def stop(self):
-        self.stopping.set()
-        if self.listener is not None:
-            try:
-                self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                self.listener.close()
-            except OSError:
-                pass
-        with self.lock:
-            socks = list(self.socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 3
-        for t in list(self.threads):
-            t.join(max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self):
-        if self.listener is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     # ---- assertions
 
@@ -452,12 +396,7 @@ class Origin:
                 cid = self.connections
                 self.socks.add(sock)
                 self.open_connections += 1
-            t = threading.Thread(target=self._conn_main, args=(sock, peer, cid),
-                                 name="origin-%s-%d" % (self.name, cid), daemon=True)
-            with self.lock:
-                self.threads = [x for x in self.threads if x.is_alive()]
-                self.threads.append(t)
-            t.start()
+            self.spawn(self._conn_main, (sock, peer, cid), "origin-%s-%d" % (self.name, cid))
 
     def _conn_main(self, sock, peer, cid):
         try:

@@ -48,7 +48,7 @@ import struct
 import threading
 import time
 
-HOST = "127.0.0.1"
+from tcpserver import HOST, ThreadedServer
 
 TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 TOKEN = TCHAR + rb"+"
@@ -250,64 +250,18 @@ def default_answer(req):
             b"Content-Length: %d\r\n\r\n" % (req.token, len(body)) + body]
 
 
-class StrictOrigin:
+class StrictOrigin(ThreadedServer):
+    backlog = 256
+
     def __init__(self, name="strict", respond=None):
-        self.name = name
+        super().__init__(name)
         self.respond = respond or default_answer
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.listener = None
-        self.port = None
         self.conns = []
         self.requests = []
         self.errors = []
         self.bytes_in = 0
         self.last_byte = time.monotonic()
-        self._socks = set()
-        self._threads = []
         self._token = 0
-
-    # ---- lifecycle
-
-    def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, 0))
-        s.listen(256)
-        self.listener = s
-        self.port = s.getsockname()[1]
-        t = threading.Thread(target=self._accept_loop, daemon=True, name="strict-accept")
-        t.start()
-        self._threads.append(t)
-        return self
-
-    @property
-    def addr(self):
-        return "%s:%d" % (HOST, self.port)
-
-    def stop(self):
-        self.stopping.set()
-        for s in [self.listener] + list(self._socks):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except (OSError, AttributeError):
-                pass
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        deadline = time.monotonic() + 3
-        for t in list(self._threads):
-            t.join(max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self):
-        if self.listener is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     # ---- what the tests look at
 
@@ -358,12 +312,8 @@ class StrictOrigin:
             with self.lock:
                 rec = ConnRecord(len(self.conns) + 1, peer)
                 self.conns.append(rec)
-                self._socks.add(sock)
-                self._threads = [t for t in self._threads if t.is_alive()]
-            t = threading.Thread(target=self._serve, args=(sock, rec), daemon=True,
-                                 name="strict-%d" % rec.id)
-            self._threads.append(t)
-            t.start()
+                self.socks.add(sock)
+            self.spawn(self._serve, (sock, rec), "strict-%d" % rec.id)
 
     def _violation(self, rec, msg):
         rec.error = msg
@@ -403,7 +353,7 @@ class StrictOrigin:
         finally:
             rec.closed = True
             with self.lock:
-                self._socks.discard(sock)
+                self.socks.discard(sock)
             try:
                 sock.close()
             except OSError:
