@@ -4,6 +4,10 @@
     ab.py OLD_BINARY NEW_BINARY [CASE]      CASE: proxy-c50 (default),
                                             proxy-cN, static-cN, kv-cN
 
+OLD_BINARY may be the word `nginx`: nginx proxy_pass with the bench's
+configuration (keep-alive upstream) then runs the proxy-cN case as A,
+for a luaproxy/nginx ratio from alternating runs.
+
 On a shared machine one run of each says little: this alternates AB_ROUNDS
 (5) short runs (AB_SECONDS, 4 s, after 1 s of warm-up) of each binary,
 both started once, -w AB_WORKERS (2), and prints for each the median and
@@ -17,8 +21,8 @@ import statistics
 import sys
 import tempfile
 
-from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, free_ports, render, request, start, start_origin,
-                      stop_all, wait_http)
+from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, free_ports, render, request, start, start_nginx_proxy,
+                      start_origin, stop_all, wait_http)
 from perfprofile import CLK_TCK, cpu_ticks, phase_syscalls, wrk
 
 ROUNDS = int(os.environ.get("AB_ROUNDS", "5"))
@@ -31,6 +35,12 @@ def start_proxy(binary, case, origin_port, port, tmp, label):
     d = os.path.join(tmp, label)
     os.makedirs(d)
     path = "/"
+    if binary == "nginx":
+        if kind != "proxy":
+            sys.exit("ab: nginx runs the proxy-cN case only")
+        p = start_nginx_proxy(d, port, origin_port, WORKERS, os.path.join(d, "nginx.log"))
+        return {"proc": p, "port": port, "path": path, "conns": int(conns), "workers": children(p.pid),
+                "cpu": [], "rps": [], "dir": d}
     if kind in ("proxy", "static"):
         script = os.path.join(d, "script.lua")
         render(f"{kind}.lua.in", script, {"SMALL_PORT": origin_port, "BIG_PORT": origin_port, "KEEPALIVE": KEEPALIVE})
@@ -58,7 +68,7 @@ def one_run(s):
 
 
 def main():
-    old, new = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    old, new = (a if a == "nginx" else os.path.abspath(a) for a in sys.argv[1:3])
     case = sys.argv[3] if len(sys.argv) > 3 else "proxy-c50"
     tmp = tempfile.mkdtemp(prefix="luaproxy-ab.")
     try:

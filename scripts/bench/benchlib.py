@@ -174,22 +174,37 @@ def children(pid):
         return []
 
 
-def start_origin(tmp, port, logfile):
-    """The bench's small origin: nginx answering 100 bytes on port."""
-    odir = os.path.join(tmp, "origin")
-    os.makedirs(odir)
+def nginx_user_line():
     if os.getuid() == 0:  # nginx would switch to "nobody", who cannot read tmp
         import grp
         import pwd
-        user = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
-    else:
-        user = "# not root"
-    render("origin-small.conf.in", os.path.join(odir, "nginx.conf"),
-           {"DIR": odir, "PORT": port, "USER_LINE": user})
-    origin = start(["nginx", "-p", odir + "/", "-c", os.path.join(odir, "nginx.conf"), "-e",
-                    os.path.join(odir, "error.log")], logfile)
-    wait_http(port, "/", (200,), origin, 10)
-    return origin
+        return f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
+    return "# not root"
+
+
+def start_nginx(template, odir, values, port, logfile):
+    """nginx from one of the bench's config templates, in odir; waits
+    until port answers."""
+    os.makedirs(odir)
+    values = dict(values, DIR=odir, PORT=port, USER_LINE=nginx_user_line())
+    render(template, os.path.join(odir, "nginx.conf"), values)
+    p = start(["nginx", "-p", odir + "/", "-c", os.path.join(odir, "nginx.conf"), "-e",
+               os.path.join(odir, "error.log")], logfile)
+    wait_http(port, "/", (200, 404), p, 10)
+    return p
+
+
+def start_origin(tmp, port, logfile):
+    """The bench's small origin: nginx answering 100 bytes on port."""
+    return start_nginx("origin-small.conf.in", os.path.join(tmp, "origin"), {}, port, logfile)
+
+
+def start_nginx_proxy(tmp, port, origin_port, workers, logfile):
+    """nginx proxy_pass with upstream keep-alive (the bench's reference)
+    in front of origin_port, with the given number of workers."""
+    return start_nginx("nginx-proxy.conf.in", os.path.join(tmp, "nginx"),
+                       {"WORKERS": workers, "SMALL_PORT": origin_port, "BIG_PORT": origin_port,
+                        "KEEPALIVE": KEEPALIVE}, port, logfile)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ Each observer attaches first; wrk runs; then the observer is stopped, so
 every request wrk counts falls within what it saw (the CPU figures also
 include the second before wrk starts, when the workers are idle).
 
-Cases (PROFILE_CASES): proxy-c50 and proxy-c200 (route() reads req.path
+Cases (PROFILE_CASES): nginx-c50 (nginx proxy_pass in front of the same
+origin, with the bench's config: the reference, profiled the same way),
+proxy-c50 and proxy-c200 (route() reads req.path
 and a header, then returns an upstream: the bench's proxy.lua), static-c50
 (route() returns the upstream without looking at req), kv-c50 (kvstore.lua
 GET /k). Output: OUT_DIR/profile.md and the raw reports in OUT_DIR/profile/.
@@ -37,7 +39,7 @@ import tempfile
 import time
 
 from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, free_ports, markdown_table, render, request,
-                      start, start_origin, stop, stop_all, wait_http)
+                      start, start_nginx_proxy, start_origin, stop, stop_all, wait_http)
 
 SECONDS = int(os.environ.get("PROFILE_SECONDS", "5"))
 WORKERS = int(os.environ.get("PROFILE_WORKERS", "2"))
@@ -197,11 +199,15 @@ def run_case(luaproxy, case, origin_port, port, tmp, out_dir):
     elif kind == "kv":
         script = os.path.join(ROOT, "examples", "kvstore.lua")
         path = KV_KEY
+    elif kind != "nginx":
+        raise RuntimeError(f"unknown case {case} (proxy-cN, static-cN, kv-cN, nginx-cN)")
+    if kind == "nginx":
+        log(f"{case}: nginx proxy_pass, {WORKERS} workers, wrk -c{conns}, {SECONDS}s per phase")
+        master = start_nginx_proxy(wdir, port, origin_port, WORKERS, os.path.join(d, "nginx.log"))
     else:
-        raise RuntimeError(f"unknown case {case} (proxy-cN, static-cN, kv-cN)")
-    log(f"{case}: luaproxy -w {WORKERS}, wrk -c{conns}, {SECONDS}s per phase")
-    master = start([luaproxy, "-w", str(WORKERS), "--listen", f"127.0.0.1:{port}", script],
-                   os.path.join(d, "luaproxy.log"))
+        log(f"{case}: luaproxy -w {WORKERS}, wrk -c{conns}, {SECONDS}s per phase")
+        master = start([luaproxy, "-w", str(WORKERS), "--listen", f"127.0.0.1:{port}", script],
+                       os.path.join(d, "luaproxy.log"))
     try:
         wait_http(port, path, (200, 404), master, 10)
         if kind == "kv":
@@ -223,6 +229,7 @@ DESCRIPTIONS = {
     "proxy": "proxied 100 B, route reads req.path and a header",
     "static": "proxied 100 B, route returns the upstream at once",
     "kv": "kvstore.lua GET /k (local handler)",
+    "nginx": "nginx proxy_pass (the reference), 100 B",
 }
 
 
