@@ -47,12 +47,23 @@ extern struct script_globals S;
 /* proxy_api.c: the `proxy` module. */
 void api_open(lua_State *L);
 double api_now(void);
-/* req.c: the `req` object. */
+/* req.c: the `req` object, a light userdata naming a live request. */
+struct lreq {
+    uint64_t id;              /* the light userdata's value */
+    struct script_view *view; /* NULL once the request is over */
+    int env;                  /* registry ref of the edits/headers table, or LUA_NOREF */
+    bool edited;              /* req:set_* was called: the forwarded head changes */
+    struct lreq *next;        /* in its bucket of live requests */
+};
 void req_open(lua_State *L);
-/* Pushes a new req bound to view. */
-void req_push(lua_State *L, struct script_view *view);
-/* Detaches the req at idx from its view: later use raises an error. */
-void req_detach(lua_State *L, int idx);
+/* Gives r a number of its own and makes it live, bound to view. */
+int req_bind(struct lreq *r, struct script_view *view);
+/* Ends r: a req naming it raises an error from now on. L: r's state. */
+void req_unbind(lua_State *L, struct lreq *r);
+void req_push(lua_State *L, const struct lreq *r);
+/* The table of r's edits and headers cache, pushed; made on first use. */
+void req_push_env(lua_State *L, struct lreq *r);
+void req_free_all(void);
 
 /* script.c: calling into the script. */
 void script_req_push(struct script_req *r);
@@ -63,8 +74,6 @@ lua_State *script_use(struct script_req *r);
  * results on the stack, or -1. */
 int script_call(struct script_req *r, const char *where, int nargs);
 void script_log_error(struct script_req *r, const char *where, const char *msg);
-/* req.c */
-bool req_edited(lua_State *L, int idx);
 /* A lower-case name -> value table; repeated headers joined with ", ". */
 void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
 /* With the env table on top: pushes env.headers, built on first use from
@@ -72,8 +81,9 @@ void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, c
 void push_cached_headers(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
 /* The env table of the userdata at idx, created on first use. */
 void push_env(lua_State *L, int idx);
-/* obj:set_header(name, value) for req and res: validates, records the edit
- * in the env's set_headers table and keeps env.headers in step. */
+/* obj:set_header(name, value) for req and res, with the object's env table
+ * at stack index 4: validates, records the edit in the env's set_headers
+ * table and keeps env.headers in step. */
 void edit_header(lua_State *L);
 /* proxying.c */
 extern bool script_loading;

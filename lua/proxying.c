@@ -357,6 +357,8 @@ static const struct script_response *check_res(lua_State *L)
 static int res_set_header(lua_State *L)
 {
     check_res(L);
+    lua_settop(L, 3);
+    push_env(L, 1);
     edit_header(L);
     return 0;
 }

@@ -1,52 +1,128 @@
-/* req: a userdata that reads the request the core parsed, field by field,
- * when the script asks (a route that looks only at req.path pays only for
- * that). The headers table is built on first use and cached in the
- * userdata's environment table, with the req:set_* edits. */
+/* req: a light userdata whose value names a live request; its fields are
+ * read from the request the core parsed when the script asks (a route that
+ * looks only at req.path pays only for that). Nothing is allocated per
+ * request: the value is a number, its state is C's (struct lreq, inside
+ * the script's struct script_req), and a table for the req:set_* edits and
+ * the headers cache is made only when one of them is used. A script that
+ * keeps req past its request holds a number that no longer names anything:
+ * every use then raises an error. */
 #include <arpa/inet.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "lstate.h"
 
+/* Light userdata values are request numbers below 2^39: LuaJIT keeps light
+ * userdata in 47-bit segments chosen by the bits above 39, so they all
+ * share one segment. At 100,000 requests a second a worker wraps after
+ * two months; a number still in use is skipped. */
 #define REQ_MT "luaproxy.req"
 
-struct lreq {
-    struct script_view *view; /* NULL once the request is over */
-    bool edited;              /* req:set_* was called: the forwarded head changes */
-};
+#define ID_MASK ((UINT64_C(1) << 39) - 1)
 
-static char mt_key; /* registry[&mt_key]: the metatable, without hashing a name */
+/* Live requests by number: chained buckets, doubled when full. */
+static struct {
+    struct lreq **bucket;
+    size_t nbuckets, nlive;
+    uint64_t last_id;
+} live;
 
-static struct script_view *check_view(lua_State *L, int idx)
+static struct lreq *lookup(uint64_t id)
 {
-    struct lreq *r = luaL_checkudata(L, idx, REQ_MT);
-    if (!r->view) luaL_error(L, "this request is over (req used after its handler returned)");
-    return r->view;
+    if (!live.nbuckets) return NULL;
+    struct lreq *r = live.bucket[id & (live.nbuckets - 1)];
+    while (r && r->id != id) r = r->next;
+    return r;
 }
 
-/* check_view for __index, the hot path: the metatable is its upvalue. */
-static struct lreq *fast_req(lua_State *L)
+static int grow(void)
 {
-    struct lreq *r = lua_touserdata(L, 1);
-    if (!r || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1))) {
-        luaL_typerror(L, 1, "req");
-        return NULL;
+    size_t n = live.nbuckets ? live.nbuckets * 2 : 64;
+    struct lreq **b = calloc(n, sizeof(*b));
+    if (!b) return -1;
+    for (size_t i = 0; i < live.nbuckets; i++) {
+        while (live.bucket[i]) {
+            struct lreq *r = live.bucket[i];
+            live.bucket[i] = r->next;
+            r->next = b[r->id & (n - 1)];
+            b[r->id & (n - 1)] = r;
+        }
     }
-    lua_pop(L, 1);
-    if (!r->view) luaL_error(L, "this request is over (req used after its handler returned)");
-    return r;
+    free(live.bucket);
+    live.bucket = b;
+    live.nbuckets = n;
+    return 0;
+}
+
+int req_bind(struct lreq *r, struct script_view *view)
+{
+    if (live.nlive >= live.nbuckets && grow()) return -1;
+    do live.last_id = (live.last_id + 1) & ID_MASK;
+    while (live.last_id == 0 || lookup(live.last_id));
+    *r = (struct lreq){.id = live.last_id, .view = view, .env = LUA_NOREF};
+    struct lreq **b = &live.bucket[r->id & (live.nbuckets - 1)];
+    r->next = *b;
+    *b = r;
+    live.nlive++;
+    return 0;
+}
+
+void req_unbind(lua_State *L, struct lreq *r)
+{
+    struct lreq **p = &live.bucket[r->id & (live.nbuckets - 1)];
+    while (*p != r) p = &(*p)->next;
+    *p = r->next;
+    live.nlive--;
+    if (r->env != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, r->env);
+    r->env = LUA_NOREF;
+    r->view = NULL;
+}
+
+void req_free_all(void)
+{
+    free(live.bucket);
+    live.bucket = NULL;
+    live.nbuckets = live.nlive = 0;
+}
+
+void req_push(lua_State *L, const struct lreq *r)
+{
+    lua_pushlightuserdata(L, (void *)(uintptr_t)r->id);
+}
+
+/* The live request that the req at idx names; an error for a req whose
+ * request is over, or for anything else. */
+static struct lreq *check_req(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TLIGHTUSERDATA) {
+        uint64_t id = (uintptr_t)lua_touserdata(L, idx);
+        struct lreq *r = lookup(id);
+        if (r) return r;
+        if (id && id <= ID_MASK) luaL_error(L, "this request is over (req used after its handler returned)");
+    }
+    luaL_typerror(L, idx, "req");
+    return NULL;
+}
+
+void req_push_env(lua_State *L, struct lreq *r)
+{
+    if (r->env != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->env);
+        return;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, -1);
+    r->env = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* A field req:set_path/set_query stored in the env table, pushed; false if
  * the request was never edited (nothing pushed then). */
-static bool edited_field(lua_State *L, const struct lreq *r, const char *field)
+static bool edited_field(lua_State *L, struct lreq *r, const char *field)
 {
     if (!r->edited) return false;
-    lua_getfenv(L, 1);
-    if (!lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        return false;
-    }
+    req_push_env(L, r);
     lua_getfield(L, -1, field);
     lua_remove(L, -2);
     if (!lua_isnil(L, -1)) return true;
@@ -129,16 +205,11 @@ static void push_addr(lua_State *L, const struct sockaddr *sa, bool port)
     lua_pushstring(L, text);
 }
 
-static void mark_edited(lua_State *L)
-{
-    ((struct lreq *)lua_touserdata(L, 1))->edited = true;
-}
-
 static int req_set(lua_State *L, const char *field)
 {
-    check_view(L, 1);
-    mark_edited(L);
-    push_env(L, 1);
+    struct lreq *r = check_req(L, 1);
+    r->edited = true;
+    req_push_env(L, r);
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, field);
     return 0;
@@ -174,6 +245,7 @@ static int req_set_query(lua_State *L)
 
 void edit_header(lua_State *L)
 {
+    /* 1 the object, 2 the name, 3 the value, 4 the env table */
     size_t nlen, vlen = 0;
     const char *name = luaL_checklstring(L, 2, &nlen);
     if (!http_valid_name(name, nlen)) luaL_argerror(L, 2, "invalid header name");
@@ -188,7 +260,7 @@ void edit_header(lua_State *L)
         const char *v = luaL_checklstring(L, 3, &vlen);
         if (!http_valid_value(v, vlen)) luaL_argerror(L, 3, "header value contains CR, LF or NUL");
     }
-    push_env(L, 1);
+    lua_settop(L, 4);
     lua_getfield(L, -1, "set_headers"); /* name (lower case) -> value, or false: removed */
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -217,8 +289,10 @@ void edit_header(lua_State *L)
 
 static int req_set_header(lua_State *L)
 {
-    check_view(L, 1);
-    mark_edited(L);
+    struct lreq *r = check_req(L, 1);
+    r->edited = true;
+    lua_settop(L, 3);
+    req_push_env(L, r);
     edit_header(L);
     return 0;
 }
@@ -228,7 +302,8 @@ static int req_set_header(lua_State *L)
  * req.headers, it builds no table. */
 static int req_header(lua_State *L)
 {
-    struct script_view *v = check_view(L, 1);
+    struct lreq *r = check_req(L, 1);
+    const struct script_view *v = r->view;
     size_t nlen;
     const char *name = luaL_checklstring(L, 2, &nlen);
     char low[64];
@@ -237,19 +312,17 @@ static int req_header(lua_State *L)
         return 1;
     }
     for (size_t i = 0; i < nlen; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
-    if (((struct lreq *)lua_touserdata(L, 1))->edited) {
-        lua_getfenv(L, 1);
+    if (r->edited) {
+        req_push_env(L, r);
+        lua_getfield(L, -1, "set_headers");
         if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "set_headers");
-            if (lua_istable(L, -1)) {
-                lua_pushlstring(L, low, nlen);
-                lua_rawget(L, -2);
-                if (lua_isboolean(L, -1)) {
-                    lua_pushnil(L);
-                    return 1;
-                }
-                if (!lua_isnil(L, -1)) return 1;
+            lua_pushlstring(L, low, nlen);
+            lua_rawget(L, -2);
+            if (lua_isboolean(L, -1)) {
+                lua_pushnil(L);
+                return 1;
             }
+            if (!lua_isnil(L, -1)) return 1;
         }
         lua_settop(L, 2);
     }
@@ -268,8 +341,8 @@ static int req_header(lua_State *L)
 
 static int req_index(lua_State *L)
 {
-    struct lreq *r = fast_req(L);
-    struct script_view *v = r->view;
+    struct lreq *r = check_req(L, 1);
+    const struct script_view *v = r->view;
     size_t klen;
     const char *k = luaL_checklstring(L, 2, &klen);
     const struct http_request *req = v->req;
@@ -308,7 +381,7 @@ static int req_index(lua_State *L)
         break;
     case 6:
         if (!memcmp(k, "header", 6)) {
-            lua_pushvalue(L, lua_upvalueindex(5));
+            lua_pushvalue(L, lua_upvalueindex(4));
             return 1;
         }
         if (!memcmp(k, "method", 6)) {
@@ -322,26 +395,26 @@ static int req_index(lua_State *L)
             return 1;
         }
         if (!memcmp(k, "headers", 7)) {
-            push_env(L, 1);
+            req_push_env(L, r);
             push_cached_headers(L, req->headers, req->nheaders, v->base);
             return 1;
         }
         break;
     case 8:
         if (!memcmp(k, "set_path", 8)) {
-            lua_pushvalue(L, lua_upvalueindex(2));
+            lua_pushvalue(L, lua_upvalueindex(1));
             return 1;
         }
         break;
     case 9:
         if (!memcmp(k, "set_query", 9)) {
-            lua_pushvalue(L, lua_upvalueindex(3));
+            lua_pushvalue(L, lua_upvalueindex(2));
             return 1;
         }
         break;
     case 10:
         if (!memcmp(k, "set_header", 10)) {
-            lua_pushvalue(L, lua_upvalueindex(4));
+            lua_pushvalue(L, lua_upvalueindex(3));
             return 1;
         }
         break;
@@ -367,8 +440,8 @@ static int req_newindex(lua_State *L)
 
 static int req_tostring(lua_State *L)
 {
-    struct lreq *r = luaL_checkudata(L, 1, REQ_MT);
-    if (!r->view) lua_pushliteral(L, "req (over)");
+    struct lreq *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lookup((uintptr_t)lua_touserdata(L, 1)) : NULL;
+    if (!r) lua_pushliteral(L, "req (over)");
     else lua_pushfstring(L, "req (%s)", llhttp_method_name((llhttp_method_t)r->view->req->method));
     return 1;
 }
@@ -376,16 +449,12 @@ static int req_tostring(lua_State *L)
 void req_open(lua_State *L)
 {
     luaL_newmetatable(L, REQ_MT);
-    lua_pushlightuserdata(L, &mt_key);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
     /* The methods are made once, not on every req.set_header access. */
-    lua_pushvalue(L, -1);
     lua_pushcfunction(L, req_set_path);
     lua_pushcfunction(L, req_set_query);
     lua_pushcfunction(L, req_set_header);
     lua_pushcfunction(L, req_header);
-    lua_pushcclosure(L, req_index, 5);
+    lua_pushcclosure(L, req_index, 4);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, req_newindex);
     lua_setfield(L, -2, "__newindex");
@@ -394,26 +463,10 @@ void req_open(lua_State *L)
     lua_pushliteral(L, "req");
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
-}
-
-void req_push(lua_State *L, struct script_view *view)
-{
-    struct lreq *r = lua_newuserdata(L, sizeof(*r));
-    r->view = view;
-    r->edited = false;
-    lua_pushlightuserdata(L, &mt_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
+    /* Every light userdata shares one metatable, and scripts meet no other
+     * light userdata than req. */
+    lua_pushlightuserdata(L, NULL);
+    luaL_getmetatable(L, REQ_MT);
     lua_setmetatable(L, -2);
-}
-
-bool req_edited(lua_State *L, int idx)
-{
-    struct lreq *r = lua_touserdata(L, idx);
-    return r && r->edited;
-}
-
-void req_detach(lua_State *L, int idx)
-{
-    struct lreq *r = luaL_checkudata(L, idx, REQ_MT);
-    r->view = NULL;
+    lua_pop(L, 1);
 }

@@ -19,7 +19,7 @@ static struct script_header *hdrs;
 static size_t hdrs_cap;
 
 struct script_req {
-    int ref; /* registry reference of the req userdata */
+    struct lreq lr;    /* what the script's req names */
     struct lstate *st; /* the state it began on: every call of it goes there */
     struct script_view *view;
     struct script_req *next_free;
@@ -285,6 +285,7 @@ void script_unload(void)
     free(hdrs);
     hdrs = NULL;
     hdrs_cap = 0;
+    req_free_all();
 }
 
 bool script_has_route(struct script_req *r)
@@ -302,9 +303,12 @@ struct script_req *script_req_begin(struct script_view *view)
     struct script_req *r = req_pool;
     if (r) req_pool = r->next_free;
     else if (!(r = malloc(sizeof(*r)))) return NULL;
-    lua_State *L = use(S.cur);
-    req_push(L, view);
-    r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (req_bind(&r->lr, view)) {
+        r->next_free = req_pool;
+        req_pool = r;
+        return NULL;
+    }
+    use(S.cur);
     r->view = view;
     r->st = S.cur;
     r->st->refs++;
@@ -318,20 +322,15 @@ lua_State *script_use(struct script_req *r)
 
 void script_req_push(struct script_req *r)
 {
-    lua_rawgeti(r->st->L, LUA_REGISTRYINDEX, r->ref);
+    req_push(r->st->L, &r->lr);
 }
 
 bool script_req_edits(struct script_req *r, struct script_edits *e)
 {
     if (!r) return false;
+    if (!r->lr.edited) return false;
     lua_State *L = use(r->st);
-    script_req_push(r);
-    if (!req_edited(L, -1)) {
-        lua_pop(L, 1);
-        return false;
-    }
-    lua_getfenv(L, -1);
-    lua_remove(L, -2);
+    req_push_env(L, &r->lr);
     edits_from_env(L, e); /* the env stays until script_reply_done() */
     return true;
 }
@@ -340,11 +339,7 @@ void script_req_end(struct script_req *r)
 {
     if (!r) return;
     struct lstate *st = r->st;
-    lua_State *L = st->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
-    req_detach(L, -1);
-    lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+    req_unbind(st->L, &r->lr);
     r->st = NULL;
     r->next_free = req_pool;
     req_pool = r;
@@ -501,7 +496,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
 {
     lua_State *L = use(r->st);
     lua_getfield(L, LUA_GLOBALSINDEX, "route");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    req_push(L, &r->lr);
     int base = lua_gettop(L) - 1;
     int nres = script_call(r, "route", 1);
     if (nres < 0) {
@@ -618,7 +613,7 @@ void script_handle(struct script_req *r, struct script_reply *rep)
         }
         return;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    req_push(L, &r->lr);
     int base = lua_gettop(L) - 1;
     int nres = script_call(r, name, 1);
     if (nres < 0) return reply_error(rep);
