@@ -105,13 +105,14 @@ check_settings() {
 
 # --- processes --------------------------------------------------------------
 
-# Prints "pid starttime cputicks" for PID and all its descendants. cputicks is
-# utime+stime+cutime+cstime (stat fields 14-17): the children's fields keep
-# the time of workers that exited and were reaped during a run. The comm
-# field may contain spaces and parentheses, hence the split at the last ")".
+# Prints "pid starttime cputicks userticks systemticks" for PID and all its
+# descendants. userticks is utime+cutime, systemticks stime+cstime (stat
+# fields 14-17), cputicks their sum: the children's fields keep the time of
+# workers that exited and were reaped during a run. The comm field may
+# contain spaces and parentheses, hence the split at the last ")".
 scan_tree() {
     local root=$1 f line pid rest changed
-    local -A parent=() start=() ticks=() member=()
+    local -A parent=() start=() user=() system=() member=()
     local -a fld
     for f in /proc/[0-9]*/stat; do
         { read -r line <"$f"; } 2>/dev/null || continue
@@ -120,7 +121,8 @@ scan_tree() {
         read -r -a fld <<<"$rest"
         parent[$pid]=${fld[1]}
         start[$pid]=${fld[19]}
-        ticks[$pid]=$((fld[11] + fld[12] + fld[13] + fld[14]))
+        user[$pid]=$((fld[11] + fld[13]))
+        system[$pid]=$((fld[12] + fld[14]))
     done
     [[ -n ${parent[$root]:-} ]] || return 0
     member[$root]=1
@@ -135,16 +137,19 @@ scan_tree() {
         done
     done
     for pid in "${!member[@]}"; do
-        echo "$pid ${start[$pid]} ${ticks[$pid]}"
+        echo "$pid ${start[$pid]} $((user[$pid] + system[$pid])) ${user[$pid]} ${system[$pid]}"
     done
 }
 
+# Prints "cputicks userticks systemticks" summed over PID's tree.
 tree_ticks() {
-    local pid start ticks sum=0
-    while read -r pid start ticks; do
+    local pid start ticks user system sum=0 usum=0 ssum=0
+    while read -r pid start ticks user system; do
         sum=$((sum + ticks))
+        usum=$((usum + user))
+        ssum=$((ssum + system))
     done < <(scan_tree "$1")
-    echo "$sum"
+    echo "$sum $usum $ssum"
 }
 
 # True while PID is the same process we saw (same start time) and is not a
@@ -176,7 +181,7 @@ running() {
 # Asks the tree's root to stop (nginx, HAProxy and luaproxy all take SIGTERM
 # and stop their workers), then kills whatever of the tree is left after 5 s.
 stop_tree() {
-    local root=$1 pid start ticks i alive entry
+    local root=$1 pid start i alive entry
     local -a procs=()
     # Only a root we started and have not reaped yet is certainly still ours.
     [[ " ${STARTED_PIDS[*]} " == *" $root "* ]] || return 0
@@ -185,14 +190,14 @@ stop_tree() {
     for ((i = 0; i < 50; i++)); do
         alive=0
         for entry in "${procs[@]}"; do
-            read -r pid start ticks <<<"$entry"
+            read -r pid start _ <<<"$entry"
             same_process "$pid" "$start" && alive=1
         done
         ((alive)) || break
         sleep 0.1
     done
     for entry in "${procs[@]}"; do
-        read -r pid start ticks <<<"$entry"
+        read -r pid start _ <<<"$entry"
         if same_process "$pid" "$start"; then
             log "pid $pid did not stop on SIGTERM, killing it"
             kill -KILL "$pid" 2>/dev/null
@@ -509,15 +514,17 @@ own_ticks() {
 }
 
 origin_ticks() {
-    local pid sum=0
+    local pid ticks sum=0
     for pid in "${ORIGIN_PIDS[@]}"; do
-        sum=$((sum + $(tree_ticks "$pid")))
+        read -r ticks _ <<<"$(tree_ticks "$pid")"
+        sum=$((sum + ticks))
     done
     echo "$sum"
 }
 
 # One row of results.tsv: proxy case status requests seconds bytes p99_ms
-# cputicks notes split. report.py turns these into the tables.
+# cputicks notes split usersys (see report.py). report.py turns these into
+# the tables.
 record() {
     local IFS=$'\t'
     echo "$*" >>"$RESULTS_TSV"
@@ -572,7 +579,7 @@ run_wrk() { # CONNECTIONS SECONDS URL OUTPUT
 # workers of nginx and luaproxy (HAProxy's threads are one process).
 child_ticks() {
     local pid start ticks
-    while read -r pid start ticks; do
+    while read -r pid start ticks _; do
         [[ $pid == "$1" ]] || echo "$pid $ticks"
     done < <(scan_tree "$1")
 }
@@ -619,7 +626,7 @@ applies() { # PROXY CASE
 # run_case PROXY PID PORT CASE
 run_case() {
     local proxy=$1 pid=$2 port=$3 case=$4 body conns path out
-    local t0 t1 req secs bytes p99 non2xx errs notes="" w0 w1
+    local t0 t1 u0 u1 y0 y1 req secs bytes p99 non2xx errs notes="" w0 w1
     body=${case%-c*}
     conns=${case##*-c}
     path=$(case_path "$body")
@@ -640,11 +647,11 @@ run_case() {
     b0=$(system_busy_ticks)
     o0=$(origin_ticks)
     w0=$(child_ticks "$pid")
-    t0=$(tree_ticks "$pid")
+    read -r t0 u0 y0 <<<"$(tree_ticks "$pid")"
     own_ticks
     s0=$OWN_TICKS
     run_wrk "$conns" "$DURATION" "$url" "$out"
-    t1=$(tree_ticks "$pid")
+    read -r t1 u1 y1 <<<"$(tree_ticks "$pid")"
     w1=$(child_ticks "$pid")
     o1=$(origin_ticks)
     own_ticks
@@ -665,8 +672,10 @@ run_case() {
         record "$proxy" "$case" failed 0 0 0 0 0 "no request completed: ${notes}$(log_tail "$out")"
         return
     fi
+    # user/system: how much of the CPU time was the kernel's (the floor no
+    # user-space change can go below).
     record "$proxy" "$case" ok "$req" "$secs" "$bytes" "$p99" $((t1 - t0)) "${notes%; }" \
-        "$(split_ticks "$w0" "$w1")"
+        "$(split_ticks "$w0" "$w1")" "$((u1 - u0))/$((y1 - y0))"
 }
 
 # The next unused port of PORTS (the first two are the origins').
@@ -711,8 +720,8 @@ run_all() {
 
 # Summed VmRSS of PID's tree, in KiB.
 tree_rss_kb() {
-    local pid start ticks kb sum=0
-    while read -r pid start ticks; do
+    local pid start kb sum=0
+    while read -r pid start _; do
         kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
         sum=$((sum + ${kb:-0}))
     done < <(scan_tree "$1")

@@ -4,12 +4,18 @@
     report.py RESULTS.tsv MEMORY.tsv OUT.md CLK_TCK WORKERS SCALING_CASE [HEADER_LINE ...]
 
 RESULTS.tsv rows: proxy case status requests seconds bytes p99_ms cputicks
-notes split (split: the CPU ticks of each worker, "/"-joined).
+notes split usersys (split: the CPU ticks of each worker, "/"-joined;
+usersys: the user and the system ticks of cputicks, "user/system"; either
+may be empty, and rows from before usersys existed end at split).
 MEMORY.tsv rows: proxy status connections rss_before_kb rss_after_kb notes.
 
 Three tables: every measured run; the idle-connection memory; and the
 targets of issue 7, each with luaproxy's figure, the reference figure from
-the same run, their ratio, the goal and PASS or MISS. The derived figures
+the same run, their ratio, the goal and PASS or MISS, and for CPU targets
+the floor: luaproxy's system time alone divided by the reference's total,
+the best ratio no user-space change can beat. Below the targets, a line per
+MISS says by how much, and for CPU whether the kernel's share alone already
+misses the goal or how much user time would have to go. The derived figures
 are computed here rather than in bash, which has no floating point.
 """
 import sys
@@ -20,7 +26,11 @@ BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB", "kv": "kv GET"}
 # Below this many clock ticks the CPU figure is too coarse to compare.
 MIN_TICKS = 50
 MEM_REFERENCE = "nginx"
-THRU, CPU = 0, 3  # indexes into derive()'s tuple
+SPLIT_CAVEAT = ("The user/system split is approximate: the kernel divides a process's run time, "
+                "which is exact, between user and system in proportion to where its clock ticks "
+                "landed; and loopback softirq work (the receiving side's TCP processing) is charged "
+                "to whichever process was running, which need not be the proxy.")
+THRU, CPU, USER, SYSTEM = 0, 3, 5, 6  # indexes into derive()'s tuple
 
 
 def reference_for(case):
@@ -35,13 +45,27 @@ def case_label(case):
     return f"{BODIES[body]}, {conns} conn"
 
 
+def user_system(usersys):
+    """'612/1890' -> (612, 1890) ticks; None when absent or malformed."""
+    user, sep, system = usersys.partition("/")
+    try:
+        return (int(user), int(system)) if sep else None
+    except ValueError:
+        return None
+
+
 def derive(row, clk_tck):
-    """(throughput, unit, p99_ms, cpu, cpu_unit) for a measured row."""
+    """(throughput, unit, p99_ms, cpu, cpu_unit, user, system) for a measured
+    row; user and system are in cpu_unit too, or None when not recorded."""
     req, secs, nbytes = int(row["requests"]), float(row["seconds"]), float(row["bytes"])
-    cpu_s = int(row["ticks"]) / clk_tck
     if row["case"].startswith(("small-", "kv-")):
-        return req / secs, "req/s", float(row["p99"]), cpu_s * 1e6 / req, "µs/req"
-    return nbytes / secs / 1e6, "MB/s", float(row["p99"]), cpu_s / (nbytes / 1e9), "s/GB"
+        thru, unit, cpu_unit, scale = req / secs, "req/s", "µs/req", 1e6 / req
+    else:
+        thru, unit, cpu_unit, scale = nbytes / secs / 1e6, "MB/s", "s/GB", 1e9 / nbytes
+    per = lambda ticks: ticks / clk_tck * scale
+    split = user_system(row["usersys"])
+    user, system = (per(split[0]), per(split[1])) if split else (None, None)
+    return thru, unit, float(row["p99"]), per(int(row["ticks"])), cpu_unit, user, system
 
 
 def ratio(value, ref):
@@ -78,14 +102,15 @@ def read_tsv(path, fields):
 
 
 def runs_table(rows, measured):
-    table = [["proxy", "case", "throughput", "vs ref", "p99", "vs ref", "proxy CPU", "vs ref", "notes"]]
+    table = [["proxy", "case", "throughput", "vs ref", "p99", "vs ref", "proxy CPU", "vs ref", "user",
+              "system", "notes"]]
     for row in rows:
         key = (row["proxy"], row["case"])
         if key not in measured:
             case = "—" if row["case"] == "-" else case_label(row["case"])
-            table.append([row["proxy"], case, "—", "", "—", "", "—", "", row["notes"]])
+            table.append([row["proxy"], case, "—", "", "—", "", "—", "", "", "", row["notes"]])
             continue
-        thru, unit, p99, cpu, cpu_unit = measured[key]
+        thru, unit, p99, cpu, cpu_unit, user, system = measured[key]
         ref = measured.get((reference_for(row["case"]), row["case"]))
         notes = [n for n in (row["notes"], fmt_split(row["split"])) if n]
         if int(row["ticks"]) < MIN_TICKS:
@@ -95,6 +120,8 @@ def runs_table(rows, measured):
             f"{thru:,.0f} {unit}", ratio(thru, ref[0]) if ref else "—",
             f"{p99:.2f} ms", ratio(p99, ref[2]) if ref else "—",
             fmt_cpu(cpu, cpu_unit), ratio(cpu, ref[3]) if ref else "—",
+            fmt_cpu(user, cpu_unit) if user is not None else "—",
+            fmt_cpu(system, cpu_unit) if system is not None else "—",
             "; ".join(notes),
         ])
     return table
@@ -126,40 +153,81 @@ def memory_table(mem_rows, per_conn):
 
 
 class Targets:
-    """Collects the rows of the targets table."""
+    """Collects the rows of the targets table and a line per MISS."""
 
     def __init__(self):
-        self.table = [["target", "case", "luaproxy", "reference", "ratio", "goal", "result"]]
+        self.table = [["target", "case", "luaproxy", "reference", "ratio", "goal", "result", "floor"]]
         self.passed = self.missed = 0
+        self.miss_lines = []
 
-    def add(self, what, case, mine, ref, ref_name, value, goal, ok, fmt):
-        """value: the figure compared with the goal (a ratio or an absolute)."""
+    def add(self, what, case, mine, ref, ref_name, value, goal, ok, fmt, floor=""):
+        """value: the figure compared with the goal (a ratio or an absolute).
+        Returns PASS, MISS or None (no figure to compare)."""
         if mine is None or (ref is None and ref_name):
             missing = "no luaproxy figure" if mine is None else f"no {ref_name} figure"
             self.table.append([what, case, fmt(mine) if mine is not None else "—",
-                               fmt(ref) if ref is not None else "—", "—", goal, f"n/a ({missing})"])
-            return
-        result = "PASS" if ok(value) else "MISS"
-        if result == "PASS":
-            self.passed += 1
-        else:
-            self.missed += 1
+                               fmt(ref) if ref is not None else "—", "—", goal, f"n/a ({missing})",
+                               floor])
+            return None
+        result = self.count(ok(value))
         ref_text = f"{fmt(ref)} ({ref_name})" if ref_name else "—"
         self.table.append([what, case, fmt(mine), ref_text,
-                           f"{mine / ref:.2f}×" if ref else "—", goal, result])
+                           f"{mine / ref:.2f}×" if ref else "—", goal, result, floor])
+        return result
+
+    def count(self, ok):
+        if ok:
+            self.passed += 1
+            return "PASS"
+        self.missed += 1
+        return "MISS"
+
+    def miss(self, what, case, value, limit, goal, unit="×", why=""):
+        """The line saying by how much a target misses its goal."""
+        gap_unit = "" if unit == "×" else unit
+        line = (f"{what}, {case}: MISS by {abs(value - limit):.2f}{gap_unit} "
+                f"({value:.2f}{unit} vs goal {goal})")
+        self.miss_lines.append(line + (f"; {why}" if why else ""))
 
     OPS = {"<=": lambda v, g: v <= g, "<": lambda v, g: v < g, ">=": lambda v, g: v >= g}
 
     def ratio_target(self, what, case, measured, mine_key, ref_key, index, op, limit, fmt):
-        """A goal on luaproxy's figure divided by the reference's: op limit."""
+        """A goal on luaproxy's figure divided by the reference's: op limit.
+        For CPU, also the floor: luaproxy's system time alone divided by the
+        reference's total CPU, the ratio left with no user-space time."""
         mine = measured.get(mine_key)
         ref = measured.get(ref_key)
         mine_v = mine[index] if mine else None
         ref_v = ref[index] if ref else None
         goal = f"{op.replace('<=', '≤').replace('>=', '≥')} {limit:.2f}×"
         value = mine_v / ref_v if mine_v is not None and ref_v else None
-        self.add(what, case, mine_v, ref_v, ref_key[0], value, goal,
-                 lambda v: self.OPS[op](v, limit), fmt)
+        floor, floor_text = None, ""
+        if index == CPU:
+            floor = mine[SYSTEM] / ref_v if value is not None and mine[SYSTEM] is not None else None
+            floor_text = f"{floor:.2f}×" if floor is not None else "—"
+        result = self.add(what, case, mine_v, ref_v, ref_key[0], value, goal,
+                          lambda v: self.OPS[op](v, limit), fmt, floor_text)
+        if result != "MISS":
+            return
+        why = ""
+        if floor is not None:
+            why = self.floor_reason(mine, ref_v, ref_key[0], floor, op, limit, fmt)
+        self.miss(what, case, value, limit, goal, why=why)
+
+    def floor_reason(self, mine, ref_total, ref_name, floor, op, limit, fmt):
+        """Whether the kernel's share alone misses the goal; if not, how much
+        of luaproxy's user time would have to go to meet it."""
+        total, user, system = mine[CPU], mine[USER], mine[SYSTEM]
+        per = "request" if mine[4] == "µs/req" else "GB"
+        if not self.OPS[op](floor, limit):
+            return (f"luaproxy's kernel time alone ({fmt(system)} of its {fmt(total)}) is "
+                    f"{floor:.2f}× {ref_name}'s total CPU, which by itself misses the goal, so the "
+                    f"goal needs the kernel's work per {per} to shrink, not only user space")
+        cut = total - limit * ref_total
+        share = f" ({cut / user:.0%} of it)" if user > 0 else ""
+        more = "more than " if op == "<" else ""
+        return (f"luaproxy's kernel time alone is {floor:.2f}× {ref_name}'s total CPU, so "
+                f"{more}{fmt(cut)} of its {fmt(user)} of user time{share} would have to go")
 
 
 def targets_table(measured, cases, per_conn, workers, scaling_case):
@@ -206,10 +274,13 @@ def targets_table(measured, cases, per_conn, workers, scaling_case):
                 t.table.append(["idle memory: KiB/conn vs HAProxy", "idle keep-alive",
                                 kib_fmt(mine) if mine is not None else "—",
                                 f"{kib_fmt(ref)} (haproxy)" if ref is not None else "—",
-                                f"{mine / ref:.2f}×" if mine is not None and ref else "—", "(info)", ""])
+                                f"{mine / ref:.2f}×" if mine is not None and ref else "—", "(info)", "",
+                                ""])
                 continue
-            t.add("idle memory: KiB/conn (RSS)", "idle keep-alive", mine, ref, ref_name, mine,
-                  f"≤ {goal_kib:.2f} KiB", lambda v, g=goal_kib: v <= g, kib_fmt)
+            what, goal = "idle memory: KiB/conn (RSS)", f"≤ {goal_kib:.2f} KiB"
+            if t.add(what, "idle keep-alive", mine, ref, ref_name, mine, goal,
+                     lambda v, g=goal_kib: v <= g, kib_fmt) == "MISS":
+                t.miss(what, "idle keep-alive", mine, goal_kib, goal, unit=" KiB")
     one = measured.get(("luaproxy-w1", scaling_case))
     many = measured.get(("luaproxy", scaling_case))
     if workers > 1 and (one or many):
@@ -218,19 +289,15 @@ def targets_table(measured, cases, per_conn, workers, scaling_case):
         # grow as workers / CPU per request. Same-machine requests/s would
         # only measure the contention for these cores.
         value = workers * one[3] / many[3] if one and many else None
-        row = ["scaling: projected -w%d / -w1 req/s" % workers, case_label(scaling_case),
+        what, goal_text = "scaling: projected -w%d / -w1 req/s" % workers, f"≥ {goal:.2f}×"
+        row = [what, case_label(scaling_case),
                f"{many[3]:.1f} µs/req (-w{workers})" if many else "—",
                f"{one[3]:.1f} µs/req (-w1)" if one else "—",
-               f"{value:.2f}×" if value is not None else "—", f"≥ {goal:.2f}×", ""]
-        if value is None:
-            row[-1] = "n/a"
-        elif value >= goal:
-            row[-1] = "PASS"
-            t.passed += 1
-        else:
-            row[-1] = "MISS"
-            t.missed += 1
+               f"{value:.2f}×" if value is not None else "—", goal_text,
+               "n/a" if value is None else t.count(value >= goal), ""]
         t.table.append(row)
+        if row[6] == "MISS":
+            t.miss(what, case_label(scaling_case), value, goal, goal_text)
     return t
 
 
@@ -239,7 +306,7 @@ def main():
     workers, scaling_case = int(sys.argv[5]), sys.argv[6]
     header_lines = sys.argv[7:]
     rows = read_tsv(tsv, ["proxy", "case", "status", "requests", "seconds", "bytes", "p99", "ticks",
-                          "notes", "split"])
+                          "notes", "split", "usersys"])
     mem_rows = read_tsv(mem_tsv, ["proxy", "status", "conns", "before", "after", "notes"])
 
     measured = {}
@@ -254,14 +321,19 @@ def main():
     sections = []
     targets = targets_table(measured, cases, per_conn, workers, scaling_case)
     if len(targets.table) > 1:
-        sections.append((f"Targets (issue 7): {targets.passed} PASS, {targets.missed} MISS",
-                         markdown_table(targets.table),
+        text = markdown_table(targets.table)
+        if targets.miss_lines:
+            text += "\n\n" + "\n".join(f"- {line}" for line in targets.miss_lines)
+        sections.append((f"Targets (issue 7): {targets.passed} PASS, {targets.missed} MISS", text,
                          "ratio: luaproxy's figure divided by the reference's from the same run. "
                          "CPU: user + system time of all the proxy's processes during the measured "
-                         "run. scaling: with the load generator on other cores each worker would "
-                         "have a core, so -wN serves N / (CPU per request at -wN) against "
-                         "1 / (CPU per request at -w1); on this shared machine that projection, "
-                         "not the requests/s, is the figure."))
+                         "run. floor (CPU targets): luaproxy's system time alone divided by the "
+                         "reference's total CPU, the ratio luaproxy would reach with no user-space "
+                         "time at all; a floor above the goal means no user-space change can meet "
+                         "it. " + SPLIT_CAVEAT + " scaling: with the load generator on other cores "
+                         "each worker would have a core, so -wN serves N / (CPU per request at -wN) "
+                         "against 1 / (CPU per request at -w1); on this shared machine that "
+                         "projection, not the requests/s, is the figure."))
     if rows:
         sections.append(("Runs", markdown_table(runs_table(rows, measured)),
                          "throughput: requests/s for 100-byte answers and kv GETs, MB/s (10^6 bytes, "
@@ -270,7 +342,8 @@ def main():
                          "per request or per GB (10^9 bytes) moved. \"vs ref\": the figure divided "
                          "by the reference's for the same case in the same run: plain nginx, or "
                          "nginx-lua-kv for kv GETs (higher is better for throughput, lower for p99 "
-                         "and CPU)."))
+                         "and CPU). user, system: the two parts of proxy CPU, split approximately (see "
+                         "the targets' notes)."))
     if mem_rows:
         sections.append(("Idle keep-alive connections", markdown_table(memory_table(mem_rows, per_conn)),
                          "Each proxy started afresh, loaded for 1 s (wrk -c50), then RSS summed over "

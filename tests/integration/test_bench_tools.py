@@ -14,7 +14,7 @@ BENCH = lp.repo_path("scripts", "bench")
 CLK_TCK = 100
 
 
-def run_report(rows, mem_rows, workers=2, scaling="small-c50"):
+def run_report(rows, mem_rows, workers=2, scaling="small-c50", md_too=False):
     d = lp.make_tmpdir()
     tsv, mem, md = os.path.join(d, "r.tsv"), os.path.join(d, "m.tsv"), os.path.join(d, "r.md")
     with open(tsv, "w") as f:
@@ -27,8 +27,9 @@ def run_report(rows, mem_rows, workers=2, scaling="small-c50"):
                         str(workers), scaling, "Date: test"], capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     with open(md) as f:
-        assert f.read().startswith("# luaproxy benchmark"), "results.md not written"
-    return p.stdout
+        md_text = f.read()
+    assert md_text.startswith("# luaproxy benchmark"), "results.md not written"
+    return (p.stdout, md_text) if md_too else p.stdout
 
 
 def target_row(out, target, case):
@@ -39,9 +40,25 @@ def target_row(out, target, case):
     raise AssertionError("no row %r / %r in:\n%s" % (target, case, out))
 
 
-def ok_row(proxy, case, requests, ticks, nbytes=0, split=""):
+def ok_row(proxy, case, requests, ticks, nbytes=0, split="", usersys=None):
     # proxy case status requests seconds bytes p99_ms cputicks notes split
-    return [proxy, case, "ok", requests, "10.0", nbytes, "1.0", ticks, "", split]
+    # [usersys]: rows without usersys are those of an older bench.sh
+    row = [proxy, case, "ok", requests, "10.0", nbytes, "1.0", ticks, "", split]
+    return row if usersys is None else row + ["%d/%d" % usersys]
+
+
+def runs_row(out, proxy, case):
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 11 and cells[0] == proxy and cells[1] == case:
+            return cells
+    raise AssertionError("no run %r / %r in:\n%s" % (proxy, case, out))
+
+
+def miss_line(out, prefix):
+    lines = [ln for ln in out.splitlines() if ln.startswith("- " + prefix)]
+    assert len(lines) == 1, "expected one MISS line starting %r in:\n%s" % (prefix, out)
+    return lines[0]
 
 
 def test_report_targets_pass_and_miss():
@@ -67,6 +84,60 @@ def test_report_targets_pass_and_miss():
     assert r[4] == "0.36×" and r[6] == "PASS", r
     assert "Targets (issue 7): 3 PASS, 2 MISS" in out, out
     assert "worker CPU split 60/40 %" in out, out
+    # No user/system split recorded: no floor, and MISS lines without one.
+    r = target_row(out, "proxied: CPU/req vs HAProxy", "100 B, 50 conn")
+    assert r[7] == "—", r
+    assert target_row(out, "proxied: req/s vs HAProxy", "100 B, 50 conn")[7] == "", r
+    line = miss_line(out, "proxied: CPU/req vs HAProxy, 100 B, 50 conn:")
+    assert line == ("- proxied: CPU/req vs HAProxy, 100 B, 50 conn: MISS by 0.25 "
+                    "(1.25× vs goal < 1.00×)"), line
+    line = miss_line(out, "proxied: req/s vs HAProxy, 100 B, 50 conn:")
+    assert line.endswith(": MISS by 0.20 (0.80× vs goal ≥ 1.00×)"), line
+    assert runs_row(out, "luaproxy", "100 B, 50 conn")[8:10] == ["—", "—"], out
+
+
+def test_report_floor_from_user_and_system_time():
+    """The floor is luaproxy's system time over the reference's total CPU.
+    c50: luaproxy 14 user + 160 system ticks for 200,000 requests = 0.7 +
+    8.0 µs, nginx 10 µs: ratio 0.87 (MISS by 0.17), floor 0.80, above the
+    0.70 goal: the kernel alone misses it. c200: 3.0 + 6.0 µs against 10 µs:
+    ratio 0.90, floor 0.60: 9.0 - 0.7 × 10 = 2.0 µs of the 3.0 µs of user
+    time (67 %) would have to go. 1 MiB: 0.10 + 0.20 s/GB against 0.50:
+    floor 0.40 under the 0.50 goal, 0.05 s/GB of 0.10 (50 %) to cut."""
+    gb = 10 ** 9
+    rows = [
+        ok_row("luaproxy", "small-c50", 200000, 174, usersys=(14, 160)),
+        ok_row("nginx", "small-c50", 200000, 200, usersys=(50, 150)),
+        ok_row("luaproxy", "small-c200", 200000, 180, usersys=(60, 120)),
+        ok_row("nginx", "small-c200", 200000, 200, usersys=(50, 150)),
+        ok_row("luaproxy", "1m-c10", 1000, 30, nbytes=gb, usersys=(10, 20)),
+        ok_row("nginx", "1m-c10", 1000, 50, nbytes=gb, usersys=(10, 40)),
+    ]
+    out, md = run_report(rows, [], md_too=True)
+    r = target_row(out, "proxied: CPU/req vs nginx proxy_pass", "100 B, 50 conn")
+    assert r[4:8] == ["0.87×", "≤ 0.70×", "MISS", "0.80×"], r
+    line = miss_line(out, "proxied: CPU/req vs nginx proxy_pass, 100 B, 50 conn:")
+    assert line == ("- proxied: CPU/req vs nginx proxy_pass, 100 B, 50 conn: MISS by 0.17 (0.87× vs "
+                    "goal ≤ 0.70×); luaproxy's kernel time alone (8.0 µs/req of its 8.7 µs/req) is "
+                    "0.80× nginx's total CPU, which by itself misses the goal, so the goal needs the "
+                    "kernel's work per request to shrink, not only user space"), line
+    r = target_row(out, "proxied: CPU/req vs nginx proxy_pass", "100 B, 200 conn")
+    assert r[4:8] == ["0.90×", "≤ 0.70×", "MISS", "0.60×"], r
+    line = miss_line(out, "proxied: CPU/req vs nginx proxy_pass, 100 B, 200 conn:")
+    assert line.endswith(": MISS by 0.20 (0.90× vs goal ≤ 0.70×); luaproxy's kernel time alone is "
+                         "0.60× nginx's total CPU, so 2.0 µs/req of its 3.0 µs/req of user time "
+                         "(67% of it) would have to go"), line
+    assert "by itself" not in line, line
+    r = target_row(out, "large body: CPU/GB vs nginx", "1 MiB, 10 conn")
+    assert r[4:8] == ["0.60×", "≤ 0.50×", "MISS", "0.40×"], r
+    line = miss_line(out, "large body: CPU/GB vs nginx, 1 MiB, 10 conn:")
+    assert line.endswith("so 0.05 s/GB of its 0.10 s/GB of user time (50% of it) would have to go"), line
+    # Throughput targets have no floor; the runs table has both parts.
+    assert target_row(out, "proxied: req/s vs nginx", "100 B, 50 conn")[7] == "", out
+    assert runs_row(out, "luaproxy", "100 B, 50 conn")[8:10] == ["0.7 µs/req", "8.0 µs/req"], out
+    assert runs_row(out, "nginx", "1 MiB, 10 conn")[8:10] == ["0.10 s/GB", "0.40 s/GB"], out
+    assert "Targets (issue 7): 3 PASS, 3 MISS" in out, out
+    assert "The user/system split is approximate" in md, md
 
 
 def test_report_missing_reference_is_not_a_result():
