@@ -6,6 +6,25 @@
 #include <strings.h>
 #include <time.h>
 
+/* Byte classes for the head checks, a table lookup per byte: tchar of RFC
+ * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
+ * HTAB; no other control) and request-target bytes (VCHAR but '#'). */
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4 };
+static uint8_t byte_class[256];
+static uint8_t to_lower[256]; /* ASCII only, whatever the locale */
+
+__attribute__((constructor)) static void byte_class_init(void)
+{
+    for (int c = 0; c < 256; c++) {
+        uint8_t k = 0;
+        if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
+        if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
+        if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
+        byte_class[c] = k;
+        to_lower[c] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+}
+
 /* ---- parsing ---------------------------------------------------------- */
 
 static struct http_parse_ctx *ctx_of(llhttp_t *p)
@@ -74,8 +93,8 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
     }
     /* Lower-case in place: names are case-insensitive, and Lua sees them
      * lower-cased; the forwarded head uses them as they are now. */
-    char *w = (char *)at;
-    for (size_t i = 0; i < len; i++) w[i] = (char)tolower((unsigned char)w[i]);
+    unsigned char *w = (unsigned char *)at;
+    for (size_t i = 0; i < len; i++) w[i] = to_lower[w[i]];
     extend(&r->headers[r->nheaders - 1].name, c->base, at, len);
     return 0;
 }
@@ -272,23 +291,6 @@ const struct http_header *http_find_header(const struct http_request *req, const
 
 /* ---- validation ------------------------------------------------------ */
 
-/* Byte classes for the head check, a table lookup per byte: tchar of RFC
- * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
- * HTAB; no other control) and request-target bytes (VCHAR but '#'). */
-enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4 };
-static uint8_t byte_class[256];
-
-__attribute__((constructor)) static void byte_class_init(void)
-{
-    for (int c = 0; c < 256; c++) {
-        uint8_t k = 0;
-        if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
-        if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
-        if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
-        byte_class[c] = k;
-    }
-}
-
 static bool is_tchar(unsigned char ch)
 {
     return byte_class[ch] & C_TCHAR;
@@ -335,17 +337,20 @@ static bool word_is_plain(const char *p)
 }
 
 /* *( field-name ":" OWS field-value OWS CRLF ) CRLF from offset i to
- * exactly len: no obs-fold, no bare CR or LF, no control in a value. */
+ * exactly len: no obs-fold, no bare CR or LF, no control in a value. The
+ * head ends with LF, which is neither a tchar nor a value byte: the scans
+ * of a name and of a value stop at it without checking the length. */
 static bool fields_ok(const char *p, size_t i, size_t len)
 {
+    if (len < 2 || p[len - 1] != '\n') return false;
     for (;;) {
         if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len;
         size_t n = i;
-        while (i < len && is_tchar((unsigned char)p[i])) i++;
-        if (i == n || i >= len || p[i] != ':') return false; /* also a line starting with SP/HTAB */
+        while (is_tchar((unsigned char)p[i])) i++;
+        if (i == n || p[i] != ':') return false; /* also a line starting with SP/HTAB */
         i++;
         while (i + 8 <= len && word_is_plain(p + i)) i += 8;
-        while (i < len && is_value_char((unsigned char)p[i])) i++;
+        while (is_value_char((unsigned char)p[i])) i++;
         if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
         i += 2;
     }
@@ -574,13 +579,9 @@ const char *http_date(double wall_now)
 
 bool http_valid_name(const char *s, size_t n)
 {
-    static const char *specials = "!#$%&'*+-.^_`|~";
     if (n == 0) return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        /* ch != 0: strchr would find the terminator and call NUL a token. */
-        if (ch == 0 || (!isalnum(ch) && !strchr(specials, ch))) return false;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)s[i])) return false;
     return true;
 }
 
