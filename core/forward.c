@@ -236,7 +236,16 @@ static void ex_account(struct exchange *ex)
     rx->status = ex->status;
     rx->up_addr = ex->srv ? ex->srv->name : NULL;
     rx->up_us = W.loop.now_us - ex->started_us;
-    stats_upstream(ex->up->name, ex->srv ? ex->srv->name : "-", ex->status);
+    struct server *s = ex->srv;
+    if (s && s->stat && s->stat_code == ex->status) {
+        STAT_ADD(s->stat->count, 1); /* the series of the last response: no lookup */
+    } else {
+        struct ustat *e = stats_upstream(ex->up->name, s ? s->name : "-", ex->status);
+        if (s) {
+            s->stat = e;
+            s->stat_code = ex->status;
+        }
+    }
 }
 
 /* Ends the exchange; the client connection takes over again. */
@@ -351,6 +360,7 @@ static void ex_bad_body(struct exchange *ex)
  * other side a body it takes for the next message (request smuggling). */
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
 {
+    if (n == 0) return false;
     const char *s = base + name.off;
     if ((name.len == 14 && !memcmp(s, "content-length", 14)) ||
         (name.len == 17 && !memcmp(s, "transfer-encoding", 17)))
@@ -381,8 +391,10 @@ static int connection_tokens(const struct http_request *r, const char *base, str
             uint32_t s = p;
             while (p < end && base[p] != ',' && base[p] != ' ' && base[p] != '\t') p++;
             /* "Connection: content-length" must not strip the framing (the
-             * body would then be read as the next message) nor Host. */
-            if (p > s && !framing_token(base + s, p - s)) out[n++] = (struct slice){s, p - s};
+             * body would then be read as the next message) nor Host. The
+             * common "keep-alive" names a header that goes anyway. */
+            if (p > s && !framing_token(base + s, p - s) && !(p - s == 10 && !strncasecmp(base + s, "keep-alive", 10)))
+                out[n++] = (struct slice){s, p - s};
         }
     }
     return n;

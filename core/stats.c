@@ -73,7 +73,7 @@ static uint32_t series_hash(const char *u, const char *s, int code)
     return h;
 }
 
-void stats_upstream(const char *upstream, const char *server, int status)
+struct ustat *stats_upstream(const char *upstream, const char *server, int status)
 {
     uint32_t h = series_hash(upstream, server, status);
     for (uint32_t i = 0; i < STATS_UPSTREAM_SLOTS; i++) {
@@ -81,7 +81,7 @@ void stats_upstream(const char *upstream, const char *server, int status)
         if (e->used) {
             if (e->code == status && !strcmp(e->upstream, upstream) && !strcmp(e->server, server)) {
                 STAT_ADD(e->count, 1);
-                return;
+                return e;
             }
             continue;
         }
@@ -91,9 +91,10 @@ void stats_upstream(const char *upstream, const char *server, int status)
         strncpy(e->server, server, sizeof(e->server) - 1);
         STAT_SET(e->count, 1);
         __atomic_store_n(&e->used, 1, __ATOMIC_RELEASE);
-        return;
+        return e;
     }
     /* Full: a script with hundreds of servers; those series go uncounted. */
+    return NULL;
 }
 
 int stats_script_store(const char *text, size_t len, uint32_t generation)

@@ -81,8 +81,10 @@ void stats_attach(int worker_id);
 
 /* One finished request: status and duration. */
 void stats_request(int status, uint64_t us);
-/* One proxied response from a server of an upstream. */
-void stats_upstream(const char *upstream, const char *server, int status);
+/* One proxied response from a server of an upstream. Returns the series it
+ * counted in (NULL when the table is full): a caller may keep it and count
+ * the next response of the same series with STAT_ADD(e->count, 1). */
+struct ustat *stats_upstream(const char *upstream, const char *server, int status);
 
 /* The master stores a checked script (with its generation); workers copy it
  * out (malloc'd, NUL-terminated). -E2BIG when it is too large. */

@@ -9,6 +9,8 @@
 
 #include "pool.h"
 
+struct ustat;
+
 enum balance {
     BALANCE_ROUND_ROBIN, /* smooth weighted: 3:1 interleaves as a a b a, not a a a b */
     BALANCE_LEAST_CONN,  /* fewest in flight relative to weight */
@@ -30,6 +32,8 @@ struct server {
     struct pool pool;    /* idle keep-alive connections to it */
     struct upstream *up;
     struct server *successor; /* after a reload: the same server in the new script */
+    struct ustat *stat;       /* the metrics series of its last response, */
+    int stat_code;            /* whose status this was */
 };
 
 struct ring_point {
