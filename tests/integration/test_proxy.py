@@ -83,6 +83,28 @@ def test_hop_by_hop_request_headers_removed():
         o.assert_clean()
 
 
+def test_kept_headers_keep_their_order_and_values_around_dropped_ones():
+    """Kept header lines go out as received, in order, with the dropped
+    ones (hop-by-hop, named in Connection, replaced) cut out wherever they
+    sit: first, between kept ones, last."""
+    sent = [("Keep-Alive", "timeout=5"), ("X-A", "1"), ("Connection", "x-drop"), ("X-B", "two words"),
+            ("X-Drop", "gone"), ("X-C", ""), ("X-Forwarded-Proto", "https"), ("X-D", "d;q=1, e"),
+            ("Host", "h.test"), ("TE", "trailers")]
+    with Origin() as o, lp.Proxy(upstream_script([o])) as p, lp.Conn(p.port) as c:
+        echo_of(c.request("GET", "/echo", headers=sent))
+        got = [(k.lower(), v) for k, v in o.last().headers]
+        kept = [(k, v) for k, v in got if k.startswith("x-") and k not in ("x-forwarded-for", "x-forwarded-proto")]
+        assert kept == [("x-a", "1"), ("x-b", "two words"), ("x-c", ""), ("x-d", "d;q=1, e")], got
+        assert [k for k, _ in got[:5]] == ["x-a", "x-b", "x-c", "x-d", "host"], got
+        q = ("Connection=x-foo&X-1=a&X-Foo=1&X-2=b%20c&Keep-Alive=timeout%3D5&X-3=&X-4=d"
+             "&Proxy-Connection=keep-alive")
+        r = c.request("GET", "/headers?" + q)
+        echo_of(r)
+        xs = [(k.lower(), v) for k, v in r.header_list if k.lower().startswith("x-") and k.lower() != "x-origin"]
+        assert xs == [("x-1", "a"), ("x-2", "b c"), ("x-3", ""), ("x-4", "d")], r.header_list
+        o.assert_clean()
+
+
 def test_x_forwarded_for_and_proto():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p, lp.Conn(p.port) as c:
         echo_of(c.request("GET", "/one"))
