@@ -24,6 +24,11 @@ struct lstate {
     struct lmem mem;
     int errfunc_idx; /* stack slot of the traceback function */
     int reply_top;   /* stack height to return to in script_reply_done */
+    /* Stack slots below reply_top that hold what every request looks up,
+     * so that no call interns a name or finds a metatable by its name. */
+    int upstream_mt_idx; /* the metatable of upstream objects */
+    int route_key_idx;   /* the string "route" */
+    int handlers_idx;    /* method number -> "on_get", ... */
     int refs;        /* requests begun on it and not ended */
     int generation;
     bool has_route, has_on_response;

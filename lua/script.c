@@ -1,6 +1,7 @@
 /* script: the worker's LuaJIT state and the calls the core makes into it. */
 #include <ctype.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -152,6 +153,21 @@ static bool has_function(lua_State *L, const char *name)
     return yes;
 }
 
+#define HANDLER_METHODS 64
+
+/* "on_get" for HTTP_GET, ...: built once per method; NULL past 63. */
+static const char *handler_name(uint8_t method)
+{
+    static char names[HANDLER_METHODS][32];
+    if (method >= HANDLER_METHODS) return NULL;
+    if (!names[method][0]) {
+        const char *m = llhttp_method_name((llhttp_method_t)method);
+        size_t n = (size_t)snprintf(names[method], sizeof(names[method]), "on_%s", m);
+        for (size_t i = 3; i < n; i++) names[method][i] = (char)tolower((unsigned char)names[method][i]);
+    }
+    return names[method];
+}
+
 /* A state with the script's top level run, or NULL with err filled. */
 static struct lstate *lstate_build(const char *path, const char *text, size_t len, int generation,
                                    char *err, size_t errlen)
@@ -177,7 +193,18 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
     lua_settop(L, 0);
     lua_pushcfunction(L, traceback);
     st->errfunc_idx = lua_gettop(L);
-    st->reply_top = st->errfunc_idx;
+    luaL_getmetatable(L, "luaproxy.upstream");
+    st->upstream_mt_idx = lua_gettop(L);
+    lua_pushliteral(L, "route");
+    st->route_key_idx = lua_gettop(L);
+    lua_createtable(L, HANDLER_METHODS, 0);
+#define ADD_HANDLER_NAME(num, name, string)                                                                       \
+    lua_pushstring(L, handler_name(num));                                                                        \
+    lua_rawseti(L, -2, num);
+    HTTP_ALL_METHOD_MAP(ADD_HANDLER_NAME)
+#undef ADD_HANDLER_NAME
+    st->handlers_idx = lua_gettop(L);
+    st->reply_top = lua_gettop(L);
     st->has_route = has_function(L, "route");
     st->has_on_response = has_function(L, "on_response");
     return st;
@@ -398,7 +425,12 @@ int script_call(struct script_req *r, const char *where, int nargs)
     STAT_ADD(WS->lua_errors, 1);
     script_log_error(r, where, lua_tostring(L, -1));
     lua_settop(L, base);
-    if (rc == LUA_ERRMEM || timed_out) lua_gc(L, LUA_GCCOLLECT, 0);
+    if (rc == LUA_ERRMEM || timed_out) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        /* Give the garbage back to the system, not only to malloc: whether
+         * glibc trims by itself depends on what was allocated last. */
+        if (rc == LUA_ERRMEM) malloc_trim(0);
+    }
     return -1;
 }
 
@@ -495,7 +527,8 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
                                   struct upstream **upstream)
 {
     lua_State *L = use(r->st);
-    lua_getfield(L, LUA_GLOBALSINDEX, "route");
+    lua_pushvalue(L, r->st->route_key_idx);
+    lua_gettable(L, LUA_GLOBALSINDEX);
     req_push(L, &r->lr);
     int base = lua_gettop(L) - 1;
     int nres = script_call(r, "route", 1);
@@ -511,9 +544,9 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
         reply_checked(r, "route", base, nres, rep);
         return SCRIPT_RESPOND;
     }
-    void *up = luaL_testudata(L, base, "luaproxy.upstream");
-    if (up) {
-        *upstream = *(struct upstream **)up;
+    if (lua_type(L, base) == LUA_TUSERDATA && lua_getmetatable(L, base) &&
+        lua_rawequal(L, -1, r->st->upstream_mt_idx)) {
+        *upstream = *(struct upstream **)lua_touserdata(L, base);
         lua_settop(L, r->st->reply_top);
         return SCRIPT_UPSTREAM;
     }
@@ -522,19 +555,6 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
                                               luaL_typename(L, base)));
     reply_error(rep);
     return SCRIPT_RESPOND;
-}
-
-/* "on_get" for GET: names are built once per method. */
-static const char *handler_name(uint8_t method)
-{
-    static char names[64][32];
-    if (method >= 64) return NULL;
-    if (!names[method][0]) {
-        const char *m = llhttp_method_name((llhttp_method_t)method);
-        size_t n = (size_t)snprintf(names[method], sizeof(names[method]), "on_%s", m);
-        for (size_t i = 3; i < n; i++) names[method][i] = (char)tolower((unsigned char)names[method][i]);
-    }
-    return names[method];
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -592,7 +612,8 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     uint8_t method = r->view->req->method;
     const char *name = handler_name(method);
     bool head_only = false;
-    lua_getfield(L, LUA_GLOBALSINDEX, name ? name : "");
+    lua_rawgeti(L, r->st->handlers_idx, method);
+    lua_gettable(L, LUA_GLOBALSINDEX);
     if (!lua_isfunction(L, -1) && method == HTTP_HEAD) {
         lua_pop(L, 1);
         lua_getfield(L, LUA_GLOBALSINDEX, "on_get");

@@ -147,7 +147,8 @@ def code_api():
         for om in re.finditer(r'(?:opt_\w+|lua_getfield)\(L,\s*3,\s*"(\w+)"', text):
             api["opts"][om.group(1)] = "field"
         # Hooks: globals the C side looks up.
-        for hm in re.finditer(r'(?:lua_getfield\(L,\s*LUA_GLOBALSINDEX,|lua_getglobal\(L,)\s*"(\w+)"', text):
+        for hm in re.finditer(r'(?:lua_getfield\(L,\s*LUA_GLOBALSINDEX,|lua_getglobal\(L,|has_function\(L,)\s*"(\w+)"',
+                              text):
             if hm.group(1) not in ("proxy", "tostring"):
                 hooks.add(hm.group(1))
         if re.search(r'"on_%s"', text):
