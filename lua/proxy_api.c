@@ -48,9 +48,15 @@ static int api_now_l(lua_State *L)
 
 /* ---- shared dicts ---------------------------------------------------- */
 
+/* The methods get the metatable as their upvalue: comparing with it costs
+ * less than luaL_checkudata's lookup of the metatable by name. */
 static struct shm_dict *check_dict(lua_State *L)
 {
-    return *(struct shm_dict **)luaL_checkudata(L, 1, DICT_MT);
+    void *ud = lua_touserdata(L, 1);
+    if (!ud || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+        luaL_typerror(L, 1, "shared dict");
+    lua_pop(L, 1);
+    return *(struct shm_dict **)ud;
 }
 
 static const char *check_key(lua_State *L, size_t *len)
@@ -215,7 +221,8 @@ void api_open(lua_State *L)
     };
     luaL_newmetatable(L, DICT_MT);
     lua_newtable(L);
-    luaL_setfuncs(L, dict_methods, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, dict_methods, 1);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "shared dict");
     lua_setfield(L, -2, "__metatable");

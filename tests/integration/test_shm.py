@@ -44,6 +44,10 @@ function on_get(req)
   t("delete_absent", d:delete("a"))
   t("get_deleted", d:get("a"))
   t("count_after", d:count())
+  local function err(f) local ok, e = pcall(f) return ok, tostring(e):match("bad argument #1 to '.-' (%(.*%))") end
+  t("dot_call", err(function() return d.get("s") end))
+  t("not_a_dict", err(function() return d.get(io.stdout, "s") end))
+  t("nil_self", err(function() return d.set(nil, "s", 1) end))
   return 200, table.concat(lines, "\n") .. "\n"
 end
 '''
@@ -70,6 +74,11 @@ WANT = {
     "delete_absent": "boolean:false",
     "get_deleted": "nil:nil",
     "count_after": "number:4",
+    # dict methods called without a dict as self (a dot instead of a colon,
+    # another kind of userdata) are refused, never read as one.
+    "dot_call": "boolean:false,string:(shared dict expected, got string)",
+    "not_a_dict": "boolean:false,string:(shared dict expected, got userdata)",
+    "nil_self": "boolean:false,string:(shared dict expected, got nil)",
 }
 
 
