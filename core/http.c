@@ -8,8 +8,9 @@
 
 /* Byte classes for the head checks, a table lookup per byte: tchar of RFC
  * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
- * HTAB; no other control) and request-target bytes (VCHAR but '#'). */
-enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4 };
+ * HTAB; no other control), request-target bytes (VCHAR but '#') and the
+ * bytes of a Host authority (reg-name or IP-literal, and ':'). */
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_AUTHORITY = 8 };
 static uint8_t byte_class[256];
 static uint8_t to_lower[256]; /* ASCII only, whatever the locale */
 
@@ -20,6 +21,7 @@ __attribute__((constructor)) static void byte_class_init(void)
         if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
         if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
         if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
+        if (isalnum(c) || (c && strchr("-._~%!$&'()*+,;=:[]", c))) k |= C_AUTHORITY;
         byte_class[c] = k;
         to_lower[c] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
@@ -394,11 +396,8 @@ bool http_response_head_ok(const char *p, size_t len)
  * whitespace or controls (those would make vhost routing guess). */
 static bool valid_authority(const char *s, size_t n)
 {
-    static const char *extra = "-._~%!$&'()*+,;=:[]";
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!isalnum(ch) && !(ch && strchr(extra, ch))) return false;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!(byte_class[(unsigned char)s[i]] & C_AUTHORITY)) return false;
     return true;
 }
 
