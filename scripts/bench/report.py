@@ -183,10 +183,12 @@ class Targets:
         return "MISS"
 
     def miss(self, what, case, value, limit, goal, unit="×", why=""):
-        """The line saying by how much a target misses its goal."""
+        """The line saying by how much a target misses its goal (with a
+        third decimal when two would show no gap: 0.703 against 0.70)."""
         gap_unit = "" if unit == "×" else unit
-        line = (f"{what}, {case}: MISS by {abs(value - limit):.2f}{gap_unit} "
-                f"({value:.2f}{unit} vs goal {goal})")
+        d = 2 if round(value, 2) != round(limit, 2) else 3
+        line = (f"{what}, {case}: MISS by {abs(value - limit):.{d}f}{gap_unit} "
+                f"({value:.{d}f}{unit} vs goal {goal})")
         self.miss_lines.append(line + (f"; {why}" if why else ""))
 
     OPS = {"<=": lambda v, g: v <= g, "<": lambda v, g: v < g, ">=": lambda v, g: v >= g}

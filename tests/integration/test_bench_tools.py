@@ -96,6 +96,18 @@ def test_report_targets_pass_and_miss():
     assert runs_row(out, "luaproxy", "100 B, 50 conn")[8:10] == ["—", "—"], out
 
 
+def test_report_miss_just_past_the_goal_shows_the_gap():
+    """kv GET: 703 ticks against 1,000 for as many requests, 0.703 for a
+    goal of 0.70: two decimals would say 'MISS by 0.00 (0.70×)'."""
+    rows = [ok_row("luaproxy-kv", "kv-c50", 100000, 703), ok_row("nginx-lua-kv", "kv-c50", 100000, 1000)]
+    out = run_report(rows, [])
+    r = target_row(out, "local handler: CPU/req vs nginx content_by_lua", "kv GET, 50 conn")
+    assert r[6] == "MISS", r
+    line = miss_line(out, "local handler: CPU/req vs nginx content_by_lua, kv GET, 50 conn:")
+    assert line.startswith("- local handler: CPU/req vs nginx content_by_lua, kv GET, 50 conn: MISS by 0.003 "
+                           "(0.703× vs goal ≤ 0.70×)"), line
+
+
 def test_report_floor_from_user_and_system_time():
     """The floor is luaproxy's system time over the reference's total CPU.
     c50: luaproxy 14 user + 160 system ticks for 200,000 requests = 0.7 +
