@@ -14,12 +14,12 @@
 
 #include "lstate.h"
 
+#define REQ_MT "luaproxy.req"
+
 /* Light userdata values are request numbers below 2^39: LuaJIT keeps light
  * userdata in 47-bit segments chosen by the bits above 39, so they all
  * share one segment. At 100,000 requests a second a worker wraps after
  * two months; a number still in use is skipped. */
-#define REQ_MT "luaproxy.req"
-
 #define ID_MASK ((UINT64_C(1) << 39) - 1)
 
 /* Live requests by number: chained buckets, doubled when full. */

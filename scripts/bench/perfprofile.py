@@ -128,7 +128,26 @@ def phase_perf(port, path, conns, workers, d):
         if m:
             dsos.append((float(m.group(1)), m.group(2).strip()))
     kernel = sum(p for p, name in dsos if name.startswith("[kernel"))
-    return {"symbols": symbols[:TOP], "dsos": dsos, "kernel_pct": kernel}
+    # Inclusive ("children") shares of the syscalls and of what runs inside
+    # them: which socket operation the kernel time belongs to.
+    children = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "sym", "--stdio",
+                               "-g", "none"], capture_output=True, text=True).stdout
+    with open(os.path.join(d, "perf-children.txt"), "w") as f:
+        f.write(children)
+    inclusive = {}
+    for ln in children.splitlines():
+        m = re.match(r"^\s+([\d.]+)%\s+[\d.]+%\s+\[.\]\s+(\S+)", ln)
+        if m and m.group(2) in INCLUSIVE:
+            inclusive[m.group(2)] = float(m.group(1))
+    return {"symbols": symbols[:TOP], "dsos": dsos, "kernel_pct": kernel, "inclusive": inclusive}
+
+
+# Kernel entry points whose inclusive share says where kernel time goes:
+# the syscalls, the loopback receive path run inside a send, and sleeping.
+# (tcp_sendmsg and tcp_recvmsg rather than the syscalls: nginx's writev is
+# not seen under __x64_sys_writev.)
+INCLUSIVE = ["do_syscall_64", "tcp_sendmsg", "net_rx_action", "tcp_recvmsg", "__x64_sys_epoll_wait", "schedule",
+             "__x64_sys_getsockopt"]
 
 
 SYSCALLS = ["recvfrom", "sendto", "epoll_wait", "epoll_ctl", "accept4", "close", "connect", "socket",
@@ -270,6 +289,16 @@ def report(results, out_md):
               "", syscall_table(results, "sc_calls", "sc_reqs"), "",
               "## Syscalls per request (strace -c -f, attached to the workers; it slows them, so more "
               "events arrive per epoll_wait)", "", syscall_table(results, "calls", "reqs"), ""]
+    rows = [["inclusive (perf --children)"] + [r["case"] for r in results]]
+    for name in INCLUSIVE:
+        if any(name in r.get("inclusive", {}) for r in results):
+            rows.append([name] + [f"{r['inclusive'][name]:.1f} % = {r['inclusive'][name] / 100 * (r['user_us'] + r['sys_us']):.2f} µs"
+                                  if name in r.get("inclusive", {}) else "—" for r in results])
+    lines += ["## Kernel time by entry point (share of the samples, and of CPU per request)", "",
+              "do_syscall_64 is all syscalls; tcp_sendmsg the sends (writev or sendto), and inside them "
+              "net_rx_action, the loopback receive path (the peer's TCP processing and wake-up); tcp_recvmsg "
+              "the reads; schedule is sleeping and waking in epoll_wait.",
+              "", markdown_table(rows), ""]
     for r in results:
         rows = [["share", "where", "symbol"]]
         for pct, dso, k, sym in r["symbols"]:
