@@ -43,7 +43,7 @@ from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, free_ports, ma
 
 SECONDS = int(os.environ.get("PROFILE_SECONDS", "5"))
 WORKERS = int(os.environ.get("PROFILE_WORKERS", "2"))
-CASES = os.environ.get("PROFILE_CASES", "proxy-c50 proxy-c200 static-c50 kv-c50").split()
+CASES = os.environ.get("PROFILE_CASES", "nginx-c50 proxy-c50 proxy-c200 static-c50 kv-c50").split()
 TOP = int(os.environ.get("PROFILE_TOP", "25"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
