@@ -36,9 +36,8 @@ local function addrs(var, default)
 end
 
 local stats = {} -- addr -> { ewma = seconds, stamp = time of the last sample }
--- req -> { t0 = when it was balanced, last = addr, tried = { addr = true } }.
--- Weak keys: an entry goes with its request, answered or not.
-local attempts = setmetatable({}, { __mode = "k" })
+-- Per request, in req.ctx.attempt: { t0 = when it was balanced, last = addr,
+-- tried = { addr = true } }. req.ctx goes with its request, answered or not.
 math.randomseed(os.time() * 1000 + proxy.worker_id)
 
 -- The average, decayed from its last sample to now.
@@ -65,7 +64,7 @@ end
 
 local function peak_ewma_p2c(req, servers)
   local now = proxy.now()
-  local a = attempts[req]
+  local a = req.ctx.attempt
   if a then
     -- Called again for the same request: connecting to the last pick
     -- failed. Count that as a slow answer, and never pick a server twice
@@ -73,7 +72,7 @@ local function peak_ewma_p2c(req, servers)
     observe(a.last, FAILED, now)
   else
     a = { tried = {} }
-    attempts[req] = a
+    req.ctx.attempt = a
   end
   local candidates = {}
   for _, s in ipairs(servers) do
@@ -102,9 +101,8 @@ function route(req)
 end
 
 function on_response(req, res)
-  local a = attempts[req]
+  local a = req.ctx.attempt
   if not a then return end
-  attempts[req] = nil
   local now = proxy.now()
   observe(res.server, now - a.t0, now)
 end

@@ -355,6 +355,17 @@ static int req_index(lua_State *L)
             lua_pushlstring(L, url, req->url.len);
             return 1;
         }
+        if (!memcmp(k, "ctx", 3)) { /* the script's own table, for this request only */
+            req_push_env(L, r);
+            lua_getfield(L, -1, "ctx");
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_setfield(L, -3, "ctx");
+            }
+            return 1;
+        }
         break;
     case 4:
         if (!memcmp(k, "path", 4)) {

@@ -109,3 +109,42 @@ def test_many_requests_in_flight_each_read_their_own():
             assert r.headers.get("x-seen-path") == "/f/%d" % i and r.headers.get("x-same") == "true", (i, r.headers)
         r = lp.get(p.port, "/count")
         assert (r.status, r.body) == (200, b"0 %d" % n), r
+
+
+CTX = r'''
+local weak = setmetatable({}, { __mode = "v" })
+local n = 0
+function route(req)
+  if req.path == "/live" then
+    collectgarbage()
+    collectgarbage()
+    local live = 0
+    for _ in pairs(weak) do live = live + 1 end
+    return 200, tostring(live)
+  end
+  assert(req.ctx.seen == nil, "a fresh request's ctx is empty")
+  n = n + 1
+  req.ctx.seen = req.path
+  req.ctx.n = n
+  weak[n] = req.ctx
+  return up
+end
+function on_response(req, res)
+  res:set_header("x-ctx-path", tostring(req.ctx.seen))
+  res:set_header("x-ctx-n", tostring(req.ctx.n))
+  res:set_header("x-ctx-same", tostring(rawequal(req.ctx, weak[req.ctx.n])))
+end
+'''
+
+
+def test_req_ctx_carries_data_from_route_to_on_response_and_ends_with_it():
+    with Origin() as o, lp.Proxy(upstream_script([o], extra=CTX)) as p, lp.Conn(p.port) as c:
+        for i in range(1, 4):
+            r = c.request("GET", "/c/%d" % i)
+            assert r.status == 200, r
+            assert r.headers.get("x-ctx-path") == "/c/%d" % i and r.headers.get("x-ctx-n") == str(i), r.headers
+            assert r.headers.get("x-ctx-same") == "true", r.headers
+        # The three tables went with their requests (the /live request's
+        # own ctx is never made).
+        r = c.request("GET", "/live")
+        assert (r.status, r.body) == (200, b"0"), r
