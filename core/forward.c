@@ -421,7 +421,7 @@ static bool script_may_edit(const char *name, size_t len)
 {
     char low[24] = {0};
     if (len >= sizeof(low)) return true;
-    for (size_t i = 0; i < len; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    http_lower(low, name, len);
     return !(is_hop_by_hop(low, len, false) || (len == 14 && !memcmp(low, "content-length", 14)) ||
              (len == 17 && !memcmp(low, "transfer-encoding", 17)));
 }

@@ -95,8 +95,7 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
     }
     /* Lower-case in place: names are case-insensitive, and Lua sees them
      * lower-cased; the forwarded head uses them as they are now. */
-    unsigned char *w = (unsigned char *)at;
-    for (size_t i = 0; i < len; i++) w[i] = to_lower[w[i]];
+    http_lower((char *)at, at, len);
     extend(&r->headers[r->nheaders - 1].name, c->base, at, len);
     return 0;
 }
@@ -582,6 +581,11 @@ bool http_valid_name(const char *s, size_t n)
     for (size_t i = 0; i < n; i++)
         if (!is_tchar((unsigned char)s[i])) return false;
     return true;
+}
+
+void http_lower(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = (char)to_lower[(unsigned char)src[i]];
 }
 
 bool http_valid_value(const char *s, size_t n)

@@ -108,6 +108,9 @@ const char *http_date(double wall_now);
 /* A header name may be written only if it is a token; a value only if it
  * holds no CR, LF or NUL (response splitting). */
 bool http_valid_name(const char *s, size_t n);
+/* n bytes of src lower-cased (ASCII only, whatever the locale) into dst,
+ * which may be src itself. */
+void http_lower(char *dst, const char *src, size_t n);
 bool http_valid_value(const char *s, size_t n);
 
 /* Local response writer. begin writes the status line and the fixed

@@ -270,7 +270,11 @@ void edit_header(lua_State *L)
     }
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (size_t i = 0; i < nlen; i++) luaL_addchar(&b, (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]));
+    for (size_t i = 0; i < nlen; i += LUAL_BUFFERSIZE) {
+        size_t k = nlen - i < LUAL_BUFFERSIZE ? nlen - i : LUAL_BUFFERSIZE;
+        http_lower(luaL_prepbuffer(&b), name + i, k);
+        luaL_addsize(&b, k);
+    }
     luaL_pushresult(&b);
     lua_pushvalue(L, -1);
     lua_insert(L, -3); /* keep the lower-case name for the headers table below */
@@ -311,7 +315,7 @@ static int req_header(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    for (size_t i = 0; i < nlen; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    http_lower(low, name, nlen);
     if (r->edited) {
         req_push_env(L, r);
         lua_getfield(L, -1, "set_headers");

@@ -163,7 +163,7 @@ static const char *handler_name(uint8_t method)
     if (!names[method][0]) {
         const char *m = llhttp_method_name((llhttp_method_t)method);
         size_t n = (size_t)snprintf(names[method], sizeof(names[method]), "on_%s", m);
-        for (size_t i = 3; i < n; i++) names[method][i] = (char)tolower((unsigned char)names[method][i]);
+        http_lower(names[method] + 3, names[method] + 3, n - 3);
     }
     return names[method];
 }
