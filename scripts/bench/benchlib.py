@@ -9,6 +9,7 @@ that are left, by their own pid only.
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,6 +84,28 @@ def markdown_table(rows):
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def need_tools(prog, tools, hint=""):
+    """Exits with one line naming the first of tools that is missing."""
+    for tool in tools:
+        if not shutil.which(tool):
+            sys.exit(f"{prog}: {tool} is not installed{hint}")
+
+
+def fresh_dir(path):
+    """path, emptied: the raw output of the previous run goes."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def write_markdown(path, lines):
+    """Writes the report's lines to path and prints them."""
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    print(text)
 
 
 def render(template, out, values):

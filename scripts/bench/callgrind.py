@@ -34,8 +34,8 @@ import sys
 import tempfile
 import time
 
-from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, drive, free_ports, markdown_table, render,
-                      request, start, start_origin, stop, stop_all, wait_http)
+from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, drive, free_ports, fresh_dir, markdown_table,
+                      need_tools, render, request, start, start_origin, stop, stop_all, wait_http, write_markdown)
 
 REQUESTS = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
 WARMUP = int(os.environ.get("CALLGRIND_WARMUP", "300"))
@@ -196,22 +196,16 @@ def report(results, out_md, version):
                 rows.append([fn, f"{ir / REQUESTS:,.0f}", f"{100 * ir / r['ir']:.1f} %"])
             lines += [f"## {r['mode']}: top functions by {kind} cost", "", markdown_table(rows), ""]
     lines.append("Raw dumps: build/bench/callgrind/ (open with callgrind_annotate or kcachegrind).")
-    text = "\n".join(lines) + "\n"
-    with open(out_md, "w") as f:
-        f.write(text)
-    print(text)
+    write_markdown(out_md, lines)
 
 
 def main():
     luaproxy, out_dir = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-    for tool in ("valgrind", "callgrind_control", "callgrind_annotate", "nginx"):
-        if not shutil.which(tool):
-            sys.exit(f"bench-callgrind: {tool} is not installed (try: bash scripts/deps.sh bench)")
+    need_tools("bench-callgrind", ("valgrind", "callgrind_control", "callgrind_annotate", "nginx"),
+               " (try: bash scripts/deps.sh bench)")
     if not os.access(luaproxy, os.X_OK):
         sys.exit(f"bench-callgrind: {luaproxy} is not built")
-    cg_dir = os.path.join(out_dir, "callgrind")
-    shutil.rmtree(cg_dir, ignore_errors=True)
-    os.makedirs(cg_dir)
+    cg_dir = fresh_dir(os.path.join(out_dir, "callgrind"))
     tmp = tempfile.mkdtemp(prefix="luaproxy-callgrind.")
     results = []
     try:

@@ -38,8 +38,9 @@ import sys
 import tempfile
 import time
 
-from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, free_ports, markdown_table, render, request,
-                      start, start_nginx_proxy, start_origin, stop, stop_all, wait_http)
+from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, free_ports, fresh_dir, markdown_table,
+                      need_tools, render, request, start, start_nginx_proxy, start_origin, stop, stop_all, wait_http,
+                      write_markdown)
 
 SECONDS = int(os.environ.get("PROFILE_SECONDS", "5"))
 WORKERS = int(os.environ.get("PROFILE_WORKERS", "2"))
@@ -306,20 +307,13 @@ def report(results, out_md):
         lines += [f"## {r['case']}: top symbols (perf, self, cpu-clock samples)", "", markdown_table(rows), ""]
         rows = [["share", "object"]] + [[f"{p:.1f} %", name] for p, name in r["dsos"][:8]]
         lines += [markdown_table(rows), ""]
-    text = "\n".join(lines) + "\n"
-    with open(out_md, "w") as f:
-        f.write(text)
-    print(text)
+    write_markdown(out_md, lines)
 
 
 def main():
     luaproxy, out_dir = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-    for tool in ("perf", "strace", "wrk", "nginx"):
-        if not shutil.which(tool):
-            sys.exit(f"bench-profile: {tool} is not installed")
-    prof_dir = os.path.join(out_dir, "profile")
-    shutil.rmtree(prof_dir, ignore_errors=True)
-    os.makedirs(prof_dir)
+    need_tools("bench-profile", ("perf", "strace", "wrk", "nginx"))
+    prof_dir = fresh_dir(os.path.join(out_dir, "profile"))
     tmp = tempfile.mkdtemp(prefix="luaproxy-profile.")
     results = []
     try:
