@@ -85,7 +85,7 @@ import threading
 import time
 import urllib.parse
 
-from tcpserver import HOST, ThreadedServer
+from tcpserver import HOST, Closed as _Closed, SockReader, ThreadedServer
 
 # --------------------------------------------------------------------------
 # Deterministic data
@@ -192,27 +192,9 @@ class BadRequest(Exception):
     pass
 
 
-class _Closed(Exception):
-    """The peer closed (or reset) the connection."""
-
-
-class _Reader:
+class _Reader(SockReader):
     def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-        self.eof = False
-
-    def fill(self):
-        if self.eof:
-            raise _Closed()
-        try:
-            data = self.sock.recv(262144)
-        except (ConnectionResetError, OSError):
-            data = b""
-        if not data:
-            self.eof = True
-            raise _Closed()
-        self.buf += data
+        super().__init__(sock, 262144)
 
     def wait_data(self, timeout):
         """True if bytes are (or become) available within timeout; False on

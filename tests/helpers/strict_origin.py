@@ -48,7 +48,7 @@ import struct
 import threading
 import time
 
-from tcpserver import HOST, ThreadedServer
+from tcpserver import HOST, Closed as _Closed, SockReader, ThreadedServer
 
 TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 TOKEN = TCHAR + rb"+"
@@ -67,10 +67,6 @@ MAX_HEADERS = 128
 
 
 class Violation(Exception):
-    pass
-
-
-class _Closed(Exception):
     pass
 
 
@@ -109,27 +105,17 @@ class ConnRecord:
         self.closed = False
 
 
-class _Reader:
+class _Reader(SockReader):
+    """Keeps every byte of the connection in its record."""
+
     def __init__(self, sock, rec, origin):
-        self.sock = sock
+        super().__init__(sock)
         self.rec = rec
         self.origin = origin
-        self.buf = bytearray()
-        self.eof = False
 
-    def fill(self):
-        if self.eof:
-            raise _Closed()
-        try:
-            data = self.sock.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            self.eof = True
-            raise _Closed()
+    def received(self, data):
         self.rec.raw += data
         self.origin._got(len(data))
-        self.buf += data
 
     def line(self, what):
         """A line ended by CRLF (without it). A bare CR or LF is a violation."""

@@ -76,3 +76,35 @@ class ThreadedServer:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class Closed(Exception):
+    """The peer closed (or reset) the connection."""
+
+
+class SockReader:
+    """Buffered reads from a connection: fill() appends what one recv
+    gives to self.buf (raising Closed at EOF) and passes it to received(),
+    which a subclass may use to keep or count the bytes."""
+
+    def __init__(self, sock, recv_size=65536):
+        self.sock = sock
+        self.recv_size = recv_size
+        self.buf = bytearray()
+        self.eof = False
+
+    def received(self, data):
+        pass
+
+    def fill(self):
+        if self.eof:
+            raise Closed()
+        try:
+            data = self.sock.recv(self.recv_size)
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            raise Closed()
+        self.received(data)
+        self.buf += data
