@@ -20,9 +20,8 @@ static struct script_header *hdrs;
 static size_t hdrs_cap;
 
 struct script_req {
-    struct lreq lr;    /* what the script's req names */
+    struct lreq lr;    /* what the script's req names, and its view */
     struct lstate *st; /* the state it began on: every call of it goes there */
-    struct script_view *view;
     struct script_req *next_free;
 };
 
@@ -336,7 +335,6 @@ struct script_req *script_req_begin(struct script_view *view)
         return NULL;
     }
     use(S.cur);
-    r->view = view;
     r->st = S.cur;
     r->st->refs++;
     return r;
@@ -354,8 +352,7 @@ void script_req_push(struct script_req *r)
 
 bool script_req_edits(struct script_req *r, struct script_edits *e)
 {
-    if (!r) return false;
-    if (!r->lr.edited) return false;
+    if (!r || !r->lr.edited) return false;
     lua_State *L = use(r->st);
     req_push_env(L, &r->lr);
     edits_from_env(L, e); /* the env stays until script_reply_done() */
@@ -377,13 +374,14 @@ void script_req_end(struct script_req *r)
 
 static const char *method_of(const struct script_req *r)
 {
-    return llhttp_method_name((llhttp_method_t)r->view->req->method);
+    return llhttp_method_name((llhttp_method_t)r->lr.view->req->method);
 }
 
 static void path_of(const struct script_req *r, const char **p, size_t *n)
 {
-    const char *url = http_slice(r->view->base, r->view->req->url);
-    size_t len = r->view->req->url.len;
+    const struct script_view *v = r->lr.view;
+    const char *url = http_slice(v->base, v->req->url);
+    size_t len = v->req->url.len;
     const char *q = memchr(url, '?', len);
     *p = url;
     *n = q ? (size_t)(q - url) : len;
@@ -609,7 +607,7 @@ static void push_allow(lua_State *L)
 void script_handle(struct script_req *r, struct script_reply *rep)
 {
     lua_State *L = use(r->st);
-    uint8_t method = r->view->req->method;
+    uint8_t method = r->lr.view->req->method;
     const char *name = handler_name(method);
     bool head_only = false;
     lua_rawgeti(L, r->st->handlers_idx, method);
