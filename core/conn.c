@@ -215,12 +215,38 @@ static const char *reject_body(int status)
     }
 }
 
+/* A client can make rejections at will: each gets one info line, but at
+ * most this many a second per worker, and the rest are counted. */
+#define REJECT_LOG_PER_SEC 10
+static struct log_budget reject_budget;
+
+/* "rejected 400 (Invalid method encountered) from 127.0.0.1:40112": the
+ * parser's own reason when it found the fault, else what the client reads. */
+static void log_rejection(struct conn *c, int status)
+{
+    if (!log_enabled(LOG_INFO)) return;
+    unsigned dropped;
+    bool take = log_budget_take(&reject_budget, W.loop.now_ms, REJECT_LOG_PER_SEC, &dropped);
+    if (dropped) log_info("%u more rejected requests were not logged in the last second", dropped);
+    if (!take) return;
+    const char *why = reject_body(status);
+    int why_len = (int)strcspn(why, "\n");
+    llhttp_errno_t e = llhttp_get_errno(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE && e != HPE_PAUSED_H2_UPGRADE) {
+        why = llhttp_get_error_reason(&c->parser);
+        why_len = why ? (int)strlen(why) : 0;
+    }
+    char addr[64];
+    log_info("rejected %d (%.*s) from %s", status, why_len, why ? why : "", log_addr(&c->peer.sa, addr, sizeof(addr)));
+}
+
 /* A request we will not serve: answer (unless an answer is already queued),
  * then close. */
 static void reject(struct conn *c, int status)
 {
     struct conn_rx *rx = c->rx;
     log_debug("conn fd=%d rejected with %d in state %s", c->io.fd, status, conn_state_name(c->state));
+    log_rejection(c, status);
     if (!rx->responded) {
         http_simple_response(&rx->out, status, false, rx->req.head_done && rx->req.method == HTTP_HEAD,
                              W.loop.wall_now, reject_body(status));

@@ -2,7 +2,9 @@
  * never interleave mid-line (writes under PIPE_BUF bytes are atomic). */
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -82,4 +84,37 @@ void log_access(const char *line, size_t len)
     if (access_fd == -1) return;
     ssize_t w = write(access_fd, line, len);
     (void)w;
+}
+
+const char *log_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(out, len, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, len, "unknown");
+    }
+    return out;
+}
+
+bool log_budget_take(struct log_budget *b, uint64_t now_ms, unsigned per_second, unsigned *suppressed)
+{
+    *suppressed = 0;
+    if (now_ms - b->window_ms >= 1000 || now_ms < b->window_ms) {
+        *suppressed = b->refused;
+        b->window_ms = now_ms;
+        b->used = b->refused = 0;
+    }
+    if (b->used < per_second) {
+        b->used++;
+        return true;
+    }
+    b->refused++;
+    return false;
 }
