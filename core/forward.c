@@ -74,6 +74,7 @@ struct exchange {
     bool req_chunked;     /* relaying a chunked body */
     bool req_done;        /* everything was written to the backend */
     bool req_started;     /* a body byte left the client socket: no replay */
+    bool req_wrote;       /* a byte of the request went to a backend connection */
     struct pipe_pair req_pipe;
 
     /* response */
@@ -703,16 +704,39 @@ void forward_start(struct conn *c, struct upstream *u)
     ex_try_server(ex);
 }
 
+/* RFC 9110 §9.2.2: the methods a client may expect to be repeated. */
+static bool idempotent(uint8_t method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: return true;
+    default: return false;
+    }
+}
+
+/* Whether the request may go to another backend connection. Spliced body
+ * bytes are gone, so a body that started to flow is never replayed; the
+ * head and the body bytes that came with it are kept, but a backend that
+ * closes after reading them may have acted on them: only an idempotent
+ * request is sent again once a byte of it was written. */
+static bool replayable(const struct exchange *ex)
+{
+    return !ex->req_started && (!ex->req_wrote || idempotent(ex->c->rx->req.method));
+}
+
 /* A connection failed before any response byte. */
 static void backend_failed(struct exchange *ex, const char *why)
 {
     if (ex->head_sent || ex->resp_buf.len) return ex_error(ex, 502, why);
-    /* A pooled connection the backend closed as we reused it: the request
-     * was not processed. Once, on a fresh connection, when replaying it is
-     * possible: the head and the body bytes that came with it are kept, but
-     * spliced body bytes are gone, so a request whose body started to flow
-     * is not replayed, idempotent or not. */
-    if (ex->reused && !ex->fresh_retry_done && !ex->req_started) {
+    /* A pooled connection the backend closed as we reused it: most likely
+     * its keep-alive timeout, the request not processed. Once, on a fresh
+     * connection, when replaying is safe. */
+    bool replay = replayable(ex);
+    if (ex->reused && !ex->fresh_retry_done && replay) {
         ex->fresh_retry_done = true;
         log_debug("upstream %s server %s: pooled connection failed (%s): retrying on a new one",
                   ex->up->name, ex->srv->name, why);
@@ -722,7 +746,7 @@ static void backend_failed(struct exchange *ex, const char *why)
         if (b) return start_on(ex, b, false);
     }
     upstream_fail(ex->srv, W.loop.now_ms);
-    if (ex->state == EX_CONNECTING || !ex->req_started) {
+    if (ex->state == EX_CONNECTING || replay) {
         /* Nothing was processed: another server may take it. */
         log_warn("upstream %s server %s: %s", ex->up->name, ex->srv->name, why);
         release_backend(ex, false);
@@ -742,7 +766,10 @@ static ssize_t backend_send(struct exchange *ex, const char *p, size_t n)
 {
     for (;;) {
         ssize_t w = send(ex->b->io.fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) return w;
+        if (w > 0) {
+            ex->req_wrote = true;
+            return w;
+        }
         if (w == -1 && errno == EINTR) continue;
         if (w == -1 && errno == EAGAIN) {
             loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
@@ -916,7 +943,11 @@ static void plan_body(struct exchange *ex)
     const struct http_request *req = &c->rx->req;
     llhttp_t *p = &ex->rp;
     ex->backend_reusable = llhttp_should_keep_alive(p);
-    ex->client_close = !req->keep_alive || c->close_after || W.draining;
+    /* An answer before the request was all sent (a 413 to an upload the
+     * backend will not read): the rest of the body is still coming from
+     * the client, so the connection ends after this response; its head
+     * says so. */
+    ex->client_close = !req->keep_alive || c->close_after || W.draining || !ex->req_done;
     if (ex->resp_skip_body) {
         ex->mode = RB_NONE;
     } else if (p->flags & F_CHUNKED) {
