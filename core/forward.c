@@ -449,6 +449,13 @@ static void format_ipv4(char *out, const struct in_addr *a)
     }
 }
 
+/* The client's address, without its port, into out (64 bytes). */
+static void client_ip(const struct conn *c, char *out, size_t size)
+{
+    if (c->peer.sa.sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, out, (socklen_t)size);
+    else format_ipv4(out, &c->peer.in.sin_addr);
+}
+
 static void append_header(struct buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     buf_append(b, name, nlen);
@@ -555,9 +562,7 @@ static int build_request_head(struct exchange *ex)
             buf_append(h, ", ", 2);
         }
         char addr[64];
-        const struct sockaddr *sa = &c->peer.sa;
-        if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
-        else format_ipv4(addr, &c->peer.in.sin_addr);
+        client_ip(c, addr, sizeof(addr));
         buf_puts(h, addr);
         buf_puts(h, "\r\n");
     }
@@ -610,6 +615,14 @@ static struct server *choose(struct exchange *ex)
     return upstream_pick(u, key, ex->tried, now);
 }
 
+/* Response bytes are waiting for the client's socket to take them: in the
+ * output buffer, or in the pipe (a splice leaves bytes there only when the
+ * client's socket is full). */
+static bool client_blocked(const struct exchange *ex)
+{
+    return buf_pending(&ex->c->rx->out) || ex->resp_pipe.len;
+}
+
 static void on_timer(struct timer *t)
 {
     struct exchange *ex = container_of(t, struct exchange, timer);
@@ -619,6 +632,18 @@ static void on_timer(struct timer *t)
         release_backend(ex, false);
         ex->srv = NULL;
         return ex_try_server(ex);
+    }
+    if (ex->head_sent && client_blocked(ex)) {
+        /* Response bytes wait for the client: it, not the backend, made no
+         * progress for read_timeout (the one timer of the exchange, re-armed
+         * by every byte moved). */
+        char addr[64];
+        client_ip(ex->c, addr, sizeof(addr));
+        /* sin_port and sin6_port share their offset. */
+        log_info("client %s:%u stopped reading the response of upstream %s server %s: nothing taken within "
+                 "read_timeout (%llu ms); closing the client connection",
+                 addr, ntohs(ex->c->peer.in.sin_port), ex->up->name, ex->srv->name, (unsigned long long)ex->up->read_timeout_ms);
+        return ex_close_client(ex, LOG_DEBUG, "client stopped reading");
     }
     if (!ex->head_sent) upstream_fail(ex->srv, W.loop.now_ms);
     ex_error(ex, 504, "no response within read_timeout");
