@@ -75,6 +75,7 @@ struct exchange {
     bool req_done;        /* everything was written to the backend */
     bool req_started;     /* a body byte left the client socket: no replay */
     bool req_wrote;       /* a byte of the request went to a backend connection */
+    bool interim_seen;    /* the backend sent a 1xx (100 Continue) */
     struct pipe_pair req_pipe;
 
     /* response */
@@ -303,8 +304,10 @@ static void ex_error(struct exchange *ex, int status, const char *why)
 {
     struct conn *c = ex->c;
     if (ex->head_sent) return ex_abort_client(ex, why);
-    log_warn("upstream %s%s%s: %s: answering %d", ex->up->name, ex->srv ? " server " : "",
-             ex->srv ? ex->srv->name : "", why, status);
+    /* A 408 is the client's doing: on_timer logged the line that says so. */
+    if (status != 408)
+        log_warn("upstream %s%s%s: %s: answering %d", ex->up->name, ex->srv ? " server " : "",
+                 ex->srv ? ex->srv->name : "", why, status);
     release_backend(ex, false);
     /* Body bytes may still be on their way from the client: unless the
      * request was read to its end, the connection cannot be reused. */
@@ -313,6 +316,7 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex->req_done = complete;
     bool keep = !ex->client_close && c->rx->req.keep_alive && !W.draining && !c->close_after;
     const char *body = status == 400   ? "bad request\n"
+                       : status == 408 ? "request timeout\n"
                        : status == 500 ? "internal server error\n"
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
@@ -452,8 +456,10 @@ static void format_ipv4(char *out, const struct in_addr *a)
 /* The client's address, without its port, into out (64 bytes). */
 static void client_ip(const struct conn *c, char *out, size_t size)
 {
-    if (c->peer.sa.sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, out, (socklen_t)size);
-    else format_ipv4(out, &c->peer.in.sin_addr);
+    if (c->peer.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, out, (socklen_t)size);
+    else
+        format_ipv4(out, &c->peer.in.sin_addr);
 }
 
 static void append_header(struct buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -623,6 +629,29 @@ static bool client_blocked(const struct exchange *ex)
     return buf_pending(&ex->c->rx->out) || ex->resp_pipe.len;
 }
 
+/* The request body waits for the client to send more: nothing of it is
+ * held back by the backend (in the pipe, or parsed and unsent). */
+static bool upload_waits_for_client(const struct exchange *ex)
+{
+    if (ex->req_done || buf_pending(&ex->req_head)) return false;
+    /* A client that asked for 100-continue may wait for it before sending. */
+    if (ex->c->rx->req.expect_continue && !ex->interim_seen) return false;
+    if (ex->req_left) return ex->req_pipe.len == 0;
+    return ex->req_chunked && ex->c->rx->pos == ex->c->rx->head_len;
+}
+
+/* The info line for a read_timeout that the client caused: it names the
+ * client, by address and port, rather than the backend. */
+static void log_client_stall(const struct exchange *ex, const char *what, const char *then)
+{
+    char addr[64];
+    client_ip(ex->c, addr, sizeof(addr));
+    /* sin_port and sin6_port share their offset. */
+    log_info("client %s:%u %s (upstream %s server %s): nothing moved in read_timeout (%llu ms); %s",
+             addr, ntohs(ex->c->peer.in.sin_port), what, ex->up->name, ex->srv->name,
+             (unsigned long long)ex->up->read_timeout_ms, then);
+}
+
 static void on_timer(struct timer *t)
 {
     struct exchange *ex = container_of(t, struct exchange, timer);
@@ -637,13 +666,17 @@ static void on_timer(struct timer *t)
         /* Response bytes wait for the client: it, not the backend, made no
          * progress for read_timeout (the one timer of the exchange, re-armed
          * by every byte moved). */
-        char addr[64];
-        client_ip(ex->c, addr, sizeof(addr));
-        /* sin_port and sin6_port share their offset. */
-        log_info("client %s:%u stopped reading the response of upstream %s server %s: nothing taken within "
-                 "read_timeout (%llu ms); closing the client connection",
-                 addr, ntohs(ex->c->peer.in.sin_port), ex->up->name, ex->srv->name, (unsigned long long)ex->up->read_timeout_ms);
+        log_client_stall(ex, "stopped reading the response", "closing the client connection");
         return ex_close_client(ex, LOG_DEBUG, "client stopped reading");
+    }
+    if (!ex->head_sent && upload_waits_for_client(ex)) {
+        /* The backend waits for the rest of the body as much as we do: a
+         * 408 for the client (nginx's client_body_timeout), and no failure
+         * counted against the server, or one slow uploader could take it
+         * out of rotation. */
+        log_client_stall(ex, "stopped sending the request body", "answering 408");
+        ex->client_close = true;
+        return ex_error(ex, 408, "client stopped sending the request body");
     }
     if (!ex->head_sent) upstream_fail(ex->srv, W.loop.now_ms);
     ex_error(ex, 504, "no response within read_timeout");
@@ -1082,6 +1115,7 @@ static bool on_response_head(struct exchange *ex)
         /* Interim (100 Continue, 103): passed on, except to an HTTP/1.0
          * client, which must not get one (RFC 9110 15.2); the final one
          * follows. */
+        ex->interim_seen = true;
         if (ex->c->rx->req.http_minor > 0 && !build_response_head(ex))
             return ex_error(ex, 500, "on_response failed"), false;
         llhttp_resume(&ex->rp);
