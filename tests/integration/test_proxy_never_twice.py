@@ -80,8 +80,9 @@ STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Stray: 1\r\n\r\nSTRAY"
 SPIN = '''
 function route(req)
   if req.path == "/spin" then
+    proxy.log("info", "spin begins")
     local t = os.clock()
-    while os.clock() - t < 0.5 do end
+    while os.clock() - t < 0.8 do end
     return 200, "spun\\n"
   end
   return up
@@ -90,7 +91,7 @@ end
 
 
 def test_stray_bytes_on_an_idle_pooled_connection_reach_nobody():
-    """The worker is busy in Lua (0.5 s) while the backend sends a stray
+    """The worker is busy in Lua (0.8 s) while the backend sends a stray
     response on the connection it just pooled; the pipelined request after
     the spin, handled in that same loop turn, must not get those bytes."""
     go = threading.Event()
@@ -102,13 +103,13 @@ def test_stray_bytes_on_an_idle_pooled_connection_reach_nobody():
 
     script = ('local up = proxy.upstream("backend", { "%s" }, { })\n' % "{addr}") + SPIN
     with StrictOrigin(respond=respond) as o, \
-            lp.Proxy(script.replace("{addr}", o.addr), workers=1) as p, lp.Conn(p.port, timeout=10) as c:
+            lp.Proxy(script.replace("{addr}", o.addr), args=["--lua-time-limit", "10s"], workers=1) as p, \
+            lp.Conn(p.port, timeout=20) as c:
         r = c.request("GET", "/first")
         assert r.status == 200 and r.header("x-strict-token"), r
         c.send(lp.build_request("GET", "/spin") + lp.build_request("GET", "/second"))
-        # The pipeline is in the worker within this delay, and the spin
-        # outlasts it: the stray bytes come while Lua runs.
-        time.sleep(0.15)
+        # the stray bytes come while Lua runs
+        p.wait_stderr("spin begins", timeout=10)
         go.set()
         spun = c.read_response()
         assert spun.status == 200 and spun.body == b"spun\n", spun
