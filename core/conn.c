@@ -248,8 +248,11 @@ static void reject(struct conn *c, int status)
     log_debug("conn fd=%d rejected with %d in state %s", c->io.fd, status, conn_state_name(c->state));
     log_rejection(c, status);
     if (!rx->responded) {
-        http_simple_response(&rx->out, status, false, rx->req.head_done && rx->req.method == HTTP_HEAD,
-                             W.loop.wall_now, reject_body(status));
+        /* A request line read up to its target names the method even when
+         * the head is bad or incomplete: a HEAD gets no body then either. */
+        bool head = rx->req.head_done ? rx->req.method == HTTP_HEAD
+                                      : rx->req.url.len && c->parser.method == HTTP_HEAD;
+        http_simple_response(&rx->out, status, false, head, W.loop.wall_now, reject_body(status));
         rx->status = status;
     }
     rx->responded = true;

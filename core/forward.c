@@ -74,6 +74,8 @@ struct exchange {
     bool req_chunked;     /* relaying a chunked body */
     bool req_done;        /* everything was written to the backend */
     bool req_started;     /* a body byte left the client socket: no replay */
+    bool req_wrote;       /* a byte of the request went to a backend connection */
+    bool interim_seen;    /* the backend sent a 1xx (100 Continue) */
     struct pipe_pair req_pipe;
 
     /* response */
@@ -302,8 +304,10 @@ static void ex_error(struct exchange *ex, int status, const char *why)
 {
     struct conn *c = ex->c;
     if (ex->head_sent) return ex_abort_client(ex, why);
-    log_warn("upstream %s%s%s: %s: answering %d", ex->up->name, ex->srv ? " server " : "",
-             ex->srv ? ex->srv->name : "", why, status);
+    /* A 408 is the client's doing: on_timer logged the line that says so. */
+    if (status != 408)
+        log_warn("upstream %s%s%s: %s: answering %d", ex->up->name, ex->srv ? " server " : "",
+                 ex->srv ? ex->srv->name : "", why, status);
     release_backend(ex, false);
     /* Body bytes may still be on their way from the client: unless the
      * request was read to its end, the connection cannot be reused. */
@@ -312,6 +316,7 @@ static void ex_error(struct exchange *ex, int status, const char *why)
     ex->req_done = complete;
     bool keep = !ex->client_close && c->rx->req.keep_alive && !W.draining && !c->close_after;
     const char *body = status == 400   ? "bad request\n"
+                       : status == 408 ? "request timeout\n"
                        : status == 500 ? "internal server error\n"
                        : status == 502 ? "bad gateway\n"
                        : status == 503 ? "service unavailable\n"
@@ -448,6 +453,15 @@ static void format_ipv4(char *out, const struct in_addr *a)
     }
 }
 
+/* The client's address, without its port, into out (64 bytes). */
+static void client_ip(const struct conn *c, char *out, size_t size)
+{
+    if (c->peer.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, out, (socklen_t)size);
+    else
+        format_ipv4(out, &c->peer.in.sin_addr);
+}
+
 static void append_header(struct buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     buf_append(b, name, nlen);
@@ -554,9 +568,7 @@ static int build_request_head(struct exchange *ex)
             buf_append(h, ", ", 2);
         }
         char addr[64];
-        const struct sockaddr *sa = &c->peer.sa;
-        if (sa->sa_family == AF_INET6) inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
-        else format_ipv4(addr, &c->peer.in.sin_addr);
+        client_ip(c, addr, sizeof(addr));
         buf_puts(h, addr);
         buf_puts(h, "\r\n");
     }
@@ -609,6 +621,37 @@ static struct server *choose(struct exchange *ex)
     return upstream_pick(u, key, ex->tried, now);
 }
 
+/* Response bytes are waiting for the client's socket to take them: in the
+ * output buffer, or in the pipe (a splice leaves bytes there only when the
+ * client's socket is full). */
+static bool client_blocked(const struct exchange *ex)
+{
+    return buf_pending(&ex->c->rx->out) || ex->resp_pipe.len;
+}
+
+/* The request body waits for the client to send more: nothing of it is
+ * held back by the backend (in the pipe, or parsed and unsent). */
+static bool upload_waits_for_client(const struct exchange *ex)
+{
+    if (ex->req_done || buf_pending(&ex->req_head)) return false;
+    /* A client that asked for 100-continue may wait for it before sending. */
+    if (ex->c->rx->req.expect_continue && !ex->interim_seen) return false;
+    if (ex->req_left) return ex->req_pipe.len == 0;
+    return ex->req_chunked && ex->c->rx->pos == ex->c->rx->head_len;
+}
+
+/* The info line for a read_timeout that the client caused: it names the
+ * client, by address and port, rather than the backend. */
+static void log_client_stall(const struct exchange *ex, const char *what, const char *then)
+{
+    char addr[64];
+    client_ip(ex->c, addr, sizeof(addr));
+    /* sin_port and sin6_port share their offset. */
+    log_info("client %s:%u %s (upstream %s server %s): nothing moved in read_timeout (%llu ms); %s",
+             addr, ntohs(ex->c->peer.in.sin_port), what, ex->up->name, ex->srv->name,
+             (unsigned long long)ex->up->read_timeout_ms, then);
+}
+
 static void on_timer(struct timer *t)
 {
     struct exchange *ex = container_of(t, struct exchange, timer);
@@ -618,6 +661,22 @@ static void on_timer(struct timer *t)
         release_backend(ex, false);
         ex->srv = NULL;
         return ex_try_server(ex);
+    }
+    if (ex->head_sent && client_blocked(ex)) {
+        /* Response bytes wait for the client: it, not the backend, made no
+         * progress for read_timeout (the one timer of the exchange, re-armed
+         * by every byte moved). */
+        log_client_stall(ex, "stopped reading the response", "closing the client connection");
+        return ex_close_client(ex, LOG_DEBUG, "client stopped reading");
+    }
+    if (!ex->head_sent && upload_waits_for_client(ex)) {
+        /* The backend waits for the rest of the body as much as we do: a
+         * 408 for the client (nginx's client_body_timeout), and no failure
+         * counted against the server, or one slow uploader could take it
+         * out of rotation. */
+        log_client_stall(ex, "stopped sending the request body", "answering 408");
+        ex->client_close = true;
+        return ex_error(ex, 408, "client stopped sending the request body");
     }
     if (!ex->head_sent) upstream_fail(ex->srv, W.loop.now_ms);
     ex_error(ex, 504, "no response within read_timeout");
@@ -703,16 +762,39 @@ void forward_start(struct conn *c, struct upstream *u)
     ex_try_server(ex);
 }
 
+/* RFC 9110 §9.2.2: the methods a client may expect to be repeated. */
+static bool idempotent(uint8_t method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: return true;
+    default: return false;
+    }
+}
+
+/* Whether the request may go to another backend connection. Spliced body
+ * bytes are gone, so a body that started to flow is never replayed; the
+ * head and the body bytes that came with it are kept, but a backend that
+ * closes after reading them may have acted on them: only an idempotent
+ * request is sent again once a byte of it was written. */
+static bool replayable(const struct exchange *ex)
+{
+    return !ex->req_started && (!ex->req_wrote || idempotent(ex->c->rx->req.method));
+}
+
 /* A connection failed before any response byte. */
 static void backend_failed(struct exchange *ex, const char *why)
 {
     if (ex->head_sent || ex->resp_buf.len) return ex_error(ex, 502, why);
-    /* A pooled connection the backend closed as we reused it: the request
-     * was not processed. Once, on a fresh connection, when replaying it is
-     * possible: the head and the body bytes that came with it are kept, but
-     * spliced body bytes are gone, so a request whose body started to flow
-     * is not replayed, idempotent or not. */
-    if (ex->reused && !ex->fresh_retry_done && !ex->req_started) {
+    /* A pooled connection the backend closed as we reused it: most likely
+     * its keep-alive timeout, the request not processed. Once, on a fresh
+     * connection, when replaying is safe. */
+    bool replay = replayable(ex);
+    if (ex->reused && !ex->fresh_retry_done && replay) {
         ex->fresh_retry_done = true;
         log_debug("upstream %s server %s: pooled connection failed (%s): retrying on a new one",
                   ex->up->name, ex->srv->name, why);
@@ -722,7 +804,7 @@ static void backend_failed(struct exchange *ex, const char *why)
         if (b) return start_on(ex, b, false);
     }
     upstream_fail(ex->srv, W.loop.now_ms);
-    if (ex->state == EX_CONNECTING || !ex->req_started) {
+    if (ex->state == EX_CONNECTING || replay) {
         /* Nothing was processed: another server may take it. */
         log_warn("upstream %s server %s: %s", ex->up->name, ex->srv->name, why);
         release_backend(ex, false);
@@ -742,7 +824,10 @@ static ssize_t backend_send(struct exchange *ex, const char *p, size_t n)
 {
     for (;;) {
         ssize_t w = send(ex->b->io.fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) return w;
+        if (w > 0) {
+            ex->req_wrote = true;
+            return w;
+        }
         if (w == -1 && errno == EINTR) continue;
         if (w == -1 && errno == EAGAIN) {
             loop_mod(&W.loop, &ex->b->io, IO_READ | IO_WRITE);
@@ -916,7 +1001,11 @@ static void plan_body(struct exchange *ex)
     const struct http_request *req = &c->rx->req;
     llhttp_t *p = &ex->rp;
     ex->backend_reusable = llhttp_should_keep_alive(p);
-    ex->client_close = !req->keep_alive || c->close_after || W.draining;
+    /* An answer before the request was all sent (a 413 to an upload the
+     * backend will not read): the rest of the body is still coming from
+     * the client, so the connection ends after this response; its head
+     * says so. */
+    ex->client_close = !req->keep_alive || c->close_after || W.draining || !ex->req_done;
     if (ex->resp_skip_body) {
         ex->mode = RB_NONE;
     } else if (p->flags & F_CHUNKED) {
@@ -1026,6 +1115,7 @@ static bool on_response_head(struct exchange *ex)
         /* Interim (100 Continue, 103): passed on, except to an HTTP/1.0
          * client, which must not get one (RFC 9110 15.2); the final one
          * follows. */
+        ex->interim_seen = true;
         if (ex->c->rx->req.http_minor > 0 && !build_response_head(ex))
             return ex_error(ex, 500, "on_response failed"), false;
         llhttp_resume(&ex->rp);

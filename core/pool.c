@@ -15,9 +15,6 @@
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
-/* A connection idle at least this long is peeked at before reuse. */
-#define PEEK_AFTER_MS 100
-
 void (*bconn_on_event)(struct bconn *b, unsigned events);
 
 uint64_t pool_reuses(void)
@@ -122,28 +119,22 @@ struct bconn *pool_get(struct pool *p)
     while (p->head) {
         struct bconn *b = p->head;
         unlink_idle(b);
-        /* The backend may have closed it since the last loop turn, before
-         * its EPOLLRDHUP was seen. Backends close idle connections after
-         * their keep-alive timeout (seconds, rarely under one), so that race
-         * is all but confined to connections idle for a while, and only
-         * those are peeked at: under load, connections come back within
-         * milliseconds, and the peek was one syscall of seven per proxied
-         * request, always failing with EAGAIN. A close missed here ends as
-         * a failure before any response byte, which forward retries on a
-         * fresh connection unless body bytes already left the client (the
-         * peek cannot close that window either: the backend may close right
-         * after it). Stray bytes from the backend in that same turn would be
-         * read as the answer; nginx's keepalive cache does not peek at all. */
-        if (W.loop.now_ms - b->idle_since_ms < PEEK_AFTER_MS) {
-            STAT_ADD(WS->pool_reuses, 1);
-            return b;
-        }
+        /* Bytes or a close may have come since the last epoll_wait, their
+         * event not handled yet: the backend's keep-alive timeout, or
+         * bytes after a complete response (a second response, garbage)
+         * that the next request would read as its answer. That happens
+         * however short the idle time was (a worker busy in Lua for a
+         * while turns it into the rule), so every connection is peeked
+         * at: one recv that fails with EAGAIN on a healthy one. A close
+         * that comes after the peek still ends as a failure before any
+         * response byte, which forward retries when that is safe. */
         char c;
         ssize_t n = recv(b->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == -1 && errno == EAGAIN) {
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             STAT_ADD(WS->pool_reuses, 1);
             return b;
         }
+        if (n > 0) log_debug("pooled connection to %s had stray bytes: closed", b->srv->name);
         bconn_close(b);
     }
     return NULL;
@@ -162,7 +153,6 @@ void pool_put(struct bconn *b)
     }
     loop_mod(&W.loop, &b->io, IO_READ);
     b->idle = true;
-    b->idle_since_ms = W.loop.now_ms;
     b->prev = NULL;
     b->next = p->head;
     if (p->head) p->head->prev = b;

@@ -20,7 +20,6 @@ struct bconn {
     struct bconn *prev, *next; /* pool list while idle */
     struct exchange *ex;       /* owner while in use; NULL while idle */
     bool idle;                 /* in the pool */
-    uint64_t idle_since_ms;    /* loop time it entered the pool */
     bool connected;            /* the connect completed */
     uint32_t requests;         /* requests carried, for logs and metrics */
 };
@@ -33,8 +32,8 @@ struct pool {
 
 void pool_init(struct pool *p);
 void pool_attach(struct pool *p, struct server *srv);
-/* The most recently pooled connection still open, or NULL. One idle for
- * a while is checked with a non-blocking peek first (see pool.c). */
+/* The most recently pooled connection still open and silent (checked with
+ * a non-blocking peek), or NULL. */
 struct bconn *pool_get(struct pool *p);
 /* Returns b to its server's pool, or closes it when the pool is full. */
 void pool_put(struct bconn *b);

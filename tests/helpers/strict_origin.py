@@ -37,8 +37,12 @@ whose token never reached a client was hidden from the proxy's framing.
 
 `respond(req)` replaces the default answer (for the backend-fault tests): it
 returns a list of steps, each `bytes` (sent), `("sleep", seconds)`,
-`"close"` (FIN), `"reset"` (RST: SO_LINGER 0), `"hang"` (wait until stop())
-or `"keep"` (read the next request; the default at the end of the list).
+`"close"` (FIN), `"reset"` (RST: SO_LINGER 0), `"hang"` (wait until stop()),
+`("wait", event)` (until the threading.Event is set, or stop()) or `"keep"`
+(read the next request; the default at the end of the list).
+`early(req)`, when given, is called once the head is read and before the
+body: steps it returns are the answer, sent without reading the body (the
+connection then ends).
 """
 
 import hashlib
@@ -239,9 +243,10 @@ def default_answer(req):
 class StrictOrigin(ThreadedServer):
     backlog = 256
 
-    def __init__(self, name="strict", respond=None):
+    def __init__(self, name="strict", respond=None, early=None):
         super().__init__(name)
         self.respond = respond or default_answer
+        self.early = early
         self.conns = []
         self.requests = []
         self.errors = []
@@ -320,6 +325,13 @@ class StrictOrigin(ThreadedServer):
                     req = parse_head(rd, token, rec.id, seq)
                     if req is None:
                         return
+                    steps = self.early(req) if self.early else None
+                    if steps:
+                        with self.lock:
+                            self.requests.append(req)
+                        rec.requests.append(req)
+                        self._run(sock, steps)
+                        return
                     read_body(rd, req)
                 except _Closed:
                     self._violation(rec, "connection closed inside a request (%d bytes of it "
@@ -347,7 +359,10 @@ class StrictOrigin(ThreadedServer):
 
     def _answer(self, sock, req):
         """Runs the steps of the answer; False when the connection ends."""
-        for step in self.respond(req):
+        return self._run(sock, self.respond(req))
+
+    def _run(self, sock, steps):
+        for step in steps:
             if isinstance(step, (bytes, bytearray)):
                 try:
                     sock.sendall(step)
@@ -371,6 +386,10 @@ class StrictOrigin(ThreadedServer):
                 return False
             elif step == "keep":
                 return True
+            elif isinstance(step, tuple) and step[0] == "wait":
+                while not step[1].wait(0.05):
+                    if self.stopping.is_set():
+                        return False
             elif isinstance(step, tuple) and step[0] == "sleep":
                 if self.stopping.wait(step[1]):
                     return False

@@ -32,6 +32,22 @@ def test_pool_reuse_sequential():
         o.assert_clean()
 
 
+def test_pool_reuse_after_idle():
+    """Requests 300 ms apart, on a new client connection each, -w 1: the
+    connection that waited in the pool is reused each time, not only one
+    handed back a moment ago (a pool that drops or never offers a
+    connection idle for a while opens one per request)."""
+    with Origin() as o, lp.Proxy(upstream_script([o]), workers=1) as p:
+        for i in range(5):
+            if i:
+                time.sleep(0.3)
+            _ok(lp.get(p.port, "/echo?idle=%d" % i), "request %d after 300 ms idle" % i)
+        assert o.requests == 5, "origin saw %d requests" % o.requests
+        assert o.connections == 1, \
+            "5 requests 300 ms apart opened %d backend connections (1 pooled one should serve all)" % o.connections
+        o.assert_clean()
+
+
 def test_pool_reuse_mixed_framing():
     """Reused backend connections stay in step across every kind of framing
     (a proxy that gets one wrong leaves bytes that the strict origin sees
