@@ -48,6 +48,7 @@ static const struct opt opts[] = {
     {"version", 'V', OPT_FLAG, OFF(version), NULL, "print the version"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
+_Static_assert(NOPTS <= 32, "config.from_env has one bit per option");
 
 static void config_defaults(struct config *cfg)
 {
@@ -283,6 +284,7 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
             char origin[80];
             snprintf(origin, sizeof(origin), "environment %s:", key);
             if (apply(cfg, o, v, origin, err, errlen)) return -EINVAL;
+            cfg->from_env |= 1u << i;
         }
     }
 
@@ -331,6 +333,7 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
             val = argv[++i];
         }
         if (apply(cfg, o, val ? val : "", "option", err, errlen)) return -EINVAL;
+        cfg->from_env &= ~(1u << (o - opts));
     }
 
     if ((cfg->try_headers.n || cfg->try_body) && !cfg->try_request) {
@@ -346,6 +349,22 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
         return -EINVAL;
     }
     return 0;
+}
+
+void config_describe(const struct config *cfg, const char *name, const char *value, char *out,
+                     size_t outlen)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (strcmp(opts[i].name, name)) continue;
+        if (cfg->from_env & (1u << i)) {
+            char key[64];
+            env_name(name, key, sizeof(key));
+            snprintf(out, outlen, "%s=%s", key, value);
+            return;
+        }
+        break;
+    }
+    snprintf(out, outlen, "--%s %s", name, value);
 }
 
 const char *config_usage(void)

@@ -43,6 +43,7 @@ struct config {
     const char *try_body;     /* --body, for --try */
     bool help;
     bool version;
+    uint32_t from_env; /* bit i: option i of the table in config.c came from LUAPROXY_* */
 };
 
 /* Fills *cfg from defaults, then envp (LUAPROXY_*), then argv. Returns 0, or
@@ -56,5 +57,11 @@ int config_parse_size(const char *s, uint64_t *bytes);
 /* "127.0.0.1:8080", "[::1]:8080", "localhost:80", ":8080" (all addresses). */
 int config_parse_addr(const char *s, struct listen_addr *out);
 int config_parse_log_level(const char *s, enum log_level *out);
+
+/* Where an option's value came from, for a message about it:
+ * "--access-log /x.log" or "LUAPROXY_ACCESS_LOG=/x.log". name is the long
+ * option name; value the value in force. */
+void config_describe(const struct config *cfg, const char *name, const char *value, char *out,
+                     size_t outlen);
 
 const char *config_usage(void);

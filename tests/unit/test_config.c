@@ -442,6 +442,34 @@ START_TEST(usage_lists_options)
 }
 END_TEST
 
+/* A message about a path names the option the way it was given: the
+ * command line's name, or the environment variable when that set it. */
+START_TEST(describe_names_the_origin)
+{
+    char out[128];
+    char *a1[] = {"luaproxy", "--access-log", "/a.log", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a1), a1, NULL), 0);
+    config_describe(&cfg, "access-log", cfg.access_log, out, sizeof(out));
+    ck_assert_str_eq(out, "--access-log /a.log");
+
+    char *a2[] = {"luaproxy", "app.lua"};
+    char *env[] = {"LUAPROXY_ACCESS_LOG=/b.log", "LUAPROXY_PID_FILE=/p.pid", NULL};
+    ck_assert_int_eq(load(ARGC(a2), a2, env), 0);
+    config_describe(&cfg, "access-log", cfg.access_log, out, sizeof(out));
+    ck_assert_str_eq(out, "LUAPROXY_ACCESS_LOG=/b.log");
+    config_describe(&cfg, "pid-file", cfg.pid_file, out, sizeof(out));
+    ck_assert_str_eq(out, "LUAPROXY_PID_FILE=/p.pid");
+
+    /* The command line overrides the environment, and so does the name. */
+    char *a3[] = {"luaproxy", "--pid-file", "/q.pid", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a3), a3, env), 0);
+    config_describe(&cfg, "pid-file", cfg.pid_file, out, sizeof(out));
+    ck_assert_str_eq(out, "--pid-file /q.pid");
+    config_describe(&cfg, "access-log", cfg.access_log, out, sizeof(out));
+    ck_assert_str_eq(out, "LUAPROXY_ACCESS_LOG=/b.log");
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -470,6 +498,7 @@ static Suite *config_suite(void)
     tcase_add_test(ld, load_bad_options);
     tcase_add_test(ld, load_script_count);
     tcase_add_test(ld, usage_lists_options);
+    tcase_add_test(ld, describe_names_the_origin);
     suite_add_tcase(s, ld);
     return s;
 }
