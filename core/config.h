@@ -15,9 +15,11 @@ struct listen_addr {
 };
 
 #define CONFIG_MAX_TRY_HEADERS 64
+#define CONFIG_MAX_LISTEN 16
 
 struct config {
-    struct listen_addr listen;
+    struct listen_addr listen[CONFIG_MAX_LISTEN]; /* --listen, repeatable; at least one */
+    int nlisten;
     int workers;
     int max_connections;
     uint64_t header_timeout_ms;

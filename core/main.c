@@ -153,14 +153,18 @@ int main(int argc, char **argv)
         goto fail;
     }
 
-    /* A probe without SO_REUSEPORT: the workers' own listeners would happily
-     * share the port with another process's SO_REUSEPORT socket. */
-    int fd = worker_listener_open(&cfg.listen, false);
+    /* Probes without SO_REUSEPORT: the workers' own listeners would happily
+     * share the port with another process's SO_REUSEPORT socket. All held
+     * open at once, so that two of our own addresses that overlap (0.0.0.0
+     * and 127.0.0.1 on one port) are caught too. */
+    int probes[CONFIG_MAX_LISTEN], nprobes = 0, fd = 0;
+    while (nprobes < cfg.nlisten && (fd = worker_listener_open(&cfg.listen[nprobes], false)) >= 0)
+        probes[nprobes++] = fd;
+    for (int i = 0; i < nprobes; i++) close(probes[i]);
     if (fd < 0) {
-        fprintf(stderr, "luaproxy: cannot listen on %s: %s\n", cfg.listen.text, strerror(-fd));
+        fprintf(stderr, "luaproxy: cannot listen on %s: %s\n", cfg.listen[nprobes].text, strerror(-fd));
         goto fail;
     }
-    close(fd);
     if (cfg.admin_set) {
         if ((fd = worker_listener_open(&cfg.admin, false)) < 0) {
             fprintf(stderr, "luaproxy: cannot listen on %s (--admin): %s\n", cfg.admin.text, strerror(-fd));

@@ -258,7 +258,10 @@ int master_run(const struct config *cfg, struct shm *shm)
         M.slots[i].restart.cb = on_restart;
         spawn(&M.slots[i]);
     }
-    log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, cfg->listen.text, cfg->script);
+    char on[CONFIG_MAX_LISTEN * 66] = "";
+    for (int i = 0, n = 0; i < cfg->nlisten; i++)
+        n += snprintf(on + n, sizeof(on) - (size_t)n, "%s%s", i ? ", " : "", cfg->listen[i].text);
+    log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, on, cfg->script);
     loop_run(&M.loop);
     log_info("luaproxy stopped");
     loop_close(&M.loop, &M.signals);

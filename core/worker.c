@@ -47,11 +47,12 @@ fail:;
 
 static void accept_pause(bool pause)
 {
-    if (W.accept_paused == pause || W.listener.fd == -1) return;
+    if (W.accept_paused == pause) return;
     W.accept_paused = pause;
     /* Re-arming with EPOLL_CTL_MOD re-checks readiness, so connections that
      * queued meanwhile produce an event at once. */
-    loop_mod(&W.loop, &W.listener, pause ? 0 : IO_READ);
+    for (int i = 0; i < W.cfg->nlisten; i++)
+        if (W.listeners[i].fd != -1) loop_mod(&W.loop, &W.listeners[i], pause ? 0 : IO_READ);
 }
 
 /* Out of descriptors, accept4 fails and the listener's edge is spent with
@@ -135,7 +136,7 @@ static void on_shutdown_timer(struct timer *t)
 static void start_drain(void)
 {
     if (W.draining) return;
-    listener_close(&W.listener);
+    for (int i = 0; i < W.cfg->nlisten; i++) listener_close(&W.listeners[i]);
     listener_close(&W.admin);
     timer_cancel(&W.loop.timers, &W.publish_timer);
     W.draining = true;
@@ -203,7 +204,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     W.shm = shm;
     W.id = id;
     W.count = count;
-    W.listener.fd = W.admin.fd = W.signals.fd = -1;
+    for (int i = 0; i < CONFIG_MAX_LISTEN; i++) W.listeners[i].fd = -1;
+    W.admin.fd = W.signals.fd = -1;
     int status = 1;
     stats_attach(id);
 
@@ -246,18 +248,21 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     }
     STAT_SET(WS->generation, gen);
 
-    int fd = worker_listener_open(&cfg->listen, true);
-    if (fd < 0) {
-        log_error("worker %d: cannot listen on %s: %s", id, cfg->listen.text, strerror(-fd));
-        goto out;
+    int fd;
+    for (int i = 0; i < cfg->nlisten; i++) {
+        struct io *l = &W.listeners[i];
+        if ((fd = worker_listener_open(&cfg->listen[i], true)) < 0) {
+            log_error("worker %d: cannot listen on %s: %s", id, cfg->listen[i].text, strerror(-fd));
+            goto out;
+        }
+        l->fd = fd;
+        l->cb = on_listener;
+        if (loop_add(&W.loop, l, IO_READ)) {
+            log_error("worker %d: epoll_ctl: %s", id, strerror(errno));
+            goto out;
+        }
+        log_debug("worker %d listening on %s", id, cfg->listen[i].text);
     }
-    W.listener.fd = fd;
-    W.listener.cb = on_listener;
-    if (loop_add(&W.loop, &W.listener, IO_READ)) {
-        log_error("worker %d: epoll_ctl: %s", id, strerror(errno));
-        goto out;
-    }
-    log_debug("worker %d listening on %s", id, cfg->listen.text);
     if (cfg->admin_set) {
         fd = worker_listener_open(&cfg->admin, true);
         if (fd < 0) {
@@ -283,7 +288,7 @@ out:
     conn_pool_free();
     forward_pool_free();
     pipe_pool_free();
-    loop_close(&W.loop, &W.listener);
+    for (int i = 0; i < CONFIG_MAX_LISTEN; i++) loop_close(&W.loop, &W.listeners[i]);
     loop_close(&W.loop, &W.admin);
     loop_close(&W.loop, &W.signals);
     loop_free(&W.loop);

@@ -1,4 +1,5 @@
-/* worker: one process, one listener (SO_REUSEPORT, opened after the fork),
+/* worker: one process, a listener per --listen address (SO_REUSEPORT,
+ * opened after the fork),
  * one edge-triggered loop, signals read from a signalfd. */
 #pragma once
 #include <stdbool.h>
@@ -14,7 +15,7 @@ struct worker {
     struct loop loop;
     struct shm *shm;
     int id, count;
-    struct io listener;
+    struct io listeners[CONFIG_MAX_LISTEN]; /* one per cfg->listen[i] */
     struct io admin;    /* --admin: /metrics and /status */
     struct io signals;
     struct timer publish_timer; /* this worker's /status part, once a second */
