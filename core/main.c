@@ -162,12 +162,14 @@ int main(int argc, char **argv)
         probes[nprobes++] = fd;
     for (int i = 0; i < nprobes; i++) close(probes[i]);
     if (fd < 0) {
-        fprintf(stderr, "luaproxy: cannot listen on %s: %s\n", cfg.listen[nprobes].text, strerror(-fd));
+        fprintf(stderr, "luaproxy: cannot listen on %s: %s%s\n", cfg.listen[nprobes].text, strerror(-fd),
+                worker_listen_hint(&cfg.listen[nprobes], fd));
         goto fail;
     }
     if (cfg.admin_set) {
         if ((fd = worker_listener_open(&cfg.admin, false)) < 0) {
-            fprintf(stderr, "luaproxy: cannot listen on %s (--admin): %s\n", cfg.admin.text, strerror(-fd));
+            fprintf(stderr, "luaproxy: cannot listen on %s (--admin): %s%s\n", cfg.admin.text, strerror(-fd),
+                    worker_listen_hint(&cfg.admin, fd));
             goto fail;
         }
         close(fd);

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -43,6 +44,26 @@ fail:;
     int e = errno;
     close(fd);
     return -e;
+}
+
+const char *worker_listen_hint(const struct listen_addr *a, int err)
+{
+    if (err != -EACCES) return "";
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+    unsigned port = ntohs(a->ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
+    /* The kernel's line between privileged and other ports (1024 unless
+     * the sysctl moved it): below it, bind() needs the capability. */
+    unsigned first = 1024;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "re");
+    if (f) {
+        if (fscanf(f, "%u", &first) != 1) first = 1024;
+        fclose(f);
+    }
+    if (port >= first) return "";
+    static char hint[96];
+    snprintf(hint, sizeof(hint), " (ports below %u need root or CAP_NET_BIND_SERVICE)", first);
+    return hint;
 }
 
 static void accept_pause(bool pause)
@@ -252,7 +273,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     for (int i = 0; i < cfg->nlisten; i++) {
         struct io *l = &W.listeners[i];
         if ((fd = worker_listener_open(&cfg->listen[i], true)) < 0) {
-            log_error("worker %d: cannot listen on %s: %s", id, cfg->listen[i].text, strerror(-fd));
+            log_error("worker %d: cannot listen on %s: %s%s", id, cfg->listen[i].text, strerror(-fd),
+                      worker_listen_hint(&cfg->listen[i], fd));
             goto out;
         }
         l->fd = fd;
@@ -266,7 +288,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     if (cfg->admin_set) {
         fd = worker_listener_open(&cfg->admin, true);
         if (fd < 0) {
-            log_error("worker %d: cannot listen on %s (--admin): %s", id, cfg->admin.text, strerror(-fd));
+            log_error("worker %d: cannot listen on %s (--admin): %s%s", id, cfg->admin.text, strerror(-fd),
+                      worker_listen_hint(&cfg->admin, fd));
             goto out;
         }
         W.admin.fd = fd;

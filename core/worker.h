@@ -32,5 +32,8 @@ extern struct worker W;
 int worker_main(const struct config *cfg, struct shm *shm, int id, int count);
 /* A listening socket, non-blocking; SO_REUSEPORT when asked. fd or -errno. */
 int worker_listener_open(const struct listen_addr *a, bool reuseport);
+/* What to add to the message of a failed listen: for EACCES on a
+ * privileged port, that it needs root or CAP_NET_BIND_SERVICE; else "". */
+const char *worker_listen_hint(const struct listen_addr *a, int err);
 /* A connection closed: accept again if paused, finish a drain. */
 void worker_conn_closed(void);

@@ -2,7 +2,9 @@
 
 import os
 import re
+import shutil
 import socket
+import subprocess
 
 import lp
 
@@ -253,3 +255,37 @@ def test_failed_second_start_leaves_the_running_pid_file_alone():
         r = lp.run_cli(["--listen", "127.0.0.1:%d" % p.port, "--pid-file", fresh, "-w", "1", path])
         assert r.returncode == 1, r
         assert not os.path.exists(fresh), "a failed start left %s behind" % fresh
+
+
+def run_unprivileged(args, timeout=5.0):
+    """luaproxy run as user nobody (the suite runs as root), with a script in
+    a directory that user can read."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop privileges"
+    d = lp.make_tmpdir()
+    os.chmod(d, 0o755)
+    script = lp.write_script(GOOD, directory=d)
+    os.chmod(script, 0o644)
+    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", lp.binary()]
+                          + list(args) + [script], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                          start_new_session=True)
+    return lp.CliResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def test_privileged_port_says_what_it_needs():
+    # bind() checks the privilege before whether the port is free, so any
+    # port below 1024 gives EACCES to an unprivileged user.
+    r = run_unprivileged(["-l", "127.0.0.1:81", "-w", "1"])
+    assert r.returncode == 1, r
+    line = one_line(r.stderr)
+    for needle in ("127.0.0.1:81", "Permission denied", "root", "CAP_NET_BIND_SERVICE"):
+        assert needle in line, "%r not in %r" % (needle, line)
+
+
+def test_privileged_admin_port_says_what_it_needs():
+    r = run_unprivileged(["-l", "127.0.0.1:%d" % lp.free_port(), "--admin", "127.0.0.1:82", "-w", "1"])
+    assert r.returncode == 1, r
+    line = one_line(r.stderr)
+    for needle in ("127.0.0.1:82", "--admin", "CAP_NET_BIND_SERVICE"):
+        assert needle in line, "%r not in %r" % (needle, line)
