@@ -199,6 +199,19 @@ int master_check_script(const char *path, const char *text, size_t len, char *er
     return -1;
 }
 
+/* SIGUSR1 (logrotate): the master reopens its access log (the one a
+ * restarted worker inherits) and tells the workers to reopen theirs. One
+ * line says so here; a worker logs only if its reopen fails. The error log
+ * is stderr, which whoever started us owns. */
+static void reopen_logs(void)
+{
+    const char *path = M.cfg->access_log;
+    if (!path) log_info("SIGUSR1: no access log to reopen (the error log is stderr)");
+    else if (!strcmp(path, "-")) log_info("SIGUSR1: the access log is stdout, nothing to reopen");
+    else if (!log_reopen()) log_info("SIGUSR1: access log %s reopened, workers told to reopen theirs", path);
+    signal_workers(SIGUSR1);
+}
+
 static void on_signal(struct io *io, unsigned events)
 {
     struct signalfd_siginfo si;
@@ -218,10 +231,7 @@ static void on_signal(struct io *io, unsigned events)
             if (all_exited()) M.loop.stop = true;
             break;
         case SIGHUP: reload(); break;
-        case SIGUSR1:
-            log_reopen();
-            signal_workers(SIGUSR1);
-            break;
+        case SIGUSR1: reopen_logs(); break;
         default: break;
         }
     }
