@@ -90,6 +90,29 @@ static bool all_exited(void)
     return true;
 }
 
+/* "while running Lua for GET /path" or "with no request in Lua", from the
+ * dead worker's slot, which is then cleared for its successor. The path is
+ * the client's bytes: anything unprintable is written as \xHH. */
+static void lua_running_text(int id, char *out, size_t outlen)
+{
+    struct lua_running *l = ST ? &ST->w[id].lua : NULL;
+    if (!l || !__atomic_load_n(&l->active, __ATOMIC_ACQUIRE)) {
+        snprintf(out, outlen, "with no request in Lua");
+        return;
+    }
+    l->method[sizeof(l->method) - 1] = '\0';
+    size_t n = (size_t)snprintf(out, outlen, "while running Lua for %s ", l->method);
+    size_t len = l->path_total < sizeof(l->path) ? l->path_total : sizeof(l->path);
+    for (size_t i = 0; i < len && n + 8 < outlen; i++) {
+        unsigned char ch = (unsigned char)l->path[i];
+        if (ch > 0x20 && ch < 0x7f) out[n++] = (char)ch;
+        else n += (size_t)snprintf(out + n, outlen - n, "\\x%02X", ch);
+    }
+    out[n] = '\0';
+    if (l->path_total > len) snprintf(out + n, outlen - n, "... (%u bytes)", l->path_total);
+    l->active = 0;
+}
+
 static void reap(void)
 {
     int status;
@@ -106,12 +129,14 @@ static void reap(void)
         }
         M.crashes++;
         STAT_ADD(ST->worker_restarts, 1);
+        char during[STATS_LUA_PATH * 4 + 64];
+        lua_running_text(s->id, during, sizeof(during));
         if (WIFSIGNALED(status))
-            log_error("worker %d (pid %d) killed by signal %d (%s); restarting", s->id, (int)pid,
-                      WTERMSIG(status), strsignal(WTERMSIG(status)));
+            log_error("worker %d (pid %d) killed by signal %d (%s) %s; restarting", s->id, (int)pid,
+                      WTERMSIG(status), strsignal(WTERMSIG(status)), during);
         else
-            log_error("worker %d (pid %d) exited with status %d; restarting", s->id, (int)pid,
-                      WEXITSTATUS(status));
+            log_error("worker %d (pid %d) exited with status %d %s; restarting", s->id, (int)pid,
+                      WEXITSTATUS(status), during);
         /* A worker that dies young is restarted later and later, so a script
          * that crashes at once does not turn the master into a fork loop. */
         uint64_t lived = M.loop.now_ms - s->started_ms;

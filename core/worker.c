@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,22 @@ const char *worker_listen_hint(const struct listen_addr *a, int err)
     static char hint[96];
     snprintf(hint, sizeof(hint), " (ports below %u need root or CAP_NET_BIND_SERVICE)", first);
     return hint;
+}
+
+void worker_lua_enter(const char *method, const char *path, size_t len)
+{
+    struct lua_running *s = &WS->lua;
+    size_t m = strnlen(method, sizeof(s->method) - 1);
+    memcpy(s->method, method, m);
+    s->method[m] = '\0';
+    s->path_total = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    memcpy(s->path, path, len < sizeof(s->path) ? len : sizeof(s->path));
+    __atomic_store_n(&s->active, 1, __ATOMIC_RELEASE);
+}
+
+void worker_lua_leave(void)
+{
+    __atomic_store_n(&WS->lua.active, 0, __ATOMIC_RELAXED);
 }
 
 static void accept_pause(bool pause)

@@ -3,6 +3,7 @@
  * one edge-triggered loop, signals read from a signalfd. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "config.h"
 #include "loop.h"
@@ -35,5 +36,10 @@ int worker_listener_open(const struct listen_addr *a, bool reuseport);
 /* What to add to the message of a failed listen: for EACCES on a
  * privileged port, that it needs root or CAP_NET_BIND_SERVICE; else "". */
 const char *worker_listen_hint(const struct listen_addr *a, int err);
+/* Around a Lua call for a request (lua/script.c): records the method and
+ * path (its first STATS_LUA_PATH bytes) in this worker's shared slot, so
+ * that the master can name the request if the worker dies in the call. */
+void worker_lua_enter(const char *method, const char *path, size_t len);
+void worker_lua_leave(void);
 /* A connection closed: accept again if paused, finish a drain. */
 void worker_conn_closed(void);
