@@ -395,6 +395,16 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
     return 0;
 }
 
+uint64_t config_fds_needed(uint64_t max_connections)
+{
+    return max_connections * CONFIG_FDS_PER_CONN + CONFIG_FDS_SPARE;
+}
+
+uint64_t config_connections_fitting(uint64_t fd_limit)
+{
+    return fd_limit > CONFIG_FDS_SPARE ? (fd_limit - CONFIG_FDS_SPARE) / CONFIG_FDS_PER_CONN : 0;
+}
+
 void config_describe(const struct config *cfg, const char *name, const char *value, char *out,
                      size_t outlen)
 {

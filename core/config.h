@@ -66,4 +66,17 @@ int config_parse_log_level(const char *s, enum log_level *out);
 void config_describe(const struct config *cfg, const char *name, const char *value, char *out,
                      size_t outlen);
 
+/* Descriptors a worker may need for --max-connections. A client connection
+ * can hold CONFIG_FDS_PER_CONN at once: its socket, its backend's, a pipe
+ * (two ends) splicing the request body up and one splicing the response
+ * down - both while a backend answers before the upload is over - or the
+ * two pipes of a tunnel. CONFIG_FDS_SPARE covers the rest of a worker:
+ * stdio, epoll, signalfd, listeners, the access log, idle pooled backend
+ * connections. Each worker has its own table, so this is per process. */
+#define CONFIG_FDS_PER_CONN 6
+#define CONFIG_FDS_SPARE 64
+uint64_t config_fds_needed(uint64_t max_connections);
+/* How many connections fit in a descriptor limit by the same count. */
+uint64_t config_connections_fitting(uint64_t fd_limit);
+
 const char *config_usage(void);

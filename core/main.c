@@ -22,23 +22,25 @@
 extern char **environ;
 
 /* Descriptors: the soft limit is often 1,024 while the hard one is much
- * higher; every client connection, backend connection and splice pipe
- * needs some, so take what is allowed and say when it is not enough. */
+ * higher, so take what is allowed, and say when --max-connections cannot
+ * fit by what a connection can really hold at once (config.h). Past the
+ * limit, accepting waits and splicing a body fails for want of a pipe. */
 static void raise_fd_limit(const struct config *cfg)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == -1) return;
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) == -1) getrlimit(RLIMIT_NOFILE, &rl);
     }
-    /* Each process has its own table: a worker needs one descriptor per
-     * client, plus backend connections and pipes while proxying. */
-    rlim_t need = (rlim_t)cfg->max_connections + 64;
-    if (rl.rlim_cur < need)
-        log_warn("descriptor limit %llu is below what --max-connections %d needs (%llu per worker at least): "
-                 "raise 'ulimit -n' or lower --max-connections",
-                 (unsigned long long)rl.rlim_cur, cfg->max_connections, (unsigned long long)need);
+    uint64_t need = config_fds_needed((uint64_t)cfg->max_connections);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        log_warn("descriptor limit %llu cannot hold --max-connections %d: a connection may use %d descriptors "
+                 "at once (client, backend, two splice pipes), so a worker may need %llu (%d x %d + %d spare); "
+                 "%llu connections fit: raise 'ulimit -n' or lower --max-connections",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections, CONFIG_FDS_PER_CONN,
+                 (unsigned long long)need, CONFIG_FDS_PER_CONN, cfg->max_connections, CONFIG_FDS_SPARE,
+                 (unsigned long long)config_connections_fitting(rl.rlim_cur));
 }
 
 /* The pid file is opened before anything starts, so that an unusable path

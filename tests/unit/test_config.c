@@ -495,6 +495,25 @@ START_TEST(listen_rejects)
 }
 END_TEST
 
+/* The descriptor budget: 6 per connection (client, backend, two pipes)
+ * plus a fixed spare, and its inverse. */
+START_TEST(fd_budget)
+{
+    ck_assert_uint_eq(config_fds_needed(0), 64);
+    ck_assert_uint_eq(config_fds_needed(1), 70);
+    ck_assert_uint_eq(config_fds_needed(10000), 60064);
+    ck_assert_uint_eq(config_connections_fitting(60064), 10000);
+    ck_assert_uint_eq(config_connections_fitting(60063), 9999);
+    ck_assert_uint_eq(config_connections_fitting(20000), 3322);
+    ck_assert_uint_eq(config_connections_fitting(64), 0);
+    ck_assert_uint_eq(config_connections_fitting(10), 0);
+    for (uint64_t n = 0; n < 2000; n++) {
+        ck_assert_uint_eq(config_connections_fitting(config_fds_needed(n)), n);
+        ck_assert_uint_lt(config_connections_fitting(config_fds_needed(n) - 1), n + (n == 0));
+    }
+}
+END_TEST
+
 /* A message about a path names the option the way it was given: the
  * command line's name, or the environment variable when that set it. */
 START_TEST(describe_names_the_origin)
@@ -554,6 +573,7 @@ static Suite *config_suite(void)
     tcase_add_test(ld, describe_names_the_origin);
     tcase_add_test(ld, listen_repeatable);
     tcase_add_test(ld, listen_rejects);
+    tcase_add_test(ld, fd_budget);
     suite_add_tcase(s, ld);
     return s;
 }
