@@ -217,6 +217,9 @@ static int listen_add(struct config *cfg, const char *val, const char *origin, c
     for (const char *p = val;;) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        /* "a:1, b:2" reads naturally: spaces around an item are not part of it. */
+        while (n && *p == ' ') p++, n--;
+        while (n && p[n - 1] == ' ') n--;
         char one[300];
         struct listen_addr a;
         int rc = n < sizeof(one) ? 0 : -EINVAL;
@@ -430,7 +433,7 @@ const char *config_usage(void)
                                 "       luaproxy --try 'METHOD TARGET' [-H 'NAME: VALUE']... [--body STR] SCRIPT.lua\n\n"
                                 "Every option that takes a value, except --try, --header and --body, can also\n"
                                 "be set as LUAPROXY_<NAME> in the environment (e.g. LUAPROXY_MAX_BODY_SIZE=2m);\n"
-                                "the command line wins.\n\n");
+                                "the command line wins. LUAPROXY_LISTEN takes a comma-separated list.\n\n");
     for (size_t i = 0; i < NOPTS && n < sizeof(buf); i++) {
         char left[64];
         const struct opt *o = &opts[i];

@@ -461,7 +461,7 @@ START_TEST(listen_repeatable)
     ck_assert_int_eq(cfg.nlisten, 1);
     ck_assert_uint_eq(port_of(&cfg.listen[0]), 8080);
 
-    char *env[] = {"LUAPROXY_LISTEN=127.0.0.1:7101,[::1]:7102", NULL};
+    char *env[] = {"LUAPROXY_LISTEN=127.0.0.1:7101, [::1]:7102", NULL};
     ck_assert_int_eq(load(ARGC(a2), a2, env), 0);
     ck_assert_int_eq(cfg.nlisten, 2);
     ck_assert_uint_eq(port_of(&cfg.listen[0]), 7101);
