@@ -12,7 +12,7 @@
 
 /* OPT_ARG and OPT_HEADER are the --try request's parts: command line only,
  * as they describe one run rather than configure a server. */
-enum opt_kind { OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER };
+enum opt_kind { OPT_LISTEN, OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER };
 
 struct opt {
     const char *name; /* long name; the env name is derived from it */
@@ -25,7 +25,7 @@ struct opt {
 
 #define OFF(f) offsetof(struct config, f)
 static const struct opt opts[] = {
-    {"listen", 'l', OPT_ADDR, OFF(listen), "ADDR:PORT", "where clients connect (127.0.0.1:8080)"},
+    {"listen", 'l', OPT_LISTEN, OFF(listen), "ADDR:PORT", "where clients connect, repeatable (127.0.0.1:8080)"},
     {"workers", 'w', OPT_INT, OFF(workers), "N", "worker processes (online CPUs)"},
     {"max-connections", 0, OPT_INT, OFF(max_connections), "N", "client connections per worker (10000)"},
     {"header-timeout", 0, OPT_DUR, OFF(header_timeout_ms), "DUR", "time to receive a request head (10s)"},
@@ -48,11 +48,11 @@ static const struct opt opts[] = {
     {"version", 'V', OPT_FLAG, OFF(version), NULL, "print the version"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
+_Static_assert(NOPTS <= 32, "config.from_env has one bit per option");
 
 static void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    config_parse_addr("127.0.0.1:8080", &cfg->listen);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = n > 0 ? (int)n : 1;
     cfg->max_connections = 10000;
@@ -200,6 +200,7 @@ int config_parse_log_level(const char *s, enum log_level *out)
 static const char *kind_hint(enum opt_kind k)
 {
     switch (k) {
+    case OPT_LISTEN:
     case OPT_ADDR: return "expected ADDR:PORT, e.g. 127.0.0.1:8080 or [::1]:8080";
     case OPT_INT: return "expected a whole number of at least 1";
     case OPT_DUR: return "expected a duration such as 250ms, 10s, 2m or plain milliseconds";
@@ -209,12 +210,52 @@ static const char *kind_hint(enum opt_kind k)
     }
 }
 
+/* One --listen value, or a comma-separated list of them (the environment's
+ * way of giving several): each is added to the list. */
+static int listen_add(struct config *cfg, const char *val, const char *origin, char *err, size_t errlen)
+{
+    for (const char *p = val;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        /* "a:1, b:2" reads naturally: spaces around an item are not part of it. */
+        while (n && *p == ' ') p++, n--;
+        while (n && p[n - 1] == ' ') n--;
+        char one[300];
+        struct listen_addr a;
+        int rc = n < sizeof(one) ? 0 : -EINVAL;
+        if (!rc) {
+            memcpy(one, p, n);
+            one[n] = '\0';
+            rc = config_parse_addr(one, &a);
+        }
+        if (rc) {
+            snprintf(err, errlen, "%s --listen: bad value '%.*s' (%s)", origin, (int)n, p,
+                     rc == -ENOENT ? "host not found" : kind_hint(OPT_LISTEN));
+            return -EINVAL;
+        }
+        for (int i = 0; i < cfg->nlisten; i++) {
+            if (cfg->listen[i].len == a.len && !memcmp(&cfg->listen[i].ss, &a.ss, a.len)) {
+                snprintf(err, errlen, "%s --listen: %s given twice", origin, one);
+                return -EINVAL;
+            }
+        }
+        if (cfg->nlisten == CONFIG_MAX_LISTEN) {
+            snprintf(err, errlen, "%s --listen: more than %d addresses", origin, CONFIG_MAX_LISTEN);
+            return -EINVAL;
+        }
+        cfg->listen[cfg->nlisten++] = a;
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+
 static int apply(struct config *cfg, const struct opt *o, const char *val, const char *origin,
                  char *err, size_t errlen)
 {
     void *field = (char *)cfg + o->offset;
     int rc = 0;
     switch (o->kind) {
+    case OPT_LISTEN: return listen_add(cfg, val, origin, err, errlen);
     case OPT_ADDR:
         rc = config_parse_addr(val, field);
         if (!rc && o->offset == OFF(admin)) cfg->admin_set = true;
@@ -283,9 +324,12 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
             char origin[80];
             snprintf(origin, sizeof(origin), "environment %s:", key);
             if (apply(cfg, o, v, origin, err, errlen)) return -EINVAL;
+            cfg->from_env |= 1u << i;
         }
     }
 
+    /* The command line's --listen addresses replace the environment's. */
+    bool listen_from_env = cfg->nlisten > 0;
     bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -330,9 +374,15 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
             }
             val = argv[++i];
         }
+        if (o->kind == OPT_LISTEN && listen_from_env) {
+            cfg->nlisten = 0;
+            listen_from_env = false;
+        }
         if (apply(cfg, o, val ? val : "", "option", err, errlen)) return -EINVAL;
+        cfg->from_env &= ~(1u << (o - opts));
     }
 
+    if (!cfg->nlisten) config_parse_addr("127.0.0.1:8080", &cfg->listen[cfg->nlisten++]);
     if ((cfg->try_headers.n || cfg->try_body) && !cfg->try_request) {
         snprintf(err, errlen, "option --%s is only used with --try", cfg->try_body ? "body" : "header");
         return -EINVAL;
@@ -348,6 +398,32 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
     return 0;
 }
 
+uint64_t config_fds_needed(uint64_t max_connections)
+{
+    return max_connections * CONFIG_FDS_PER_CONN + CONFIG_FDS_SPARE;
+}
+
+uint64_t config_connections_fitting(uint64_t fd_limit)
+{
+    return fd_limit > CONFIG_FDS_SPARE ? (fd_limit - CONFIG_FDS_SPARE) / CONFIG_FDS_PER_CONN : 0;
+}
+
+void config_describe(const struct config *cfg, const char *name, const char *value, char *out,
+                     size_t outlen)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (strcmp(opts[i].name, name)) continue;
+        if (cfg->from_env & (1u << i)) {
+            char key[64];
+            env_name(name, key, sizeof(key));
+            snprintf(out, outlen, "%s=%s", key, value);
+            return;
+        }
+        break;
+    }
+    snprintf(out, outlen, "--%s %s", name, value);
+}
+
 const char *config_usage(void)
 {
     static char buf[4096];
@@ -357,7 +433,7 @@ const char *config_usage(void)
                                 "       luaproxy --try 'METHOD TARGET' [-H 'NAME: VALUE']... [--body STR] SCRIPT.lua\n\n"
                                 "Every option that takes a value, except --try, --header and --body, can also\n"
                                 "be set as LUAPROXY_<NAME> in the environment (e.g. LUAPROXY_MAX_BODY_SIZE=2m);\n"
-                                "the command line wins.\n\n");
+                                "the command line wins. LUAPROXY_LISTEN takes a comma-separated list.\n\n");
     for (size_t i = 0; i < NOPTS && n < sizeof(buf); i++) {
         char left[64];
         const struct opt *o = &opts[i];

@@ -15,9 +15,11 @@ struct listen_addr {
 };
 
 #define CONFIG_MAX_TRY_HEADERS 64
+#define CONFIG_MAX_LISTEN 16
 
 struct config {
-    struct listen_addr listen;
+    struct listen_addr listen[CONFIG_MAX_LISTEN]; /* --listen, repeatable; at least one */
+    int nlisten;
     int workers;
     int max_connections;
     uint64_t header_timeout_ms;
@@ -43,6 +45,7 @@ struct config {
     const char *try_body;     /* --body, for --try */
     bool help;
     bool version;
+    uint32_t from_env; /* bit i: option i of the table in config.c came from LUAPROXY_* */
 };
 
 /* Fills *cfg from defaults, then envp (LUAPROXY_*), then argv. Returns 0, or
@@ -56,5 +59,24 @@ int config_parse_size(const char *s, uint64_t *bytes);
 /* "127.0.0.1:8080", "[::1]:8080", "localhost:80", ":8080" (all addresses). */
 int config_parse_addr(const char *s, struct listen_addr *out);
 int config_parse_log_level(const char *s, enum log_level *out);
+
+/* Where an option's value came from, for a message about it:
+ * "--access-log /x.log" or "LUAPROXY_ACCESS_LOG=/x.log". name is the long
+ * option name; value the value in force. */
+void config_describe(const struct config *cfg, const char *name, const char *value, char *out,
+                     size_t outlen);
+
+/* Descriptors a worker may need for --max-connections. A client connection
+ * can hold CONFIG_FDS_PER_CONN at once: its socket, its backend's, a pipe
+ * (two ends) splicing the request body up and one splicing the response
+ * down - both while a backend answers before the upload is over - or the
+ * two pipes of a tunnel. CONFIG_FDS_SPARE covers the rest of a worker:
+ * stdio, epoll, signalfd, listeners, the access log, idle pooled backend
+ * connections. Each worker has its own table, so this is per process. */
+#define CONFIG_FDS_PER_CONN 6
+#define CONFIG_FDS_SPARE 64
+uint64_t config_fds_needed(uint64_t max_connections);
+/* How many connections fit in a descriptor limit by the same count. */
+uint64_t config_connections_fitting(uint64_t fd_limit);
 
 const char *config_usage(void);

@@ -23,14 +23,9 @@ const char *log_level_name(enum log_level level)
     return level <= LOG_ERROR ? names[level] : "?";
 }
 
-void log_init(enum log_level level, const char *access_log_path)
-{
-    min_level = level;
-    access_path = access_log_path;
-    log_reopen();
-}
-
-int log_reopen(void)
+/* O_APPEND: lines from several workers sharing the file never overwrite
+ * each other, and a file that logrotate truncated is written at its end. */
+static int access_open(void)
 {
     if (!access_path) return 0;
     if (!strcmp(access_path, "-")) {
@@ -38,14 +33,24 @@ int log_reopen(void)
         return 0;
     }
     int fd = open(access_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd == -1) {
-        int e = errno;
-        log_error("cannot open access log %s: %s", access_path, strerror(e));
-        return -e;
-    }
+    if (fd == -1) return -errno;
     if (access_fd > STDERR_FILENO) close(access_fd);
     access_fd = fd;
     return 0;
+}
+
+int log_init(enum log_level level, const char *access_log_path)
+{
+    min_level = level;
+    access_path = access_log_path;
+    return access_open();
+}
+
+int log_reopen(void)
+{
+    int rc = access_open();
+    if (rc) log_error("cannot reopen access log %s: %s", access_path, strerror(-rc));
+    return rc;
 }
 
 bool log_enabled(enum log_level level)

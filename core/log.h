@@ -7,8 +7,11 @@
 
 #include "config.h"
 
-void log_init(enum log_level level, const char *access_log_path);
-/* Reopens the access log (SIGUSR1). Returns 0 or -errno. */
+/* Opens the access log (NULL: none, "-": stdout). 0, or -errno when it
+ * cannot be opened (nothing logged: the caller says it). */
+int log_init(enum log_level level, const char *access_log_path);
+/* Reopens the access log (SIGUSR1); a failure is logged and the old file
+ * kept. Returns 0 or -errno. */
 int log_reopen(void);
 bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

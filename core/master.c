@@ -90,6 +90,29 @@ static bool all_exited(void)
     return true;
 }
 
+/* "while running Lua for GET /path" or "with no request in Lua", from the
+ * dead worker's slot, which is then cleared for its successor. The path is
+ * the client's bytes: anything unprintable is written as \xHH. */
+static void lua_running_text(int id, char *out, size_t outlen)
+{
+    struct lua_running *l = ST ? &ST->w[id].lua : NULL;
+    if (!l || !__atomic_load_n(&l->active, __ATOMIC_ACQUIRE)) {
+        snprintf(out, outlen, "with no request in Lua");
+        return;
+    }
+    l->method[sizeof(l->method) - 1] = '\0';
+    size_t n = (size_t)snprintf(out, outlen, "while running Lua for %s ", l->method);
+    size_t len = l->path_total < sizeof(l->path) ? l->path_total : sizeof(l->path);
+    for (size_t i = 0; i < len && n + 8 < outlen; i++) {
+        unsigned char ch = (unsigned char)l->path[i];
+        if (ch > 0x20 && ch < 0x7f) out[n++] = (char)ch;
+        else n += (size_t)snprintf(out + n, outlen - n, "\\x%02X", ch);
+    }
+    out[n] = '\0';
+    if (l->path_total > len) snprintf(out + n, outlen - n, "... (%u bytes)", l->path_total);
+    l->active = 0;
+}
+
 static void reap(void)
 {
     int status;
@@ -106,12 +129,14 @@ static void reap(void)
         }
         M.crashes++;
         STAT_ADD(ST->worker_restarts, 1);
+        char during[STATS_LUA_PATH * 4 + 64];
+        lua_running_text(s->id, during, sizeof(during));
         if (WIFSIGNALED(status))
-            log_error("worker %d (pid %d) killed by signal %d (%s); restarting", s->id, (int)pid,
-                      WTERMSIG(status), strsignal(WTERMSIG(status)));
+            log_error("worker %d (pid %d) killed by signal %d (%s) %s; restarting", s->id, (int)pid,
+                      WTERMSIG(status), strsignal(WTERMSIG(status)), during);
         else
-            log_error("worker %d (pid %d) exited with status %d; restarting", s->id, (int)pid,
-                      WEXITSTATUS(status));
+            log_error("worker %d (pid %d) exited with status %d %s; restarting", s->id, (int)pid,
+                      WEXITSTATUS(status), during);
         /* A worker that dies young is restarted later and later, so a script
          * that crashes at once does not turn the master into a fork loop. */
         uint64_t lived = M.loop.now_ms - s->started_ms;
@@ -199,6 +224,19 @@ int master_check_script(const char *path, const char *text, size_t len, char *er
     return -1;
 }
 
+/* SIGUSR1 (logrotate): the master reopens its access log (the one a
+ * restarted worker inherits) and tells the workers to reopen theirs. One
+ * line says so here; a worker logs only if its reopen fails. The error log
+ * is stderr, which whoever started us owns. */
+static void reopen_logs(void)
+{
+    const char *path = M.cfg->access_log;
+    if (!path) log_info("SIGUSR1: no access log to reopen (the error log is stderr)");
+    else if (!strcmp(path, "-")) log_info("SIGUSR1: the access log is stdout, nothing to reopen");
+    else if (!log_reopen()) log_info("SIGUSR1: access log %s reopened, workers told to reopen theirs", path);
+    signal_workers(SIGUSR1);
+}
+
 static void on_signal(struct io *io, unsigned events)
 {
     struct signalfd_siginfo si;
@@ -218,10 +256,7 @@ static void on_signal(struct io *io, unsigned events)
             if (all_exited()) M.loop.stop = true;
             break;
         case SIGHUP: reload(); break;
-        case SIGUSR1:
-            log_reopen();
-            signal_workers(SIGUSR1);
-            break;
+        case SIGUSR1: reopen_logs(); break;
         default: break;
         }
     }
@@ -258,7 +293,10 @@ int master_run(const struct config *cfg, struct shm *shm)
         M.slots[i].restart.cb = on_restart;
         spawn(&M.slots[i]);
     }
-    log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, cfg->listen.text, cfg->script);
+    char on[CONFIG_MAX_LISTEN * 66] = "";
+    for (int i = 0, n = 0; i < cfg->nlisten; i++)
+        n += snprintf(on + n, sizeof(on) - (size_t)n, "%s%s", i ? ", " : "", cfg->listen[i].text);
+    log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, on, cfg->script);
     loop_run(&M.loop);
     log_info("luaproxy stopped");
     loop_close(&M.loop, &M.signals);

@@ -52,6 +52,7 @@ void stats_attach(int worker_id)
     if (WS->status_seq & 1) STAT_ADD(WS->status_seq, 1);
     /* A gauge starts again from nothing; counters carry on. */
     STAT_SET(WS->connections_active, 0);
+    STAT_SET(WS->lua.active, 0);
 }
 
 void stats_request(int status, uint64_t us)

@@ -33,6 +33,18 @@ struct ustat {
     uint64_t count;
 };
 
+/* The request a worker is running Lua for, if any: written by the worker
+ * around each Lua call for a request (worker_lua_enter/leave: a few bytes
+ * copied, no lock, no syscall), read by the master when the worker dies, to
+ * say in its log line which request it died on. */
+#define STATS_LUA_PATH 128
+struct lua_running {
+    uint32_t active;        /* stored last (release); 0: no request in Lua */
+    uint32_t path_total;    /* the path's whole length; more than path holds: truncated */
+    char method[16];        /* NUL-terminated */
+    char path[STATS_LUA_PATH]; /* its first bytes, not terminated */
+};
+
 struct wstats {
     int32_t pid;
     uint32_t generation;         /* of the script this worker runs */
@@ -46,6 +58,7 @@ struct wstats {
     uint64_t spliced_bytes;
     uint64_t lua_errors;
     uint64_t reload_errors;      /* the master's check passed, this worker's load did not */
+    struct lua_running lua;
     struct ustat up[STATS_UPSTREAM_SLOTS];
     uint32_t status_seq;         /* seqlock over status: odd while it is written */
     uint32_t status_len;

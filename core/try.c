@@ -83,8 +83,8 @@ static int build_request(const struct config *cfg, struct buf *out)
     if (!has_header(cfg, "host") && strcmp(version, "HTTP/1.0")) {
         /* HTTP/1.1 requires a Host: the address clients reach us at. */
         buf_puts(out, "Host: ");
-        if (cfg->listen.text[0] == ':') buf_puts(out, "127.0.0.1");
-        buf_puts(out, cfg->listen.text);
+        if (cfg->listen[0].text[0] == ':') buf_puts(out, "127.0.0.1");
+        buf_puts(out, cfg->listen[0].text);
         buf_puts(out, "\r\n");
     }
     size_t blen = cfg->try_body ? strlen(cfg->try_body) : 0;

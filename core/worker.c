@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -45,13 +47,50 @@ fail:;
     return -e;
 }
 
+const char *worker_listen_hint(const struct listen_addr *a, int err)
+{
+    if (err != -EACCES) return "";
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+    unsigned port = ntohs(a->ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
+    /* The kernel's line between privileged and other ports (1024 unless
+     * the sysctl moved it): below it, bind() needs the capability. */
+    unsigned first = 1024;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "re");
+    if (f) {
+        if (fscanf(f, "%u", &first) != 1) first = 1024;
+        fclose(f);
+    }
+    if (port >= first) return "";
+    static char hint[96];
+    snprintf(hint, sizeof(hint), " (ports below %u need root or CAP_NET_BIND_SERVICE)", first);
+    return hint;
+}
+
+void worker_lua_enter(const char *method, const char *path, size_t len)
+{
+    struct lua_running *s = &WS->lua;
+    size_t m = strnlen(method, sizeof(s->method) - 1);
+    memcpy(s->method, method, m);
+    s->method[m] = '\0';
+    s->path_total = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    memcpy(s->path, path, len < sizeof(s->path) ? len : sizeof(s->path));
+    __atomic_store_n(&s->active, 1, __ATOMIC_RELEASE);
+}
+
+void worker_lua_leave(void)
+{
+    __atomic_store_n(&WS->lua.active, 0, __ATOMIC_RELAXED);
+}
+
 static void accept_pause(bool pause)
 {
-    if (W.accept_paused == pause || W.listener.fd == -1) return;
+    if (W.accept_paused == pause) return;
     W.accept_paused = pause;
     /* Re-arming with EPOLL_CTL_MOD re-checks readiness, so connections that
      * queued meanwhile produce an event at once. */
-    loop_mod(&W.loop, &W.listener, pause ? 0 : IO_READ);
+    for (int i = 0; i < W.cfg->nlisten; i++)
+        if (W.listeners[i].fd != -1) loop_mod(&W.loop, &W.listeners[i], pause ? 0 : IO_READ);
 }
 
 /* Out of descriptors, accept4 fails and the listener's edge is spent with
@@ -135,7 +174,7 @@ static void on_shutdown_timer(struct timer *t)
 static void start_drain(void)
 {
     if (W.draining) return;
-    listener_close(&W.listener);
+    for (int i = 0; i < W.cfg->nlisten; i++) listener_close(&W.listeners[i]);
     listener_close(&W.admin);
     timer_cancel(&W.loop.timers, &W.publish_timer);
     W.draining = true;
@@ -203,7 +242,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     W.shm = shm;
     W.id = id;
     W.count = count;
-    W.listener.fd = W.admin.fd = W.signals.fd = -1;
+    for (int i = 0; i < CONFIG_MAX_LISTEN; i++) W.listeners[i].fd = -1;
+    W.admin.fd = W.signals.fd = -1;
     int status = 1;
     stats_attach(id);
 
@@ -246,22 +286,27 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     }
     STAT_SET(WS->generation, gen);
 
-    int fd = worker_listener_open(&cfg->listen, true);
-    if (fd < 0) {
-        log_error("worker %d: cannot listen on %s: %s", id, cfg->listen.text, strerror(-fd));
-        goto out;
+    int fd;
+    for (int i = 0; i < cfg->nlisten; i++) {
+        struct io *l = &W.listeners[i];
+        if ((fd = worker_listener_open(&cfg->listen[i], true)) < 0) {
+            log_error("worker %d: cannot listen on %s: %s%s", id, cfg->listen[i].text, strerror(-fd),
+                      worker_listen_hint(&cfg->listen[i], fd));
+            goto out;
+        }
+        l->fd = fd;
+        l->cb = on_listener;
+        if (loop_add(&W.loop, l, IO_READ)) {
+            log_error("worker %d: epoll_ctl: %s", id, strerror(errno));
+            goto out;
+        }
+        log_debug("worker %d listening on %s", id, cfg->listen[i].text);
     }
-    W.listener.fd = fd;
-    W.listener.cb = on_listener;
-    if (loop_add(&W.loop, &W.listener, IO_READ)) {
-        log_error("worker %d: epoll_ctl: %s", id, strerror(errno));
-        goto out;
-    }
-    log_debug("worker %d listening on %s", id, cfg->listen.text);
     if (cfg->admin_set) {
         fd = worker_listener_open(&cfg->admin, true);
         if (fd < 0) {
-            log_error("worker %d: cannot listen on %s (--admin): %s", id, cfg->admin.text, strerror(-fd));
+            log_error("worker %d: cannot listen on %s (--admin): %s%s", id, cfg->admin.text, strerror(-fd),
+                      worker_listen_hint(&cfg->admin, fd));
             goto out;
         }
         W.admin.fd = fd;
@@ -283,7 +328,7 @@ out:
     conn_pool_free();
     forward_pool_free();
     pipe_pool_free();
-    loop_close(&W.loop, &W.listener);
+    for (int i = 0; i < CONFIG_MAX_LISTEN; i++) loop_close(&W.loop, &W.listeners[i]);
     loop_close(&W.loop, &W.admin);
     loop_close(&W.loop, &W.signals);
     loop_free(&W.loop);

@@ -1,7 +1,9 @@
-/* worker: one process, one listener (SO_REUSEPORT, opened after the fork),
+/* worker: one process, a listener per --listen address (SO_REUSEPORT,
+ * opened after the fork),
  * one edge-triggered loop, signals read from a signalfd. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "config.h"
 #include "loop.h"
@@ -14,7 +16,7 @@ struct worker {
     struct loop loop;
     struct shm *shm;
     int id, count;
-    struct io listener;
+    struct io listeners[CONFIG_MAX_LISTEN]; /* one per cfg->listen[i] */
     struct io admin;    /* --admin: /metrics and /status */
     struct io signals;
     struct timer publish_timer; /* this worker's /status part, once a second */
@@ -31,5 +33,13 @@ extern struct worker W;
 int worker_main(const struct config *cfg, struct shm *shm, int id, int count);
 /* A listening socket, non-blocking; SO_REUSEPORT when asked. fd or -errno. */
 int worker_listener_open(const struct listen_addr *a, bool reuseport);
+/* What to add to the message of a failed listen: for EACCES on a
+ * privileged port, that it needs root or CAP_NET_BIND_SERVICE; else "". */
+const char *worker_listen_hint(const struct listen_addr *a, int err);
+/* Around a Lua call for a request (lua/script.c): records the method and
+ * path (its first STATS_LUA_PATH bytes) in this worker's shared slot, so
+ * that the master can name the request if the worker dies in the call. */
+void worker_lua_enter(const char *method, const char *path, size_t len);
+void worker_lua_leave(void);
 /* A connection closed: accept again if paused, finish a drain. */
 void worker_conn_closed(void);

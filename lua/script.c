@@ -414,10 +414,15 @@ int script_call(struct script_req *r, const char *where, int nargs)
     struct lstate *st = r->st;
     lua_State *L = st->L;
     int base = lua_gettop(L) - nargs - 1;
+    const char *path;
+    size_t plen;
+    path_of(r, &path, &plen);
+    worker_lua_enter(method_of(r), path, plen); /* named by the master if we die in there */
     st->mem.enforce = true;
     limits_enter(L);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
     bool timed_out = limits_leave(L);
+    worker_lua_leave();
     st->mem.enforce = false;
     if (rc == 0) return lua_gettop(L) - base;
     STAT_ADD(WS->lua_errors, 1);

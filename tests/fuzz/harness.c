@@ -441,7 +441,8 @@ void fz_init(const char *script, bool strict_origin)
     W.cfg = &cfg;
     W.shm = shm;
     W.count = 1;
-    W.listener.fd = W.admin.fd = W.signals.fd = -1;
+    for (int i = 0; i < CONFIG_MAX_LISTEN; i++) W.listeners[i].fd = -1;
+    W.admin.fd = W.signals.fd = -1;
     if (loop_init(&W.loop)) fz_fail("epoll: %s", strerror(errno));
     script_setup(&cfg, shm, 0, 1);
     size_t len;

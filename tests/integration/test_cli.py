@@ -1,7 +1,10 @@
 """SPEC §1: the command line, --check, exit statuses, LUAPROXY_* variables."""
 
+import os
 import re
+import shutil
 import socket
+import subprocess
 
 import lp
 
@@ -190,3 +193,99 @@ def test_address_in_use_exits_1():
         assert r.stderr.strip(), "nothing on stderr: %r" % r
     finally:
         s.close()
+
+
+# An unusable path given in the configuration is a configuration error:
+# status 2 and one line naming the option, the path and the reason, before
+# anything listens (run_cli reports a server that started as returncode None).
+
+def path_refused(args, needles, env=None):
+    path = lp.write_script(GOOD, name="good.lua")
+    port = lp.free_port()
+    r = lp.run_cli(["--listen", "127.0.0.1:%d" % port, "-w", "1"] + list(args) + [path], env=env)
+    assert r.returncode is not None, "luaproxy started with %r" % (args,)
+    assert r.returncode == 2, r
+    line = one_line(r.stderr)
+    for n in needles:
+        assert n in line, "stderr does not name %r: %r" % (n, line)
+    return line
+
+
+def test_access_log_in_missing_directory_exits_2():
+    bad = "/nonexistent-dir/access.log"
+    path_refused(["--access-log", bad], ["--access-log", bad, "No such file or directory"])
+
+
+def test_access_log_that_is_a_directory_exits_2():
+    d = lp.make_tmpdir()
+    path_refused(["--access-log", d], ["--access-log", d, "Is a directory"])
+
+
+def test_access_log_from_environment_names_the_variable():
+    bad = "/nonexistent-dir/access.log"
+    path_refused([], ["LUAPROXY_ACCESS_LOG", bad], env={"LUAPROXY_ACCESS_LOG": bad})
+
+
+def test_pid_file_in_missing_directory_exits_2():
+    bad = "/nonexistent-dir/luaproxy.pid"
+    path_refused(["--pid-file", bad], ["--pid-file", bad, "No such file or directory"])
+
+
+def test_pid_file_that_is_a_directory_exits_2():
+    d = lp.make_tmpdir()
+    path_refused(["--pid-file", d], ["--pid-file", d, "Is a directory"])
+
+
+def test_pid_file_from_environment_names_the_variable():
+    bad = "/nonexistent-dir/luaproxy.pid"
+    path_refused([], ["LUAPROXY_PID_FILE", bad], env={"LUAPROXY_PID_FILE": bad})
+
+
+def test_failed_second_start_leaves_the_running_pid_file_alone():
+    # The pid file is checked early but written only once the listeners
+    # work: an instance refused on a busy port must not overwrite it, nor
+    # leave a new one behind.
+    with lp.Proxy(GOOD) as p:
+        path = lp.write_script(GOOD, name="good.lua")
+        r = lp.run_cli(["--listen", "127.0.0.1:%d" % p.port, "--pid-file", p.pid_file, "-w", "1", path])
+        assert r.returncode == 1, r
+        with open(p.pid_file) as f:
+            assert f.read() == "%d\n" % p.pid
+        fresh = lp.make_tmpdir() + "/new.pid"
+        r = lp.run_cli(["--listen", "127.0.0.1:%d" % p.port, "--pid-file", fresh, "-w", "1", path])
+        assert r.returncode == 1, r
+        assert not os.path.exists(fresh), "a failed start left %s behind" % fresh
+
+
+def run_unprivileged(args, timeout=5.0):
+    """luaproxy run as user nobody (the suite runs as root), with a script in
+    a directory that user can read."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop privileges"
+    d = lp.make_tmpdir()
+    os.chmod(d, 0o755)
+    script = lp.write_script(GOOD, directory=d)
+    os.chmod(script, 0o644)
+    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", lp.binary()]
+                          + list(args) + [script], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                          start_new_session=True)
+    return lp.CliResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def test_privileged_port_says_what_it_needs():
+    # bind() checks the privilege before whether the port is free, so any
+    # port below 1024 gives EACCES to an unprivileged user.
+    r = run_unprivileged(["-l", "127.0.0.1:81", "-w", "1"])
+    assert r.returncode == 1, r
+    line = one_line(r.stderr)
+    for needle in ("127.0.0.1:81", "Permission denied", "root", "CAP_NET_BIND_SERVICE"):
+        assert needle in line, "%r not in %r" % (needle, line)
+
+
+def test_privileged_admin_port_says_what_it_needs():
+    r = run_unprivileged(["-l", "127.0.0.1:%d" % lp.free_port(), "--admin", "127.0.0.1:82", "-w", "1"])
+    assert r.returncode == 1, r
+    line = one_line(r.stderr)
+    for needle in ("127.0.0.1:82", "--admin", "CAP_NET_BIND_SERVICE"):
+        assert needle in line, "%r not in %r" % (needle, line)

@@ -628,7 +628,9 @@ def soak(seconds, seed=1, out=print):
     try:
         admin = lp.free_port()
         with lp.Proxy(script_text("A", origins), workers=2, name="script.lua",
-                      args=["--admin", "127.0.0.1:%d" % admin, "--lua-time-limit", "200ms",
+                      # --max-connections that the descriptor limit holds (6 per connection):
+                      # any warn line is a finding here.
+                      args=["--admin", "127.0.0.1:%d" % admin, "--lua-time-limit", "200ms", "--max-connections", "1000",
                             "--access-log", os.path.join(lp.make_tmpdir(), "access.log")]) as p:
             master = p.pid
             st = lp.wait_until(lambda: (lambda s: s if len(s["workers"]) == 2 else None)(status(admin)),

@@ -214,8 +214,8 @@ START_TEST(load_defaults)
     char *argv[] = {"luaproxy", "app.lua"};
     ck_assert_int_eq(load(ARGC(argv), argv, NULL), 0);
     ck_assert_str_eq(cfg.script, "app.lua");
-    ck_assert_int_eq(cfg.listen.ss.ss_family, AF_INET);
-    ck_assert_uint_eq(port_of(&cfg.listen), 8080);
+    ck_assert_int_eq(cfg.listen[0].ss.ss_family, AF_INET);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 8080);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     ck_assert_int_eq(cfg.workers, ncpu > 0 ? ncpu : 1);
     ck_assert_int_eq(cfg.max_connections, 10000);
@@ -242,8 +242,8 @@ START_TEST(load_all_options)
                     "--access-log", "-", "--log-level", "debug", "--admin", "127.0.0.1:9901",
                     "--pid-file", "/tmp/lp.pid", "site.lua"};
     ck_assert_int_eq(load(ARGC(argv), argv, NULL), 0);
-    ck_assert_int_eq(cfg.listen.ss.ss_family, AF_INET6);
-    ck_assert_uint_eq(port_of(&cfg.listen), 9090);
+    ck_assert_int_eq(cfg.listen[0].ss.ss_family, AF_INET6);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 9090);
     ck_assert_int_eq(cfg.workers, 3);
     ck_assert_int_eq(cfg.max_connections, 77);
     ck_assert_uint_eq(cfg.header_timeout_ms, 2000);
@@ -268,7 +268,7 @@ START_TEST(load_equals_form)
     char *argv[] = {"luaproxy", "--listen=:7070", "--workers=5", "--idle-timeout=3s",
                     "--max-body-size=512", "app.lua", "--log-level=warn"};
     ck_assert_int_eq(load(ARGC(argv), argv, NULL), 0);
-    ck_assert_uint_eq(port_of(&cfg.listen), 7070);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 7070);
     ck_assert_int_eq(cfg.workers, 5);
     ck_assert_uint_eq(cfg.idle_timeout_ms, 3000);
     ck_assert_uint_eq(cfg.max_body_size, 512);
@@ -324,8 +324,8 @@ START_TEST(load_env_applied)
     ck_assert_int_eq(load(ARGC(argv), argv, envp), 0);
     ck_assert_uint_eq(cfg.max_body_size, 2 << 20);
     ck_assert_int_eq(cfg.workers, 6);
-    ck_assert_int_eq(cfg.listen.ss.ss_family, AF_INET6);
-    ck_assert_uint_eq(port_of(&cfg.listen), 8181);
+    ck_assert_int_eq(cfg.listen[0].ss.ss_family, AF_INET6);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 8181);
     ck_assert_uint_eq(cfg.idle_timeout_ms, 5000);
     ck_assert(cfg.admin_set);
     ck_assert_uint_eq(port_of(&cfg.admin), 9000);
@@ -442,6 +442,106 @@ START_TEST(usage_lists_options)
 }
 END_TEST
 
+/* --listen is repeatable; LUAPROXY_LISTEN takes a comma-separated list;
+ * the command line's addresses replace the environment's. */
+START_TEST(listen_repeatable)
+{
+    char *a1[] = {"luaproxy", "-l", "127.0.0.1:7001", "--listen", "[::1]:7002", "--listen=:7003", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a1), a1, NULL), 0);
+    ck_assert_int_eq(cfg.nlisten, 3);
+    ck_assert_int_eq(cfg.listen[0].ss.ss_family, AF_INET);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 7001);
+    ck_assert_int_eq(cfg.listen[1].ss.ss_family, AF_INET6);
+    ck_assert_uint_eq(port_of(&cfg.listen[1]), 7002);
+    ck_assert_uint_eq(port_of(&cfg.listen[2]), 7003);
+    ck_assert_str_eq(cfg.listen[1].text, "[::1]:7002");
+
+    char *a2[] = {"luaproxy", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a2), a2, NULL), 0);
+    ck_assert_int_eq(cfg.nlisten, 1);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 8080);
+
+    char *env[] = {"LUAPROXY_LISTEN=127.0.0.1:7101, [::1]:7102", NULL};
+    ck_assert_int_eq(load(ARGC(a2), a2, env), 0);
+    ck_assert_int_eq(cfg.nlisten, 2);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 7101);
+    ck_assert_uint_eq(port_of(&cfg.listen[1]), 7102);
+    ck_assert_int_eq(cfg.listen[1].ss.ss_family, AF_INET6);
+
+    char *a3[] = {"luaproxy", "-l", "127.0.0.1:7201", "-l", "127.0.0.1:7202", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a3), a3, env), 0);
+    ck_assert_int_eq(cfg.nlisten, 2);
+    ck_assert_uint_eq(port_of(&cfg.listen[0]), 7201);
+    ck_assert_uint_eq(port_of(&cfg.listen[1]), 7202);
+}
+END_TEST
+
+START_TEST(listen_rejects)
+{
+    char *a1[] = {"luaproxy", "-l", "127.0.0.1:7001", "-l", "127.0.0.1:7001", "app.lua"};
+    expect_einval(ARGC(a1), a1, NULL, "--listen");
+    ck_assert_ptr_nonnull(strstr(err, "twice"));
+
+    char *a2[] = {"luaproxy", "app.lua"};
+    char *env[] = {"LUAPROXY_LISTEN=127.0.0.1:7101,nowhere", NULL};
+    expect_einval(ARGC(a2), a2, env, "LUAPROXY_LISTEN");
+    ck_assert_ptr_nonnull(strstr(err, "'nowhere'"));
+
+    char *a3[] = {"luaproxy", "-l", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,127.0.0.1:5,"
+                  "127.0.0.1:6,127.0.0.1:7,127.0.0.1:8,127.0.0.1:9,127.0.0.1:10,127.0.0.1:11,"
+                  "127.0.0.1:12,127.0.0.1:13,127.0.0.1:14,127.0.0.1:15,127.0.0.1:16,127.0.0.1:17",
+                  "app.lua"};
+    expect_einval(ARGC(a3), a3, NULL, "more than 16");
+}
+END_TEST
+
+/* The descriptor budget: 6 per connection (client, backend, two pipes)
+ * plus a fixed spare, and its inverse. */
+START_TEST(fd_budget)
+{
+    ck_assert_uint_eq(config_fds_needed(0), 64);
+    ck_assert_uint_eq(config_fds_needed(1), 70);
+    ck_assert_uint_eq(config_fds_needed(10000), 60064);
+    ck_assert_uint_eq(config_connections_fitting(60064), 10000);
+    ck_assert_uint_eq(config_connections_fitting(60063), 9999);
+    ck_assert_uint_eq(config_connections_fitting(20000), 3322);
+    ck_assert_uint_eq(config_connections_fitting(64), 0);
+    ck_assert_uint_eq(config_connections_fitting(10), 0);
+    for (uint64_t n = 0; n < 2000; n++) {
+        ck_assert_uint_eq(config_connections_fitting(config_fds_needed(n)), n);
+        ck_assert_uint_lt(config_connections_fitting(config_fds_needed(n) - 1), n + (n == 0));
+    }
+}
+END_TEST
+
+/* A message about a path names the option the way it was given: the
+ * command line's name, or the environment variable when that set it. */
+START_TEST(describe_names_the_origin)
+{
+    char out[128];
+    char *a1[] = {"luaproxy", "--access-log", "/a.log", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a1), a1, NULL), 0);
+    config_describe(&cfg, "access-log", cfg.access_log, out, sizeof(out));
+    ck_assert_str_eq(out, "--access-log /a.log");
+
+    char *a2[] = {"luaproxy", "app.lua"};
+    char *env[] = {"LUAPROXY_ACCESS_LOG=/b.log", "LUAPROXY_PID_FILE=/p.pid", NULL};
+    ck_assert_int_eq(load(ARGC(a2), a2, env), 0);
+    config_describe(&cfg, "access-log", cfg.access_log, out, sizeof(out));
+    ck_assert_str_eq(out, "LUAPROXY_ACCESS_LOG=/b.log");
+    config_describe(&cfg, "pid-file", cfg.pid_file, out, sizeof(out));
+    ck_assert_str_eq(out, "LUAPROXY_PID_FILE=/p.pid");
+
+    /* The command line overrides the environment, and so does the name. */
+    char *a3[] = {"luaproxy", "--pid-file", "/q.pid", "app.lua"};
+    ck_assert_int_eq(load(ARGC(a3), a3, env), 0);
+    config_describe(&cfg, "pid-file", cfg.pid_file, out, sizeof(out));
+    ck_assert_str_eq(out, "--pid-file /q.pid");
+    config_describe(&cfg, "access-log", cfg.access_log, out, sizeof(out));
+    ck_assert_str_eq(out, "LUAPROXY_ACCESS_LOG=/b.log");
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -470,6 +570,10 @@ static Suite *config_suite(void)
     tcase_add_test(ld, load_bad_options);
     tcase_add_test(ld, load_script_count);
     tcase_add_test(ld, usage_lists_options);
+    tcase_add_test(ld, describe_names_the_origin);
+    tcase_add_test(ld, listen_repeatable);
+    tcase_add_test(ld, listen_rejects);
+    tcase_add_test(ld, fd_budget);
     suite_add_tcase(s, ld);
     return s;
 }
