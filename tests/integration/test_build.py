@@ -1,4 +1,6 @@
-"""The first build on a fresh machine: make runs the dependency step
+"""The tooling a green run rests on: make and tests/run.sh.
+
+The first build on a fresh machine: make runs the dependency step
 (scripts/deps.sh) before it looks at anything that step installs.
 
 A machine that already has every package cannot show the bug, so the
@@ -6,7 +8,11 @@ project is copied into a temporary directory whose scripts/deps.sh is
 replaced by one that copies the llhttp sources and headers into a
 directory that did not exist before, and LLHTTP_SRC/LLHTTP_INC point there.
 A Makefile that plans the build before the dependency step has run fails
-with "No rule to make target 'build/llhttp/llhttp.o'"."""
+with "No rule to make target 'build/llhttp/llhttp.o'".
+
+tests/run.sh fails loudly on a run that proves nothing; those tests run it
+against a BUILD directory of stand-in unit binaries (shell scripts that
+print a Check summary)."""
 
 import os
 import shutil
@@ -41,18 +47,17 @@ def copy_tree(dst):
     shutil.copytree(lp.ROOT, dst, ignore=ignore, symlinks=True)
 
 
-def make(tree, args, timeout=45):
-    """Runs make in tree; returns (exit status, output). A make still running
-    after `timeout` is ended with its compilers (its own process group)."""
-    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROP}
-    proc = subprocess.Popen(["make", "--no-print-directory"] + args, cwd=tree, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def run_bounded(argv, cwd, env, timeout, stdout=subprocess.PIPE):
+    """Runs argv to completion; returns (exit status, output, or None when
+    stdout is a file). A run still going after `timeout` is ended with
+    everything it started (its own process group) and fails the test."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out.decode("utf-8", "replace")
+        return proc.returncode, out.decode("utf-8", "replace") if out is not None else None
     except subprocess.TimeoutExpired:
-        raise AssertionError("make %s still running after %ds" % (" ".join(args), timeout))
+        raise AssertionError("%s still running after %ds" % (" ".join(argv), timeout))
     finally:
         if proc.poll() is None:
             try:
@@ -60,6 +65,11 @@ def make(tree, args, timeout=45):
             except ProcessLookupError:
                 pass
             proc.wait()
+
+
+def make(tree, args, timeout=45):
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROP}
+    return run_bounded(["make", "--no-print-directory"] + args, tree, env, timeout)
 
 
 def deps_runs(log):
@@ -110,3 +120,99 @@ def test_first_build_runs_the_dependency_step_first():
     assert rc == 0, "first make run failed:\n" + out
     assert deps_runs(log) == 2, "the dependency step ran %d times" % deps_runs(log)
     assert out.rstrip().endswith("ok"), "make run did not load the example:\n" + out
+
+
+# --------------------------------------------------------------------------
+# tests/run.sh
+
+UNIT_NAMES = sorted(n[:-2] for n in os.listdir(lp.repo_path("tests", "unit"))
+                    if n.startswith("test_") and n.endswith(".c"))
+
+FAKE_UNIT = """#!/bin/sh
+echo "Running suite(s): {name}"
+echo "marker-{name}-before-integration"
+echo "100%: Checks: {checks}, Failures: 0, Errors: 0"
+exit {rc}
+"""
+
+
+def fake_build(checks=40, exit_status=None):
+    """A BUILD directory with one stand-in per unit test source, each
+    reporting `checks` passing tests; exit_status maps a name to its exit."""
+    build = lp.make_tmpdir()
+    os.mkdir(os.path.join(build, "tests"))
+    for name in UNIT_NAMES:
+        path = os.path.join(build, "tests", name)
+        with open(path, "w") as f:
+            f.write(FAKE_UNIT.format(name=name, checks=checks, rc=(exit_status or {}).get(name, 0)))
+        os.chmod(path, 0o755)
+    return build
+
+
+def run_sh(env, stdout=subprocess.PIPE, timeout=40):
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("ONLY", "FILTER", "MIN_UNIT", "MIN_INTEGRATION")}
+    full.update(env)
+    return run_bounded(["bash", lp.repo_path("tests", "run.sh")], lp.ROOT, full, timeout, stdout)
+
+
+def last_line(out):
+    return out.rstrip("\n").split("\n")[-1]
+
+
+def test_run_sh_unknown_only_fails():
+    rc, out = run_sh({"ONLY": "units"})
+    assert rc not in (0, None), "ONLY=units exited %r:\n%s" % (rc, out)
+    assert "unknown ONLY=units" in out, out
+    assert last_line(out) == "0 passed, 1 failed", out
+
+
+def test_run_sh_counts_a_unit_binary_exit_status():
+    # A clean summary and then a non-zero exit: a crash or a sanitizer's
+    # leak report after the tests ran.
+    victim = UNIT_NAMES[0]
+    rc, out = run_sh({"ONLY": "unit", "BUILD": fake_build(exit_status={victim: 3})})
+    assert rc not in (0, None), "exit status 3 was ignored:\n" + out
+    assert "[%s] exited with status 3" % victim in out, out
+    assert last_line(out) == "%d passed, 1 failed" % (40 * len(UNIT_NAMES)), out
+
+
+def test_run_sh_fails_below_its_floor():
+    rc, out = run_sh({"ONLY": "unit", "BUILD": fake_build(checks=1)})
+    assert rc not in (0, None), "%d unit tests were enough:\n%s" % (len(UNIT_NAMES), out)
+    assert "unit: only %d tests ran" % len(UNIT_NAMES) in out, out
+    # The same stand-ins above the floor pass: the floor is what failed.
+    rc, out = run_sh({"ONLY": "unit", "BUILD": fake_build(checks=1),
+                      "MIN_UNIT": str(len(UNIT_NAMES))})
+    assert rc == 0, out
+
+
+def test_run_sh_fails_a_filter_that_matches_nothing():
+    rc, out = run_sh({"ONLY": "integration", "FILTER": "no_such_test_anywhere"})
+    assert rc not in (0, None), "a FILTER that ran nothing passed:\n" + out
+    assert "only 0 tests ran" in out, out
+
+
+def test_run_sh_output_survives_redirection_to_one_file():
+    # `make test >log 2>&1`: stdout and stderr share one open file; nothing
+    # the runner prints may truncate or overwrite it.
+    log = os.path.join(lp.make_tmpdir(), "log")
+    with open(log, "w") as f:
+        rc, _ = run_sh({"BUILD": fake_build(),
+                        "FILTER": "test_cli.py::test_check_good_script_prints_ok"}, stdout=f)
+    with open(log) as f:
+        text = f.read()
+    for name in UNIT_NAMES:
+        assert "marker-%s-before-integration" % name in text, "lost unit output:\n" + text
+    assert "PASS test_cli.py::test_check_good_script_prints_ok" in text, text
+    assert last_line(text) == "%d passed, 0 failed" % (40 * len(UNIT_NAMES) + 1), text
+    assert rc == 0, text
+
+
+def test_fuzz_replay_fails_without_its_inputs():
+    # Run from a directory without tests/fuzz: nothing to replay is a failure.
+    binary = os.path.join(lp.ROOT, os.environ.get("BUILD", "build"), "tests", "test_fuzz_replay")
+    assert os.access(binary, os.X_OK), binary + " is not built"
+    rc, out = run_bounded([binary], lp.make_tmpdir(), dict(os.environ, CK_FORK="yes"), 30)
+    assert rc not in (0, None), "the replay passed with no inputs:\n" + out
+    assert "cannot read tests/fuzz/corpus/client" in out, out
