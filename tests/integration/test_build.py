@@ -216,3 +216,43 @@ def test_fuzz_replay_fails_without_its_inputs():
     rc, out = run_bounded([binary], lp.make_tmpdir(), dict(os.environ, CK_FORK="yes"), 30)
     assert rc not in (0, None), "the replay passed with no inputs:\n" + out
     assert "cannot read tests/fuzz/corpus/client" in out, out
+
+
+# --------------------------------------------------------------------------
+# .ci/run, with a stand-in make on PATH
+
+FAKE_MAKE = """#!/bin/sh
+# "make test" fails one test and make reports it after the total;
+# "make test SANITIZE=1" {asan}
+case "$*" in
+    "test")
+        echo "5 passed, 1 failed"
+        echo "make: *** [Makefile:1: test] Error 1"
+        exit 2 ;;
+    "test SANITIZE=1")
+        {asan_cmd} ;;
+    *)
+        echo "unexpected make $*"
+        exit 9 ;;
+esac
+"""
+
+
+def ci_run(asan, asan_cmd):
+    bindir = lp.make_tmpdir()
+    with open(os.path.join(bindir, "make"), "w") as f:
+        f.write(FAKE_MAKE.format(asan=asan, asan_cmd=asan_cmd))
+    os.chmod(os.path.join(bindir, "make"), 0o755)
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ["PATH"])
+    return run_bounded(["bash", lp.repo_path(".ci", "run")], lp.ROOT, env, 30)
+
+
+def test_ci_run_totals_both_runs_and_fails_if_either_fails():
+    rc, out = ci_run("passes", 'echo "7 passed, 0 failed"; exit 0')
+    assert rc not in (0, None), "a failed make test passed CI:\n" + out
+    assert "ci: make test SANITIZE=1: exit 0" in out, "the sanitizer run did not run:\n" + out
+    assert last_line(out) == "12 passed, 1 failed", out
+    # A sanitizer build that fails before any test ran counts too.
+    rc, out = ci_run("does not build", 'echo "cc: error"; exit 2')
+    assert rc not in (0, None), out
+    assert last_line(out) == "5 passed, 2 failed", out
