@@ -8,7 +8,9 @@ project is copied into a temporary directory whose scripts/deps.sh is
 replaced by one that copies the llhttp sources and headers into a
 directory that did not exist before, and LLHTTP_SRC/LLHTTP_INC point there.
 A Makefile that plans the build before the dependency step has run fails
-with "No rule to make target 'build/llhttp/llhttp.o'".
+with "No rule to make target 'build/llhttp/llhttp.o'". pkg-config, too,
+finds luajit and check only in a directory that step creates, so flags it
+gave before the step ran would be empty and the build would fail.
 
 tests/run.sh fails loudly on a run that proves nothing; those tests run it
 against a BUILD directory of stand-in unit binaries (shell scripts that
@@ -24,19 +26,25 @@ import lp
 LLHTTP_SRC = "/usr/share/llhttp"
 LLHTTP_INC = "/usr/share/include/llhttp"
 
-# Stands in for scripts/deps.sh: "installs" llhttp where the build looks for
-# it and counts its runs. cp -p keeps the packaged files' times, as dpkg does.
+# pkg-config modules the build asks for, and what they require.
+PC_MODULES = ("luajit", "check", "libsubunit")
+
+# Stands in for scripts/deps.sh: "installs" llhttp and the pkg-config files
+# where the build looks for them and counts its runs. cp -p keeps the
+# packaged files' times, as dpkg does.
 FAKE_DEPS = """#!/usr/bin/env bash
 set -eu
 echo ran >>'{log}'
-mkdir -p '{dest}'
+mkdir -p '{dest}/pkgconfig'
 cp -rp '{src}' '{dest}/src'
 cp -rp '{inc}' '{dest}/include'
+cp -p {pc_files} '{dest}/pkgconfig/'
 """
 
 # make's own variables would carry the outer build's options (SANITIZE=1,
 # the job server) into this one.
-MAKE_ENV_DROP = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "SANITIZE", "BUILD")
+MAKE_ENV_DROP = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "SANITIZE", "BUILD",
+                 "PKG_CONFIG_PATH")
 
 
 def copy_tree(dst):
@@ -67,8 +75,9 @@ def run_bounded(argv, cwd, env, timeout, stdout=subprocess.PIPE):
             proc.wait()
 
 
-def make(tree, args, timeout=45):
+def make(tree, args, env_add=None, timeout=45):
     env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROP}
+    env.update(env_add or {})
     return run_bounded(["make", "--no-print-directory"] + args, tree, env, timeout)
 
 
@@ -96,19 +105,26 @@ def test_first_build_runs_the_dependency_step_first():
     tree = os.path.join(tmp, "src")
     dest = os.path.join(tmp, "installed")   # appears only when the deps step runs
     log = os.path.join(tmp, "deps.log")
+    pc_files = []
+    for module in PC_MODULES:
+        r = subprocess.run(["pkg-config", "--path", module], stdout=subprocess.PIPE, check=True)
+        pc_files.append("'%s'" % r.stdout.decode().strip())
     copy_tree(tree)
     with open(os.path.join(tree, "scripts", "deps.sh"), "w") as f:
-        f.write(FAKE_DEPS.format(log=log, dest=dest, src=LLHTTP_SRC, inc=LLHTTP_INC))
+        f.write(FAKE_DEPS.format(log=log, dest=dest, src=LLHTTP_SRC, inc=LLHTTP_INC,
+                                 pc_files=" ".join(pc_files)))
     where = ["LLHTTP_SRC=" + os.path.join(dest, "src"), "LLHTTP_INC=" + os.path.join(dest, "include")]
+    # Only the directory the dependency step creates: not the system's.
+    pc_env = {"PKG_CONFIG_LIBDIR": os.path.join(dest, "pkgconfig")}
 
     # The path `make test` takes: a unit test binary links every object and llhttp.
-    rc, out = make(tree, ["-j2"] + where + ["build/tests/test_timer"])
+    rc, out = make(tree, ["-j2"] + where + ["build/tests/test_timer"], pc_env)
     assert rc == 0, "first build of a unit test failed:\n" + out
     assert deps_runs(log) == 1, "the dependency step ran %d times" % deps_runs(log)
     assert os.access(os.path.join(tree, "build", "tests", "test_timer"), os.X_OK), out
 
     # Up to date: neither the dependency step nor a compiler runs again.
-    rc, out = make(tree, where + ["build/tests/test_timer"])
+    rc, out = make(tree, where + ["build/tests/test_timer"], pc_env)
     assert rc == 0, out
     assert deps_runs(log) == 1, "the dependency step ran again on an up-to-date tree"
     assert " -c " not in out and " -o " not in out, "an up-to-date tree rebuilt:\n" + out
@@ -116,7 +132,7 @@ def test_first_build_runs_the_dependency_step_first():
     # The path `make run` takes, again without llhttp installed; --check loads
     # the example and exits rather than serving it.
     remove_installed(tree, dest)
-    rc, out = make(tree, ["-j2"] + where + ["run", "RUN_FLAGS=--check"])
+    rc, out = make(tree, ["-j2"] + where + ["run", "RUN_FLAGS=--check"], pc_env)
     assert rc == 0, "first make run failed:\n" + out
     assert deps_runs(log) == 2, "the dependency step ran %d times" % deps_runs(log)
     assert out.rstrip().endswith("ok"), "make run did not load the example:\n" + out
