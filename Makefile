@@ -2,6 +2,7 @@
 #
 #   make                 build/luaproxy
 #   make run             install deps, build, serve examples/kvstore.lua on 127.0.0.1:8080
+#                        (RUN_FLAGS='-l 127.0.0.1:9090' adds options; RUN_FLAGS=--check only loads it)
 #   make test            install deps, build, run every suite; ends with "N passed, M failed"
 #   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
 #   make bench           benchmarks against nginx and HAProxy: every issue-7 target, PASS/MISS
@@ -27,8 +28,9 @@ endif
 
 CC       ?= cc
 OPT      ?= -O2
-# Recursive (=) on purpose: pkg-config runs when a recipe needs it, which is
-# after the deps stamp has installed luajit and check on a fresh machine.
+RUN_FLAGS ?=
+# Recursive (=) on purpose: pkg-config runs only in recipes, so after the
+# dependency step below has installed luajit and check on a fresh machine.
 LUA_CFLAGS   = $(shell pkg-config --cflags luajit)
 LUA_LIBS     = $(shell pkg-config --libs luajit)
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
@@ -48,36 +50,47 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
-DEPS_STAMP := build/.deps-ok
 
 .PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile soak clean install format fuzz
 all: $(BUILD)/luaproxy
 
-# Installs missing Debian packages once; the stamp keeps later builds quiet.
-$(DEPS_STAMP): scripts/deps.sh
+# The dependency step must finish before make looks at anything it installs:
+# the llhttp sources are prerequisites of pattern rules, and make decides
+# that a rule does not apply ("No rule to make target") while it plans the
+# build, long before an order-only prerequisite would have run. So the step
+# is an included makefile: GNU make first remakes $(DEPS_MK) (running
+# scripts/deps.sh, which installs only what is missing), then starts over and
+# reads this file again on a machine that has everything. Once it exists,
+# an up-to-date tree costs nothing. clean and format need no dependencies.
+DEPS_MK := build/.deps.mk
+ifneq ($(filter-out clean format,$(or $(MAKECMDGOALS),all)),)
+include $(DEPS_MK)
+endif
+$(DEPS_MK): scripts/deps.sh
 	@bash scripts/deps.sh
-	@mkdir -p build && touch $@
-deps: $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo '# scripts/deps.sh succeeded; the Makefile includes this file so that it runs first.' >$@
+deps: $(DEPS_MK)
 
 $(BUILD)/luaproxy: $(APP_OBJ) $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS)
 
-$(BUILD)/core/%.o: core/%.c | $(DEPS_STAMP)
+$(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c -o $@ $<
-$(BUILD)/lua/%.o: lua/%.c | $(DEPS_STAMP)
+$(BUILD)/lua/%.o: lua/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c -o $@ $<
 # llhttp is generated code from the node-llhttp package: compiled, not copied.
-$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile | $(DEPS_STAMP)
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 $(OPT) -g $(SANFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(LLHTTP_OBJ) | $(DEPS_STAMP)
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LIB_OBJ) $(LLHTTP_OBJ) \
 	    $(LDFLAGS) $(CHECK_LIBS) $(LUA_LIBS) $(LDLIBS)
-$(BUILD)/helpers/%: tests/helpers/%.c | $(DEPS_STAMP)
+$(BUILD)/helpers/%: tests/helpers/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
@@ -91,7 +104,7 @@ integration: $(BUILD)/luaproxy $(HELPER_BIN)
 	@BUILD=$(BUILD) LUAPROXY=$(BUILD)/luaproxy ONLY=integration bash tests/run.sh
 
 run: $(BUILD)/luaproxy
-	$(BUILD)/luaproxy examples/kvstore.lua
+	$(BUILD)/luaproxy $(RUN_FLAGS) examples/kvstore.lua
 
 bench: $(BUILD)/luaproxy
 	@bash scripts/deps.sh bench

@@ -27,11 +27,11 @@ FUZZ_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out core/main.c,$(CORE_SRC
 .SECONDARY: $(FUZZ_OBJ) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.o)
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
-$(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(DEPS_STAMP)
+$(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -O1 -g -w -DLLHTTP_STRICT_MODE=1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -I$(LLHTTP_INC) \
 	    -c -o $@ $<
-$(FUZZ_BUILD)/%.o: %.c | $(DEPS_STAMP)
+$(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
@@ -56,10 +56,10 @@ FUZZ_COV_OBJ := $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_COV)/%,$(FUZZ_OBJ))
 
 .PHONY: fuzz-coverage
 .SECONDARY: $(FUZZ_COV_OBJ) $(FUZZ_TARGETS:%=$(FUZZ_COV)/tests/fuzz/fuzz_%.o)
-$(FUZZ_COV)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(DEPS_STAMP)
+$(FUZZ_COV)/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -O1 -g -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
-$(FUZZ_COV)/%.o: %.c | $(DEPS_STAMP)
+$(FUZZ_COV)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(subst $(FUZZ_SAN),,$(FUZZ_CFLAGS)) -fprofile-instr-generate -fcoverage-mapping -MMD -MP \
 	    -c -o $@ $<

@@ -20,20 +20,61 @@ struct input {
 static struct input inputs[MAX_FILES];
 static int ninputs;
 
-static void list_dir(bool client, const char *dir)
+/* Every directory must be there and hold inputs: a missing or empty one (a
+ * run from another directory, a lost corpus) would otherwise replay nothing
+ * and pass. Paths are relative to the repository root, where run.sh runs. */
+static struct dir {
+    bool client;
+    const char *path;
+    int found;      /* inputs listed, or -1 when the directory cannot be read */
+    int open_errno;
+    bool truncated; /* more files than MAX_FILES */
+} dirs[] = {
+    /* Crashers first: a failure's index then points at one of them. */
+    {true, "tests/fuzz/regressions/client", 0, 0, false},
+    {false, "tests/fuzz/regressions/backend", 0, 0, false},
+    {true, "tests/fuzz/corpus/client", 0, 0, false},
+    {false, "tests/fuzz/corpus/backend", 0, 0, false},
+};
+#define NDIRS ((int)(sizeof(dirs) / sizeof(dirs[0])))
+
+static void list_dir(struct dir *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d) return; /* none yet */
+    DIR *d = opendir(dir->path);
+    if (!d) {
+        dir->found = -1;
+        dir->open_errno = errno;
+        return;
+    }
     struct dirent *e;
-    while ((e = readdir(d)) && ninputs < MAX_FILES) {
+    while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        if (ninputs == MAX_FILES) {
+            dir->truncated = true;
+            break;
+        }
+        size_t len = strlen(dir->path) + strlen(e->d_name) + 2;
         char *p = malloc(len);
-        snprintf(p, len, "%s/%s", dir, e->d_name);
-        inputs[ninputs++] = (struct input){client, p};
+        if (!p) {
+            perror("test_fuzz_replay: malloc");
+            exit(1);
+        }
+        snprintf(p, len, "%s/%s", dir->path, e->d_name);
+        inputs[ninputs++] = (struct input){dir->client, p};
+        dir->found++;
     }
     closedir(d);
 }
+
+START_TEST(inputs_found)
+{
+    const struct dir *dir = &dirs[_i];
+    ck_assert_msg(dir->found >= 0, "cannot read %s: %s", dir->path, strerror(dir->open_errno));
+    ck_assert_msg(dir->found > 0, "%s holds no inputs", dir->path);
+    ck_assert_msg(!dir->truncated, "%s: more than %d inputs in all, raise MAX_FILES", dir->path,
+                  MAX_FILES);
+}
+END_TEST
 
 START_TEST(replay)
 {
@@ -56,12 +97,11 @@ END_TEST
 
 int main(void)
 {
-    /* Crashers first: a failure's index then points at one of them. */
-    list_dir(true, "tests/fuzz/regressions/client");
-    list_dir(false, "tests/fuzz/regressions/backend");
-    list_dir(true, "tests/fuzz/corpus/client");
-    list_dir(false, "tests/fuzz/corpus/backend");
+    for (int i = 0; i < NDIRS; i++) list_dir(&dirs[i]);
     Suite *s = suite_create("fuzz_replay");
+    TCase *found = tcase_create("inputs");
+    tcase_add_loop_test(found, inputs_found, 0, NDIRS);
+    suite_add_tcase(s, found);
     TCase *tc = tcase_create("replay");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, replay, 0, ninputs);
