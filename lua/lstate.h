@@ -90,6 +90,16 @@ void push_env(lua_State *L, int idx);
  * at stack index 4: validates, records the edit in the env's set_headers
  * table and keeps env.headers in step. */
 void edit_header(lua_State *L);
+/* loader.c: require looks beside the script first (script_path's
+ * directory), and a missing module is a one-line error. */
+void loader_open(lua_State *L, const char *script_path);
+/* hooks.c: "on_get" for "GET" when the method is in the IANA registry
+ * (a handler can exist), else NULL. */
+const char *hooks_handler(const char *method);
+/* Pushes the Allow value: the methods with a handler, HEAD with on_get. */
+void hooks_push_allow(lua_State *L);
+/* Logs a warning for each global function that looks like a misnamed hook. */
+void hooks_check(lua_State *L, const char *path);
 /* proxying.c */
 extern bool script_loading;
 void proxying_open(lua_State *L);

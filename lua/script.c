@@ -1,5 +1,4 @@
 /* script: the worker's LuaJIT state and the calls the core makes into it. */
-#include <ctype.h>
 #include <stdio.h>
 #include <malloc.h>
 #include <stdlib.h>
@@ -154,17 +153,12 @@ static bool has_function(lua_State *L, const char *name)
 
 #define HANDLER_METHODS 64
 
-/* "on_get" for HTTP_GET, ...: built once per method; NULL past 63. */
+/* "on_get" for HTTP_GET, ...; NULL for a method outside the IANA registry
+ * (llhttp knows a few, such as PURGE or RTSP's): no handler is called for
+ * those, route(req) sees them. */
 static const char *handler_name(uint8_t method)
 {
-    static char names[HANDLER_METHODS][32];
-    if (method >= HANDLER_METHODS) return NULL;
-    if (!names[method][0]) {
-        const char *m = llhttp_method_name((llhttp_method_t)method);
-        size_t n = (size_t)snprintf(names[method], sizeof(names[method]), "on_%s", m);
-        http_lower(names[method] + 3, names[method] + 3, n - 3);
-    }
-    return names[method];
+    return hooks_handler(llhttp_method_name((llhttp_method_t)method));
 }
 
 /* A state with the script's top level run, or NULL with err filled. */
@@ -183,6 +177,7 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
         free(st);
         return NULL;
     }
+    loader_open(st->L, path);
     if (state_load(st, path, text, len, err, errlen)) {
         lua_close(st->L);
         free(st);
@@ -198,8 +193,10 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
     st->route_key_idx = lua_gettop(L);
     lua_createtable(L, HANDLER_METHODS, 0);
 #define ADD_HANDLER_NAME(num, name, string)                                                                       \
-    lua_pushstring(L, handler_name(num));                                                                        \
-    lua_rawseti(L, -2, num);
+    if (handler_name(num)) {                                                                                     \
+        lua_pushstring(L, handler_name(num));                                                                    \
+        lua_rawseti(L, -2, num);                                                                                 \
+    }
     HTTP_ALL_METHOD_MAP(ADD_HANDLER_NAME)
 #undef ADD_HANDLER_NAME
     st->handlers_idx = lua_gettop(L);
@@ -223,6 +220,9 @@ int script_check_text(const char *path, const char *text, size_t len, char *err,
 {
     struct lstate *st = lstate_build(path, text, len, S.generation, err, errlen);
     if (!st) return -1;
+    /* Here, not in script_load: the master checks every script it starts
+     * or reloads, once, where each worker would repeat the warnings. */
+    hooks_check(st->L, path);
     lstate_close(st);
     return 0;
 }
@@ -555,55 +555,6 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
     return SCRIPT_RESPOND;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* "DELETE, GET, HEAD, POST": the methods with a handler. */
-static void push_allow(lua_State *L)
-{
-    char names[64][32];
-    const char *list[64];
-    int n = 0;
-    bool head = false, has_head_entry = false;
-    lua_pushnil(L);
-    while (lua_next(L, LUA_GLOBALSINDEX) && n < 63) {
-        size_t len;
-        if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1)) {
-            const char *k = lua_tolstring(L, -2, &len);
-            if (len > 3 && len < 32 && !strncmp(k, "on_", 3) && strcmp(k, "on_response")) {
-                bool ok = true;
-                for (size_t i = 3; i < len; i++) {
-                    if (!islower((unsigned char)k[i]) && k[i] != '-') ok = false;
-                    names[n][i - 3] = (char)toupper((unsigned char)k[i]);
-                }
-                names[n][len - 3] = '\0';
-                if (ok) {
-                    if (!strcmp(names[n], "GET")) head = true;
-                    if (!strcmp(names[n], "HEAD")) has_head_entry = true;
-                    list[n] = names[n];
-                    n++;
-                }
-            }
-        }
-        lua_pop(L, 1);
-    }
-    if (head && !has_head_entry) {
-        strcpy(names[n], "HEAD");
-        list[n] = names[n];
-        n++;
-    }
-    qsort(list, (size_t)n, sizeof(list[0]), cmp_str);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (int i = 0; i < n; i++) {
-        if (i) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, list[i]);
-    }
-    luaL_pushresult(&b);
-}
-
 void script_handle(struct script_req *r, struct script_reply *rep)
 {
     lua_State *L = use(r->st);
@@ -620,7 +571,7 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     }
     if (!lua_isfunction(L, -1)) {
         lua_pop(L, 1);
-        push_allow(L);
+        hooks_push_allow(L);
         static const char body[] = "method not allowed\n";
         *rep = (struct script_reply){.status = 405, .body = body, .body_len = sizeof(body) - 1};
         size_t vlen;
