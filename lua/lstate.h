@@ -79,6 +79,9 @@ lua_State *script_use(struct script_req *r);
  * results on the stack, or -1. */
 int script_call(struct script_req *r, const char *where, int nargs);
 void script_log_error(struct script_req *r, const char *where, const char *msg);
+/* A hook gave something it may not (a bad return value, ...): counted as
+ * a Lua error and logged like one. */
+void script_fail(struct script_req *r, const char *where, const char *msg);
 /* A lower-case name -> value table; repeated headers joined with ", ". */
 void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
 /* With the env table on top: pushes env.headers, built on first use from

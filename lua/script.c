@@ -407,6 +407,12 @@ void script_log_error(struct script_req *r, const char *where, const char *msg)
               msg ? msg : "(no message)");
 }
 
+void script_fail(struct script_req *r, const char *where, const char *msg)
+{
+    STAT_ADD(WS->lua_errors, 1);
+    script_log_error(r, where, msg);
+}
+
 /* Calls the function below nargs arguments; on error logs it and leaves
  * nothing. Returns the number of results left on the stack, or -1. */
 int script_call(struct script_req *r, const char *where, int nargs)
@@ -515,8 +521,7 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
 {
     const char *bad = reply_from_stack(S.L, idx, nres, rep);
     if (bad) {
-        STAT_ADD(WS->lua_errors, 1);
-        script_log_error(r, where, bad);
+        script_fail(r, where, bad);
         reply_error(rep);
     }
 }
@@ -548,8 +553,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
         lua_settop(L, r->st->reply_top);
         return SCRIPT_UPSTREAM;
     }
-    STAT_ADD(WS->lua_errors, 1);
-    script_log_error(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
+    script_fail(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
                                               luaL_typename(L, base)));
     reply_error(rep);
     return SCRIPT_RESPOND;
@@ -588,8 +592,7 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     int nres = script_call(r, name, 1);
     if (nres < 0) return reply_error(rep);
     if (nres == 0) {
-        STAT_ADD(WS->lua_errors, 1);
-        script_log_error(r, name, "handler returned no status");
+        script_fail(r, name, "handler returned no status");
         return reply_error(rep);
     }
     reply_checked(r, name, base, nres, rep);
