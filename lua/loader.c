@@ -33,7 +33,9 @@ static bool script_dir(const char *path, char *dir, size_t len)
 static void set_search_path(lua_State *L, const char *field, const char *env, const char *dir,
                             const char *const *patterns)
 {
-    lua_getglobal(L, "package");
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED"); /* where require keeps the package table */
+    lua_getfield(L, -1, "package");
+    lua_remove(L, -2);
     int pkg = lua_gettop(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);

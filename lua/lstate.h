@@ -93,6 +93,21 @@ void push_env(lua_State *L, int idx);
  * at stack index 4: validates, records the edit in the env's set_headers
  * table and keeps env.headers in step. */
 void edit_header(lua_State *L);
+/* fields.c: the checks of every call that sets a header, and the
+ * encoding of set_path/set_query. */
+/* NULL when a script may set a header of this name, else why not. */
+const char *field_check_name(const char *name, size_t nlen);
+/* Checks the value at idx for header name (a string, a number, or an
+ * array of them: one line each) and pushes what to keep: a string, or a
+ * fresh array of strings the script cannot change after the check. Else
+ * returns why not, pushing nothing. */
+const char *field_push_value(lua_State *L, const char *name, size_t nlen, int idx);
+/* Pushes the value at idx (a string, or an array of them) as it reads in
+ * req.headers: an array joined with ", ", nil when empty. */
+void field_push_joined(lua_State *L, int idx);
+/* Pushes s with what cannot go into a request line's path (query: its
+ * query) percent-encoded. */
+void field_push_encoded(lua_State *L, const char *s, size_t n, bool query);
 /* loader.c: require looks beside the script first (script_path's
  * directory), and a missing module is a one-line error. */
 void loader_open(lua_State *L, const char *script_path);

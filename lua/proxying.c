@@ -335,18 +335,36 @@ void edits_from_env(lua_State *L, struct script_edits *e)
     }
     lua_pop(L, 1);
     size_t n = 0;
+    lua_getfield(L, env, "set_names");
     lua_getfield(L, env, "set_headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
+            /* The name as the script last wrote it; false: removed; an
+             * array: one line each (none: removed too). */
             size_t nlen, vlen = 0;
-            const char *name = lua_tolstring(L, -2, &nlen);
-            const char *value = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vlen) : NULL;
-            edit_add(name, nlen, value, vlen, &n);
+            lua_pushvalue(L, -2);
+            lua_rawget(L, -5);
+            const char *name = lua_tolstring(L, -1, &nlen);
+            lua_pop(L, 1); /* anchored by set_names */
+            int t = lua_type(L, -1);
+            int count = t == LUA_TTABLE ? (int)lua_objlen(L, -1) : 0;
+            if (t == LUA_TSTRING) {
+                const char *value = lua_tolstring(L, -1, &vlen);
+                edit_add(name, nlen, value, vlen, &n);
+            } else if (count == 0) {
+                edit_add(name, nlen, NULL, 0, &n);
+            }
+            for (int i = 1; i <= count; i++) {
+                lua_rawgeti(L, -1, i);
+                const char *value = lua_tolstring(L, -1, &vlen);
+                lua_pop(L, 1); /* anchored by the array */
+                edit_add(name, nlen, value, vlen, &n);
+            }
             lua_pop(L, 1);
         }
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     e->headers = edit_hdrs;
     e->nheaders = n;
 }

@@ -465,7 +465,8 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
     memset(rep, 0, sizeof(*rep));
     if (!lua_isnumber(L, idx)) return "status is not a number";
     lua_Number st = lua_tonumber(L, idx);
-    if (st < 100 || st > 599 || st != (int)st) return "status must be a whole number from 100 to 599";
+    /* A 1xx is no answer: the client would wait for the final one. */
+    if (st < 200 || st > 599 || st != (int)st) return "status must be a whole number from 200 to 599";
     rep->status = (int)st;
     if (nres >= 2 && !lua_isnil(L, idx + 1)) {
         if (!lua_isstring(L, idx + 1)) return "body must be a string or nil";
@@ -473,43 +474,32 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
     }
     if (nres < 3 || lua_isnil(L, idx + 2)) return NULL;
     if (!lua_istable(L, idx + 2)) return "headers must be a table";
+    /* The checked values (strings, arrays of strings) stay here, anchored,
+     * until script_reply_done(). */
+    if (!lua_checkstack(L, 8)) return "out of memory";
+    lua_newtable(L);
+    int anchor = lua_gettop(L), k = 0;
     size_t n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx + 2)) {
         if (lua_type(L, -2) != LUA_TSTRING) return "header names must be strings";
-        size_t nlen;
+        size_t nlen, vlen;
         const char *name = lua_tolstring(L, -2, &nlen);
-        if (!http_valid_name(name, nlen)) return "invalid header name";
-        int vt = lua_type(L, -1);
-        if (vt == LUA_TTABLE) {
-            int len = (int)lua_objlen(L, -1);
-            for (int i = 1; i <= len; i++) {
-                lua_rawgeti(L, -1, i);
-                if (!lua_isstring(L, -1)) return "header values must be strings";
-                size_t vlen;
-                const char *v = lua_tolstring(L, -1, &vlen);
-                lua_pop(L, 1); /* still anchored by the table */
-                if (!http_valid_value(v, vlen)) return "header value contains CR, LF or NUL";
-                if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
-            }
-            lua_pop(L, 1);
-        } else if (vt == LUA_TSTRING) {
-            size_t vlen;
+        const char *bad = field_check_name(name, nlen);
+        if (!bad) bad = field_push_value(L, name, nlen, lua_gettop(L));
+        if (bad) return bad;
+        if (lua_type(L, -1) == LUA_TSTRING) {
             const char *v = lua_tolstring(L, -1, &vlen);
-            if (!http_valid_value(v, vlen)) return "header value contains CR, LF or NUL";
             if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
-            lua_pop(L, 1);
-        } else if (vt == LUA_TNUMBER) {
-            /* Converted in a fresh slot the table does not anchor: keep the
-             * string on the stack, under the key, until the reply is done. */
-            if (!lua_checkstack(L, 4)) return "too many headers";
-            const char *v = lua_tostring(L, -1);
-            size_t vlen = strlen(v);
-            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
-            lua_pushvalue(L, -2); /* key again on top; the number string stays below */
-        } else {
-            return "header values must be strings or arrays of strings";
         }
+        for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            const char *v = lua_tolstring(L, -1, &vlen);
+            lua_pop(L, 1); /* anchored by the array */
+            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+        }
+        lua_rawseti(L, anchor, ++k);
+        lua_pop(L, 1);
     }
     rep->headers = hdrs;
     rep->nheaders = n;
