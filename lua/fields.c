@@ -67,19 +67,34 @@ static bool host_ok(const char *v, size_t n)
     return true;
 }
 
+static bool is_host(const char *name, size_t nlen)
+{
+    return nlen == 4 && !strncasecmp(name, "host", 4);
+}
+
+static const char *check_string(bool host, const char *v, size_t len)
+{
+    if (!value_ok(v, len)) return "header value contains CR, LF, NUL or another control character";
+    if (host && !host_ok(v, len)) return "Host must be host[:port]";
+    return NULL;
+}
+
+const char *field_check_string(const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    return check_string(is_host(name, nlen), v, vlen);
+}
+
 static const char *check_one(lua_State *L, int idx, bool host, size_t *len)
 {
     int t = lua_type(L, idx);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) return "header values must be strings, numbers or arrays of them";
     const char *v = lua_tolstring(L, idx, len); /* idx is a slot of ours: converting it is fine */
-    if (!value_ok(v, *len)) return "header value contains CR, LF, NUL or another control character";
-    if (host && !host_ok(v, *len)) return "Host must be host[:port]";
-    return NULL;
+    return check_string(host, v, *len);
 }
 
 const char *field_push_value(lua_State *L, const char *name, size_t nlen, int idx)
 {
-    bool host = nlen == 4 && !strncasecmp(name, "host", 4);
+    bool host = is_host(name, nlen);
     size_t len;
     if (lua_type(L, idx) != LUA_TTABLE) {
         lua_pushvalue(L, idx);

@@ -97,6 +97,8 @@ void edit_header(lua_State *L);
  * encoding of set_path/set_query. */
 /* NULL when a script may set a header of this name, else why not. */
 const char *field_check_name(const char *name, size_t nlen);
+/* The same check for one string value. */
+const char *field_check_string(const char *name, size_t nlen, const char *v, size_t vlen);
 /* Checks the value at idx for header name (a string, a number, or an
  * array of them: one line each) and pushes what to keep: a string, or a
  * fresh array of strings the script cannot change after the check. Else

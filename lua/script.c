@@ -474,11 +474,8 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
     }
     if (nres < 3 || lua_isnil(L, idx + 2)) return NULL;
     if (!lua_istable(L, idx + 2)) return "headers must be a table";
-    /* The checked values (strings, arrays of strings) stay here, anchored,
-     * until script_reply_done(). */
     if (!lua_checkstack(L, 8)) return "out of memory";
-    lua_newtable(L);
-    int anchor = lua_gettop(L), k = 0;
+    int anchor = 0, k = 0;
     size_t n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx + 2)) {
@@ -486,8 +483,22 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
         size_t nlen, vlen;
         const char *name = lua_tolstring(L, -2, &nlen);
         const char *bad = field_check_name(name, nlen);
-        if (!bad) bad = field_push_value(L, name, nlen, lua_gettop(L));
         if (bad) return bad;
+        if (lua_type(L, -1) == LUA_TSTRING) { /* the common case: the table anchors it */
+            const char *v = lua_tolstring(L, -1, &vlen);
+            if ((bad = field_check_string(name, nlen, v, vlen))) return bad;
+            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            lua_pop(L, 1);
+            continue;
+        }
+        /* A number's string or an array's checked copy stays in a table
+         * under the iteration, anchored until script_reply_done(). */
+        if (!anchor) {
+            lua_newtable(L);
+            lua_insert(L, -3);
+            anchor = lua_gettop(L) - 2;
+        }
+        if ((bad = field_push_value(L, name, nlen, lua_gettop(L)))) return bad;
         if (lua_type(L, -1) == LUA_TSTRING) {
             const char *v = lua_tolstring(L, -1, &vlen);
             if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";

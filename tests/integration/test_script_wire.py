@@ -105,7 +105,9 @@ def test_array_values_are_repeated_lines_in_every_call():
     with Origin() as o:
         script = upstream_script([o], extra=r'''
 function route(req)
-  if req.path == "/local" then return 200, "x", { ["X-Rep"] = { "l1", "l2" }, ["x-none"] = {} } end
+  if req.path == "/local" then
+    return 200, "x", { ["X-Rep"] = { "l1", "l2" }, ["x-none"] = {}, ["x-n"] = 5, ["x-s"] = "s" }
+  end
   local t = { "a", "b" }
   req:set_header("X-Rep", t)
   t[1] = "changed\r\nafter: the check"   -- the call keeps a copy
@@ -132,6 +134,7 @@ end''')
             assert "X-Rep" in names and "X-Num" in names, names
             r = lp.get(p.port, "/local")
             assert r.getall("x-rep") == ["l1", "l2"] and "x-none" not in r.headers, r
+            assert r.getall("x-n") == ["5"] and r.getall("x-s") == ["s"], r
 
 
 def test_a_1xx_answer_from_a_script_is_a_500():
