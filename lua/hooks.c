@@ -26,6 +26,7 @@ static const char *const iana_methods[] = {
 };
 #define N_IANA (sizeof(iana_methods) / sizeof(iana_methods[0]))
 #define HOOK_NAME_MAX 32
+#define GLOBAL_NAME_MAX 256 /* longer global names are not looked at */
 
 /* "on_version_control" for "VERSION-CONTROL". */
 static void handler_of(const char *method, char out[HOOK_NAME_MAX])
@@ -131,7 +132,7 @@ static bool looks_like_hook(const char *name, const char *low)
     if (!strncmp(low, "on_", 3)) return true;
     if (!strncmp(name, "on", 2) && isupper((unsigned char)name[2])) return true;
     if (!strncmp(low, "on", 2)) {
-        char with[HOOK_NAME_MAX + 1];
+        char with[GLOBAL_NAME_MAX + 1];
         snprintf(with, sizeof(with), "on_%s", low + 2);
         if (is_hook(with)) return true; /* onget, onresponse */
     }
@@ -149,8 +150,8 @@ void hooks_check(lua_State *L, const char *path)
         const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &len) : NULL;
         bool fn = lua_isfunction(L, -1);
         lua_pop(L, 1);
-        if (!fn || !name || len >= HOOK_NAME_MAX || is_hook(name)) continue;
-        char low[HOOK_NAME_MAX];
+        if (!fn || !name || len >= GLOBAL_NAME_MAX || is_hook(name)) continue;
+        char low[GLOBAL_NAME_MAX];
         for (size_t i = 0; i <= len; i++) low[i] = (char)tolower((unsigned char)name[i]);
         if (!looks_like_hook(name, low)) continue;
         size_t d;
@@ -169,7 +170,7 @@ void hooks_check(lua_State *L, const char *path)
             log_warn("%s: function %s is not a hook and is never called (%s)", path, name, hooks);
             continue;
         }
-        char method[HOOK_NAME_MAX];
+        char method[GLOBAL_NAME_MAX];
         size_t n = 0;
         for (const char *p = name + 3; *p; p++) method[n++] = *p == '_' ? '-' : (char)toupper((unsigned char)*p);
         method[n] = '\0';

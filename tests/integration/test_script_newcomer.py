@@ -161,3 +161,15 @@ def test_error_inside_a_module_is_kept():
     script = lp.write_script('require "broken"\n', directory=d)
     r = lp.run_cli(["--check", script])
     assert r.returncode == 2 and "broken.lua:2" in r.stderr, r
+
+
+def test_misnamed_hooks_warned_at_reload():
+    import signal
+    with lp.Proxy('function on_get(req) return 200, "v1" end\n', workers=2) as p:
+        with open(p.script_path, "w") as f:
+            f.write('function on_get(req) return 200, "v2" end\nfunction on_pots(req) end\n')
+        p.send_signal(signal.SIGHUP)
+        text = p.wait_stderr("function on_pots ")
+        lp.wait_until(lambda: lp.get(p.port, "/").body == b"v2", what="the reloaded script")
+        lines = [l for l in p.stderr_text().split("\n") if "function on_pots " in l]
+        assert len(lines) == 1 and "did you mean on_post?" in lines[0], text
