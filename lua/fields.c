@@ -11,22 +11,21 @@
 
 /* The framing and the connection are the proxy's: a script that could set
  * them could desynchronise a backend or a client. */
-static const char *const managed[][2] = {
-    {"content-length", "content-length is managed by the proxy"},
-    {"transfer-encoding", "transfer-encoding is managed by the proxy"},
-    {"connection", "connection is managed by the proxy"},
-    {"keep-alive", "keep-alive is managed by the proxy"},
-    {"proxy-connection", "proxy-connection is managed by the proxy"},
-    {"te", "te is managed by the proxy"},
-    {"trailer", "trailer is managed by the proxy"},
-    {"upgrade", "upgrade is managed by the proxy"},
+static const struct {
+    const char *name, *why;
+    size_t len;
+} managed[] = {
+#define MANAGED(n) {n, n " is managed by the proxy", sizeof(n) - 1}
+    MANAGED("content-length"), MANAGED("transfer-encoding"), MANAGED("connection"), MANAGED("keep-alive"),
+    MANAGED("proxy-connection"), MANAGED("te"), MANAGED("trailer"), MANAGED("upgrade"),
+#undef MANAGED
 };
 
 const char *field_check_name(const char *name, size_t nlen)
 {
     if (!http_valid_name(name, nlen)) return "invalid header name (it must be a token)";
     for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
-        if (strlen(managed[i][0]) == nlen && !strncasecmp(managed[i][0], name, nlen)) return managed[i][1];
+        if (managed[i].len == nlen && !strncasecmp(managed[i].name, name, nlen)) return managed[i].why;
     return NULL;
 }
 
@@ -34,10 +33,10 @@ const char *field_check_name(const char *name, size_t nlen)
  * tabs; any other control character (CR and LF above all) is refused. */
 static bool value_ok(const char *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-    }
+    /* A table: this runs over every header of every handler reply. */
+    static const bool ctl[256] = {[0 ... 8] = true, [10 ... 31] = true, [127] = true};
+    for (size_t i = 0; i < n; i++)
+        if (ctl[(unsigned char)v[i]]) return false;
     return true;
 }
 

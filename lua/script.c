@@ -158,7 +158,14 @@ static bool has_function(lua_State *L, const char *name)
  * those, route(req) sees them. */
 static const char *handler_name(uint8_t method)
 {
-    return hooks_handler(llhttp_method_name((llhttp_method_t)method));
+    static const char *names[HANDLER_METHODS];
+    static bool known[HANDLER_METHODS];
+    if (method >= HANDLER_METHODS) return NULL;
+    if (!known[method]) { /* looked up once: this runs for every request */
+        names[method] = hooks_handler(llhttp_method_name((llhttp_method_t)method));
+        known[method] = true;
+    }
+    return names[method];
 }
 
 /* A state with the script's top level run, or NULL with err filled. */
