@@ -612,13 +612,16 @@ static bool ensure_tried(struct exchange *ex)
     return true;
 }
 
-static struct server *choose(struct exchange *ex)
+/* 0 with the server in *s (NULL: none), or -1 when the script's balance
+ * or hash_key failed (logged; a hook's runtime error is a 500). */
+static int choose(struct exchange *ex, struct server **s)
 {
     struct upstream *u = ex->up;
-    uint64_t now = W.loop.now_ms;
-    if (u->balance == BALANCE_LUA) return script_balance(ex->c->rx->sreq, u, ex->tried);
-    uint32_t key = u->balance == BALANCE_HASH ? script_hash_key(ex->c->rx->sreq, u) : 0;
-    return upstream_pick(u, key, ex->tried, now);
+    if (u->balance == BALANCE_LUA) return script_balance(ex->c->rx->sreq, u, ex->tried, s);
+    uint32_t key = 0;
+    if (u->balance == BALANCE_HASH && script_hash_key(ex->c->rx->sreq, u, &key)) return -1;
+    *s = upstream_pick(u, key, ex->tried, W.loop.now_ms);
+    return 0;
 }
 
 /* Response bytes are waiting for the client's socket to take them: in the
@@ -707,7 +710,8 @@ static void ex_try_server(struct exchange *ex)
     struct upstream *u = ex->up;
     for (;;) {
         if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed");
-        struct server *s = choose(ex);
+        struct server *s;
+        if (choose(ex, &s)) return ex_error(ex, 500, "the script's balancing hook failed");
         if (!s) {
             bool any_up = false;
             for (int i = 0; i < u->nservers; i++)

@@ -217,9 +217,13 @@ static void print_forward(const struct http_request *req, const char *base, stru
  * worker would pick first. */
 static struct server *choose(struct script_req *sr, struct upstream *u)
 {
-    if (u->balance == BALANCE_LUA) return script_balance(sr, u, NULL);
-    uint32_t key = u->balance == BALANCE_HASH ? script_hash_key(sr, u) : 0;
-    return upstream_pick(u, key, NULL, 0);
+    struct server *s = NULL;
+    uint32_t key = 0;
+    /* A failed hook leaves its error in script_error, which the caller
+     * reports. */
+    if (u->balance == BALANCE_LUA) script_balance(sr, u, NULL, &s);
+    else if (u->balance != BALANCE_HASH || !script_hash_key(sr, u, &key)) s = upstream_pick(u, key, NULL, 0);
+    return s;
 }
 
 static int failed(void)

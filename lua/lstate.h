@@ -79,6 +79,9 @@ lua_State *script_use(struct script_req *r);
  * results on the stack, or -1. */
 int script_call(struct script_req *r, const char *where, int nargs);
 void script_log_error(struct script_req *r, const char *where, const char *msg);
+/* A hook gave something it may not (a bad return value, ...): counted as
+ * a Lua error and logged like one. */
+void script_fail(struct script_req *r, const char *where, const char *msg);
 /* A lower-case name -> value table; repeated headers joined with ", ". */
 void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base);
 /* With the env table on top: pushes env.headers, built on first use from
@@ -90,6 +93,33 @@ void push_env(lua_State *L, int idx);
  * at stack index 4: validates, records the edit in the env's set_headers
  * table and keeps env.headers in step. */
 void edit_header(lua_State *L);
+/* fields.c: the checks of every call that sets a header, and the
+ * encoding of set_path/set_query. */
+/* NULL when a script may set a header of this name, else why not. */
+const char *field_check_name(const char *name, size_t nlen);
+/* The same check for one string value. */
+const char *field_check_string(const char *name, size_t nlen, const char *v, size_t vlen);
+/* Checks the value at idx for header name (a string, a number, or an
+ * array of them: one line each) and pushes what to keep: a string, or a
+ * fresh array of strings the script cannot change after the check. Else
+ * returns why not, pushing nothing. */
+const char *field_push_value(lua_State *L, const char *name, size_t nlen, int idx);
+/* Pushes the value at idx (a string, or an array of them) as it reads in
+ * req.headers: an array joined with ", ", nil when empty. */
+void field_push_joined(lua_State *L, int idx);
+/* Pushes s with what cannot go into a request line's path (query: its
+ * query) percent-encoded. */
+void field_push_encoded(lua_State *L, const char *s, size_t n, bool query);
+/* loader.c: require looks beside the script first (script_path's
+ * directory), and a missing module is a one-line error. */
+void loader_open(lua_State *L, const char *script_path);
+/* hooks.c: "on_get" for "GET" when the method is in the IANA registry
+ * (a handler can exist), else NULL. */
+const char *hooks_handler(const char *method);
+/* Pushes the Allow value: the methods with a handler, HEAD with on_get. */
+void hooks_push_allow(lua_State *L);
+/* Logs a warning for each global function that looks like a misnamed hook. */
+void hooks_check(lua_State *L, const char *path);
 /* proxying.c */
 extern bool script_loading;
 void proxying_open(lua_State *L);

@@ -21,22 +21,40 @@ double api_now(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* Pushes tostring() of the arguments from first on, joined by sep. */
+static const char *push_joined(lua_State *L, int first, const char *sep)
+{
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = first; i <= n; i++) {
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);
+        if (!lua_isstring(L, -1)) luaL_error(L, "'tostring' must return a string");
+        if (i > first) luaL_addstring(&b, sep);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
+}
+
 static int api_log(lua_State *L)
 {
     static const char *levels[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, NULL, levels);
     if (!log_enabled((enum log_level)level)) return 0;
-    int n = lua_gettop(L);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (int i = 2; i <= n; i++) {
-        lua_getglobal(L, "tostring");
-        lua_pushvalue(L, i);
-        lua_call(L, 1, 1);
-        luaL_addvalue(&b);
-    }
-    luaL_pushresult(&b);
-    log_msg((enum log_level)level, "[lua] worker %d: %s", S.worker_id, lua_tostring(L, -1));
+    log_msg((enum log_level)level, "[lua] worker %d: %s", S.worker_id, push_joined(L, 2, ""));
+    return 0;
+}
+
+/* print(...): stdout is a terminal at best, and nothing at all under
+ * systemd or docker, where a buffered print is lost with the process: the
+ * arguments go to the error log at info instead, tab-separated as print
+ * would write them. */
+static int api_print(lua_State *L)
+{
+    if (log_enabled(LOG_INFO)) log_msg(LOG_INFO, "[lua] worker %d: %s", S.worker_id, push_joined(L, 1, "\t"));
     return 0;
 }
 
@@ -243,4 +261,6 @@ void api_open(lua_State *L)
     lua_pushinteger(L, S.generation);
     lua_setfield(L, -2, "generation");
     lua_setglobal(L, "proxy");
+    lua_pushcfunction(L, api_print);
+    lua_setglobal(L, "print");
 }

@@ -217,33 +217,40 @@ static bool push_upstream_fn(lua_State *L, struct upstream *u, const char *which
     return false;
 }
 
-uint32_t script_hash_key(struct script_req *r, struct upstream *u)
+int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key)
 {
     static uint32_t spread;
     lua_State *L = script_use(r);
-    int top = lua_gettop(L);
-    uint32_t key = upstream_hash((const char *)&spread, sizeof(spread));
+    int top = lua_gettop(L), rc = 0;
+    *key = upstream_hash((const char *)&spread, sizeof(spread));
     if (push_upstream_fn(L, u, "hash_key")) {
         script_req_push(r);
         int n = script_call(r, "hash_key", 1);
-        if (n > 0 && (lua_type(L, -n) == LUA_TSTRING || lua_type(L, -n) == LUA_TNUMBER)) {
+        int t = n > 0 ? lua_type(L, -n) : LUA_TNIL;
+        if (n < 0) {
+            rc = -1;
+        } else if (t == LUA_TSTRING || t == LUA_TNUMBER) {
             size_t len;
             const char *s = lua_tolstring(L, -n, &len);
-            key = upstream_hash(s, len);
-        } else {
+            *key = upstream_hash(s, len);
+        } else if (t == LUA_TNIL) {
             spread++; /* no key: spread such requests instead of piling them on one server */
+        } else {
+            script_fail(r, "hash_key", lua_pushfstring(L, "hash_key returned a %s (expected a string, a number "
+                                                          "or nil)", lua_typename(L, t)));
+            rc = -1;
         }
     }
     lua_settop(L, top);
-    return key;
+    return rc;
 }
 
-struct server *script_balance(struct script_req *r, struct upstream *u, const bool *tried)
+int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen)
 {
     lua_State *L = script_use(r);
     int top = lua_gettop(L);
-    struct server *chosen = NULL;
-    if (!push_upstream_fn(L, u, "balance")) return NULL;
+    *chosen = NULL;
+    if (!push_upstream_fn(L, u, "balance")) return 0;
     script_req_push(r);
     lua_createtable(L, u->nservers, 0);
     uint64_t now = W.loop.now_ms;
@@ -269,24 +276,27 @@ struct server *script_balance(struct script_req *r, struct upstream *u, const bo
     lua_insert(L, top + 1);
     int servers = top + 1;
     int n = script_call(r, "balance", 2);
-    if (n > 0) {
-        int res = lua_gettop(L) - n + 1;
-        if (lua_type(L, res) == LUA_TNUMBER) {
-            lua_Number i = lua_tonumber(L, res);
-            if (i >= 1 && i <= u->nservers && i == (int)i) chosen = &u->servers[(int)i - 1];
-        } else if (lua_istable(L, res)) {
-            for (int i = 0; i < u->nservers && !chosen; i++) {
-                lua_rawgeti(L, servers, i + 1);
-                if (lua_rawequal(L, -1, res)) chosen = &u->servers[i];
-                lua_pop(L, 1);
-            }
-        } else if (!lua_isnil(L, res)) {
-            script_log_error(r, "balance", "balance returned neither a server, an index nor nil");
+    if (n < 0) return lua_settop(L, top), -1;
+    int res = lua_gettop(L) - n + 1;
+    if (n > 0 && lua_type(L, res) == LUA_TNUMBER) {
+        lua_Number i = lua_tonumber(L, res);
+        if (i >= 1 && i <= u->nservers && i == (int)i) *chosen = &u->servers[(int)i - 1];
+    } else if (n > 0 && lua_istable(L, res)) {
+        for (int i = 0; i < u->nservers && !*chosen; i++) {
+            lua_rawgeti(L, servers, i + 1);
+            if (lua_rawequal(L, -1, res)) *chosen = &u->servers[i];
+            lua_pop(L, 1);
         }
+    } else if (n == 0 || lua_isnil(L, res)) {
+        return lua_settop(L, top), 0; /* nothing chosen: 503 */
     }
     lua_settop(L, top);
-    if (chosen && tried && tried[chosen - u->servers]) chosen = NULL;
-    return chosen;
+    if (!*chosen) {
+        script_fail(r, "balance", "balance returned neither a server of its list, an index of it, nor nil");
+        return -1;
+    }
+    if (tried && tried[*chosen - u->servers]) *chosen = NULL;
+    return 0;
 }
 
 /* ---- edits ------------------------------------------------------------ */
@@ -325,18 +335,36 @@ void edits_from_env(lua_State *L, struct script_edits *e)
     }
     lua_pop(L, 1);
     size_t n = 0;
+    lua_getfield(L, env, "set_names");
     lua_getfield(L, env, "set_headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
+            /* The name as the script last wrote it; false: removed; an
+             * array: one line each (none: removed too). */
             size_t nlen, vlen = 0;
-            const char *name = lua_tolstring(L, -2, &nlen);
-            const char *value = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vlen) : NULL;
-            edit_add(name, nlen, value, vlen, &n);
+            lua_pushvalue(L, -2);
+            lua_rawget(L, -5);
+            const char *name = lua_tolstring(L, -1, &nlen);
+            lua_pop(L, 1); /* anchored by set_names */
+            int t = lua_type(L, -1);
+            int count = t == LUA_TTABLE ? (int)lua_objlen(L, -1) : 0;
+            if (t == LUA_TSTRING) {
+                const char *value = lua_tolstring(L, -1, &vlen);
+                edit_add(name, nlen, value, vlen, &n);
+            } else if (count == 0) {
+                edit_add(name, nlen, NULL, 0, &n);
+            }
+            for (int i = 1; i <= count; i++) {
+                lua_rawgeti(L, -1, i);
+                const char *value = lua_tolstring(L, -1, &vlen);
+                lua_pop(L, 1); /* anchored by the array */
+                edit_add(name, nlen, value, vlen, &n);
+            }
             lua_pop(L, 1);
         }
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     e->headers = edit_hdrs;
     e->nheaders = n;
 }

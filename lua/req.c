@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "lstate.h"
 
@@ -178,7 +177,7 @@ void push_cached_headers(lua_State *L, const struct http_header *hs, uint16_t n,
         while (lua_next(L, t + 1)) {
             lua_pushvalue(L, -2);
             if (lua_isboolean(L, -2)) lua_pushnil(L); /* false: removed */
-            else lua_pushvalue(L, -2);
+            else field_push_joined(L, -2);
             lua_rawset(L, t);
             lua_pop(L, 1);
         }
@@ -215,58 +214,55 @@ static int req_set(lua_State *L, const char *field)
     return 0;
 }
 
+/* A path or query with what cannot go into a request line (spaces,
+ * controls, '#', bytes >= 0x80, ...) percent-encoded, as a browser would;
+ * req.path and req.query then read back what is sent. */
 static int req_set_path(lua_State *L)
 {
     size_t n;
     const char *p = luaL_checklstring(L, 2, &n);
     if (n == 0 || p[0] != '/') return luaL_argerror(L, 2, "a path starts with '/'");
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)p[i] <= ' ' || p[i] == '?' || p[i] == 0x7f)
-            return luaL_argerror(L, 2, "no spaces, controls or '?' in a path");
+    if (memchr(p, '?', n)) return luaL_argerror(L, 2, "a path has no '?' (use req:set_query)");
+    lua_settop(L, 2);
+    field_push_encoded(L, p, n, false);
+    lua_replace(L, 2);
     return req_set(L, "path");
 }
 
 static int req_set_query(lua_State *L)
 {
-    if (!lua_isnil(L, 2)) {
-        size_t n;
-        const char *q = luaL_checklstring(L, 2, &n);
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)q[i] <= ' ' || q[i] == 0x7f)
-                return luaL_argerror(L, 2, "no spaces or controls in a query");
-    }
     lua_settop(L, 2);
     if (lua_isnil(L, 2)) { /* false marks "removed" (nil would mean "unchanged") */
-        lua_pop(L, 1);
         lua_pushboolean(L, 0);
+    } else {
+        size_t n;
+        const char *q = luaL_checklstring(L, 2, &n);
+        field_push_encoded(L, q, n, true);
     }
+    lua_replace(L, 2);
     return req_set(L, "query");
 }
 
 void edit_header(lua_State *L)
 {
     /* 1 the object, 2 the name, 3 the value, 4 the env table */
-    size_t nlen, vlen = 0;
+    size_t nlen;
     const char *name = luaL_checklstring(L, 2, &nlen);
-    if (!http_valid_name(name, nlen)) luaL_argerror(L, 2, "invalid header name");
-    /* The framing and the connection are the proxy's: a script that could
-     * set them could desynchronise a backend or a client. */
-    static const char *const managed[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
-                                          "upgrade", "te", "trailer", "proxy-connection", NULL};
-    for (int i = 0; managed[i]; i++)
-        if (strlen(managed[i]) == nlen && !strncasecmp(managed[i], name, nlen))
-            luaL_argerror(L, 2, lua_pushfstring(L, "%s is managed by the proxy", managed[i]));
-    if (!lua_isnil(L, 3)) {
-        const char *v = luaL_checklstring(L, 3, &vlen);
-        if (!http_valid_value(v, vlen)) luaL_argerror(L, 3, "header value contains CR, LF or NUL");
-    }
+    const char *bad = field_check_name(name, nlen);
+    if (bad) luaL_argerror(L, 2, bad);
     lua_settop(L, 4);
-    lua_getfield(L, -1, "set_headers"); /* name (lower case) -> value, or false: removed */
+    if (!lua_isnil(L, 3)) {
+        if ((bad = field_push_value(L, name, nlen, 3))) luaL_argerror(L, 3, bad);
+        lua_replace(L, 3);
+    }
+    lua_getfield(L, 4, "set_headers"); /* name (lower case) -> value, or false: removed */
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_newtable(L);
         lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "set_headers");
+        lua_setfield(L, 4, "set_headers");
+        lua_newtable(L); /* name (lower case) -> the name as the script wrote it */
+        lua_setfield(L, 4, "set_names");
     }
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -276,16 +272,20 @@ void edit_header(lua_State *L)
         luaL_addsize(&b, k);
     }
     luaL_pushresult(&b);
-    lua_pushvalue(L, -1);
-    lua_insert(L, -3); /* keep the lower-case name for the headers table below */
+    int low = lua_gettop(L);
+    lua_pushvalue(L, low);
     if (lua_isnil(L, 3)) lua_pushboolean(L, 0);
     else lua_pushvalue(L, 3);
+    lua_rawset(L, low - 1);
+    lua_getfield(L, 4, "set_names");
+    lua_pushvalue(L, low);
+    lua_pushvalue(L, 2);
     lua_rawset(L, -3);
     /* Keep obj.headers, if built already, in step with the edit. */
-    lua_getfield(L, -3, "headers");
+    lua_getfield(L, 4, "headers");
     if (lua_istable(L, -1)) {
-        lua_pushvalue(L, -3);
-        lua_pushvalue(L, 3);
+        lua_pushvalue(L, low);
+        field_push_joined(L, 3);
         lua_rawset(L, -3);
     }
     lua_settop(L, 3);
@@ -326,7 +326,10 @@ static int req_header(lua_State *L)
                 lua_pushnil(L);
                 return 1;
             }
-            if (!lua_isnil(L, -1)) return 1;
+            if (!lua_isnil(L, -1)) {
+                field_push_joined(L, -1);
+                return 1;
+            }
         }
         lua_settop(L, 2);
     }

@@ -1,5 +1,4 @@
 /* script: the worker's LuaJIT state and the calls the core makes into it. */
-#include <ctype.h>
 #include <stdio.h>
 #include <malloc.h>
 #include <stdlib.h>
@@ -154,15 +153,17 @@ static bool has_function(lua_State *L, const char *name)
 
 #define HANDLER_METHODS 64
 
-/* "on_get" for HTTP_GET, ...: built once per method; NULL past 63. */
+/* "on_get" for HTTP_GET, ...; NULL for a method outside the IANA registry
+ * (llhttp knows a few, such as PURGE or RTSP's): no handler is called for
+ * those, route(req) sees them. */
 static const char *handler_name(uint8_t method)
 {
-    static char names[HANDLER_METHODS][32];
+    static const char *names[HANDLER_METHODS];
+    static bool known[HANDLER_METHODS];
     if (method >= HANDLER_METHODS) return NULL;
-    if (!names[method][0]) {
-        const char *m = llhttp_method_name((llhttp_method_t)method);
-        size_t n = (size_t)snprintf(names[method], sizeof(names[method]), "on_%s", m);
-        http_lower(names[method] + 3, names[method] + 3, n - 3);
+    if (!known[method]) { /* looked up once: this runs for every request */
+        names[method] = hooks_handler(llhttp_method_name((llhttp_method_t)method));
+        known[method] = true;
     }
     return names[method];
 }
@@ -183,6 +184,7 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
         free(st);
         return NULL;
     }
+    loader_open(st->L, path);
     if (state_load(st, path, text, len, err, errlen)) {
         lua_close(st->L);
         free(st);
@@ -198,8 +200,10 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
     st->route_key_idx = lua_gettop(L);
     lua_createtable(L, HANDLER_METHODS, 0);
 #define ADD_HANDLER_NAME(num, name, string)                                                                       \
-    lua_pushstring(L, handler_name(num));                                                                        \
-    lua_rawseti(L, -2, num);
+    if (handler_name(num)) {                                                                                     \
+        lua_pushstring(L, handler_name(num));                                                                    \
+        lua_rawseti(L, -2, num);                                                                                 \
+    }
     HTTP_ALL_METHOD_MAP(ADD_HANDLER_NAME)
 #undef ADD_HANDLER_NAME
     st->handlers_idx = lua_gettop(L);
@@ -223,6 +227,9 @@ int script_check_text(const char *path, const char *text, size_t len, char *err,
 {
     struct lstate *st = lstate_build(path, text, len, S.generation, err, errlen);
     if (!st) return -1;
+    /* Here, not in script_load: the master checks every script it starts
+     * or reloads, once, where each worker would repeat the warnings. */
+    hooks_check(st->L, path);
     lstate_close(st);
     return 0;
 }
@@ -407,6 +414,12 @@ void script_log_error(struct script_req *r, const char *where, const char *msg)
               msg ? msg : "(no message)");
 }
 
+void script_fail(struct script_req *r, const char *where, const char *msg)
+{
+    STAT_ADD(WS->lua_errors, 1);
+    script_log_error(r, where, msg);
+}
+
 /* Calls the function below nargs arguments; on error logs it and leaves
  * nothing. Returns the number of results left on the stack, or -1. */
 int script_call(struct script_req *r, const char *where, int nargs)
@@ -464,7 +477,8 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
     memset(rep, 0, sizeof(*rep));
     if (!lua_isnumber(L, idx)) return "status is not a number";
     lua_Number st = lua_tonumber(L, idx);
-    if (st < 100 || st > 599 || st != (int)st) return "status must be a whole number from 100 to 599";
+    /* A 1xx is no answer: the client would wait for the final one. */
+    if (st < 200 || st > 599 || st != (int)st) return "status must be a whole number from 200 to 599";
     rep->status = (int)st;
     if (nres >= 2 && !lua_isnil(L, idx + 1)) {
         if (!lua_isstring(L, idx + 1)) return "body must be a string or nil";
@@ -472,43 +486,43 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
     }
     if (nres < 3 || lua_isnil(L, idx + 2)) return NULL;
     if (!lua_istable(L, idx + 2)) return "headers must be a table";
+    if (!lua_checkstack(L, 8)) return "out of memory";
+    int anchor = 0, k = 0;
     size_t n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx + 2)) {
         if (lua_type(L, -2) != LUA_TSTRING) return "header names must be strings";
-        size_t nlen;
+        size_t nlen, vlen;
         const char *name = lua_tolstring(L, -2, &nlen);
-        if (!http_valid_name(name, nlen)) return "invalid header name";
-        int vt = lua_type(L, -1);
-        if (vt == LUA_TTABLE) {
-            int len = (int)lua_objlen(L, -1);
-            for (int i = 1; i <= len; i++) {
-                lua_rawgeti(L, -1, i);
-                if (!lua_isstring(L, -1)) return "header values must be strings";
-                size_t vlen;
-                const char *v = lua_tolstring(L, -1, &vlen);
-                lua_pop(L, 1); /* still anchored by the table */
-                if (!http_valid_value(v, vlen)) return "header value contains CR, LF or NUL";
-                if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
-            }
-            lua_pop(L, 1);
-        } else if (vt == LUA_TSTRING) {
-            size_t vlen;
+        const char *bad = field_check_name(name, nlen);
+        if (bad) return bad;
+        if (lua_type(L, -1) == LUA_TSTRING) { /* the common case: the table anchors it */
             const char *v = lua_tolstring(L, -1, &vlen);
-            if (!http_valid_value(v, vlen)) return "header value contains CR, LF or NUL";
+            if ((bad = field_check_string(name, nlen, v, vlen))) return bad;
             if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
             lua_pop(L, 1);
-        } else if (vt == LUA_TNUMBER) {
-            /* Converted in a fresh slot the table does not anchor: keep the
-             * string on the stack, under the key, until the reply is done. */
-            if (!lua_checkstack(L, 4)) return "too many headers";
-            const char *v = lua_tostring(L, -1);
-            size_t vlen = strlen(v);
-            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
-            lua_pushvalue(L, -2); /* key again on top; the number string stays below */
-        } else {
-            return "header values must be strings or arrays of strings";
+            continue;
         }
+        /* A number's string or an array's checked copy stays in a table
+         * under the iteration, anchored until script_reply_done(). */
+        if (!anchor) {
+            lua_newtable(L);
+            lua_insert(L, -3);
+            anchor = lua_gettop(L) - 2;
+        }
+        if ((bad = field_push_value(L, name, nlen, lua_gettop(L)))) return bad;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *v = lua_tolstring(L, -1, &vlen);
+            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+        }
+        for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            const char *v = lua_tolstring(L, -1, &vlen);
+            lua_pop(L, 1); /* anchored by the array */
+            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+        }
+        lua_rawseti(L, anchor, ++k);
+        lua_pop(L, 1);
     }
     rep->headers = hdrs;
     rep->nheaders = n;
@@ -520,8 +534,7 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
 {
     const char *bad = reply_from_stack(S.L, idx, nres, rep);
     if (bad) {
-        STAT_ADD(WS->lua_errors, 1);
-        script_log_error(r, where, bad);
+        script_fail(r, where, bad);
         reply_error(rep);
     }
 }
@@ -553,60 +566,10 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
         lua_settop(L, r->st->reply_top);
         return SCRIPT_UPSTREAM;
     }
-    STAT_ADD(WS->lua_errors, 1);
-    script_log_error(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
+    script_fail(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
                                               luaL_typename(L, base)));
     reply_error(rep);
     return SCRIPT_RESPOND;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* "DELETE, GET, HEAD, POST": the methods with a handler. */
-static void push_allow(lua_State *L)
-{
-    char names[64][32];
-    const char *list[64];
-    int n = 0;
-    bool head = false, has_head_entry = false;
-    lua_pushnil(L);
-    while (lua_next(L, LUA_GLOBALSINDEX) && n < 63) {
-        size_t len;
-        if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1)) {
-            const char *k = lua_tolstring(L, -2, &len);
-            if (len > 3 && len < 32 && !strncmp(k, "on_", 3) && strcmp(k, "on_response")) {
-                bool ok = true;
-                for (size_t i = 3; i < len; i++) {
-                    if (!islower((unsigned char)k[i]) && k[i] != '-') ok = false;
-                    names[n][i - 3] = (char)toupper((unsigned char)k[i]);
-                }
-                names[n][len - 3] = '\0';
-                if (ok) {
-                    if (!strcmp(names[n], "GET")) head = true;
-                    if (!strcmp(names[n], "HEAD")) has_head_entry = true;
-                    list[n] = names[n];
-                    n++;
-                }
-            }
-        }
-        lua_pop(L, 1);
-    }
-    if (head && !has_head_entry) {
-        strcpy(names[n], "HEAD");
-        list[n] = names[n];
-        n++;
-    }
-    qsort(list, (size_t)n, sizeof(list[0]), cmp_str);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (int i = 0; i < n; i++) {
-        if (i) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, list[i]);
-    }
-    luaL_pushresult(&b);
 }
 
 void script_handle(struct script_req *r, struct script_reply *rep)
@@ -625,7 +588,7 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     }
     if (!lua_isfunction(L, -1)) {
         lua_pop(L, 1);
-        push_allow(L);
+        hooks_push_allow(L);
         static const char body[] = "method not allowed\n";
         *rep = (struct script_reply){.status = 405, .body = body, .body_len = sizeof(body) - 1};
         size_t vlen;
@@ -642,8 +605,7 @@ void script_handle(struct script_req *r, struct script_reply *rep)
     int nres = script_call(r, name, 1);
     if (nres < 0) return reply_error(rep);
     if (nres == 0) {
-        STAT_ADD(WS->lua_errors, 1);
-        script_log_error(r, name, "handler returned no status");
+        script_fail(r, name, "handler returned no status");
         return reply_error(rep);
     }
     reply_checked(r, name, base, nres, rep);

@@ -14,6 +14,7 @@
 
 struct shm;
 struct upstream;
+struct server;
 
 struct script_view {
     const struct http_request *req;
@@ -98,10 +99,16 @@ struct script_edits {
 /* false (and nothing to do) when the script changed nothing. */
 bool script_req_edits(struct script_req *r, struct script_edits *e);
 
-/* The upstream's hash_key(req), hashed; 0 when it gives nil or fails. */
-uint32_t script_hash_key(struct script_req *r, struct upstream *u);
-/* The upstream's balance(req, servers). NULL: nothing chosen (503). */
-struct server *script_balance(struct script_req *r, struct upstream *u, const bool *tried);
+/* The upstream's hash_key(req), hashed, in *key (nil gives a key that
+ * spreads such requests). -1: the hook failed, raised an error or
+ * returned something else than a string, a number or nil (logged): the
+ * request gets 500, as for any hook. */
+int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key);
+/* The upstream's balance(req, servers), in *chosen: NULL when it chose
+ * nothing (nil: 503) or a server already tried. -1: the hook failed, or
+ * returned neither a server of the list, an index of it, nor nil (logged):
+ * the request gets 500. */
+int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen);
 
 /* The response head as on_response sees it. */
 struct script_response {

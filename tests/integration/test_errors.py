@@ -4,6 +4,7 @@ are logged with a traceback, method and path, and the worker goes on."""
 import time
 
 import lp
+from origin import Origin
 
 SCRIPT = r'''
 local function deeper(x)
@@ -154,3 +155,45 @@ def test_time_limit_does_not_block_other_connections_for_long():
         t.join(10)
         assert results.get("spin") == 500, results
         assert r.status == 200 and dt < 2.0, "second request: %r after %.2fs" % (r, dt)
+
+
+BALANCING = r'''
+local function pick(req, servers)
+  if req.path == "/balance-error" then error("balance-marker") end
+  if req.path == "/balance-nil" then return nil end
+  if req.path == "/balance-bogus" then return "nope" end
+  if req.path == "/balance-range" then return 7 end
+  return servers[1]
+end
+local lua_up = proxy.upstream("l", { "%s" }, { balance = pick })
+local hash_up = proxy.upstream("h", { "%s" }, { balance = "hash", hash_key = function(req)
+  if req.path == "/hash-error" then error("hash-marker") end
+  if req.path == "/hash-bogus" then return {} end
+  return req.headers["x-user"]
+end })
+function route(req)
+  if req.path:find("^/hash") then return hash_up end
+  return lua_up
+end
+'''
+
+
+def test_runtime_error_in_balance_or_hash_key_is_a_500():
+    """Like any hook: 500, the error logged at error with method and path,
+    and nothing sent to a backend."""
+    with Origin() as o:
+        with lp.Proxy(BALANCING % (o.addr, o.addr)) as p:
+            for path, marker in (("/balance-error", "balance-marker"), ("/hash-error", "hash-marker"),
+                                 ("/balance-bogus", "neither a server"), ("/balance-range", "neither a server"),
+                                 ("/hash-bogus", "hash_key returned a table")):
+                r = lp.get(p.port, path)
+                assert r.status == 500, "%s: %r" % (path, r)
+                text = p.wait_stderr("GET %s: " % path)
+                [line] = [l for l in text.split("\n") if "GET %s: " % path in l]
+                assert "[error]" in line and marker in line, line
+            assert o.requests == 0, "a request went on after its balancing hook failed"
+            # nil from balance is still "no server": 503; and good answers proxy.
+            lp.expect(lp.get(p.port, "/balance-nil"), 503)
+            lp.expect(lp.get(p.port, "/fine"), 200)
+            lp.expect(lp.get(p.port, "/hash-fine", headers={"X-User": "u"}), 200)
+            assert o.requests == 2
