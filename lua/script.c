@@ -495,7 +495,9 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
         size_t nlen, vlen;
         const char *name = lua_tolstring(L, -2, &nlen);
         const char *bad = field_check_name(name, nlen);
-        if (bad) return bad;
+        /* A local answer may name the protocols it would switch to (a 426
+         * must, RFC 9110 §15.5.22): nothing is tunnelled after it. */
+        if (bad && !(nlen == 7 && !strncasecmp(name, "upgrade", 7))) return bad;
         if (lua_type(L, -1) == LUA_TSTRING) { /* the common case: the table anchors it */
             const char *v = lua_tolstring(L, -1, &vlen);
             if ((bad = field_check_string(name, nlen, v, vlen))) return bad;

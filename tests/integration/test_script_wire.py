@@ -156,3 +156,21 @@ end'''
             assert "status must be a whole number from 200 to 599" in text, text
             # The connection goes on: the 500 was a whole final answer.
             lp.expect(c.request("GET", "/"), 200, b"fine", what="after %s" % path)
+
+
+def test_a_local_426_may_name_its_upgrade_but_a_forwarded_request_may_not():
+    script = r'''
+function route(req)
+  if req.path == "/set" then req:set_header("Upgrade", "websocket") end
+end
+function on_get(req)
+  if req.path == "/set" then return 200, "not reached" end
+  return 426, "upgrade first\n", { Upgrade = "TLS/1.2, HTTP/1.1" }
+end'''
+    with lp.Proxy(script) as p:
+        r = lp.get(p.port, "/")
+        assert r.status == 426, r
+        assert r.header("upgrade") == "TLS/1.2, HTTP/1.1", r
+        assert r.body == b"upgrade first\n", r
+        # the request side still refuses it: a backend would switch protocols
+        logged_500(p, lp.get(p.port, "/set"), "upgrade is managed by the proxy", "req:set_header")
