@@ -178,6 +178,62 @@ def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def cpu_ticks(pid):
+    """User + system CPU time of a process, in clock ticks (1/100 s here)."""
+    with open("/proc/%d/stat" % pid) as f:
+        data = f.read()
+    rest = data[data.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])     # utime, stime (fields 14 and 15)
+
+
+def wait_cpu_busy(pid, ticks=2, timeout=3.0, what="the process to run"):
+    """Waits until pid has used `ticks` more CPU ticks than at the call: it
+    is running (say, a worker spinning in Lua), not merely about to."""
+    start = cpu_ticks(pid)
+    wait_until(lambda: cpu_ticks(pid) >= start + ticks, timeout, interval=0.005,
+               what="%s (%d CPU ticks of pid %d)" % (what, ticks, pid))
+
+
+def wait_cpu_idle(pid, quiet=0.2, timeout=5.0, what="the process to go idle"):
+    """Waits until pid has used no CPU for `quiet` seconds: whatever it would
+    do with what it was given (buffer a body, say) it has done."""
+    state = {"ticks": cpu_ticks(pid), "since": time.monotonic()}
+
+    def still():
+        t, now = cpu_ticks(pid), time.monotonic()
+        if t != state["ticks"]:
+            state["ticks"], state["since"] = t, now
+        return now - state["since"] >= quiet
+    wait_until(still, timeout, interval=0.02, what="%s (no CPU for %.1fs, pid %d)" % (what, quiet, pid))
+
+
+def _hexaddr(text):
+    ip, port = text.split(":")
+    return "%d.%d.%d.%d" % tuple(int(ip[i:i + 2], 16) for i in (6, 4, 2, 0)), int(port, 16)
+
+
+def server_unread(port, client_port):
+    """Bytes the server side of the loopback connection (local port `port`,
+    peer port `client_port`) has received but its process has not read yet,
+    from /proc/net/tcp; None if there is no such socket."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if _hexaddr(parts[1])[1] == port and _hexaddr(parts[2])[1] == client_port:
+                return int(parts[4].split(":")[1], 16)
+    return None
+
+
+def wait_server_read(port, conn, timeout=3.0, what="the server to read what the client sent"):
+    """Waits until the server has read every byte sent on `conn` (a Conn or
+    a socket): the request is in the server's hands, not in a queue."""
+    sock = getattr(conn, "sock", conn)
+    cport = sock.getsockname()[1]
+    wait_until(lambda: server_unread(port, cport) == 0, timeout, interval=0.005,
+               what="%s (port %d, client port %d)" % (what, port, cport))
+
+
 # --------------------------------------------------------------------------
 # Short-lived invocations
 
