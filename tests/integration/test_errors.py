@@ -141,16 +141,21 @@ def test_time_limit_does_not_block_other_connections_for_long():
     # answered once the limit has cut the first one short.
     import threading
     with lp.Proxy(SCRIPT, args=["--lua-time-limit", "300ms"]) as p:
+        [w] = p.wait_workers(1)
         results = {}
 
         def spin():
             results["spin"] = lp.get(p.port, "/spin", timeout=10).status
+        t_spin = time.monotonic()
         t = threading.Thread(target=spin)
         t.start()
-        time.sleep(0.05)
-        t0 = time.monotonic()
+        # The worker is inside the spin (burning CPU) before the second request.
+        lp.wait_cpu_busy(w, what="the worker to spin in /spin")
         r = lp.get(p.port, "/", timeout=10)
-        dt = time.monotonic() - t0
+        t_done = time.monotonic()
         t.join(10)
         assert results.get("spin") == 500, results
-        assert r.status == 200 and dt < 2.0, "second request: %r after %.2fs" % (r, dt)
+        assert r.status == 200, "second request: %r" % r
+        # It waited for the limit to cut the spin short, and not much longer.
+        assert 0.25 <= t_done - t_spin < 2.0, "second request answered %.2fs after the spin began " \
+            "(--lua-time-limit 300ms)" % (t_done - t_spin)
