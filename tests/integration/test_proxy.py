@@ -221,7 +221,7 @@ def test_head_204_304_carry_no_body():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p, lp.Conn(p.port) as c:
         r = c.request("HEAD", "/size/1000")
         assert r.status == 200 and r.body == b"", r
-        assert r.header("content-length") in (None, "1000"), "HEAD Content-Length %r" % r
+        assert r.header("content-length") == "1000", "HEAD: the backend's Content-Length 1000 became %r" % r
         r = c.request("GET", "/status/204")
         assert r.status == 204 and r.body == b"", r
         assert "transfer-encoding" not in r.headers, "204 with Transfer-Encoding: %r" % r
@@ -235,7 +235,6 @@ def test_head_204_304_carry_no_body():
         # Nothing stray on the client connection, and it still works.
         d = echo_of(c.request("GET", "/after"))
         assert d["target"] == "/after"
-        time.sleep(0.1)
         assert not c.closed_by_peer(timeout=0.2), "client connection closed"
         o.assert_clean()
 
@@ -249,7 +248,8 @@ def test_backend_connection_close_keeps_client_connection():
         echo_of(c.request("GET", "/close-after?silent=1"))
         d = echo_of(c.request("GET", "/second"))
         assert d["target"] == "/second"
-        assert o.connections >= 2, "origin saw %d connections after closing" % o.connections
+        # Each close-after answer ends its backend connection: three requests, three connections.
+        assert o.connections == 3, "origin saw %d connections, expected 3" % o.connections
         o.assert_clean()
 
 
