@@ -225,6 +225,34 @@ def server_unread(port, client_port):
     return None
 
 
+def holder_of(port, conn, pids):
+    """Which of pids holds the server side of `conn` (a Conn or a socket,
+    connected to `port`), or None: the worker a connection went to."""
+    sock = getattr(conn, "sock", conn)
+    cport = sock.getsockname()[1]
+    inode = None
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if _hexaddr(parts[1])[1] == port and _hexaddr(parts[2])[1] == cport:
+                inode = parts[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%s]" % inode:
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
 def wait_server_read(port, conn, timeout=3.0, what="the server to read what the client sent"):
     """Waits until the server has read every byte sent on `conn` (a Conn or
     a socket): the request is in the server's hands, not in a queue."""
