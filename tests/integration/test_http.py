@@ -275,7 +275,7 @@ def test_body_in_small_pieces():
     with lp.Proxy('function on_post(req) return 200, req.body end') as p, lp.Conn(p.port) as c:
         c.send(b"POST /drip HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
         for i in range(0, len(body), 256):
-            time.sleep(0.01)
+            lp.wait_server_read(p.port, c)     # one piece per read
             c.send(body[i:i + 256])
         r = c.read_response()
         assert r.status == 200 and r.body == body, "body changed on the way (%d bytes back)" % len(r.body)
@@ -291,9 +291,10 @@ def test_large_request_body():
 def test_large_responses_pipelined_slow_reader():
     script = 'local big = string.rep("0123456789", 600 * 1024)\nfunction on_get(req) return 200, big end'
     with lp.Proxy(script) as p, lp.Conn(p.port, timeout=5) as c:
+        [w] = p.wait_workers(1)
         c.sock.setsockopt(lp.socket.SOL_SOCKET, lp.socket.SO_RCVBUF, 16384)
         c.send(lp.build_request("GET", "/1") + lp.build_request("GET", "/2"))
-        time.sleep(0.3)   # let the server fill the socket and wait for room
+        lp.wait_cpu_idle(w, quiet=0.1, what="the server to fill the socket and wait for room")
         for i in (1, 2):
             try:
                 r = c.read_response(timeout=5)

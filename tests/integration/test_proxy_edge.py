@@ -86,11 +86,13 @@ def test_trickled_request_bodies():
         n = 200000
         head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n
         body = pattern_bytes(n)
+        # Each piece is read by the worker before the next is sent, so that
+        # the pieces really arrive in separate reads.
         c.send(head[:20])
-        time.sleep(0.01)
+        lp.wait_server_read(p.port, c)
         c.send(head[20:] + body[:5])
         for i in range(5, n, 10000):
-            time.sleep(0.005)
+            lp.wait_server_read(p.port, c)
             c.send(body[i:i + 10000])
         r = c.read_response()
         d = json.loads(r.body)
@@ -99,7 +101,7 @@ def test_trickled_request_bodies():
                 b"5\r\nhello\r\n1;x=y\r\n \r\na\r\n0123456789\r\n0\r\n\r\n")
         for i in range(0, len(wire), 3):
             c.send(wire[i:i + 3])
-            time.sleep(0.001)
+            lp.wait_server_read(p.port, c)
         r = c.read_response()
         assert r.status == 200 and json.loads(r.body)["body"] == "hello 0123456789", r
         assert _echo_target(c.request("GET", "/echo?after")) == "/echo?after"
