@@ -297,14 +297,18 @@ def test_crash_loop_is_slowed_down():
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                 env=dict(os.environ, **CRASH_ENV))
     try:
-        time.sleep(3.0)
+        # Backoff 0, 100, 200 ms: the 4th death comes 300 ms or more after
+        # the 1st; a tight fork loop would be far past 10 by then.
+        t0 = time.monotonic()
+        lp.wait_until(lambda: open(err_path).read().count("killed by signal 11") >= 4, 5,
+                      interval=0.01, what="4 worker deaths")
+        dt = time.monotonic() - t0
         assert proc.poll() is None, "the master exited"
         text = open(err_path).read()
         deaths = text.count("killed by signal 11")
-        # Backoff 0, 100, 200, 400, 800, 1600 ms: about 6 in 3 s; a tight
-        # fork loop would make thousands.
-        assert 2 <= deaths <= 10, "%d worker deaths in 3 s:\n%s" % (deaths, text[-2000:])
-        assert "restart in" in text, text[-2000:]
+        assert deaths <= 6, "%d worker deaths in %.2fs:\n%s" % (deaths, dt, text[-2000:])
+        assert dt >= 0.3, "4 worker deaths within %.2fs: no backoff\n%s" % (dt, text[-2000:])
+        assert "restart in 100 ms" in text and "restart in 200 ms" in text, text[-2000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
