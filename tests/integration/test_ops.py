@@ -143,13 +143,21 @@ def _reload_under_load(p, path, version_of, admin_port):
     result = {}
 
     def storm():
-        time.sleep(0.5)
+        # The reloads begin once wrk's load is there, not after a guess.
+        try:
+            lp.wait_until(lambda: metric(metrics(admin_port), "luaproxy_requests_total", '{code="200"}') > 200,
+                          5, interval=0.05, what="wrk's load on the server")
+        except AssertionError as e:
+            result["error"] = str(e)
+            stop.set()
+            return
         result["good"], result["last"] = _reload_storm(p, seen, stop, path, version_of)
 
     t = threading.Thread(target=storm)
     t.start()
     total, text = wrk(p.port, path, 7)
     t.join(30)
+    assert "error" not in result, result.get("error")
     assert "Socket errors" not in text, "socket errors during reloads:\n" + text
     assert "Non-2xx" not in text, "non-2xx responses during reloads:\n" + text
     assert total > 1000, text
