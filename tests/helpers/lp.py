@@ -207,38 +207,45 @@ def wait_cpu_idle(pid, quiet=0.2, timeout=5.0, what="the process to go idle"):
     wait_until(still, timeout, interval=0.02, what="%s (no CPU for %.1fs, pid %d)" % (what, quiet, pid))
 
 
-def _hexaddr(text):
-    ip, port = text.split(":")
-    return "%d.%d.%d.%d" % tuple(int(ip[i:i + 2], 16) for i in (6, 4, 2, 0)), int(port, 16)
+def _sock_diag(port, client_port):
+    """(unread bytes, inode) of the server side of a loopback connection
+    (local port `port`, peer port `client_port`) through one exact
+    NETLINK_SOCK_DIAG lookup (sub-millisecond, where /proc/net/tcp may hold
+    thousands of lines), or None if there is no such socket."""
+    import struct
+    lo = socket.inet_aton(HOST) + b"\0" * 12
+    sockid = struct.pack("!HH", port, client_port) + lo + lo + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    msg = struct.pack("=IHHII", 16 + len(req), 20, 1, 1, 0) + req    # SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as nl:   # NETLINK_SOCK_DIAG
+        nl.sendto(msg, (0, 0))
+        data = nl.recv(65536)
+    _, mtype = struct.unpack_from("=IH", data)
+    if mtype != 20:                     # NLMSG_ERROR: no such socket
+        return None
+    # No connection with that peer: the lookup may fall back to the listener.
+    if struct.unpack_from("!HH", data, 16 + 4) != (port, client_port):
+        return None
+    rqueue, _wqueue, _uid, inode = struct.unpack_from("=IIII", data, 16 + 4 + 48 + 4)
+    return rqueue, inode
 
 
 def server_unread(port, client_port):
     """Bytes the server side of the loopback connection (local port `port`,
-    peer port `client_port`) has received but its process has not read yet,
-    from /proc/net/tcp; None if there is no such socket."""
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if _hexaddr(parts[1])[1] == port and _hexaddr(parts[2])[1] == client_port:
-                return int(parts[4].split(":")[1], 16)
-    return None
+    peer port `client_port`) has received but its process has not read yet;
+    None if there is no such socket."""
+    d = _sock_diag(port, client_port)
+    return d[0] if d else None
 
 
 def holder_of(port, conn, pids):
     """Which of pids holds the server side of `conn` (a Conn or a socket,
     connected to `port`), or None: the worker a connection went to."""
     sock = getattr(conn, "sock", conn)
-    cport = sock.getsockname()[1]
-    inode = None
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if _hexaddr(parts[1])[1] == port and _hexaddr(parts[2])[1] == cport:
-                inode = parts[9]
-    if inode is None:
+    d = _sock_diag(port, sock.getsockname()[1])
+    if d is None or d[1] == 0:          # no inode yet: not accepted
         return None
+    want = "socket:[%d]" % d[1]
     for pid in pids:
         try:
             fds = os.listdir("/proc/%d/fd" % pid)
@@ -246,11 +253,25 @@ def holder_of(port, conn, pids):
             continue
         for fd in fds:
             try:
-                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%s]" % inode:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == want:
                     return pid
             except OSError:
                 pass
     return None
+
+
+def conn_on_worker(proxy, pid, tries=64, timeout=5.0):
+    """A new Conn to proxy that worker `pid` holds (the connections that
+    another worker took are closed unused), so that a test can say which
+    worker serves what rather than hope both get a share."""
+    for _ in range(tries):
+        c = Conn(proxy.port, timeout=timeout)
+        holder = wait_until(lambda: holder_of(proxy.port, c, proxy.worker_pids()), 3, interval=0.002,
+                            what="a worker to accept the connection")
+        if holder == pid:
+            return c
+        c.close()
+    raise AssertionError("%d connections never reached worker %d" % (tries, pid))
 
 
 def wait_server_read(port, conn, timeout=3.0, what="the server to read what the client sent"):

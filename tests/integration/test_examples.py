@@ -278,9 +278,12 @@ def test_ratelimit_answers_429_with_retry_after_across_workers():
     with Origin(name="app") as o:
         env = {"APP_ADDRS": o.addr, "RATE_LIMIT": "5", "RATE_WINDOW": "3"}
         with lp.Proxy(example("ratelimit.lua"), env=env, workers=2) as p:
+            workers = p.wait_workers(2)
             statuses, retry = [], []
-            for _ in range(8):
-                r = lp.get(p.port, "/", headers={"X-Api-Key": "k1"})  # a new connection each
+            for i in range(8):
+                # A new connection each, on the two workers in turn: one budget for both.
+                with lp.conn_on_worker(p, workers[i % 2]) as c:
+                    r = c.request("GET", "/", headers={"X-Api-Key": "k1"})
                 statuses.append(r.status)
                 if r.status == 429:
                     assert r.body == b"too many requests\n", r
@@ -357,8 +360,10 @@ def test_maintenance_switch_flipped_at_run_time():
             lp.expect(lp.request(p.port, "PUT", "/admin/maintenance", body=b"back soon\n", headers=admin),
                       200)
             before = len(received(o))
-            for _ in range(6):  # new connections: every worker sees the switch
-                r = lp.expect(lp.get(p.port, "/shop"), 503, b"back soon\n")
+            workers = p.wait_workers(2)
+            for i in range(6):  # new connections on each worker in turn: every worker sees the switch
+                with lp.conn_on_worker(p, workers[i % 2]) as c:
+                    r = lp.expect(c.request("GET", "/shop"), 503, b"back soon\n")
                 assert r.headers.get("retry-after") == "120", r
             assert len(received(o)) == before, "requests reached the backend during maintenance"
             # Operators get through.
