@@ -146,11 +146,16 @@ def test_canary_percentage_stable_per_user():
     with Origin(name="stable") as stable, Origin(name="canary") as canary:
         env = {"STABLE_ADDRS": stable.addr, "CANARY_ADDRS": canary.addr, "CANARY_PERCENT": "30"}
         with lp.Proxy(example("canary.lua"), env=env, workers=2) as p:
+            workers = p.wait_workers(2)
+
+            def on(w, headers):     # a new connection that worker w serves
+                with lp.conn_on_worker(p, w) as c:
+                    return lp.expect(c.request("GET", "/", headers=headers), 200)
             side = {}
             for i in range(120):
                 user = "user-%d" % i
-                got = {served_by(lp.expect(lp.get(p.port, "/", headers={"X-User": user}), 200))
-                       for _ in range(2)}
+                # Asked once of each worker: the two must agree.
+                got = {served_by(on(w, {"X-User": user})) for w in workers}
                 assert len(got) == 1, "%s was sent to both: %r" % (user, got)
                 side[user] = got.pop()
             n = sum(1 for v in side.values() if v == "canary")
@@ -321,9 +326,11 @@ def test_apikey_keys_managed_over_the_admin_route():
             lp.expect(lp.request(p.port, "PUT", "/admin/keys/" + key, body=b"alice\n", headers=admin), 200)
             lp.expect(lp.get(p.port, "/admin/keys", headers=admin), 200, ("%s alice\n" % key).encode())
 
-            # Both ways of giving the key; several connections, so both workers.
-            for hdr in ({"Authorization": "Bearer " + key}, {"X-Api-Key": key}) * 3:
-                lp.expect(lp.get(p.port, "/data", headers=hdr), 200)
+            # Both ways of giving the key, on both workers (the key was stored through one).
+            workers = p.wait_workers(2)
+            for i, hdr in enumerate(({"Authorization": "Bearer " + key}, {"X-Api-Key": key}) * 3):
+                with lp.conn_on_worker(p, workers[(i // 2) % 2]) as c:
+                    lp.expect(c.request("GET", "/data", headers=hdr), 200)
             assert len(received(o)) == 6
             for q in received(o):
                 assert header_of(q, "x-client") == "alice", q
