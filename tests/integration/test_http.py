@@ -2,6 +2,7 @@
 100-continue, timeouts, and the headers of local responses."""
 
 import email.utils
+import os
 import select
 import time
 
@@ -307,13 +308,16 @@ def test_large_responses_pipelined_slow_reader():
 def test_client_gone_mid_request_does_not_hurt():
     with lp.Proxy(ECHO) as p:
         [w] = p.wait_workers(1)
+        fds = len(os.listdir("/proc/%d/fd" % w))
         for data in (b"GET /half HTTP/1.1\r\nHo", lp.build_request("POST", "/x", b"a" * 100)[:-50],
                      lp.build_request("GET", "/abandoned")):
             c = lp.Conn(p.port)
             c.send(data)
             c.sock.setsockopt(lp.socket.SOL_SOCKET, lp.socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             c.close()   # SO_LINGER 0: a reset, not a FIN
-        time.sleep(0.1)
+        # The worker has seen the resets and closed the three connections.
+        lp.wait_until(lambda: len(os.listdir("/proc/%d/fd" % w)) <= fds,
+                      what="the worker to close the reset connections (back to %d descriptors)" % fds)
         lp.expect(lp.get(p.port, "/still"), 200, b"GET /still")
         assert p.worker_pids() == [w], "worker replaced after clients went away"
 
