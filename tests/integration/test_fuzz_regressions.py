@@ -94,6 +94,7 @@ def test_obs_fold_does_not_smuggle_a_second_request():
         # A value split across two reads is not a fold.
         with lp.Conn(p.port) as c:
             c.send(b"GET /p HTTP/1.1\r\nHost: h\r\nX-A: abc")
+            lp.wait_server_read(p.port, c, what="the worker to read the first half of the value")
             c.send(b" def\r\n\r\n")
             r = c.read_response()
             assert r.status == 200, r
