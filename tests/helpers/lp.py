@@ -793,6 +793,28 @@ def send_raw(port, data, timeout=3.0):
         c.close()
 
 
+def send_raw_closed(port, data, timeout=3.0):
+    """send_raw for an exchange the server must end (Connection: close, an
+    HTTP/1.0 client, a rejection): every byte received, and an
+    AssertionError if the server has not closed within timeout (send_raw
+    would return what came by then, and a close that never happens pass)."""
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    c = Conn(port, timeout=timeout)
+    try:
+        try:
+            c.send(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = c.read_until_close(timeout)
+        if not c.eof:
+            raise AssertionError("the server kept the connection open %.1fs after %r; got %r"
+                                 % (timeout, data[:100], out[:300]))
+        return out
+    finally:
+        c.close()
+
+
 def request(port, method, path, body=None, headers=None, timeout=5.0):
     """One request on a fresh connection through http.client."""
     if isinstance(body, str):

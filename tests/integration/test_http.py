@@ -180,7 +180,7 @@ def test_pipelining_with_close_at_the_end():
     data = (lp.build_request("GET", "/x") + lp.build_request("GET", "/y")
             + lp.build_request("GET", "/z", headers={"Connection": "close"}))
     with lp.Proxy(ECHO) as p:
-        rs = lp.parse_responses(lp.send_raw(p.port, data, timeout=3))
+        rs = lp.parse_responses(lp.send_raw_closed(p.port, data, timeout=3))
         assert [r.body for r in rs] == [b"GET /x", b"GET /y", b"GET /z"], rs
 
 

@@ -265,7 +265,7 @@ def test_unframed_backend_body():
             d = echo_of(c.request("GET", "/after-eof"))
             assert d["target"] == "/after-eof"
         # HTTP/1.0 client: the body may end with the close.
-        raw = lp.send_raw(p.port, "GET /eof/%d HTTP/1.0\r\n\r\n" % n, timeout=5)
+        raw = lp.send_raw_closed(p.port, "GET /eof/%d HTTP/1.0\r\n\r\n" % n, timeout=5)
         rs = lp.parse_responses(raw)
         assert len(rs) == 1 and rs[0].status == 200, raw[:300]
         assert rs[0].body == pattern_bytes(n), "HTTP/1.0 unframed body: %d bytes" % len(rs[0].body)
@@ -349,7 +349,7 @@ def test_chunked_response_body_passes_through():
 
 def test_http10_client_proxied():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p:
-        raw = lp.send_raw(p.port, "GET /v10 HTTP/1.0\r\nHost: h10.test\r\n\r\n", timeout=5)
+        raw = lp.send_raw_closed(p.port, "GET /v10 HTTP/1.0\r\nHost: h10.test\r\n\r\n", timeout=5)
         rs = lp.parse_responses(raw)
         assert len(rs) == 1, raw[:300]
         d = echo_of(rs[0])

@@ -18,7 +18,7 @@ def _echo_target(r):
 
 def test_http10_client_never_gets_chunked():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p:
-        raw = lp.send_raw(p.port, "GET /chunked/5000 HTTP/1.0\r\nHost: x\r\n\r\n", timeout=5)
+        raw = lp.send_raw_closed(p.port, "GET /chunked/5000 HTTP/1.0\r\nHost: x\r\n\r\n", timeout=5)
         head, _, _ = raw.partition(b"\r\n\r\n")
         assert b"transfer-encoding" not in head.lower(), \
             "chunked response sent to an HTTP/1.0 client: %r" % head
@@ -32,7 +32,7 @@ def test_client_connection_close_honoured_backend_kept():
     with Origin() as o, lp.Proxy(upstream_script([o]), workers=1) as p:
         for i in range(5):
             t0 = time.monotonic()
-            raw = lp.send_raw(p.port, "GET /echo?i=%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % i,
+            raw = lp.send_raw_closed(p.port, "GET /echo?i=%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % i,
                               timeout=3)
             dt = time.monotonic() - t0
             rs = lp.parse_responses(raw)
