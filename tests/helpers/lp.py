@@ -777,9 +777,9 @@ def build_request(method, path, body=None, headers=None, version="1.1"):
     return head.encode("latin-1") + (body or b"")
 
 
-def send_raw(port, data, timeout=3.0):
-    """Sends data on a fresh connection and returns every byte received
-    until the server closes the connection or timeout passes."""
+def _exchange(port, data, timeout):
+    """(every byte received until the server closed or timeout passed,
+    whether it closed)."""
     if isinstance(data, str):
         data = data.encode("latin-1")
     c = Conn(port, timeout=timeout)
@@ -788,9 +788,15 @@ def send_raw(port, data, timeout=3.0):
             c.send(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        return c.read_until_close(timeout)
+        return c.read_until_close(timeout), c.eof
     finally:
         c.close()
+
+
+def send_raw(port, data, timeout=3.0):
+    """Sends data on a fresh connection and returns every byte received
+    until the server closes the connection or timeout passes."""
+    return _exchange(port, data, timeout)[0]
 
 
 def send_raw_closed(port, data, timeout=3.0):
@@ -798,21 +804,11 @@ def send_raw_closed(port, data, timeout=3.0):
     HTTP/1.0 client, a rejection): every byte received, and an
     AssertionError if the server has not closed within timeout (send_raw
     would return what came by then, and a close that never happens pass)."""
-    if isinstance(data, str):
-        data = data.encode("latin-1")
-    c = Conn(port, timeout=timeout)
-    try:
-        try:
-            c.send(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        out = c.read_until_close(timeout)
-        if not c.eof:
-            raise AssertionError("the server kept the connection open %.1fs after %r; got %r"
-                                 % (timeout, data[:100], out[:300]))
-        return out
-    finally:
-        c.close()
+    out, closed = _exchange(port, data, timeout)
+    if not closed:
+        raise AssertionError("the server kept the connection open %.1fs after %r; got %r"
+                             % (timeout, data[:100], out[:300]))
+    return out
 
 
 def request(port, method, path, body=None, headers=None, timeout=5.0):
