@@ -55,6 +55,7 @@ def test_sigterm_closes_idle_keep_alive_quickly():
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
         assert c.closed_by_peer(timeout=3), "idle keep-alive connection not closed on SIGTERM"
+        assert not c.reset, "idle keep-alive connection reset, not closed, on SIGTERM"
         rc = p.wait(3)
         assert rc == 0, "master status %r (or still running) after SIGTERM with an idle connection" % rc
         assert time.monotonic() - t0 < 2.5, "shutdown took %.2fs" % (time.monotonic() - t0)

@@ -269,7 +269,7 @@ def test_sigterm_lets_a_slow_proxied_upload_finish():
             o.wait_requests(2)
             p.send_signal(signal.SIGTERM)
             # The idle keep-alive connection is closed, not reset.
-            assert idle.closed_by_peer(timeout=3)
+            assert idle.closed_by_peer(timeout=3) and not idle.reset, "idle connection reset or left open"
             for i in range(1000, size, 32 * 1024):
                 c.send(body[i:i + 32 * 1024])
                 time.sleep(0.05)
