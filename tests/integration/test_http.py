@@ -28,6 +28,8 @@ def assert_rejected(conn, status):
     assert 0 < len(r.body) <= 512, "body should be short and non-empty: %r" % r.body
     assert "close" in r.connection_tokens(), "no Connection: close: %r" % r
     assert conn.closed_by_peer(timeout=3), "server kept the connection open after %d" % status
+    # A reset may destroy the answer before a client reads it (RFC 9112 §9.6).
+    assert not conn.reset, "the server reset the connection after %d instead of closing it" % status
     return r
 
 
