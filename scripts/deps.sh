@@ -10,7 +10,7 @@
 #   scripts/deps.sh profile    also perf, strace, wrk and an nginx origin (make bench-profile)
 set -eu
 
-pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3 wrk"
+pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3 wrk groff-base"
 [ "${1:-}" = bench ] && pkgs="$pkgs nginx haproxy libnginx-mod-http-lua"
 [ "${1:-}" = callgrind ] && pkgs="$pkgs nginx valgrind"
 [ "${1:-}" = profile ] && pkgs="$pkgs nginx linux-perf strace"

@@ -178,6 +178,125 @@ def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def cpu_ticks(pid):
+    """User + system CPU time of a process, in clock ticks (1/100 s here)."""
+    with open("/proc/%d/stat" % pid) as f:
+        data = f.read()
+    rest = data[data.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])     # utime, stime (fields 14 and 15)
+
+
+def wait_cpu_busy(pid, ticks=2, timeout=3.0, what="the process to run"):
+    """Waits until pid has used `ticks` more CPU ticks than at the call: it
+    is running (say, a worker spinning in Lua), not merely about to."""
+    start = cpu_ticks(pid)
+    wait_until(lambda: cpu_ticks(pid) >= start + ticks, timeout, interval=0.005,
+               what="%s (%d CPU ticks of pid %d)" % (what, ticks, pid))
+
+
+def wait_cpu_idle(pid, quiet=0.2, timeout=5.0, what="the process to go idle"):
+    """Waits until pid has used no CPU for `quiet` seconds: whatever it would
+    do with what it was given (buffer a body, say) it has done."""
+    state = {"ticks": cpu_ticks(pid), "since": time.monotonic()}
+
+    def still():
+        t, now = cpu_ticks(pid), time.monotonic()
+        if t != state["ticks"]:
+            state["ticks"], state["since"] = t, now
+        return now - state["since"] >= quiet
+    wait_until(still, timeout, interval=0.02, what="%s (no CPU for %.1fs, pid %d)" % (what, quiet, pid))
+
+
+def _proc_net_tcp(port, client_port):
+    """_sock_diag from /proc/net/tcp (one regex search over the whole file)."""
+    with open("/proc/net/tcp") as f:
+        text = f.read()
+    m = re.search(r"^.*:%04X [0-9A-F]{8}:%04X .*$" % (port, client_port), text, re.M)
+    if not m:
+        return None
+    parts = m.group(0).split()
+    return int(parts[4].split(":")[1], 16), int(parts[9])
+
+
+def _sock_diag(port, client_port):
+    """(unread bytes, inode) of the server side of a loopback connection
+    (local port `port`, peer port `client_port`) through one exact
+    NETLINK_SOCK_DIAG lookup (sub-millisecond, where /proc/net/tcp may hold
+    thousands of lines), or None if there is no such socket."""
+    import struct
+    lo = socket.inet_aton(HOST) + b"\0" * 12
+    sockid = struct.pack("!HH", port, client_port) + lo + lo + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    msg = struct.pack("=IHHII", 16 + len(req), 20, 1, 1, 0) + req    # SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as nl:   # NETLINK_SOCK_DIAG
+            nl.sendto(msg, (0, 0))
+            data = nl.recv(65536)
+    except OSError:
+        return _proc_net_tcp(port, client_port)     # no sock_diag here: the slow way
+    _, mtype = struct.unpack_from("=IH", data)
+    if mtype != 20:                     # NLMSG_ERROR: no such socket
+        return None
+    # No connection with that peer: the lookup may fall back to the listener.
+    if struct.unpack_from("!HH", data, 16 + 4) != (port, client_port):
+        return None
+    rqueue, _wqueue, _uid, inode = struct.unpack_from("=IIII", data, 16 + 4 + 48 + 4)
+    return rqueue, inode
+
+
+def server_unread(port, client_port):
+    """Bytes the server side of the loopback connection (local port `port`,
+    peer port `client_port`) has received but its process has not read yet;
+    None if there is no such socket."""
+    d = _sock_diag(port, client_port)
+    return d[0] if d else None
+
+
+def holder_of(port, conn, pids):
+    """Which of pids holds the server side of `conn` (a Conn or a socket,
+    connected to `port`), or None: the worker a connection went to."""
+    sock = getattr(conn, "sock", conn)
+    d = _sock_diag(port, sock.getsockname()[1])
+    if d is None or d[1] == 0:          # no inode yet: not accepted
+        return None
+    want = "socket:[%d]" % d[1]
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == want:
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def conn_on_worker(proxy, pid, tries=64, timeout=5.0):
+    """A new Conn to proxy that worker `pid` holds (the connections that
+    another worker took are closed unused), so that a test can say which
+    worker serves what rather than hope both get a share."""
+    for _ in range(tries):
+        c = Conn(proxy.port, timeout=timeout)
+        holder = wait_until(lambda: holder_of(proxy.port, c, proxy.worker_pids()), 3, interval=0.002,
+                            what="a worker to accept the connection")
+        if holder == pid:
+            return c
+        c.close()
+    raise AssertionError("%d connections never reached worker %d" % (tries, pid))
+
+
+def wait_server_read(port, conn, timeout=3.0, what="the server to read what the client sent"):
+    """Waits until the server has read every byte sent on `conn` (a Conn or
+    a socket): the request is in the server's hands, not in a queue."""
+    sock = getattr(conn, "sock", conn)
+    cport = sock.getsockname()[1]
+    wait_until(lambda: server_unread(port, cport) == 0, timeout, interval=0.005,
+               what="%s (port %d, client port %d)" % (what, port, cport))
+
+
 # --------------------------------------------------------------------------
 # Short-lived invocations
 
@@ -672,9 +791,9 @@ def build_request(method, path, body=None, headers=None, version="1.1"):
     return head.encode("latin-1") + (body or b"")
 
 
-def send_raw(port, data, timeout=3.0):
-    """Sends data on a fresh connection and returns every byte received
-    until the server closes the connection or timeout passes."""
+def _exchange(port, data, timeout):
+    """(every byte received until the server closed or timeout passed,
+    whether it closed)."""
     if isinstance(data, str):
         data = data.encode("latin-1")
     c = Conn(port, timeout=timeout)
@@ -683,9 +802,27 @@ def send_raw(port, data, timeout=3.0):
             c.send(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        return c.read_until_close(timeout)
+        return c.read_until_close(timeout), c.eof
     finally:
         c.close()
+
+
+def send_raw(port, data, timeout=3.0):
+    """Sends data on a fresh connection and returns every byte received
+    until the server closes the connection or timeout passes."""
+    return _exchange(port, data, timeout)[0]
+
+
+def send_raw_closed(port, data, timeout=3.0):
+    """send_raw for an exchange the server must end (Connection: close, an
+    HTTP/1.0 client, a rejection): every byte received, and an
+    AssertionError if the server has not closed within timeout (send_raw
+    would return what came by then, and a close that never happens pass)."""
+    out, closed = _exchange(port, data, timeout)
+    if not closed:
+        raise AssertionError("the server kept the connection open %.1fs after %r; got %r"
+                             % (timeout, data[:100], out[:300]))
+    return out
 
 
 def request(port, method, path, body=None, headers=None, timeout=5.0):

@@ -86,6 +86,7 @@ class Request:
         self.chunked = False
         self.trailers = []
         self.raw = b""                  # the exact bytes of this request
+        self.answered = False           # every step of its answer has run
 
     def getall(self, name):
         return [v for k, v in self.headers if k == name.lower()]
@@ -345,7 +346,9 @@ class StrictOrigin(ThreadedServer):
                 with self.lock:
                     self.requests.append(req)
                 rec.requests.append(req)
-                if not self._answer(sock, req):
+                kept = self._answer(sock, req)
+                req.answered = True
+                if not kept:
                     return
                 seq += 1
         finally:

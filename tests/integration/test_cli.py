@@ -190,7 +190,8 @@ def test_address_in_use_exits_1():
         path = lp.write_script(GOOD, name="good.lua")
         r = lp.run_cli(["--listen", "127.0.0.1:%d" % port, "-w", "1", path])
         assert r.returncode == 1, r
-        assert r.stderr.strip(), "nothing on stderr: %r" % r
+        line = one_line(r.stderr)
+        assert "127.0.0.1:%d" % port in line and "in use" in line, "stderr does not name the address in use: %r" % r
     finally:
         s.close()
 

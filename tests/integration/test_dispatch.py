@@ -127,11 +127,16 @@ def test_head_through_on_get():
 
 def test_head_uses_on_head_when_defined():
     script = ('function on_get(req) return 200, "body-of-get" end\n'
-              'function on_head(req) return 200, nil, { ["x-from"] = "on_head" } end\n')
-    with lp.Proxy(script) as p:
-        r = lp.request(p.port, "HEAD", "/")
+              'function on_head(req) return 200, "head-body", { ["x-from"] = "on_head" } end\n')
+    with lp.Proxy(script) as p, lp.Conn(p.port) as c:
+        # http.client drops a HEAD answer's body unread: on a raw connection
+        # a body after the head would be read as the next response. on_head's
+        # body is measured, not sent.
+        c.send(lp.build_request("HEAD", "/") + lp.build_request("GET", "/"))
+        r = c.read_response(head=True)
         assert r.status == 200 and r.headers.get("x-from") == "on_head", r
-        assert r.body == b"", r
+        assert r.headers.get("content-length") == "9", r
+        lp.expect(c.read_response(), 200, b"body-of-get", what="GET after HEAD")
 
 
 def test_array_header_values_repeat():

@@ -146,11 +146,16 @@ def test_canary_percentage_stable_per_user():
     with Origin(name="stable") as stable, Origin(name="canary") as canary:
         env = {"STABLE_ADDRS": stable.addr, "CANARY_ADDRS": canary.addr, "CANARY_PERCENT": "30"}
         with lp.Proxy(example("canary.lua"), env=env, workers=2) as p:
+            workers = p.wait_workers(2)
+
+            def on(w, headers):     # a new connection that worker w serves
+                with lp.conn_on_worker(p, w) as c:
+                    return lp.expect(c.request("GET", "/", headers=headers), 200)
             side = {}
             for i in range(120):
                 user = "user-%d" % i
-                got = {served_by(lp.expect(lp.get(p.port, "/", headers={"X-User": user}), 200))
-                       for _ in range(2)}
+                # Asked once of each worker: the two must agree.
+                got = {served_by(on(w, {"X-User": user})) for w in workers}
                 assert len(got) == 1, "%s was sent to both: %r" % (user, got)
                 side[user] = got.pop()
             n = sum(1 for v in side.values() if v == "canary")
@@ -278,9 +283,12 @@ def test_ratelimit_answers_429_with_retry_after_across_workers():
     with Origin(name="app") as o:
         env = {"APP_ADDRS": o.addr, "RATE_LIMIT": "5", "RATE_WINDOW": "3"}
         with lp.Proxy(example("ratelimit.lua"), env=env, workers=2) as p:
+            workers = p.wait_workers(2)
             statuses, retry = [], []
-            for _ in range(8):
-                r = lp.get(p.port, "/", headers={"X-Api-Key": "k1"})  # a new connection each
+            for i in range(8):
+                # A new connection each, on the two workers in turn: one budget for both.
+                with lp.conn_on_worker(p, workers[i % 2]) as c:
+                    r = c.request("GET", "/", headers={"X-Api-Key": "k1"})
                 statuses.append(r.status)
                 if r.status == 429:
                     assert r.body == b"too many requests\n", r
@@ -318,9 +326,11 @@ def test_apikey_keys_managed_over_the_admin_route():
             lp.expect(lp.request(p.port, "PUT", "/admin/keys/" + key, body=b"alice\n", headers=admin), 200)
             lp.expect(lp.get(p.port, "/admin/keys", headers=admin), 200, ("%s alice\n" % key).encode())
 
-            # Both ways of giving the key; several connections, so both workers.
-            for hdr in ({"Authorization": "Bearer " + key}, {"X-Api-Key": key}) * 3:
-                lp.expect(lp.get(p.port, "/data", headers=hdr), 200)
+            # Both ways of giving the key, on both workers (the key was stored through one).
+            workers = p.wait_workers(2)
+            for i, hdr in enumerate(({"Authorization": "Bearer " + key}, {"X-Api-Key": key}) * 3):
+                with lp.conn_on_worker(p, workers[(i // 2) % 2]) as c:
+                    lp.expect(c.request("GET", "/data", headers=hdr), 200)
             assert len(received(o)) == 6
             for q in received(o):
                 assert header_of(q, "x-client") == "alice", q
@@ -357,8 +367,10 @@ def test_maintenance_switch_flipped_at_run_time():
             lp.expect(lp.request(p.port, "PUT", "/admin/maintenance", body=b"back soon\n", headers=admin),
                       200)
             before = len(received(o))
-            for _ in range(6):  # new connections: every worker sees the switch
-                r = lp.expect(lp.get(p.port, "/shop"), 503, b"back soon\n")
+            workers = p.wait_workers(2)
+            for i in range(6):  # new connections on each worker in turn: every worker sees the switch
+                with lp.conn_on_worker(p, workers[i % 2]) as c:
+                    r = lp.expect(c.request("GET", "/shop"), 503, b"back soon\n")
                 assert r.headers.get("retry-after") == "120", r
             assert len(received(o)) == before, "requests reached the backend during maintenance"
             # Operators get through.

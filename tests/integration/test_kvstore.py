@@ -54,11 +54,14 @@ def test_kvstore_query_is_not_part_of_key():
 def test_shared_across_workers_fresh_connections():
     value = b"".join(b"%06d," % i for i in range(1500))  # ~10 KiB
     with lp.Proxy(KVSTORE, workers=2) as p:
-        p.wait_workers(2)
-        lp.expect(lp.post(p.port, "/shared/key", value, headers={"Content-Type": "text/csv"}), 201)
-        for i in range(200):
-            r = lp.get(p.port, "/shared/key")
-            assert r.status == 200 and r.body == value, "read %d: %r" % (i, r)
+        workers = p.wait_workers(2)
+        with lp.conn_on_worker(p, workers[0]) as c:
+            lp.expect(c.request("POST", "/shared/key", value, headers={"Content-Type": "text/csv"}), 201)
+        # Fresh connections, half of them on the worker that did not write.
+        for i in range(40):
+            with lp.conn_on_worker(p, workers[i % 2]) as c:
+                r = c.request("GET", "/shared/key")
+            assert r.status == 200 and r.body == value, "read %d (worker %d): %r" % (i, workers[i % 2], r)
             assert r.headers.get("content-type") == "text/csv", r
 
 

@@ -221,7 +221,7 @@ def test_head_204_304_carry_no_body():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p, lp.Conn(p.port) as c:
         r = c.request("HEAD", "/size/1000")
         assert r.status == 200 and r.body == b"", r
-        assert r.header("content-length") in (None, "1000"), "HEAD Content-Length %r" % r
+        assert r.header("content-length") == "1000", "HEAD: the backend's Content-Length 1000 became %r" % r
         r = c.request("GET", "/status/204")
         assert r.status == 204 and r.body == b"", r
         assert "transfer-encoding" not in r.headers, "204 with Transfer-Encoding: %r" % r
@@ -235,7 +235,6 @@ def test_head_204_304_carry_no_body():
         # Nothing stray on the client connection, and it still works.
         d = echo_of(c.request("GET", "/after"))
         assert d["target"] == "/after"
-        time.sleep(0.1)
         assert not c.closed_by_peer(timeout=0.2), "client connection closed"
         o.assert_clean()
 
@@ -249,7 +248,8 @@ def test_backend_connection_close_keeps_client_connection():
         echo_of(c.request("GET", "/close-after?silent=1"))
         d = echo_of(c.request("GET", "/second"))
         assert d["target"] == "/second"
-        assert o.connections >= 2, "origin saw %d connections after closing" % o.connections
+        # Each close-after answer ends its backend connection: three requests, three connections.
+        assert o.connections == 3, "origin saw %d connections, expected 3" % o.connections
         o.assert_clean()
 
 
@@ -265,7 +265,7 @@ def test_unframed_backend_body():
             d = echo_of(c.request("GET", "/after-eof"))
             assert d["target"] == "/after-eof"
         # HTTP/1.0 client: the body may end with the close.
-        raw = lp.send_raw(p.port, "GET /eof/%d HTTP/1.0\r\n\r\n" % n, timeout=5)
+        raw = lp.send_raw_closed(p.port, "GET /eof/%d HTTP/1.0\r\n\r\n" % n, timeout=5)
         rs = lp.parse_responses(raw)
         assert len(rs) == 1 and rs[0].status == 200, raw[:300]
         assert rs[0].body == pattern_bytes(n), "HTTP/1.0 unframed body: %d bytes" % len(rs[0].body)
@@ -349,7 +349,7 @@ def test_chunked_response_body_passes_through():
 
 def test_http10_client_proxied():
     with Origin() as o, lp.Proxy(upstream_script([o])) as p:
-        raw = lp.send_raw(p.port, "GET /v10 HTTP/1.0\r\nHost: h10.test\r\n\r\n", timeout=5)
+        raw = lp.send_raw_closed(p.port, "GET /v10 HTTP/1.0\r\nHost: h10.test\r\n\r\n", timeout=5)
         rs = lp.parse_responses(raw)
         assert len(rs) == 1, raw[:300]
         d = echo_of(rs[0])

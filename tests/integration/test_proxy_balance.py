@@ -102,11 +102,26 @@ def test_random_uses_both():
 HASH_OPTS = 'balance = "hash", hash_key = function(req) return req.headers["x-user"] end'
 
 
-def _hash_map(port, keys):
+def _conns_on_two_workers(p):
+    """Two client connections that two different workers hold."""
+    workers = p.wait_workers(2)
+    for _ in range(50):
+        c1, c2 = lp.Conn(p.port), lp.Conn(p.port)
+        for c in (c1, c2):
+            _who(c.request("GET", "/h", headers={"X-User": "probe"}), "probe")
+        w1, w2 = lp.holder_of(p.port, c1, workers), lp.holder_of(p.port, c2, workers)
+        if w1 and w2 and w1 != w2:
+            return c1, c2
+        c1.close()
+        c2.close()
+    raise AssertionError("50 pairs of connections never landed on two different workers")
+
+
+def _hash_map(port, keys, p=None):
     """key -> origin name, each key asked twice on different connections
-    (and so possibly different workers); both must agree."""
+    (on two different workers when p, the Proxy, is given); both must agree."""
     out = {}
-    c1, c2 = lp.Conn(port), lp.Conn(port)
+    c1, c2 = _conns_on_two_workers(p) if p else (lp.Conn(port), lp.Conn(port))
     try:
         for k in keys:
             n1 = _who(c1.request("GET", "/h", headers={"X-User": k}), "key %s" % k)
@@ -124,14 +139,14 @@ def test_hash_consistent_and_minimal_remap():
     keys = ["user-%d" % i for i in range(200)]
     try:
         with lp.Proxy(upstream_script(origins[:3], HASH_OPTS), workers=2) as p:
-            m3 = _hash_map(p.port, keys)
+            m3 = _hash_map(p.port, keys, p)
         used = set(m3.values())
         assert len(used) == 3, "200 keys over 3 servers used only %r" % used
         for name in used:
             share = sum(1 for v in m3.values() if v == name) / 200.0
             assert share >= 0.1, "hash put %.0f%% of keys on %s: %r" % (share * 100, name, m3)
         with lp.Proxy(upstream_script(origins, HASH_OPTS), workers=2) as p:
-            m4 = _hash_map(p.port, keys)
+            m4 = _hash_map(p.port, keys, p)
         moved = [k for k in keys if m3[k] != m4[k]]
         frac = len(moved) / 200.0
         assert 0.10 <= frac <= 0.45, "adding a 4th server moved %d of 200 keys (%.0f%%); expected about 25%%" % (

@@ -54,7 +54,7 @@ def test_download_64mib_content_length():
         r = c.read_response(keep=0)
         dt = time.monotonic() - t0
         assert r.status == 200, r
-        assert r.header("content-length") in (None, str(BIG)), r
+        assert r.header("content-length") == str(BIG), "the backend's Content-Length became %r" % r
         assert r.body_len == BIG, "client received %d of %d bytes" % (r.body_len, BIG)
         assert r.sha256 == pattern_sha256(BIG), "64 MiB download corrupted (sha256 differs)"
         c.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -136,10 +136,14 @@ def test_slow_client_download_not_buffered():
             s.sendall(b"GET /size/%d HTTP/1.1\r\nHost: x\r\n\r\n" % BIG)
             first = s.recv(65536)
             assert first.startswith(b"HTTP/1.1 200"), first[:100]
-            time.sleep(0.7)
+            # Whatever the worker does with a client that does not read, it
+            # has done once it stops using CPU.
+            lp.wait_cpu_idle(w, what="the worker to stop moving the download")
             grown = _rss(w) - base
             assert grown < 24 * 1024 * 1024, \
                 "worker RSS grew by %d MiB while the client was not reading" % (grown >> 20)
+            # Backpressure reached the backend: it could not send it all.
+            assert o.responses == 0, "the origin sent all 64 MiB to a client that was not reading"
             h = hashlib.sha256()
             head, _, rest = first.partition(b"\r\n\r\n")
             h.update(rest)
@@ -157,27 +161,35 @@ def test_slow_client_download_not_buffered():
 
 
 def test_slow_backend_upload_not_buffered():
-    """A backend that does not read for 1 s while the client sends 64 MiB:
+    """A backend that does not read for 1.5 s while the client sends 64 MiB:
     the worker must not take the whole body into memory meanwhile."""
     with Origin() as o, lp.Proxy(upstream_script([o], OPTS), workers=1) as p, \
             StreamConn(p.port, timeout=30) as c:
         [w] = p.wait_workers(1)
         base = _rss(w)
         err = []
+        sent = [0]
 
         def send():
             try:
-                c.send(b"POST /slow-upload/1000 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % BIG)
+                c.send(b"POST /slow-upload/1500 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % BIG)
                 for piece in pattern_chunks(BIG, chunk=256 * 1024):
                     c.send(piece)
+                    sent[0] += len(piece)
             except Exception as e:
                 err.append(repr(e))
         t = threading.Thread(target=send, daemon=True)
         t.start()
-        time.sleep(0.7)
+        # The client has pushed what it could and the worker stopped taking
+        # more; all of it within the second the backend does not read.
+        lp.wait_until(lambda: sent[0] > 0 and o.requests == 1, 1, what="the upload to start at the origin")
+        lp.wait_cpu_idle(w, quiet=0.15, timeout=1.2, what="the worker to stop taking the upload")
         grown = _rss(w) - base
+        assert o.last().body_len == 0, "the origin started reading before the measure: it says nothing"
         assert grown < 24 * 1024 * 1024, \
             "worker RSS grew by %d MiB while the backend was not reading" % (grown >> 20)
+        assert sent[0] < 32 * 1024 * 1024, "the client sent %d MiB into a backend that was not reading" % (
+            sent[0] >> 20)
         t.join(30)
         assert not err, err
         r = c.read_response()

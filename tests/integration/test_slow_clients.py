@@ -192,7 +192,9 @@ def _pipelined_answers_bounded(p, w):
         base = rss(w)
         req = b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         s.sendall(req * n)
-        time.sleep(1.0)
+        # Whatever the worker does with answers nobody reads, it has done
+        # once it stops using CPU.
+        lp.wait_cpu_idle(w, what="the worker to stop answering the unread pipeline")
         grown = rss(w) - base
         assert grown < 8 * 1024 * 1024, "worker RSS grew by %.1f MiB with %d pipelined 64 KiB answers " \
                                         "unread" % (grown / 1048576, n)
@@ -226,10 +228,12 @@ def _unread_download_bounded(path, n):
             s.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode())
             first = s.recv(65536)
             assert first.startswith(b"HTTP/1.1 200"), first[:100]
-            time.sleep(1.0)
+            lp.wait_cpu_idle(w, what="the worker to stop moving %s" % path)
             grown = rss(w) - base
             assert grown < 12 * 1024 * 1024, "worker RSS grew by %.1f MiB while the client did not read " \
                                              "a %d MiB %s" % (grown / 1048576, n >> 20, path)
+            # Backpressure reached the backend: only the warm-up was sent whole.
+            assert o.responses == 1, "the origin sent all of %s to a client that did not read" % path
             # Both come re-framed as chunked to this HTTP/1.1 client.
             data = bytearray(first)
             while not data.endswith(b"\r\n0\r\n\r\n"):

@@ -283,7 +283,10 @@ def test_malformed_chunk_arriving_later():
             with lp.Conn(p.port) as c:
                 c.send(b"POST /late HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                        b"5\r\nhello\r\n")
-                time.sleep(0.1)
+                # The head and the good chunk are at the backend before the bad one is sent.
+                lp.wait_until(lambda: any(not rec.closed and rec.raw.endswith(b"\r\n\r\n5\r\nhello\r\n")
+                                          for rec in list(o.conns)),
+                              what="the head and first chunk of /late at the backend")
                 c.send(bad)
                 r = c.read_response(timeout=3)
                 assert r.status == 400 and "close" in r.connection_tokens(), "%r: %r" % (bad, r)
@@ -303,7 +306,7 @@ def test_malformed_chunk_arriving_later():
                 "after %r: %r (broken backend connections %r)" % (bad, got, broken)
     with lp.Proxy(LOCAL, workers=1) as p, lp.Conn(p.port) as c:
         c.send(b"POST /late HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        time.sleep(0.1)
+        lp.wait_server_read(p.port, c, what="the worker to read the head and first chunk")
         c.send(b"zz\r\n")
         r = c.read_response(timeout=3)
         assert r.status == 400 and c.closed_by_peer(3), r

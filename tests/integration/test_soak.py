@@ -32,18 +32,19 @@ def test_client_gone_mid_body_seen_while_worker_busy():
         lp.expect(lp.post(p.port, "/warm", "abc"), 200, b"3\n")
         lp.wait_until(lambda: not client_sockets(worker), 2.0, what="the warm-up connection to close")
         spun = []
-        t = threading.Thread(target=lambda: spun.append(lp.get(p.port, "/spin", timeout=5)))
+        t = threading.Thread(target=lambda: spun.append((lp.get(p.port, "/spin", timeout=5), time.monotonic())))
         t.start()
-        time.sleep(0.15)   # the worker is now inside the 500 ms spin
+        lp.wait_cpu_busy(worker, what="the worker to spin in /spin")   # inside the 500 ms spin
         s = socket.create_connection((lp.HOST, p.port))
         s.sendall(b"POST /up HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100000)
         s.close()
+        t_closed = time.monotonic()
         t.join(5)
-        assert spun and spun[0].status == 500, spun
-        deadline = time.monotonic() + 2.0
-        while client_sockets(worker) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not client_sockets(worker), "the worker still holds %s" % client_sockets(worker)
+        assert spun and spun[0][0].status == 500, spun
+        assert spun[0][1] > t_closed, "the spin ended before the upload and its FIN were sent: " \
+            "the worker was not busy when they arrived"
+        lp.wait_until(lambda: not client_sockets(worker), 2.0,
+                      what="the worker to close the upload's connection")
 
 
 def test_soak_short():
