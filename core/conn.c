@@ -67,7 +67,8 @@ static struct conn_rx *rx_get(void)
         rx->cap = RX_INITIAL;
     }
     rx->pos = rx->end = rx->head_len = 0;
-    rx->routed = rx->responded = false;
+    rx->routed = rx->responded = rx->fixed = false;
+    rx->fix_err = HPE_OK;
     rx->body.len = rx->body.off = 0;
     rx->out.len = rx->out.off = 0;
     rx->pctx.body = NULL;
@@ -375,7 +376,8 @@ static void request_begin(struct conn *c)
         rx->pos = 0;
     }
     rx->head_len = 0;
-    rx->routed = rx->responded = false;
+    rx->routed = rx->responded = rx->fixed = false;
+    rx->fix_err = HPE_OK;
     rx->body.len = rx->body.off = 0;
     rx->pctx.body = NULL;
     rx->pctx.body_too_large = false;
@@ -392,23 +394,59 @@ static void request_begin(struct conn *c)
     if (c->served) loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
 }
 
+/* The head llhttp refused (rx->fix_err), once it is all in the buffer:
+ * rewritten (http_head_rewrite) and parsed again from its start. false:
+ * waiting for more of it, or rejected. */
+static bool head_parse_again(struct conn *c, llhttp_errno_t *err)
+{
+    struct conn_rx *rx = c->rx;
+    uint32_t end = http_head_end(rx->data, rx->end);
+    if (!end || end > W.cfg->max_header_size) {
+        if (rx->end > W.cfg->max_header_size) reject(c, 431);
+        rx->pos = rx->end;
+        return false;
+    }
+    llhttp_errno_t first = rx->fix_err;
+    rx->fix_err = HPE_OK;
+    rx->fixed = true;
+    struct slice method = {0};
+    int rc = http_head_rewrite(rx->data, &rx->end, end, first == HPE_INVALID_METHOD, &method);
+    if (rc != 1) {
+        reject(c, rc ? rc : http_error_status(first, &rx->req, rx->data, rx->end));
+        return false;
+    }
+    const char *stop;
+    *err = http_parse_again(&c->parser, &rx->pctx, rx->data, rx->end, method, &stop);
+    rx->pos = (uint32_t)(stop - rx->data);
+    return true;
+}
+
 /* Parses and answers what is buffered, request after request. */
 static void conn_process(struct conn *c)
 {
     while (c->rx && c->state <= CONN_BODY) {
         struct conn_rx *rx = c->rx;
-        if (rx->pos == rx->end || buf_pending(&rx->out) > OUT_HIGH_WATER) break;
+        if ((rx->pos == rx->end && !rx->fix_err) || buf_pending(&rx->out) > OUT_HIGH_WATER) break;
         if (c->state == CONN_IDLE) request_begin(c);
 
         rx->pctx.req = &rx->req;
         rx->pctx.base = rx->data;
         c->parser.data = &rx->pctx;
-        const char *p = rx->data + rx->pos;
-        size_t avail = rx->end - rx->pos;
-        llhttp_errno_t err = llhttp_execute(&c->parser, p, avail);
-        rx->pos += err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&c->parser) - p);
+        llhttp_errno_t err;
+        if (rx->fix_err) {
+            if (!head_parse_again(c, &err)) break;
+        } else {
+            const char *p = rx->data + rx->pos;
+            size_t avail = rx->end - rx->pos;
+            err = llhttp_execute(&c->parser, p, avail);
+            rx->pos += err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&c->parser) - p);
+        }
 
-        if (err == HPE_PAUSED) {
+        if (c->state == CONN_HEAD && !rx->routed && !rx->fixed && http_head_fixable(err)) {
+            /* Refused by llhttp, perhaps allowed by RFC 9112: wait for the
+             * whole head, then rewrite it and parse it again. */
+            rx->fix_err = err;
+        } else if (err == HPE_PAUSED) {
             llhttp_resume(&c->parser);
             if (rx->req.message_done) request_complete(c);
             else request_route(c);
@@ -620,7 +658,7 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
     memcpy(&c->peer, peer, plen < sizeof(c->peer) ? plen : sizeof(c->peer));
     c->timer.cb = conn_on_timer;
     c->resume.cb = conn_on_resume;
-    llhttp_init(&c->parser, HTTP_REQUEST, &http_request_settings);
+    http_parser_init(&c->parser, NULL); /* the setup the unit tests check */
     if (loop_add(&W.loop, &c->io, IO_READ)) {
         log_error("epoll_ctl: %s", strerror(errno));
         close(fd);

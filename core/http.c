@@ -27,6 +27,8 @@ __attribute__((constructor)) static void byte_class_init(void)
     }
 }
 
+static char *format_decimal(char *end, uint64_t v);
+
 /* ---- parsing ---------------------------------------------------------- */
 
 static struct http_parse_ctx *ctx_of(llhttp_t *p)
@@ -40,6 +42,10 @@ void http_request_reset(struct http_request *r)
     r->nheaders = 0;
     r->in_value = r->too_many = r->line_too_long = r->bad_chunk_ext = false;
     r->chunk_ext_len = r->ext_name_len = 0;
+    r->underscore = r->bad_trailer = r->trailer_bad = false;
+    r->trailer_value = r->trailer_len = 0;
+    r->target_host.off = r->target_host.len = 0;
+    r->method_tok.off = r->method_tok.len = 0;
     r->head_done = r->message_done = false;
     r->has_body = r->chunked = r->expect_continue = r->keep_alive = r->upgrade = false;
     r->content_length = 0;
@@ -75,6 +81,55 @@ int http_on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Fields a trailer section may not carry (RFC 9110 6.5.1): framing,
+ * routing, connection management, request modifiers and credentials. A
+ * backend that merged them into the header section would read the message
+ * differently from us; such a trailer is refused (400) rather than edited,
+ * because the chunked body travels as received. */
+static bool trailer_forbidden(const char *name, size_t n)
+{
+    static const char *const names[] = {
+        "content-length", "transfer-encoding", "host", "connection", "keep-alive",
+        "proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
+        "proxy-authorization", "cookie", "content-type", "content-encoding", "content-range",
+        "range", "max-forwards", "forwarded", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "x-real-ip", "cache-control", "pragma",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (http_name_is(name, n, names[i])) return true;
+    return memchr(name, '_', n) != NULL;
+}
+
+/* A trailer name, in one piece or split across reads: gathered (up to a
+ * bound no forbidden name reaches) and judged when it is complete. */
+static int trailer_name(llhttp_t *p, struct http_request *r, const char *at, size_t len)
+{
+    r->trailer_value = 0;
+    if (memchr(at, '_', len)) r->trailer_bad = true;
+    size_t room = sizeof(r->trailer) - r->trailer_len;
+    size_t k = len < room ? len : room;
+    memcpy(r->trailer + r->trailer_len, at, k);
+    r->trailer_len = (uint8_t)(r->trailer_len + k);
+    (void)p;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct http_request *r = ctx_of(p)->req;
+    if (!r->head_done) return 0;
+    bool bad = r->trailer_bad ||
+               (r->trailer_len < sizeof(r->trailer) && trailer_forbidden(r->trailer, r->trailer_len));
+    r->trailer_len = 0;
+    r->trailer_bad = false;
+    if (bad) {
+        r->bad_trailer = true;
+        llhttp_set_error_reason(p, "a framing, routing or credential field in the trailer section");
+        return HPE_USER;
+    }
+    return 0;
+}
+
 int http_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
@@ -83,7 +138,7 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
      * they are passed on as received but never join the headers (RFC 9110
      * 6.5.1), or a trailer "Host" or "X-User" would reach the script as if
      * it were a header that whatever sits in front had checked. */
-    if (r->head_done) return 0;
+    if (r->head_done) return trailer_name(p, r, at, len);
     if (r->in_value || r->nheaders == 0) {
         if (r->nheaders == HTTP_MAX_HEADERS) {
             r->too_many = true;
@@ -93,9 +148,11 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
         h->name.len = h->value.len = 0;
         r->in_value = false;
     }
-    /* Lower-case in place: names are case-insensitive, and Lua sees them
-     * lower-cased; the forwarded head uses them as they are now. */
-    http_lower((char *)at, at, len);
+    /* Names keep the case the client sent (the forwarded head is made of
+     * the received lines); lookups compare without case. A name with '_'
+     * is noted: a backend may fold it into a dash (CGI, PHP, Django), so
+     * "Transfer_Encoding" could become framing behind our back. */
+    if (memchr(at, '_', len)) r->underscore = true;
     extend(&r->headers[r->nheaders - 1].name, c->base, at, len);
     return 0;
 }
@@ -112,7 +169,19 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
-    if (r->head_done) return 0;
+    if (r->head_done) {
+        /* A trailer value in a second piece is an obs-fold, unless the first
+         * piece ended only because the read did: llhttp then calls back
+         * with its span still open (_span_pos0 set), not closed. Refused as
+         * in the head: forwarded, the fold would reach the backend. */
+        if (len && r->trailer_value == 1) {
+            llhttp_set_error_reason(p, "obs-fold in the trailer section");
+            r->bad_trailer = true;
+            return HPE_USER;
+        }
+        if (len) r->trailer_value = p->_span_pos0 ? 2 : 1;
+        return 0;
+    }
     r->in_value = true;
     if (len == 0) return 0; /* an empty value: llhttp points past its line end */
     struct http_header *h = &r->headers[r->nheaders - 1];
@@ -179,7 +248,7 @@ static int on_headers_complete(llhttp_t *p)
     if (p->upgrade && p->method != HTTP_CONNECT) {
         for (uint16_t i = 0; i < r->nheaders; i++) {
             const struct http_header *h = &r->headers[i];
-            if (h->name.len == 7 && !memcmp(base + h->name.off, "upgrade", 7) &&
+            if (http_name_is(base + h->name.off, h->name.len, "upgrade") &&
                 (has_token(base, h->value, "h2c") || has_token(base, h->value, "h2")))
                 p->upgrade = 0;
         }
@@ -263,6 +332,7 @@ const llhttp_settings_t http_request_settings = {
     .on_message_begin = on_message_begin,
     .on_url = http_on_url,
     .on_header_field = http_on_header_field,
+    .on_header_field_complete = on_header_field_complete,
     .on_header_value = http_on_header_value,
     .on_header_value_complete = http_on_header_value_complete,
     .on_headers_complete = on_headers_complete,
@@ -280,12 +350,24 @@ void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
     p->data = ctx;
 }
 
+bool http_name_eq(const char *s, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (to_lower[(unsigned char)s[i]] != (unsigned char)lower[i]) return false;
+    return true;
+}
+
+bool http_name_is(const char *name, size_t n, const char *lower)
+{
+    return strlen(lower) == n && http_name_eq(name, lower, n);
+}
+
 const struct http_header *http_find_header(const struct http_request *req, const char *base,
                                            const char *name, size_t nlen)
 {
     for (uint16_t i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (h->name.len == nlen && !memcmp(base + h->name.off, name, nlen)) return h;
+        if (h->name.len == nlen && http_name_eq(base + h->name.off, name, nlen)) return h;
     }
     return NULL;
 }
@@ -414,12 +496,12 @@ static int normalise_absolute(struct http_request *req, const char *base, struct
     /* No path ("http://h" or "http://h?q") is refused rather than guessed. */
     if (a == skip || a == n || u[a] != '/') return 400;
     if (!valid_authority(u + skip, a - skip) || memchr(u + skip, '@', a - skip)) return 400;
-    /* RFC 9112 lets the target's authority override Host; like HAProxy, a
-     * Host that says something else is refused rather than ignored (a
-     * cache or a backend keyed on Host would see another name). */
-    if (host && (host->value.len != a - skip || strncasecmp(base + host->value.off, u + skip, a - skip)))
-        return 400;
-    if (host) host->value = (struct slice){req->url.off + (uint32_t)skip, (uint32_t)(a - skip)};
+    /* The target's authority replaces Host (RFC 9112 3.2.2): whatever Host
+     * said, the script, the logs and the backend see the target's name
+     * (the forwarded head carries it, see target_host). */
+    struct slice auth = {req->url.off + (uint32_t)skip, (uint32_t)(a - skip)};
+    if (host) host->value = auth;
+    req->target_host = auth;
     req->url.off += (uint32_t)a;
     req->url.len -= (uint32_t)a;
     return 0;
@@ -430,7 +512,7 @@ bool http_te_is_plain(const struct http_request *msg, const char *base)
     int te = 0;
     for (uint16_t i = 0; i < msg->nheaders; i++) {
         const struct http_header *h = &msg->headers[i];
-        if (h->name.len == 17 && !memcmp(base + h->name.off, "transfer-encoding", 17) &&
+        if (http_name_is(base + h->name.off, h->name.len, "transfer-encoding") &&
             (++te > 1 || !value_is(base, h->value, "chunked")))
             return false;
     }
@@ -441,16 +523,19 @@ int http_validate_head(struct http_request *req, const char *base)
 {
     if (req->http_major != 1 || req->http_minor > 1) return 505;
     if (req->method == HTTP_CONNECT) return 501; /* a reverse proxy opens no tunnels */
+    /* llhttp takes lengths up to 2^64-1; a backend or a client library
+     * holding them in an off_t would read a negative length. */
+    if (req->content_length > INT64_MAX) return 400;
     int hosts = 0, te = 0;
     struct http_header *host = NULL, *tenc = NULL;
     for (uint16_t i = 0; i < req->nheaders; i++) {
         struct http_header *h = &req->headers[i];
         const char *name = base + h->name.off;
-        if (h->name.len == 4 && !memcmp(name, "host", 4)) {
+        if (http_name_is(name, h->name.len, "host")) {
             hosts++;
             host = h;
         }
-        if (h->name.len == 17 && !memcmp(name, "transfer-encoding", 17)) {
+        if (http_name_is(name, h->name.len, "transfer-encoding")) {
             te++;
             tenc = h;
         }
@@ -472,11 +557,148 @@ int http_validate_head(struct http_request *req, const char *base)
     return 0;
 }
 
+/* ---- heads llhttp refuses but RFC 9112 allows -------------------------- */
+
+bool http_head_fixable(llhttp_errno_t err)
+{
+    return err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH ||
+           err == HPE_INVALID_TRANSFER_ENCODING || err == HPE_INVALID_METHOD;
+}
+
+uint32_t http_head_end(const char *p, size_t len)
+{
+    const char *e = memmem(p, len, "\r\n\r\n", 4);
+    return e ? (uint32_t)(e - p + 4) : 0;
+}
+
+static bool is_ows(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+/* A Content-Length value: 1#(1*DIGIT) with OWS, every element the same
+ * number. false: malformed, empty, over 2^63-1 or two numbers. */
+static bool cl_value(const char *s, size_t n, uint64_t *out)
+{
+    bool any = false;
+    size_t i = 0;
+    for (;;) {
+        while (i < n && (is_ows(s[i]) || s[i] == ',')) i++;
+        if (i == n) return any;
+        uint64_t v = 0;
+        size_t d = i;
+        while (i < n && isdigit((unsigned char)s[i])) {
+            if (v > (uint64_t)(INT64_MAX - 9) / 10) return false;
+            v = v * 10 + (uint64_t)(s[i++] - '0');
+        }
+        if (i == d || (any && v != *out)) return false;
+        while (i < n && is_ows(s[i])) i++;
+        if (i < n && s[i] != ',') return false;
+        *out = v;
+        any = true;
+    }
+}
+
+int http_head_rewrite(char *p, uint32_t *len, uint32_t head_end, bool method_unknown,
+                      struct slice *method)
+{
+    size_t i = skip_empty_lines(p, head_end), m = i;
+    while (i < head_end && is_tchar((unsigned char)p[i])) i++;
+    if (method_unknown) {
+        if (i == m || p[i] != ' ') return 0;
+        *method = (struct slice){(uint32_t)m, (uint32_t)(i - m)};
+    }
+    const char *eol = memmem(p + i, head_end - i, "\r\n", 2);
+    if (!eol) return 0;
+    size_t line = (size_t)(eol - p) + 2;
+    struct buf nb = {0};
+    if (buf_reserve(&nb, head_end)) return 0;
+    buf_append(&nb, p, line);
+    bool cl_seen = false;
+    uint64_t cl = 0;
+    int rc = 0;
+    while (line + 2 < head_end) {
+        const char *e = memmem(p + line, head_end - line, "\r\n", 2);
+        const char *colon = memchr(p + line, ':', (size_t)(e - p) - line);
+        if (!e || !colon) goto out;
+        size_t nlen = (size_t)(colon - p) - line, v = nlen + 1 + line, vend = (size_t)(e - p);
+        bool ows = v < vend && is_ows(p[v]);
+        while (v < vend && is_ows(p[v])) v++;
+        while (vend > v && is_ows(p[vend - 1])) vend--;
+        if (http_name_is(p + line, nlen, "content-length")) {
+            uint64_t n = 0;
+            if (!cl_value(p + v, vend - v, &n) || (cl_seen && n != cl)) {
+                rc = 400;
+                goto out;
+            }
+            if (!cl_seen) {
+                char num[24], *d = format_decimal(num + sizeof(num), n);
+                buf_append(&nb, p + line, nlen + 1 + ows);
+                buf_append(&nb, d, (size_t)(num + sizeof(num) - d));
+                buf_append(&nb, "\r\n", 2);
+            }
+            cl_seen = true;
+            cl = n;
+        } else if (http_name_is(p + line, nlen, "transfer-encoding")) {
+            buf_append(&nb, p + line, nlen + 1 + ows);
+            buf_append(&nb, p + v, vend - v);
+            buf_append(&nb, "\r\n", 2);
+        } else {
+            buf_append(&nb, p + line, (size_t)(e - p) + 2 - line);
+        }
+        line = (size_t)(e - p) + 2;
+    }
+    buf_append(&nb, "\r\n", 2);
+    if (nb.len < head_end || method_unknown) {
+        memmove(p + nb.len, p + head_end, *len - head_end);
+        memcpy(p, nb.data, nb.len);
+        *len = *len - head_end + (uint32_t)nb.len;
+        rc = 1;
+    }
+out:
+    buf_free(&nb);
+    return rc;
+}
+
+llhttp_errno_t http_parse_again(llhttp_t *p, struct http_parse_ctx *ctx, const char *data, size_t len,
+                                struct slice method, const char **stop)
+{
+    http_parser_init(p, ctx);
+    size_t from = 0;
+    if (method.len) {
+        /* llhttp knows a fixed list of methods: it is given a known one in
+         * place of the token, then the rest of the line from the buffer. */
+        llhttp_errno_t err = llhttp_execute(p, "GET ", 4);
+        if (err != HPE_OK) return err;
+        from = method.off + method.len + 1;
+    }
+    llhttp_errno_t err = llhttp_execute(p, data + from, len - from);
+    *stop = err == HPE_OK ? data + len : llhttp_get_error_pos(p);
+    if (method.len && ctx->req->head_done) {
+        ctx->req->method = HTTP_METHOD_OTHER;
+        ctx->req->method_tok = method;
+    }
+    return err;
+}
+
+const char *http_method_name(const struct http_request *req, const char *base, size_t *len)
+{
+    if (req->method == HTTP_METHOD_OTHER) {
+        *len = req->method_tok.len;
+        return base + req->method_tok.off;
+    }
+    const char *m = llhttp_method_name((llhttp_method_t)req->method);
+    *len = strlen(m);
+    return m;
+}
+
 int http_error_status(llhttp_errno_t err, const struct http_request *req, const char *data,
                       size_t len)
 {
     if (err == HPE_USER && req->line_too_long) return 414;
     if (err == HPE_USER && req->too_many) return 431;
+    /* An unknown method that is not a token either. */
+    if (err == HPE_INVALID_METHOD) return 400;
     if (err == HPE_INVALID_VERSION || err == HPE_PAUSED_H2_UPGRADE) {
         /* 505 only for a well-formed version other than 1.0 and 1.1. */
         size_t i = skip_empty_lines(data, len), e = i;
@@ -492,7 +714,7 @@ int http_error_status(llhttp_errno_t err, const struct http_request *req, const 
         int te = 0;
         for (uint16_t i = 0; i < req->nheaders; i++) {
             const struct http_header *h = &req->headers[i];
-            if (h->name.len == 17 && !memcmp(data + h->name.off, "transfer-encoding", 17)) {
+            if (http_name_is(data + h->name.off, h->name.len, "transfer-encoding")) {
                 te++;
                 if (h->value.len == 0) return 400;
             }

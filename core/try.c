@@ -192,7 +192,9 @@ static void print_forward(const struct http_request *req, const char *base, stru
     const char *url = http_slice(base, req->url);
     const char *q = memchr(url, '?', req->url.len);
     size_t plen = q ? (size_t)(q - url) : req->url.len;
-    printf("forward: %s ", llhttp_method_name((llhttp_method_t)req->method));
+    size_t mlen;
+    const char *method = http_method_name(req, base, &mlen);
+    printf("forward: %.*s ", (int)mlen, method);
     if (edited && e.path_set)
         fwrite(e.path, 1, e.path_len, stdout);
     else
