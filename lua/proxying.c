@@ -325,18 +325,24 @@ void edits_from_env(lua_State *L, struct script_edits *e)
     }
     lua_pop(L, 1);
     size_t n = 0;
+    lua_getfield(L, env, "set_names"); /* lower-case name -> as the script wrote it */
+    int names = lua_gettop(L);
     lua_getfield(L, env, "set_headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             size_t nlen, vlen = 0;
-            const char *name = lua_tolstring(L, -2, &nlen);
+            lua_pushvalue(L, -2);
+            lua_rawget(L, names);
+            const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &nlen)
+                                                              : lua_tolstring(L, -3, &nlen);
+            lua_pop(L, 1); /* the string stays referenced by set_names */
             const char *value = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vlen) : NULL;
             edit_add(name, nlen, value, vlen, &n);
             lua_pop(L, 1);
         }
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     e->headers = edit_hdrs;
     e->nheaders = n;
 }

@@ -290,6 +290,19 @@ void edit_header(lua_State *L)
         luaL_addsize(&b, k);
     }
     luaL_pushresult(&b);
+    /* The name goes out as the script wrote it (set_names); the tables are
+     * keyed by its lower-case form. */
+    lua_getfield(L, 4, "set_names");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, 4, "set_names");
+    }
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
     lua_pushvalue(L, -1);
     lua_insert(L, -3); /* keep the lower-case name for the headers table below */
     if (lua_isnil(L, 3)) lua_pushboolean(L, 0);

