@@ -5,80 +5,16 @@ authority becomes Host, unknown methods are forwarded as sent, and trailer
 fields that frame or route never reach the backend."""
 
 import re
-import socket
-import threading
 import time
 
 import lp
+from raw_origin import RawOrigin, request_complete
 
 
-class RecordingOrigin:
-    """A backend that records every byte it receives and, once a connection
-    has sent one whole request (`complete(bytes)`), answers `answer` and
-    closes it."""
-
-    def __init__(self, answer=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"):
-        self.answer = answer
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((lp.HOST, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.addr = "%s:%d" % (lp.HOST, self.port)
-        self.lock = threading.Lock()
-        self.requests = []  # the bytes of each connection, once answered or closed
-        self.stopping = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
-
-    @staticmethod
-    def complete(data):
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        head = data[:end + 2].lower()
-        body = data[end + 4:]
-        m = re.search(rb"\r\ncontent-length: *([0-9]+)\r\n", head)
-        if m:
-            return len(body) >= int(m.group(1))
-        if b"\r\ntransfer-encoding:" in head:
-            return body.startswith(b"0\r\n\r\n") or b"\r\n0\r\n" in body and body.endswith(b"\r\n\r\n")
-        return True
-
-    def _loop(self):
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            data = b""
-            with c:
-                c.settimeout(3)
-                try:
-                    while not self.complete(data):
-                        chunk = c.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    else:
-                        c.sendall(self.answer)
-                except OSError:
-                    pass
-            with self.lock:
-                self.requests.append(data)
-
-    def wait(self, n=1, timeout=3.0):
-        """The first n requests, waiting for them (bounded)."""
-        return lp.wait_until(lambda: list(self.requests) if len(self.requests) >= n else None,
-                             timeout=timeout, what="%d request(s) at the origin" % n)
+def RecordingOrigin(answer=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"):
+    """Connection: close, so that each request's bytes are final once the
+    proxy closes the backend connection."""
+    return RawOrigin(answer, complete=request_complete)
 
 
 def proxy(o, extra=""):
@@ -99,7 +35,7 @@ def head_lines(data):
 
 def test_header_names_keep_their_case_both_ways():
     answer = (b"HTTP/1.1 200 OK\r\nX-Backend-CaSe: b\r\nCONTENT-TYPE: text/plain\r\n"
-              b"Content-Length: 2\r\n\r\nok")
+              b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
     extra = '''
 function route(req)
   req:set_header("X-Script-Set", "1")
