@@ -67,7 +67,7 @@ static struct conn_rx *rx_get(void)
         rx->cap = RX_INITIAL;
     }
     rx->pos = rx->end = rx->head_len = 0;
-    rx->routed = rx->responded = rx->fixed = false;
+    rx->routed = rx->responded = rx->fixed = rx->starved = false;
     rx->fix_err = HPE_OK;
     rx->body.len = rx->body.off = 0;
     rx->out.len = rx->out.off = 0;
@@ -376,7 +376,7 @@ static void request_begin(struct conn *c)
         rx->pos = 0;
     }
     rx->head_len = 0;
-    rx->routed = rx->responded = rx->fixed = false;
+    rx->routed = rx->responded = rx->fixed = rx->starved = false;
     rx->fix_err = HPE_OK;
     rx->body.len = rx->body.off = 0;
     rx->pctx.body = NULL;
@@ -436,10 +436,7 @@ static void conn_process(struct conn *c)
         if (rx->fix_err) {
             if (!head_parse_again(c, &err)) break;
         } else {
-            const char *p = rx->data + rx->pos;
-            size_t avail = rx->end - rx->pos;
-            err = llhttp_execute(&c->parser, p, avail);
-            rx->pos += err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&c->parser) - p);
+            err = http_execute(&c->parser, rx->data, &rx->pos, &rx->end);
         }
 
         if (c->state == CONN_HEAD && !rx->routed && !rx->fixed && http_head_fixable(err)) {
@@ -463,8 +460,14 @@ static void conn_process(struct conn *c)
         } else if (c->state == CONN_HEAD && rx->pos > W.cfg->max_header_size) {
             reject(c, 431);
         } else if (c->state == CONN_BODY) {
-            /* Every body byte parsed so far was copied out (or dropped). */
-            rx->pos = rx->end = rx->head_len;
+            /* Every body byte parsed so far was copied out (or dropped);
+             * what is left is the start of a chunk-size line. */
+            uint32_t left = rx->end - rx->pos;
+            memmove(rx->data + rx->head_len, rx->data + rx->pos, left);
+            rx->pos = rx->head_len;
+            rx->end = rx->head_len + left;
+            rx->starved = left > 0;
+            if (left) break; /* until more arrives */
         }
     }
 }
@@ -492,7 +495,7 @@ static void conn_read(struct conn *c, bool hup)
             return;
         }
         struct conn_rx *rx = c->rx;
-        if (rx->end == rx->cap && (c->state == CONN_BODY || !rx_grow(rx))) {
+        if (rx->end == rx->cap && ((c->state == CONN_BODY && !rx->starved) || !rx_grow(rx))) {
             c->read_blocked = true;
             return;
         }
@@ -500,6 +503,7 @@ static void conn_read(struct conn *c, bool hup)
         ssize_t n = recv(c->io.fd, rx->data + rx->end, room, 0);
         if (n > 0) {
             rx->end += (uint32_t)n;
+            rx->starved = false;
             /* A short read drained the socket: edge-triggered epoll reports
              * the next arrival, so no EAGAIN round trip is needed, unless
              * the peer also closed and that edge was consumed already. */
@@ -542,7 +546,7 @@ static void conn_settle(struct conn *c)
     if (c->state == CONN_CLOSED) return;
     struct conn_rx *rx = c->rx;
     bool out_pending = rx && buf_pending(&rx->out);
-    bool in_pending = rx && rx->pos < rx->end;
+    bool in_pending = rx && rx->pos < rx->end && !rx->starved;
 
     if (c->state == CONN_CLOSING && !out_pending) {
         /* Half-close, then drain: closing with unread input would make the
@@ -584,7 +588,8 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
          * still buffered; when the flush made room, nothing else would wake
          * them, so go on. Each round parses or drains, so this ends. */
         struct conn_rx *rx = c->rx;
-        if (!rx || c->state > CONN_BODY || rx->pos == rx->end || buf_pending(&rx->out) > OUT_HIGH_WATER)
+        if (!rx || c->state > CONN_BODY || rx->pos == rx->end || rx->starved ||
+            buf_pending(&rx->out) > OUT_HIGH_WATER)
             break;
     }
     conn_settle(c);

@@ -329,19 +329,20 @@ static void ex_error(struct exchange *ex, int status, const char *why)
 }
 
 /* Runs the client's parser over the chunked body bytes buffered at
- * [pos, end), which are then sent from [head_len, pos). false: malformed. */
-static bool parse_request_chunks(struct conn *c)
+ * [pos, end), which are then sent from [head_len, pos). -1: malformed; 0:
+ * nothing parsed (the rest of a chunk-size line is awaited); 1: parsed. */
+static int parse_request_chunks(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
     rx->pctx.req = &rx->req;
     rx->pctx.base = rx->data;
     rx->pctx.body = NULL;
     c->parser.data = &rx->pctx;
-    const char *p = rx->data + rx->pos;
-    llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
-    rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
+    uint32_t from = rx->pos;
+    llhttp_errno_t err = http_execute(&c->parser, rx->data, &rx->pos, &rx->end);
     if (err == HPE_PAUSED) llhttp_resume(&c->parser);
-    return err == HPE_OK || err == HPE_PAUSED;
+    if (err != HPE_OK && err != HPE_PAUSED) return -1;
+    return rx->pos > from || rx->req.message_done;
 }
 
 /* The client's chunked body is malformed: a 400 and the end of the
@@ -730,7 +731,7 @@ void forward_start(struct conn *c, struct upstream *u)
     /* Chunks that came with the head are checked before any byte goes to
      * a backend: a malformed body read in one piece with its head is a 400
      * that no backend ever sees. */
-    if (ex->req_chunked && c->rx->pos < c->rx->end && !parse_request_chunks(c)) return ex_bad_body(ex);
+    if (ex->req_chunked && c->rx->pos < c->rx->end && parse_request_chunks(c) < 0) return ex_bad_body(ex);
     ex_try_server(ex);
 }
 
@@ -836,11 +837,12 @@ static bool send_request(struct exchange *ex)
             break;
         }
         if (rx->pos < rx->end) {
-            if (!parse_request_chunks(c)) {
+            int parsed = parse_request_chunks(c);
+            if (parsed < 0) {
                 ex_bad_body(ex);
                 return false;
             }
-            continue;
+            if (parsed) continue;
         }
         if (rx->end == rx->cap) { /* cannot happen: the loop above empties it */
             ex_abort_client(ex, "request body buffer full");

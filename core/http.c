@@ -29,6 +29,11 @@ __attribute__((constructor)) static void byte_class_init(void)
 
 static char *format_decimal(char *end, uint64_t v);
 
+static bool is_ows(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
 /* ---- parsing ---------------------------------------------------------- */
 
 static struct http_parse_ctx *ctx_of(llhttp_t *p)
@@ -43,6 +48,7 @@ void http_request_reset(struct http_request *r)
     r->in_value = r->too_many = r->line_too_long = r->bad_chunk_ext = false;
     r->chunk_ext_len = r->ext_name_len = 0;
     r->underscore = r->bad_trailer = r->trailer_bad = false;
+    r->chunk_line = r->chunk_pause = r->last_chunk = false;
     r->trailer_value = r->trailer_len = 0;
     r->target_host.off = r->target_host.len = 0;
     r->method_tok.off = r->method_tok.len = 0;
@@ -96,7 +102,7 @@ static bool trailer_forbidden(const char *name, size_t n)
         "x-forwarded-host", "x-real-ip", "cache-control", "pragma",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (http_name_is(name, n, names[i])) return true;
+        if (strlen(names[i]) == n && http_name_eq(name, names[i], n)) return true;
     return memchr(name, '_', n) != NULL;
 }
 
@@ -258,6 +264,7 @@ static int on_headers_complete(llhttp_t *p)
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
     r->chunked = (p->flags & F_CHUNKED) != 0;
+    r->chunk_line = r->chunked; /* the first chunk-size line follows */
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
     r->has_body = r->chunked || r->content_length > 0;
     r->keep_alive = llhttp_should_keep_alive(p);
@@ -324,8 +331,80 @@ static int on_chunk_ext_value(llhttp_t *p, const char *at, size_t len)
 
 static int on_chunk_header(llhttp_t *p)
 {
-    ctx_of(p)->req->chunk_ext_len = 0;
+    struct http_request *r = ctx_of(p)->req;
+    r->chunk_ext_len = 0;
+    r->last_chunk = p->content_length == 0;
     return 0;
+}
+
+/* After a chunk's data: the next chunk-size line goes to llhttp only whole,
+ * through http_execute (which pauses here for it). The last chunk's
+ * completion comes after the trailer section: nothing follows it. */
+static int on_chunk_complete(llhttp_t *p)
+{
+    struct http_request *r = ctx_of(p)->req;
+    if (r->last_chunk) return 0;
+    r->chunk_line = r->chunk_pause = true;
+    return HPE_PAUSED;
+}
+
+/* RFC 9112 7.1.1 allows BWS around the ';' and '=' of a chunk extension;
+ * llhttp refuses any. A whole chunk-size line at s (its LF within n bytes)
+ * loses those blanks (outside quoted strings), in place; the rest of the
+ * buffer moves up. Blanks elsewhere (inside the size, before the CRLF) are
+ * left for llhttp to refuse. Returns the bytes removed, or -1 when the line
+ * is not whole yet. */
+static int chunk_line_fix(char *s, size_t n)
+{
+    const char *lf = memchr(s, '\n', n);
+    if (!lf) return -1;
+    size_t len = (size_t)(lf - s) + 1, w = 0;
+    bool quoted = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (quoted) {
+            if (ch == '\\' && i + 1 < len) s[w++] = s[i++];
+            else if (ch == '"') quoted = false;
+        } else if (ch == '"') {
+            quoted = true;
+        } else if (is_ows(ch)) {
+            size_t j = i;
+            while (j < len && is_ows(s[j])) j++;
+            char before = w ? s[w - 1] : 0, after = s[j];
+            if (after == ';' || after == '=' || before == ';' || before == '=') {
+                i = j - 1;
+                continue;
+            }
+        }
+        s[w++] = s[i];
+    }
+    if (w < len) memmove(s + w, s + len, n - len);
+    return (int)(len - w);
+}
+
+llhttp_errno_t http_execute(llhttp_t *p, char *data, uint32_t *pos, uint32_t *end)
+{
+    struct http_request *r = ctx_of(p)->req;
+    for (;;) {
+        if (r->chunk_line) {
+            size_t avail = *end - *pos;
+            int cut = chunk_line_fix(data + *pos, avail);
+            if (cut < 0) {
+                /* Not whole yet: wait for the rest, within a bound. */
+                if (avail <= HTTP_MAX_CHUNK_EXT + 32) return HPE_OK;
+                r->bad_chunk_ext = true;
+                return HPE_INVALID_CHUNK_SIZE;
+            }
+            *end -= (uint32_t)cut;
+            r->chunk_line = false;
+        }
+        const char *s = data + *pos;
+        llhttp_errno_t err = llhttp_execute(p, s, *end - *pos);
+        *pos = err == HPE_OK ? *end : (uint32_t)(llhttp_get_error_pos(p) - data);
+        if (err != HPE_PAUSED || !r->chunk_pause) return err;
+        r->chunk_pause = false;
+        llhttp_resume(p);
+    }
 }
 
 const llhttp_settings_t http_request_settings = {
@@ -342,6 +421,7 @@ const llhttp_settings_t http_request_settings = {
     .on_chunk_extension_name_complete = on_chunk_ext_name_complete,
     .on_chunk_extension_value = on_chunk_ext_value,
     .on_chunk_header = on_chunk_header,
+    .on_chunk_complete = on_chunk_complete,
 };
 
 void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
@@ -355,11 +435,6 @@ bool http_name_eq(const char *s, const char *lower, size_t n)
     for (size_t i = 0; i < n; i++)
         if (to_lower[(unsigned char)s[i]] != (unsigned char)lower[i]) return false;
     return true;
-}
-
-bool http_name_is(const char *name, size_t n, const char *lower)
-{
-    return strlen(lower) == n && http_name_eq(name, lower, n);
 }
 
 const struct http_header *http_find_header(const struct http_request *req, const char *base,
@@ -569,11 +644,6 @@ uint32_t http_head_end(const char *p, size_t len)
 {
     const char *e = memmem(p, len, "\r\n\r\n", 4);
     return e ? (uint32_t)(e - p + 4) : 0;
-}
-
-static bool is_ows(char ch)
-{
-    return ch == ' ' || ch == '\t';
 }
 
 /* A Content-Length value: 1#(1*DIGIT) with OWS, every element the same

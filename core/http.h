@@ -52,6 +52,9 @@ struct http_request {
     uint32_t chunk_ext_len; /* extension bytes of the current chunk */
     uint32_t ext_name_len;  /* bytes of the current chunk extension's name */
     bool underscore;        /* a header name holds '_' (never forwarded) */
+    bool chunk_line;        /* a chunk-size line comes next: whole, through http_execute */
+    bool chunk_pause;       /* the pause is on_chunk_complete's, not the caller's */
+    bool last_chunk;        /* the current chunk is the last (size 0) */
     bool bad_trailer;       /* a forbidden or folded field in the trailer section */
     bool trailer_bad;       /* the trailer name being read holds '_' */
     uint8_t trailer_value;  /* pieces of the current trailer value: 0 none, 1 closed, 2 split by a read */
@@ -100,6 +103,14 @@ bool http_te_is_plain(const struct http_request *msg, const char *base);
  * (400, 501, 505). */
 int http_validate_head(struct http_request *req, const char *base);
 
+/* llhttp_execute over data[*pos, *end), for a request: each chunk-size line
+ * of a chunked body is handed to llhttp only once it is whole, with the
+ * BWS of its extensions removed (llhttp refuses what RFC 9112 7.1.1
+ * allows; the buffer shrinks, *end with it). *pos: where the parse
+ * stopped; HPE_OK with *pos < *end: the rest of a chunk-size line is
+ * awaited, and the bytes from *pos must be kept. */
+llhttp_errno_t http_execute(llhttp_t *p, char *data, uint32_t *pos, uint32_t *end);
+
 /* llhttp refuses some heads that RFC 9112 allows: an unknown method token,
  * identical Content-Length values ("5, 5", or two lines), a trailing HTAB
  * after a Content-Length or Transfer-Encoding value. On those errors (and
@@ -135,10 +146,12 @@ static inline const char *http_slice(const char *base, struct slice s)
 {
     return base + s.off;
 }
-/* Whether a header name is `lower` (a lower-case literal), in any case. */
-bool http_name_is(const char *name, size_t n, const char *lower);
-/* The same for n bytes of each, lower not NUL-terminated. */
+/* Whether n bytes of a header name are those of `lower` (lower case), in
+ * any case. */
 bool http_name_eq(const char *name, const char *lower, size_t n);
+/* Whether a header name is the lower-case literal `lit`, in any case: the
+ * lengths are compared first, so most names cost one comparison. */
+#define http_name_is(name, n, lit) ((n) == sizeof(lit) - 1 && http_name_eq((name), (lit), sizeof(lit) - 1))
 /* Finds a header by name, given in lower case, matched in any case; NULL if
  * absent. */
 const struct http_header *http_find_header(const struct http_request *req, const char *base,

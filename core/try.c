@@ -108,10 +108,22 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
     struct http_parse_ctx ctx = {
         .req = req, .base = text->data, .body = body, .max_body = UINT64_MAX};
     http_parser_init(&parser, &ctx);
-    const char *p = text->data;
-    size_t left = text->len;
+    uint32_t pos = 0, end = (uint32_t)text->len;
+    bool fixed = false;
     while (!req->message_done) {
-        llhttp_errno_t err = llhttp_execute(&parser, p, left);
+        llhttp_errno_t err = http_execute(&parser, text->data, &pos, &end);
+        if (!fixed && !req->head_done && http_head_fixable(err)) {
+            /* as a connection does (head_parse_again in conn.c) */
+            struct slice m = {0};
+            fixed = true;
+            if (http_head_rewrite(text->data, &end, http_head_end(text->data, end),
+                                  err == HPE_INVALID_METHOD, &m) == 1) {
+                const char *stop;
+                err = http_parse_again(&parser, &ctx, text->data, end, m, &stop);
+                pos = (uint32_t)(stop - text->data);
+            }
+        }
+        text->len = end;
         if (err == HPE_OK) break;
         if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
             char why[160];
@@ -121,9 +133,6 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
                      req->too_many ? 431 : http_error_status(err, req, text->data, text->len));
             return usage_error("--try", cfg->try_request, why);
         }
-        const char *at = llhttp_get_error_pos(&parser);
-        left -= (size_t)(at - p);
-        p = at;
         if (err == HPE_PAUSED)
             llhttp_resume(&parser);
         else

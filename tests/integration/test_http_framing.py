@@ -161,3 +161,28 @@ def test_content_length_over_int64_is_refused():
         assert lp.get(p.port, "/after").status == 200
         got = o.wait(1)
         assert len(got) == 1 and got[0].startswith(b"GET /after "), got
+
+
+def test_chunk_extension_bws_removed_even_in_pieces():
+    body = b"5 ; a = \"x ; y\"\r\nhello\r\n1\t;\tb\r\n!\r\n0\r\nX-T: 1 ; 2\r\n\r\n"
+    sent = b"5;a=\"x ; y\"\r\nhello\r\n1;b\r\n!\r\n0\r\nX-T: 1 ; 2\r\n\r\n"
+    head = b"POST /c HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with RecordingOrigin() as o, lp.Proxy(proxy(o), workers=1) as p:
+        for n, pieces in enumerate(([body], [body[:3], body[3:9], body[9:25], body[25:]])):
+            with lp.Conn(p.port) as c:
+                c.send(head)
+                for piece in pieces:
+                    time.sleep(0.05)
+                    c.send(piece)
+                r = c.read_response()
+                assert r.status == 200, r
+            got = o.wait(n + 1)[n]
+            assert got.endswith(b"\r\n\r\n" + sent), got
+    local = 'function on_post(req) return 200, req.body end\n'
+    with lp.Proxy(local, workers=1) as p, lp.Conn(p.port) as c:
+        c.send(head + body[:4])
+        time.sleep(0.05)
+        c.send(body[4:])
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"hello!"), r
+        assert c.request("GET", "/x").status == 405  # the connection goes on
