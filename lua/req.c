@@ -486,7 +486,14 @@ static int req_tostring(lua_State *L)
 {
     struct lreq *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lookup((uintptr_t)lua_touserdata(L, 1)) : NULL;
     if (!r) lua_pushliteral(L, "req (over)");
-    else lua_pushfstring(L, "req (%s)", llhttp_method_name((llhttp_method_t)r->view->req->method));
+    else {
+        size_t mlen;
+        const char *m = http_method_name(r->view->req, r->view->base, &mlen);
+        lua_pushliteral(L, "req (");
+        lua_pushlstring(L, m, mlen);
+        lua_pushliteral(L, ")");
+        lua_concat(L, 3);
+    }
     return 1;
 }
 

@@ -186,3 +186,14 @@ def test_chunk_extension_bws_removed_even_in_pieces():
         r = c.read_response()
         assert (r.status, r.body) == (200, b"hello!"), r
         assert c.request("GET", "/x").status == 405  # the connection goes on
+
+
+def test_unknown_method_named_in_the_error_log_and_by_tostring():
+    # llhttp_method_name() aborts on a method it does not know: every name
+    # of the method goes through http_method_name().
+    script = 'function route(req) error("boom " .. tostring(req)) end\n'
+    with lp.Proxy(script, workers=1) as p:
+        rs = lp.parse_responses(lp.send_raw(p.port, b"FOO /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
+        assert [r.status for r in rs] == [500], rs
+        p.wait_stderr("lua error in route for FOO /x: ")
+        assert "boom req (FOO)" in p.stderr_text(), p.stderr_text()
