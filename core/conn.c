@@ -277,7 +277,7 @@ static void request_route(struct conn *c)
     rx->head_len = rx->pos;
     timer_cancel(&W.loop.timers, &c->timer);
     if (rx->head_len > cfg->max_header_size) return reject(c, 431);
-    int status = http_check_syntax(rx->data, rx->head_len);
+    int status = http_check_head(&rx->req, rx->data, rx->head_len);
     if (!status) status = http_validate_head(&rx->req, rx->data);
     if (status) return reject(c, status);
 

@@ -361,13 +361,11 @@ static void ex_bad_body(struct exchange *ex)
  * other side a body it takes for the next message (request smuggling). */
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
 {
-    if (n == 0) return false;
     const char *s = base + name.off;
-    if (http_name_is(s, name.len, "content-length") || http_name_is(s, name.len, "transfer-encoding"))
-        return false;
     for (int i = 0; i < n; i++)
-        if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
-            return true;
+        if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, s, name.len))
+            return !http_name_is(s, name.len, "content-length") &&
+                   !http_name_is(s, name.len, "transfer-encoding");
     return false;
 }
 
@@ -567,7 +565,7 @@ static int build_request_head(struct exchange *ex)
         else run_cut(h, &run, i);
     }
     run_cut(h, &run, r->nheaders);
-    if (!has_host && r->target_host.len) {
+    if (!has_host && r->target_host.len && !edited(e, "host", 4)) {
         append_header(h, "Host", 4, base + r->target_host.off, r->target_host.len);
         has_host = true;
     }

@@ -10,7 +10,7 @@
  * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
  * HTAB; no other control), request-target bytes (VCHAR but '#') and the
  * bytes of a Host authority (reg-name or IP-literal, and ':'). */
-enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_AUTHORITY = 8 };
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_AUTHORITY = 8, C_NAME = 16 /* tchar but '_' */ };
 static uint8_t byte_class[256];
 static uint8_t to_lower[256]; /* ASCII only, whatever the locale */
 
@@ -19,6 +19,7 @@ __attribute__((constructor)) static void byte_class_init(void)
     for (int c = 0; c < 256; c++) {
         uint8_t k = 0;
         if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
+        if ((k & C_TCHAR) && c != '_') k |= C_NAME;
         if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
         if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
         if (isalnum(c) || (c && strchr("-._~%!$&'()*+,;=:[]", c))) k |= C_AUTHORITY;
@@ -120,10 +121,11 @@ static int trailer_name(llhttp_t *p, struct http_request *r, const char *at, siz
     return 0;
 }
 
-static int on_header_field_complete(llhttp_t *p)
+/* At the end of a trailer field (called from http_on_header_value_complete,
+ * which every field passes: no callback of its own on the common path). */
+__attribute__((noinline)) static int trailer_field_complete(llhttp_t *p)
 {
     struct http_request *r = ctx_of(p)->req;
-    if (!r->head_done) return 0;
     bool bad = r->trailer_bad ||
                (r->trailer_len < sizeof(r->trailer) && trailer_forbidden(r->trailer, r->trailer_len));
     r->trailer_len = 0;
@@ -155,10 +157,7 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
         r->in_value = false;
     }
     /* Names keep the case the client sent (the forwarded head is made of
-     * the received lines); lookups compare without case. A name with '_'
-     * is noted: a backend may fold it into a dash (CGI, PHP, Django), so
-     * "Transfer_Encoding" could become framing behind our back. */
-    if (memchr(at, '_', len)) r->underscore = true;
+     * the received lines); lookups compare without case. */
     extend(&r->headers[r->nheaders - 1].name, c->base, at, len);
     return 0;
 }
@@ -211,7 +210,7 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 int http_on_header_value_complete(llhttp_t *p)
 {
     struct http_request *r = ctx_of(p)->req;
-    if (r->head_done) return 0;
+    if (r->head_done) return p->type == HTTP_REQUEST ? trailer_field_complete(p) : 0;
     /* An empty value gets no on_header_value call. */
     r->in_value = true;
     /* llhttp leaves trailing whitespace in the value; it is not part of it
@@ -411,7 +410,6 @@ const llhttp_settings_t http_request_settings = {
     .on_message_begin = on_message_begin,
     .on_url = http_on_url,
     .on_header_field = http_on_header_field,
-    .on_header_field_complete = on_header_field_complete,
     .on_header_value = http_on_header_value,
     .on_header_value_complete = http_on_header_value_complete,
     .on_headers_complete = on_headers_complete,
@@ -430,6 +428,8 @@ void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
     p->data = ctx;
 }
 
+/* A word-at-a-time version (SWAR) cost more than this loop under
+ * callgrind: the names compared are short, and most calls are matches. */
 bool http_name_eq(const char *s, const char *lower, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -498,13 +498,17 @@ static bool word_is_plain(const char *p)
  * exactly len: no obs-fold, no bare CR or LF, no control in a value. The
  * head ends with LF, which is neither a tchar nor a value byte: the scans
  * of a name and of a value stop at it without checking the length. */
-static bool fields_ok(const char *p, size_t i, size_t len)
+static bool fields_ok(const char *p, size_t i, size_t len, bool *underscore)
 {
     if (len < 2 || p[len - 1] != '\n') return false;
     for (;;) {
         if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len;
         size_t n = i;
-        while (is_tchar((unsigned char)p[i])) i++;
+        while (byte_class[(unsigned char)p[i]] & C_NAME) i++;
+        if (p[i] == '_') { /* noted here, where the name is read anyway */
+            *underscore = true;
+            while (is_tchar((unsigned char)p[i])) i++;
+        }
         if (i == n || p[i] != ':') return false; /* also a line starting with SP/HTAB */
         i++;
         while (i + 8 <= len && word_is_plain(p + i)) i += 8;
@@ -515,6 +519,12 @@ static bool fields_ok(const char *p, size_t i, size_t len)
 }
 
 int http_check_syntax(const char *p, size_t len)
+{
+    struct http_request r = {0};
+    return http_check_head(&r, p, len);
+}
+
+int http_check_head(struct http_request *req, const char *p, size_t len)
 {
     size_t i = skip_empty_lines(p, len), line = i;
     /* request-line = method SP request-target SP HTTP-version CRLF */
@@ -531,7 +541,7 @@ int http_check_syntax(const char *p, size_t len)
     int vs = version_status(p + v);
     if (vs) return vs;
     if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return 400;
-    return fields_ok(p, i + 2, len) ? 0 : 400;
+    return fields_ok(p, i + 2, len, &req->underscore) ? 0 : 400;
 }
 
 bool http_response_head_ok(const char *p, size_t len)
@@ -545,7 +555,8 @@ bool http_response_head_ok(const char *p, size_t len)
     if (p[i] == ' ')
         while (++i < len && is_value_char((unsigned char)p[i])) {}
     if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
-    return fields_ok(p, i + 2, len);
+    bool underscore = false;
+    return fields_ok(p, i + 2, len, &underscore);
 }
 
 /* uri-host [ ":" port ]: reg-name or IP-literal characters, no '/', '@',
@@ -779,7 +790,8 @@ int http_error_status(llhttp_errno_t err, const struct http_request *req, const 
                    ? 505
                    : 400;
     }
-    if (err == HPE_INVALID_TRANSFER_ENCODING) {
+    /* (in a chunked body's trailer section it is a malformed body: 400) */
+    if (err == HPE_INVALID_TRANSFER_ENCODING && !(req->head_done && req->chunked)) {
         /* Two Transfer-Encoding headers, or an empty one: malformed. */
         int te = 0;
         for (uint16_t i = 0; i < req->nheaders; i++) {

@@ -51,7 +51,7 @@ struct http_request {
     uint32_t head_len;      /* bytes of the head, request line to blank line */
     uint32_t chunk_ext_len; /* extension bytes of the current chunk */
     uint32_t ext_name_len;  /* bytes of the current chunk extension's name */
-    bool underscore;        /* a header name holds '_' (never forwarded) */
+    bool underscore;        /* a header name holds '_' (never forwarded; http_check_head) */
     bool chunk_line;        /* a chunk-size line comes next: whole, through http_execute */
     bool chunk_pause;       /* the pause is on_chunk_complete's, not the caller's */
     bool last_chunk;        /* the current chunk is the last (size 0) */
@@ -86,8 +86,10 @@ void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx);
 
 /* A complete request head, byte by byte, against the RFC 9112 grammar, where
  * llhttp is lenient (bare LF, obs-fold, empty header names, several spaces
- * in the request line, '#' in the target). Returns 0, 400, 414 or 505. */
+ * in the request line, '#' in the target). Returns 0, 400, 414 or 505.
+ * http_check_head also sets req->underscore (a name holds '_'). */
 int http_check_syntax(const char *head, size_t len);
+int http_check_head(struct http_request *req, const char *head, size_t len);
 /* The same for a backend's response head (status line, then fields):
  * llhttp would pass an obs-fold on, which ends the head early for the
  * client. false: malformed. */
@@ -151,7 +153,9 @@ static inline const char *http_slice(const char *base, struct slice s)
 bool http_name_eq(const char *name, const char *lower, size_t n);
 /* Whether a header name is the lower-case literal `lit`, in any case: the
  * lengths are compared first, so most names cost one comparison. */
-#define http_name_is(name, n, lit) ((n) == sizeof(lit) - 1 && http_name_eq((name), (lit), sizeof(lit) - 1))
+#define http_name_is(name, n, lit)                                                              \
+    ((n) == sizeof(lit) - 1 && ((name)[0] | 0x20) == (lit)[0] &&                                 \
+     http_name_eq((name), (lit), sizeof(lit) - 1))
 /* Finds a header by name, given in lower case, matched in any case; NULL if
  * absent. */
 const struct http_header *http_find_header(const struct http_request *req, const char *base,

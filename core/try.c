@@ -145,7 +145,7 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
     if (head_end && (uint64_t)(head_end + 4 - text->data) > cfg->max_header_size)
         return usage_error("--try", cfg->try_request,
                            "the head is over --max-header-size (the server would answer 431)");
-    int status = head_end ? http_check_syntax(text->data, (size_t)(head_end + 4 - text->data)) : 0;
+    int status = head_end ? http_check_head(req, text->data, (size_t)(head_end + 4 - text->data)) : 0;
     if (!status) status = http_validate_head(req, text->data);
     if (status) {
         char why[128];

@@ -197,3 +197,15 @@ def test_unknown_method_named_in_the_error_log_and_by_tostring():
         assert [r.status for r in rs] == [500], rs
         p.wait_stderr("lua error in route for FOO /x: ")
         assert "boom req (FOO)" in p.stderr_text(), p.stderr_text()
+
+
+def test_absolute_form_without_host_and_a_script_host():
+    with RecordingOrigin() as o, lp.Proxy(proxy(o, '''
+function route(req)
+  req:set_header("Host", "script.example")
+  return up
+end'''), workers=1) as p:
+        rs, got = one(o, p, b"GET http://a.example:81/p HTTP/1.0\r\n\r\n")
+        assert [r.status for r in rs] == [200], rs
+        hosts = [ln for ln in head_lines(got) if ln.lower().startswith(b"host:")]
+        assert hosts == [b"Host: script.example"], head_lines(got)

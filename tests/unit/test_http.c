@@ -294,6 +294,13 @@ START_TEST(parse_get_with_headers)
     ck_assert(http_name_is("X-MIXED-case", 12, "x-mixed-case"));
     ck_assert(!http_name_is("X-MIXED-cas", 11, "x-mixed-case"));
     ck_assert(!http_name_is("host", 4, "hosts"));
+    /* Eight bytes at a time: only letters may differ in case. */
+    ck_assert(http_name_eq("Transfer-ENCODING", "transfer-encoding", 17));
+    ck_assert(!http_name_eq("Transfer-ENCODINF", "transfer-encoding", 17));
+    ck_assert(http_name_eq("X_Y^Z~ab_^", "x_y^z~ab_^", 10));
+    ck_assert(!http_name_eq("X\x7fY^Z~ab", "x_y^z~ab", 8)); /* 0x7f is '_' | 0x20 */
+    ck_assert(!http_name_eq("X@Y^Z~ab", "x`y^z~ab", 8));
+    ck_assert(!http_name_eq("\x0d-------", "--------", 8)); /* CR is '-' ^ 0x20 */
     ck_assert_ptr_null(http_find_header(&req, rbuf, "hos", 3));
     ck_assert_ptr_null(http_find_header(&req, rbuf, "cookie", 6));
 }
@@ -758,8 +765,12 @@ START_TEST(trailer_fields_checked)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char body[256];
         snprintf(body, sizeof(body), "5\r\nhello\r\n0\r\nX-Ok: 1\r\n%s\r\n\r\n", bad[i]);
-        ck_assert_msg(chunked_body(body) == HPE_CB_HEADER_FIELD_COMPLETE, "accepted trailer %s", bad[i]);
-        ck_assert(req.bad_trailer);
+        llhttp_errno_t err = chunked_body(body);
+        /* llhttp refuses a trailer Transfer-Encoding itself */
+        ck_assert_msg(err == HPE_CB_HEADER_VALUE_COMPLETE || (i == 1 && err == HPE_INVALID_TRANSFER_ENCODING),
+                      "trailer %s: %s", bad[i], llhttp_errno_name(err));
+        ck_assert(!req.message_done);
+        ck_assert(req.bad_trailer || i == 1);
     }
     ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-A: b\r\n c\r\n\r\n"), HPE_USER);
     ck_assert(req.bad_trailer);
@@ -794,7 +805,7 @@ START_TEST(trailer_fields_checked)
             ck_assert_int_eq(err, HPE_PAUSED);
             ck_assert(req.message_done);
         } else {
-            ck_assert_int_eq(err, HPE_CB_HEADER_FIELD_COMPLETE);
+            ck_assert_int_eq(err, HPE_CB_HEADER_VALUE_COMPLETE);
         }
     }
 }
