@@ -70,8 +70,9 @@ void access_format(struct buf *out, const struct access_entry *e)
     buf_append(out, line, (size_t)n);
     if (e->req) {
         char first[4096];
-        const char *method = llhttp_method_name((llhttp_method_t)e->req->method);
-        int m = snprintf(first, sizeof(first), "%s %.*s HTTP/%d.%d", method, (int)e->req->url.len,
+        size_t mlen;
+        const char *method = http_method_name(e->req, e->base, &mlen);
+        int m = snprintf(first, sizeof(first), "%.*s %.*s HTTP/%d.%d", (int)mlen, method, (int)e->req->url.len,
                          http_slice(e->base, e->req->url), e->req->http_major, e->req->http_minor);
         if (m >= (int)sizeof(first)) m = (int)sizeof(first) - 1;
         put_quoted(out, first, (size_t)m);

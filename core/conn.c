@@ -67,7 +67,8 @@ static struct conn_rx *rx_get(void)
         rx->cap = RX_INITIAL;
     }
     rx->pos = rx->end = rx->head_len = 0;
-    rx->routed = rx->responded = false;
+    rx->routed = rx->responded = rx->fixed = rx->starved = false;
+    rx->fix_err = HPE_OK;
     rx->body.len = rx->body.off = 0;
     rx->out.len = rx->out.off = 0;
     rx->pctx.body = NULL;
@@ -305,7 +306,7 @@ static void request_route(struct conn *c)
     rx->head_len = rx->pos;
     timer_cancel(&W.loop.timers, &c->timer);
     if (rx->head_len > cfg->max_header_size) return reject(c, 431);
-    int status = http_check_syntax(rx->data, rx->head_len);
+    int status = http_check_head(&rx->req, rx->data, rx->head_len);
     if (!status) status = http_validate_head(&rx->req, rx->data);
     if (status) return reject(c, status);
 
@@ -404,7 +405,8 @@ static void request_begin(struct conn *c)
         rx->pos = 0;
     }
     rx->head_len = 0;
-    rx->routed = rx->responded = false;
+    rx->routed = rx->responded = rx->fixed = rx->starved = false;
+    rx->fix_err = HPE_OK;
     rx->body.len = rx->body.off = 0;
     rx->pctx.body = NULL;
     rx->pctx.body_too_large = false;
@@ -421,23 +423,56 @@ static void request_begin(struct conn *c)
     if (c->served) loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
 }
 
+/* The head llhttp refused (rx->fix_err), once it is all in the buffer:
+ * rewritten (http_head_rewrite) and parsed again from its start. false:
+ * waiting for more of it, or rejected. */
+static bool head_parse_again(struct conn *c, llhttp_errno_t *err)
+{
+    struct conn_rx *rx = c->rx;
+    uint32_t end = http_head_end(rx->data, rx->end);
+    if (!end || end > W.cfg->max_header_size) {
+        if (rx->end > W.cfg->max_header_size) reject(c, 431);
+        rx->pos = rx->end;
+        return false;
+    }
+    llhttp_errno_t first = rx->fix_err;
+    rx->fix_err = HPE_OK;
+    rx->fixed = true;
+    struct slice method = {0};
+    int rc = http_head_rewrite(rx->data, &rx->end, end, first == HPE_INVALID_METHOD, &method);
+    if (rc != 1) {
+        reject(c, rc ? rc : http_error_status(first, &rx->req, rx->data, rx->end));
+        return false;
+    }
+    const char *stop;
+    *err = http_parse_again(&c->parser, &rx->pctx, rx->data, rx->end, method, &stop);
+    rx->pos = (uint32_t)(stop - rx->data);
+    return true;
+}
+
 /* Parses and answers what is buffered, request after request. */
 static void conn_process(struct conn *c)
 {
     while (c->rx && c->state <= CONN_BODY) {
         struct conn_rx *rx = c->rx;
-        if (rx->pos == rx->end || buf_pending(&rx->out) > OUT_HIGH_WATER) break;
+        if ((rx->pos == rx->end && !rx->fix_err) || buf_pending(&rx->out) > OUT_HIGH_WATER) break;
         if (c->state == CONN_IDLE) request_begin(c);
 
         rx->pctx.req = &rx->req;
         rx->pctx.base = rx->data;
         c->parser.data = &rx->pctx;
-        const char *p = rx->data + rx->pos;
-        size_t avail = rx->end - rx->pos;
-        llhttp_errno_t err = llhttp_execute(&c->parser, p, avail);
-        rx->pos += err == HPE_OK ? avail : (size_t)(llhttp_get_error_pos(&c->parser) - p);
+        llhttp_errno_t err;
+        if (rx->fix_err) {
+            if (!head_parse_again(c, &err)) break;
+        } else {
+            err = http_execute(&c->parser, rx->data, &rx->pos, &rx->end);
+        }
 
-        if (err == HPE_PAUSED) {
+        if (c->state == CONN_HEAD && !rx->routed && !rx->fixed && http_head_fixable(err)) {
+            /* Refused by llhttp, perhaps allowed by RFC 9112: wait for the
+             * whole head, then rewrite it and parse it again. */
+            rx->fix_err = err;
+        } else if (err == HPE_PAUSED) {
             llhttp_resume(&c->parser);
             if (rx->req.message_done) request_complete(c);
             else request_route(c);
@@ -454,8 +489,14 @@ static void conn_process(struct conn *c)
         } else if (c->state == CONN_HEAD && rx->pos > W.cfg->max_header_size) {
             reject(c, 431);
         } else if (c->state == CONN_BODY) {
-            /* Every body byte parsed so far was copied out (or dropped). */
-            rx->pos = rx->end = rx->head_len;
+            /* Every body byte parsed so far was copied out (or dropped);
+             * what is left is the start of a chunk-size line. */
+            uint32_t left = rx->end - rx->pos;
+            memmove(rx->data + rx->head_len, rx->data + rx->pos, left);
+            rx->pos = rx->head_len;
+            rx->end = rx->head_len + left;
+            rx->starved = left > 0;
+            if (left) break; /* until more arrives */
         }
     }
 }
@@ -483,7 +524,7 @@ static void conn_read(struct conn *c, bool hup)
             return;
         }
         struct conn_rx *rx = c->rx;
-        if (rx->end == rx->cap && (c->state == CONN_BODY || !rx_grow(rx))) {
+        if (rx->end == rx->cap && ((c->state == CONN_BODY && !rx->starved) || !rx_grow(rx))) {
             c->read_blocked = true;
             return;
         }
@@ -491,6 +532,7 @@ static void conn_read(struct conn *c, bool hup)
         ssize_t n = recv(c->io.fd, rx->data + rx->end, room, 0);
         if (n > 0) {
             rx->end += (uint32_t)n;
+            rx->starved = false;
             /* A short read drained the socket: edge-triggered epoll reports
              * the next arrival, so no EAGAIN round trip is needed, unless
              * the peer also closed and that edge was consumed already. */
@@ -533,7 +575,7 @@ static void conn_settle(struct conn *c)
     if (c->state == CONN_CLOSED) return;
     struct conn_rx *rx = c->rx;
     bool out_pending = rx && buf_pending(&rx->out);
-    bool in_pending = rx && rx->pos < rx->end;
+    bool in_pending = rx && rx->pos < rx->end && !rx->starved;
 
     if (c->state == CONN_CLOSING && !out_pending) {
         /* Half-close, then drain: closing with unread input would make the
@@ -575,7 +617,8 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
          * still buffered; when the flush made room, nothing else would wake
          * them, so go on. Each round parses or drains, so this ends. */
         struct conn_rx *rx = c->rx;
-        if (!rx || c->state > CONN_BODY || rx->pos == rx->end || buf_pending(&rx->out) > OUT_HIGH_WATER)
+        if (!rx || c->state > CONN_BODY || rx->pos == rx->end || rx->starved ||
+            buf_pending(&rx->out) > OUT_HIGH_WATER)
             break;
     }
     conn_settle(c);
@@ -649,7 +692,7 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
     memcpy(&c->peer, peer, plen < sizeof(c->peer) ? plen : sizeof(c->peer));
     c->timer.cb = conn_on_timer;
     c->resume.cb = conn_on_resume;
-    llhttp_init(&c->parser, HTTP_REQUEST, &http_request_settings);
+    http_parser_init(&c->parser, NULL); /* the setup the unit tests check */
     if (loop_add(&W.loop, &c->io, IO_READ)) {
         log_error("epoll_ctl: %s", strerror(errno));
         close(fd);

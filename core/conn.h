@@ -38,6 +38,9 @@ struct conn_rx {
     uint32_t head_len;      /* [0, head_len) is the current request's head */
     bool routed;            /* the head went through route() */
     bool responded;         /* the answer to the current request is queued */
+    bool fixed;             /* the head was rewritten and parsed again (once only) */
+    bool starved;           /* [pos, end) is part of a chunk-size line: parse when more arrives */
+    llhttp_errno_t fix_err; /* llhttp refused the head: rewrite it once it is whole */
     enum script_decision decision;
     struct http_request req;
     struct http_parse_ctx pctx;

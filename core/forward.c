@@ -334,19 +334,20 @@ static void ex_error(struct exchange *ex, int status, const char *why)
 }
 
 /* Runs the client's parser over the chunked body bytes buffered at
- * [pos, end), which are then sent from [head_len, pos). false: malformed. */
-static bool parse_request_chunks(struct conn *c)
+ * [pos, end), which are then sent from [head_len, pos). -1: malformed; 0:
+ * nothing parsed (the rest of a chunk-size line is awaited); 1: parsed. */
+static int parse_request_chunks(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
     rx->pctx.req = &rx->req;
     rx->pctx.base = rx->data;
     rx->pctx.body = NULL;
     c->parser.data = &rx->pctx;
-    const char *p = rx->data + rx->pos;
-    llhttp_errno_t err = llhttp_execute(&c->parser, p, rx->end - rx->pos);
-    rx->pos += err == HPE_OK ? rx->end - rx->pos : (uint32_t)(llhttp_get_error_pos(&c->parser) - p);
+    uint32_t from = rx->pos;
+    llhttp_errno_t err = http_execute(&c->parser, rx->data, &rx->pos, &rx->end);
     if (err == HPE_PAUSED) llhttp_resume(&c->parser);
-    return err == HPE_OK || err == HPE_PAUSED;
+    if (err != HPE_OK && err != HPE_PAUSED) return -1;
+    return rx->pos > from || rx->req.message_done;
 }
 
 /* The client's chunked body is malformed: a 400 and the end of the
@@ -365,14 +366,11 @@ static void ex_bad_body(struct exchange *ex)
  * other side a body it takes for the next message (request smuggling). */
 static bool token_in(const char *base, const struct slice *tokens, int n, struct slice name)
 {
-    if (n == 0) return false;
     const char *s = base + name.off;
-    if ((name.len == 14 && !memcmp(s, "content-length", 14)) ||
-        (name.len == 17 && !memcmp(s, "transfer-encoding", 17)))
-        return false;
     for (int i = 0; i < n; i++)
-        if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, base + name.off, name.len))
-            return true;
+        if (tokens[i].len == name.len && !strncasecmp(base + tokens[i].off, s, name.len))
+            return !http_name_is(s, name.len, "content-length") &&
+                   !http_name_is(s, name.len, "transfer-encoding");
     return false;
 }
 
@@ -389,7 +387,7 @@ static int connection_tokens(const struct http_request *r, const char *base, str
     int n = 0;
     for (uint16_t i = 0; i < r->nheaders; i++) {
         const struct http_header *h = &r->headers[i];
-        if (h->name.len != 10 || memcmp(base + h->name.off, "connection", 10)) continue;
+        if (!http_name_is(base + h->name.off, h->name.len, "connection")) continue;
         uint32_t p = h->value.off, end = h->value.off + h->value.len;
         while (p < end && n < MAX_CONN_TOKENS) {
             while (p < end && (base[p] == ' ' || base[p] == '\t' || base[p] == ',')) p++;
@@ -405,15 +403,18 @@ static int connection_tokens(const struct http_request *r, const char *base, str
     return n;
 }
 
+/* name: as received, in any case. */
 static bool is_hop_by_hop(const char *name, size_t len, bool keep_upgrade)
 {
     switch (len) {
-    case 2: return !memcmp(name, "te", 2);
+    case 2: return http_name_is(name, len, "te");
     case 7:
-        if (!memcmp(name, "trailer", 7)) return true;
-        return !keep_upgrade && !memcmp(name, "upgrade", 7);
-    case 10: return !memcmp(name, "keep-alive", 10) || (!keep_upgrade && !memcmp(name, "connection", 10));
-    case 16: return !memcmp(name, "proxy-connection", 16);
+        if (http_name_is(name, len, "trailer")) return true;
+        return !keep_upgrade && http_name_is(name, len, "upgrade");
+    case 10:
+        return http_name_is(name, len, "keep-alive") ||
+               (!keep_upgrade && http_name_is(name, len, "connection"));
+    case 16: return http_name_is(name, len, "proxy-connection");
     default: return false;
     }
 }
@@ -424,11 +425,8 @@ static bool is_hop_by_hop(const char *name, size_t len, bool keep_upgrade)
  * how it is sent (as for local responses, such edits are ignored). */
 static bool script_may_edit(const char *name, size_t len)
 {
-    char low[24] = {0};
-    if (len >= sizeof(low)) return true;
-    http_lower(low, name, len);
-    return !(is_hop_by_hop(low, len, false) || (len == 14 && !memcmp(low, "content-length", 14)) ||
-             (len == 17 && !memcmp(low, "transfer-encoding", 17)));
+    return !(is_hop_by_hop(name, len, false) || http_name_is(name, len, "content-length") ||
+             http_name_is(name, len, "transfer-encoding"));
 }
 
 static bool edited(const struct script_edits *e, const char *name, size_t len)
@@ -513,7 +511,9 @@ static int build_request_head(struct exchange *ex)
     h->len = h->off = 0;
     if (buf_reserve(h, rx->head_len + 256)) return -ENOMEM;
 
-    buf_puts(h, llhttp_method_name((llhttp_method_t)r->method));
+    size_t mlen;
+    const char *method = http_method_name(r, base, &mlen);
+    buf_append(h, method, mlen);
     buf_append(h, " ", 1);
     const char *url = base + r->url.off;
     const char *q = memchr(url, '?', r->url.len);
@@ -543,16 +543,46 @@ static int build_request_head(struct exchange *ex)
         size_t nlen = hd->name.len;
         bool keep = !is_hop_by_hop(name, nlen, false) && !token_in(base, tokens, ntok, hd->name) &&
                     !edited(e, name, nlen);
-        if (keep && nlen == 15 && !memcmp(name, "x-forwarded-for", 15)) {
+        if (keep && http_name_is(name, nlen, "x-forwarded-for")) {
             if (nxff < 8) xff[nxff++] = hd;
             keep = false;
         }
-        if (keep && nlen == 17 && !memcmp(name, "x-forwarded-proto", 17)) keep = false;
-        if (keep && nlen == 4 && !memcmp(name, "host", 4)) has_host = true;
+        if (keep && http_name_is(name, nlen, "x-forwarded-proto")) keep = false;
+        /* Like nginx (underscores_in_headers off): a backend may read '_'
+         * as '-' and take "Transfer_Encoding" or "X_Forwarded_For" for the
+         * real field; such names are not sent on. */
+        if (keep && r->underscore && memchr(name, '_', nlen)) keep = false;
+        if (keep && http_name_is(name, nlen, "host")) {
+            has_host = true;
+            if (r->target_host.len) { /* absolute-form: its authority is the Host */
+                run_cut(h, &run, i);
+                append_header(h, name, nlen, base + r->target_host.off, r->target_host.len);
+                continue;
+            }
+        }
+        /* Framing goes in one canonical form ("Content-Length: 10", not
+         * "010"; "chunked", not "cHuNkeD "), so that no backend can read
+         * the body differently from how it is sent. */
+        if (keep && http_name_is(name, nlen, "content-length")) {
+            char num[24];
+            int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)r->content_length);
+            run_cut(h, &run, i);
+            append_header(h, name, nlen, num, (size_t)n);
+            continue;
+        }
+        if (keep && http_name_is(name, nlen, "transfer-encoding")) {
+            run_cut(h, &run, i);
+            append_header(h, name, nlen, "chunked", 7);
+            continue;
+        }
         if (keep) run_keep(&run, i);
         else run_cut(h, &run, i);
     }
     run_cut(h, &run, r->nheaders);
+    if (!has_host && r->target_host.len && !edited(e, "host", 4)) {
+        append_header(h, "Host", 4, base + r->target_host.off, r->target_host.len);
+        has_host = true;
+    }
     for (size_t i = 0; e && i < e->nheaders; i++) {
         if (!e->headers[i].value || !script_may_edit(e->headers[i].name, e->headers[i].nlen)) continue;
         if (e->headers[i].nlen == 4 && !strncasecmp(e->headers[i].name, "host", 4)) has_host = true;
@@ -762,7 +792,7 @@ void forward_start(struct conn *c, struct upstream *u)
     /* Chunks that came with the head are checked before any byte goes to
      * a backend: a malformed body read in one piece with its head is a 400
      * that no backend ever sees. */
-    if (ex->req_chunked && c->rx->pos < c->rx->end && !parse_request_chunks(c)) return ex_bad_body(ex);
+    if (ex->req_chunked && c->rx->pos < c->rx->end && parse_request_chunks(c) < 0) return ex_bad_body(ex);
     ex_try_server(ex);
 }
 
@@ -894,11 +924,12 @@ static bool send_request(struct exchange *ex)
             break;
         }
         if (rx->pos < rx->end) {
-            if (!parse_request_chunks(c)) {
+            int parsed = parse_request_chunks(c);
+            if (parsed < 0) {
                 ex_bad_body(ex);
                 return false;
             }
-            continue;
+            if (parsed) continue;
         }
         if (rx->end == rx->cap) { /* cannot happen: the loop above empties it */
             ex_abort_client(ex, "request body buffer full");
@@ -973,12 +1004,12 @@ static bool build_response_head(struct exchange *ex)
         const char *name = base + hd->name.off;
         size_t nlen = hd->name.len;
         bool keep = !is_hop_by_hop(name, nlen, switching) && (switching || !token_in(base, tokens, ntok, hd->name));
-        if (keep && nlen == 17 && !memcmp(name, "transfer-encoding", 17) && (ex->mode != RB_CHUNKED || ex->dechunk))
+        if (keep && http_name_is(name, nlen, "transfer-encoding") && (ex->mode != RB_CHUNKED || ex->dechunk))
             keep = false;
         /* 1xx and 204 never have a body, and may not say they have one
          * (RFC 9110 §8.6); a client that believes the header would take
          * the next response for that body. */
-        if (keep && nlen == 14 && (status < 200 || status == 204) && !memcmp(name, "content-length", 14))
+        if (keep && (status < 200 || status == 204) && http_name_is(name, nlen, "content-length"))
             keep = false;
         if (keep && edited(e, name, nlen)) keep = false;
         if (keep) run_keep(&run, i);

@@ -10,7 +10,7 @@
  * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
  * HTAB; no other control), request-target bytes (VCHAR but '#') and the
  * bytes of a Host authority (reg-name or IP-literal, and ':'). */
-enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_AUTHORITY = 8 };
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_AUTHORITY = 8, C_NAME = 16 /* tchar but '_' */ };
 static uint8_t byte_class[256];
 static uint8_t to_lower[256]; /* ASCII only, whatever the locale */
 
@@ -19,12 +19,20 @@ __attribute__((constructor)) static void byte_class_init(void)
     for (int c = 0; c < 256; c++) {
         uint8_t k = 0;
         if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
+        if ((k & C_TCHAR) && c != '_') k |= C_NAME;
         if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
         if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
         if (isalnum(c) || (c && strchr("-._~%!$&'()*+,;=:[]", c))) k |= C_AUTHORITY;
         byte_class[c] = k;
         to_lower[c] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
+}
+
+static char *format_decimal(char *end, uint64_t v);
+
+static bool is_ows(char ch)
+{
+    return ch == ' ' || ch == '\t';
 }
 
 /* ---- parsing ---------------------------------------------------------- */
@@ -40,6 +48,11 @@ void http_request_reset(struct http_request *r)
     r->nheaders = 0;
     r->in_value = r->too_many = r->line_too_long = r->bad_chunk_ext = false;
     r->chunk_ext_len = r->ext_name_len = 0;
+    r->underscore = r->bad_trailer = r->trailer_bad = false;
+    r->chunk_line = r->chunk_pause = r->last_chunk = false;
+    r->trailer_value = r->trailer_len = 0;
+    r->target_host.off = r->target_host.len = 0;
+    r->method_tok.off = r->method_tok.len = 0;
     r->head_done = r->message_done = false;
     r->has_body = r->chunked = r->expect_continue = r->keep_alive = r->upgrade = false;
     r->content_length = 0;
@@ -75,6 +88,56 @@ int http_on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Fields a trailer section may not carry (RFC 9110 6.5.1): framing,
+ * routing, connection management, request modifiers and credentials. A
+ * backend that merged them into the header section would read the message
+ * differently from us; such a trailer is refused (400) rather than edited,
+ * because the chunked body travels as received. */
+static bool trailer_forbidden(const char *name, size_t n)
+{
+    static const char *const names[] = {
+        "content-length", "transfer-encoding", "host", "connection", "keep-alive",
+        "proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
+        "proxy-authorization", "cookie", "content-type", "content-encoding", "content-range",
+        "range", "max-forwards", "forwarded", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "x-real-ip", "cache-control", "pragma",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i]) == n && http_name_eq(name, names[i], n)) return true;
+    return memchr(name, '_', n) != NULL;
+}
+
+/* A trailer name, in one piece or split across reads: gathered (up to a
+ * bound no forbidden name reaches) and judged when it is complete. */
+static int trailer_name(llhttp_t *p, struct http_request *r, const char *at, size_t len)
+{
+    r->trailer_value = 0;
+    if (memchr(at, '_', len)) r->trailer_bad = true;
+    size_t room = sizeof(r->trailer) - r->trailer_len;
+    size_t k = len < room ? len : room;
+    memcpy(r->trailer + r->trailer_len, at, k);
+    r->trailer_len = (uint8_t)(r->trailer_len + k);
+    (void)p;
+    return 0;
+}
+
+/* At the end of a trailer field (called from http_on_header_value_complete,
+ * which every field passes: no callback of its own on the common path). */
+__attribute__((noinline)) static int trailer_field_complete(llhttp_t *p)
+{
+    struct http_request *r = ctx_of(p)->req;
+    bool bad = r->trailer_bad ||
+               (r->trailer_len < sizeof(r->trailer) && trailer_forbidden(r->trailer, r->trailer_len));
+    r->trailer_len = 0;
+    r->trailer_bad = false;
+    if (bad) {
+        r->bad_trailer = true;
+        llhttp_set_error_reason(p, "a framing, routing or credential field in the trailer section");
+        return HPE_USER;
+    }
+    return 0;
+}
+
 int http_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
@@ -83,7 +146,7 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
      * they are passed on as received but never join the headers (RFC 9110
      * 6.5.1), or a trailer "Host" or "X-User" would reach the script as if
      * it were a header that whatever sits in front had checked. */
-    if (r->head_done) return 0;
+    if (r->head_done) return trailer_name(p, r, at, len);
     if (r->in_value || r->nheaders == 0) {
         if (r->nheaders == HTTP_MAX_HEADERS) {
             r->too_many = true;
@@ -93,9 +156,8 @@ int http_on_header_field(llhttp_t *p, const char *at, size_t len)
         h->name.len = h->value.len = 0;
         r->in_value = false;
     }
-    /* Lower-case in place: names are case-insensitive, and Lua sees them
-     * lower-cased; the forwarded head uses them as they are now. */
-    http_lower((char *)at, at, len);
+    /* Names keep the case the client sent (the forwarded head is made of
+     * the received lines); lookups compare without case. */
     extend(&r->headers[r->nheaders - 1].name, c->base, at, len);
     return 0;
 }
@@ -112,7 +174,19 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_parse_ctx *c = ctx_of(p);
     struct http_request *r = c->req;
-    if (r->head_done) return 0;
+    if (r->head_done) {
+        /* A trailer value in a second piece is an obs-fold, unless the first
+         * piece ended only because the read did: llhttp then calls back
+         * with its span still open (_span_pos0 set), not closed. Refused as
+         * in the head: forwarded, the fold would reach the backend. */
+        if (len && r->trailer_value == 1) {
+            llhttp_set_error_reason(p, "obs-fold in the trailer section");
+            r->bad_trailer = true;
+            return HPE_USER;
+        }
+        if (len) r->trailer_value = p->_span_pos0 ? 2 : 1;
+        return 0;
+    }
     r->in_value = true;
     if (len == 0) return 0; /* an empty value: llhttp points past its line end */
     struct http_header *h = &r->headers[r->nheaders - 1];
@@ -136,7 +210,7 @@ int http_on_header_value(llhttp_t *p, const char *at, size_t len)
 int http_on_header_value_complete(llhttp_t *p)
 {
     struct http_request *r = ctx_of(p)->req;
-    if (r->head_done) return 0;
+    if (r->head_done) return p->type == HTTP_REQUEST ? trailer_field_complete(p) : 0;
     /* An empty value gets no on_header_value call. */
     r->in_value = true;
     /* llhttp leaves trailing whitespace in the value; it is not part of it
@@ -179,7 +253,7 @@ static int on_headers_complete(llhttp_t *p)
     if (p->upgrade && p->method != HTTP_CONNECT) {
         for (uint16_t i = 0; i < r->nheaders; i++) {
             const struct http_header *h = &r->headers[i];
-            if (h->name.len == 7 && !memcmp(base + h->name.off, "upgrade", 7) &&
+            if (http_name_is(base + h->name.off, h->name.len, "upgrade") &&
                 (has_token(base, h->value, "h2c") || has_token(base, h->value, "h2")))
                 p->upgrade = 0;
         }
@@ -189,6 +263,7 @@ static int on_headers_complete(llhttp_t *p)
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
     r->chunked = (p->flags & F_CHUNKED) != 0;
+    r->chunk_line = r->chunked; /* the first chunk-size line follows */
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
     r->has_body = r->chunked || r->content_length > 0;
     r->keep_alive = llhttp_should_keep_alive(p);
@@ -255,8 +330,80 @@ static int on_chunk_ext_value(llhttp_t *p, const char *at, size_t len)
 
 static int on_chunk_header(llhttp_t *p)
 {
-    ctx_of(p)->req->chunk_ext_len = 0;
+    struct http_request *r = ctx_of(p)->req;
+    r->chunk_ext_len = 0;
+    r->last_chunk = p->content_length == 0;
     return 0;
+}
+
+/* After a chunk's data: the next chunk-size line goes to llhttp only whole,
+ * through http_execute (which pauses here for it). The last chunk's
+ * completion comes after the trailer section: nothing follows it. */
+static int on_chunk_complete(llhttp_t *p)
+{
+    struct http_request *r = ctx_of(p)->req;
+    if (r->last_chunk) return 0;
+    r->chunk_line = r->chunk_pause = true;
+    return HPE_PAUSED;
+}
+
+/* RFC 9112 7.1.1 allows BWS around the ';' and '=' of a chunk extension;
+ * llhttp refuses any. A whole chunk-size line at s (its LF within n bytes)
+ * loses those blanks (outside quoted strings), in place; the rest of the
+ * buffer moves up. Blanks elsewhere (inside the size, before the CRLF) are
+ * left for llhttp to refuse. Returns the bytes removed, or -1 when the line
+ * is not whole yet. */
+static int chunk_line_fix(char *s, size_t n)
+{
+    const char *lf = memchr(s, '\n', n);
+    if (!lf) return -1;
+    size_t len = (size_t)(lf - s) + 1, w = 0;
+    bool quoted = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (quoted) {
+            if (ch == '\\' && i + 1 < len) s[w++] = s[i++];
+            else if (ch == '"') quoted = false;
+        } else if (ch == '"') {
+            quoted = true;
+        } else if (is_ows(ch)) {
+            size_t j = i;
+            while (j < len && is_ows(s[j])) j++;
+            char before = w ? s[w - 1] : 0, after = s[j];
+            if (after == ';' || after == '=' || before == ';' || before == '=') {
+                i = j - 1;
+                continue;
+            }
+        }
+        s[w++] = s[i];
+    }
+    if (w < len) memmove(s + w, s + len, n - len);
+    return (int)(len - w);
+}
+
+llhttp_errno_t http_execute(llhttp_t *p, char *data, uint32_t *pos, uint32_t *end)
+{
+    struct http_request *r = ctx_of(p)->req;
+    for (;;) {
+        if (r->chunk_line) {
+            size_t avail = *end - *pos;
+            int cut = chunk_line_fix(data + *pos, avail);
+            if (cut < 0) {
+                /* Not whole yet: wait for the rest, within a bound. */
+                if (avail <= HTTP_MAX_CHUNK_EXT + 32) return HPE_OK;
+                r->bad_chunk_ext = true;
+                return HPE_INVALID_CHUNK_SIZE;
+            }
+            *end -= (uint32_t)cut;
+            r->chunk_line = false;
+        }
+        const char *s = data + *pos;
+        llhttp_errno_t err = llhttp_execute(p, s, *end - *pos);
+        *pos = err == HPE_OK ? *end : (uint32_t)(llhttp_get_error_pos(p) - data);
+        if (err != HPE_PAUSED || !r->chunk_pause) return err;
+        r->chunk_pause = false;
+        llhttp_resume(p);
+    }
 }
 
 const llhttp_settings_t http_request_settings = {
@@ -272,6 +419,7 @@ const llhttp_settings_t http_request_settings = {
     .on_chunk_extension_name_complete = on_chunk_ext_name_complete,
     .on_chunk_extension_value = on_chunk_ext_value,
     .on_chunk_header = on_chunk_header,
+    .on_chunk_complete = on_chunk_complete,
 };
 
 void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
@@ -280,12 +428,21 @@ void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
     p->data = ctx;
 }
 
+/* A word-at-a-time version (SWAR) cost more than this loop under
+ * callgrind: the names compared are short, and most calls are matches. */
+bool http_name_eq(const char *s, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (to_lower[(unsigned char)s[i]] != (unsigned char)lower[i]) return false;
+    return true;
+}
+
 const struct http_header *http_find_header(const struct http_request *req, const char *base,
                                            const char *name, size_t nlen)
 {
     for (uint16_t i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (h->name.len == nlen && !memcmp(base + h->name.off, name, nlen)) return h;
+        if (h->name.len == nlen && http_name_eq(base + h->name.off, name, nlen)) return h;
     }
     return NULL;
 }
@@ -341,13 +498,17 @@ static bool word_is_plain(const char *p)
  * exactly len: no obs-fold, no bare CR or LF, no control in a value. The
  * head ends with LF, which is neither a tchar nor a value byte: the scans
  * of a name and of a value stop at it without checking the length. */
-static bool fields_ok(const char *p, size_t i, size_t len)
+static bool fields_ok(const char *p, size_t i, size_t len, bool *underscore)
 {
     if (len < 2 || p[len - 1] != '\n') return false;
     for (;;) {
         if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len;
         size_t n = i;
-        while (is_tchar((unsigned char)p[i])) i++;
+        while (byte_class[(unsigned char)p[i]] & C_NAME) i++;
+        if (p[i] == '_') { /* noted here, where the name is read anyway */
+            *underscore = true;
+            while (is_tchar((unsigned char)p[i])) i++;
+        }
         if (i == n || p[i] != ':') return false; /* also a line starting with SP/HTAB */
         i++;
         while (i + 8 <= len && word_is_plain(p + i)) i += 8;
@@ -358,6 +519,12 @@ static bool fields_ok(const char *p, size_t i, size_t len)
 }
 
 int http_check_syntax(const char *p, size_t len)
+{
+    struct http_request r = {0};
+    return http_check_head(&r, p, len);
+}
+
+int http_check_head(struct http_request *req, const char *p, size_t len)
 {
     size_t i = skip_empty_lines(p, len), line = i;
     /* request-line = method SP request-target SP HTTP-version CRLF */
@@ -374,7 +541,7 @@ int http_check_syntax(const char *p, size_t len)
     int vs = version_status(p + v);
     if (vs) return vs;
     if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return 400;
-    return fields_ok(p, i + 2, len) ? 0 : 400;
+    return fields_ok(p, i + 2, len, &req->underscore) ? 0 : 400;
 }
 
 bool http_response_head_ok(const char *p, size_t len)
@@ -388,7 +555,8 @@ bool http_response_head_ok(const char *p, size_t len)
     if (p[i] == ' ')
         while (++i < len && is_value_char((unsigned char)p[i])) {}
     if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n') return false;
-    return fields_ok(p, i + 2, len);
+    bool underscore = false;
+    return fields_ok(p, i + 2, len, &underscore);
 }
 
 /* uri-host [ ":" port ]: reg-name or IP-literal characters, no '/', '@',
@@ -414,12 +582,12 @@ static int normalise_absolute(struct http_request *req, const char *base, struct
     /* No path ("http://h" or "http://h?q") is refused rather than guessed. */
     if (a == skip || a == n || u[a] != '/') return 400;
     if (!valid_authority(u + skip, a - skip) || memchr(u + skip, '@', a - skip)) return 400;
-    /* RFC 9112 lets the target's authority override Host; like HAProxy, a
-     * Host that says something else is refused rather than ignored (a
-     * cache or a backend keyed on Host would see another name). */
-    if (host && (host->value.len != a - skip || strncasecmp(base + host->value.off, u + skip, a - skip)))
-        return 400;
-    if (host) host->value = (struct slice){req->url.off + (uint32_t)skip, (uint32_t)(a - skip)};
+    /* The target's authority replaces Host (RFC 9112 3.2.2): whatever Host
+     * said, the script, the logs and the backend see the target's name
+     * (the forwarded head carries it, see target_host). */
+    struct slice auth = {req->url.off + (uint32_t)skip, (uint32_t)(a - skip)};
+    if (host) host->value = auth;
+    req->target_host = auth;
     req->url.off += (uint32_t)a;
     req->url.len -= (uint32_t)a;
     return 0;
@@ -430,7 +598,7 @@ bool http_te_is_plain(const struct http_request *msg, const char *base)
     int te = 0;
     for (uint16_t i = 0; i < msg->nheaders; i++) {
         const struct http_header *h = &msg->headers[i];
-        if (h->name.len == 17 && !memcmp(base + h->name.off, "transfer-encoding", 17) &&
+        if (http_name_is(base + h->name.off, h->name.len, "transfer-encoding") &&
             (++te > 1 || !value_is(base, h->value, "chunked")))
             return false;
     }
@@ -441,16 +609,19 @@ int http_validate_head(struct http_request *req, const char *base)
 {
     if (req->http_major != 1 || req->http_minor > 1) return 505;
     if (req->method == HTTP_CONNECT) return 501; /* a reverse proxy opens no tunnels */
+    /* llhttp takes lengths up to 2^64-1; a backend or a client library
+     * holding them in an off_t would read a negative length. */
+    if (req->content_length > INT64_MAX) return 400;
     int hosts = 0, te = 0;
     struct http_header *host = NULL, *tenc = NULL;
     for (uint16_t i = 0; i < req->nheaders; i++) {
         struct http_header *h = &req->headers[i];
         const char *name = base + h->name.off;
-        if (h->name.len == 4 && !memcmp(name, "host", 4)) {
+        if (http_name_is(name, h->name.len, "host")) {
             hosts++;
             host = h;
         }
-        if (h->name.len == 17 && !memcmp(name, "transfer-encoding", 17)) {
+        if (http_name_is(name, h->name.len, "transfer-encoding")) {
             te++;
             tenc = h;
         }
@@ -472,11 +643,143 @@ int http_validate_head(struct http_request *req, const char *base)
     return 0;
 }
 
+/* ---- heads llhttp refuses but RFC 9112 allows -------------------------- */
+
+bool http_head_fixable(llhttp_errno_t err)
+{
+    return err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH ||
+           err == HPE_INVALID_TRANSFER_ENCODING || err == HPE_INVALID_METHOD;
+}
+
+uint32_t http_head_end(const char *p, size_t len)
+{
+    const char *e = memmem(p, len, "\r\n\r\n", 4);
+    return e ? (uint32_t)(e - p + 4) : 0;
+}
+
+/* A Content-Length value: 1#(1*DIGIT) with OWS, every element the same
+ * number. false: malformed, empty, over 2^63-1 or two numbers. */
+static bool cl_value(const char *s, size_t n, uint64_t *out)
+{
+    bool any = false;
+    size_t i = 0;
+    for (;;) {
+        while (i < n && (is_ows(s[i]) || s[i] == ',')) i++;
+        if (i == n) return any;
+        uint64_t v = 0;
+        size_t d = i;
+        while (i < n && isdigit((unsigned char)s[i])) {
+            if (v > (uint64_t)(INT64_MAX - 9) / 10) return false;
+            v = v * 10 + (uint64_t)(s[i++] - '0');
+        }
+        if (i == d || (any && v != *out)) return false;
+        while (i < n && is_ows(s[i])) i++;
+        if (i < n && s[i] != ',') return false;
+        *out = v;
+        any = true;
+    }
+}
+
+int http_head_rewrite(char *p, uint32_t *len, uint32_t head_end, bool method_unknown,
+                      struct slice *method)
+{
+    size_t i = skip_empty_lines(p, head_end), m = i;
+    while (i < head_end && is_tchar((unsigned char)p[i])) i++;
+    if (method_unknown) {
+        if (i == m || p[i] != ' ') return 0;
+        *method = (struct slice){(uint32_t)m, (uint32_t)(i - m)};
+    }
+    const char *eol = memmem(p + i, head_end - i, "\r\n", 2);
+    if (!eol) return 0;
+    size_t line = (size_t)(eol - p) + 2;
+    struct buf nb = {0};
+    if (buf_reserve(&nb, head_end)) return 0;
+    buf_append(&nb, p, line);
+    bool cl_seen = false;
+    uint64_t cl = 0;
+    int rc = 0;
+    while (line + 2 < head_end) {
+        const char *e = memmem(p + line, head_end - line, "\r\n", 2);
+        const char *colon = memchr(p + line, ':', (size_t)(e - p) - line);
+        if (!e || !colon) goto out;
+        size_t nlen = (size_t)(colon - p) - line, v = nlen + 1 + line, vend = (size_t)(e - p);
+        bool ows = v < vend && is_ows(p[v]);
+        while (v < vend && is_ows(p[v])) v++;
+        while (vend > v && is_ows(p[vend - 1])) vend--;
+        if (http_name_is(p + line, nlen, "content-length")) {
+            uint64_t n = 0;
+            if (!cl_value(p + v, vend - v, &n) || (cl_seen && n != cl)) {
+                rc = 400;
+                goto out;
+            }
+            if (!cl_seen) {
+                char num[24], *d = format_decimal(num + sizeof(num), n);
+                buf_append(&nb, p + line, nlen + 1 + ows);
+                buf_append(&nb, d, (size_t)(num + sizeof(num) - d));
+                buf_append(&nb, "\r\n", 2);
+            }
+            cl_seen = true;
+            cl = n;
+        } else if (http_name_is(p + line, nlen, "transfer-encoding")) {
+            buf_append(&nb, p + line, nlen + 1 + ows);
+            buf_append(&nb, p + v, vend - v);
+            buf_append(&nb, "\r\n", 2);
+        } else {
+            buf_append(&nb, p + line, (size_t)(e - p) + 2 - line);
+        }
+        line = (size_t)(e - p) + 2;
+    }
+    buf_append(&nb, "\r\n", 2);
+    if (nb.len < head_end || method_unknown) {
+        memmove(p + nb.len, p + head_end, *len - head_end);
+        memcpy(p, nb.data, nb.len);
+        *len = *len - head_end + (uint32_t)nb.len;
+        rc = 1;
+    }
+out:
+    buf_free(&nb);
+    return rc;
+}
+
+llhttp_errno_t http_parse_again(llhttp_t *p, struct http_parse_ctx *ctx, const char *data, size_t len,
+                                struct slice method, const char **stop)
+{
+    http_parser_init(p, ctx);
+    size_t from = 0;
+    if (method.len) {
+        /* llhttp knows a fixed list of methods: it is given a known one in
+         * place of the token, then the rest of the line from the buffer. */
+        llhttp_errno_t err = llhttp_execute(p, "GET ", 4);
+        if (err != HPE_OK) return err;
+        from = method.off + method.len + 1;
+    }
+    llhttp_errno_t err = llhttp_execute(p, data + from, len - from);
+    *stop = err == HPE_OK ? data + len : llhttp_get_error_pos(p);
+    if (method.len && ctx->req->head_done) {
+        ctx->req->method = HTTP_METHOD_OTHER;
+        ctx->req->method_tok = method;
+    }
+    return err;
+}
+
+const char *http_method_name(const struct http_request *req, const char *base, size_t *len)
+{
+    if (req->method == HTTP_METHOD_OTHER) {
+        *len = req->method_tok.len;
+        return base + req->method_tok.off;
+    }
+    const char *m = llhttp_method_name((llhttp_method_t)req->method);
+    *len = strlen(m);
+    return m;
+}
+
 int http_error_status(llhttp_errno_t err, const struct http_request *req, const char *data,
                       size_t len)
 {
     if (err == HPE_USER && req->line_too_long) return 414;
     if (err == HPE_USER && req->too_many) return 431;
+    /* An unknown method that is not a token either. */
+    if (err == HPE_INVALID_METHOD) return 400;
     if (err == HPE_INVALID_VERSION || err == HPE_PAUSED_H2_UPGRADE) {
         /* 505 only for a well-formed version other than 1.0 and 1.1. */
         size_t i = skip_empty_lines(data, len), e = i;
@@ -487,12 +790,13 @@ int http_error_status(llhttp_errno_t err, const struct http_request *req, const 
                    ? 505
                    : 400;
     }
-    if (err == HPE_INVALID_TRANSFER_ENCODING) {
+    /* (in a chunked body's trailer section it is a malformed body: 400) */
+    if (err == HPE_INVALID_TRANSFER_ENCODING && !(req->head_done && req->chunked)) {
         /* Two Transfer-Encoding headers, or an empty one: malformed. */
         int te = 0;
         for (uint16_t i = 0; i < req->nheaders; i++) {
             const struct http_header *h = &req->headers[i];
-            if (h->name.len == 17 && !memcmp(data + h->name.off, "transfer-encoding", 17)) {
+            if (http_name_is(data + h->name.off, h->name.len, "transfer-encoding")) {
                 te++;
                 if (h->value.len == 0) return 400;
             }

@@ -108,10 +108,22 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
     struct http_parse_ctx ctx = {
         .req = req, .base = text->data, .body = body, .max_body = UINT64_MAX};
     http_parser_init(&parser, &ctx);
-    const char *p = text->data;
-    size_t left = text->len;
+    uint32_t pos = 0, end = (uint32_t)text->len;
+    bool fixed = false;
     while (!req->message_done) {
-        llhttp_errno_t err = llhttp_execute(&parser, p, left);
+        llhttp_errno_t err = http_execute(&parser, text->data, &pos, &end);
+        if (!fixed && !req->head_done && http_head_fixable(err)) {
+            /* as a connection does (head_parse_again in conn.c) */
+            struct slice m = {0};
+            fixed = true;
+            if (http_head_rewrite(text->data, &end, http_head_end(text->data, end),
+                                  err == HPE_INVALID_METHOD, &m) == 1) {
+                const char *stop;
+                err = http_parse_again(&parser, &ctx, text->data, end, m, &stop);
+                pos = (uint32_t)(stop - text->data);
+            }
+        }
+        text->len = end;
         if (err == HPE_OK) break;
         if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
             char why[160];
@@ -121,9 +133,6 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
                      req->too_many ? 431 : http_error_status(err, req, text->data, text->len));
             return usage_error("--try", cfg->try_request, why);
         }
-        const char *at = llhttp_get_error_pos(&parser);
-        left -= (size_t)(at - p);
-        p = at;
         if (err == HPE_PAUSED)
             llhttp_resume(&parser);
         else
@@ -136,7 +145,7 @@ static int parse_request(const struct config *cfg, struct buf *text, struct http
     if (head_end && (uint64_t)(head_end + 4 - text->data) > cfg->max_header_size)
         return usage_error("--try", cfg->try_request,
                            "the head is over --max-header-size (the server would answer 431)");
-    int status = head_end ? http_check_syntax(text->data, (size_t)(head_end + 4 - text->data)) : 0;
+    int status = head_end ? http_check_head(req, text->data, (size_t)(head_end + 4 - text->data)) : 0;
     if (!status) status = http_validate_head(req, text->data);
     if (status) {
         char why[128];
@@ -192,7 +201,9 @@ static void print_forward(const struct http_request *req, const char *base, stru
     const char *url = http_slice(base, req->url);
     const char *q = memchr(url, '?', req->url.len);
     size_t plen = q ? (size_t)(q - url) : req->url.len;
-    printf("forward: %s ", llhttp_method_name((llhttp_method_t)req->method));
+    size_t mlen;
+    const char *method = http_method_name(req, base, &mlen);
+    printf("forward: %.*s ", (int)mlen, method);
     if (edited && e.path_set)
         fwrite(e.path, 1, e.path_len, stdout);
     else

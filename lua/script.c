@@ -379,9 +379,10 @@ void script_req_end(struct script_req *r)
     if (--st->refs == 0 && st != S.cur) loop_defer(&W.loop, &reaper);
 }
 
-static const char *method_of(const struct script_req *r)
+/* The method as sent (a token llhttp does not know, too). */
+static const char *method_of(const struct script_req *r, size_t *len)
 {
-    return llhttp_method_name((llhttp_method_t)r->lr.view->req->method);
+    return http_method_name(r->lr.view->req, r->lr.view->base, len);
 }
 
 static void path_of(const struct script_req *r, const char **p, size_t *n)
@@ -410,7 +411,9 @@ void script_log_error(struct script_req *r, const char *where, const char *msg)
     const char *path;
     size_t plen;
     path_of(r, &path, &plen);
-    log_error("lua error in %s for %s %.*s: %s", where, method_of(r), (int)plen, path,
+    size_t mlen;
+    const char *method = method_of(r, &mlen);
+    log_error("lua error in %s for %.*s %.*s: %s", where, (int)mlen, method, (int)plen, path,
               msg ? msg : "(no message)");
 }
 

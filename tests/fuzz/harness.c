@@ -38,6 +38,7 @@ struct origin {
     bool upgraded;  /* after its 101: bytes are echoed back */
     bool close_after; /* the answer ends with a close (an unframed body) */
     bool wr_shut;
+    bool between;   /* the next byte starts a request */
     char url[32];
     size_t url_len;
     struct buf out;
@@ -152,7 +153,7 @@ static int o_on_message_complete(llhttp_t *p)
         buf_puts(b, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-origin: 1\r\n\r\n");
         if (!head) buf_puts(b, "hello");
     }
-    return 0;
+    return HPE_PAUSED; /* so that origin_feed knows where the next request starts */
 }
 
 static const llhttp_settings_t origin_settings = {
@@ -167,11 +168,39 @@ static void origin_feed(struct origin *o, const char *data, size_t n)
         buf_append(&o->out, data, n); /* the tunnel: an echo */
         return;
     }
-    llhttp_errno_t err = llhttp_execute(&o->p, data, n);
-    if (err == HPE_OK) return;
-    if (err == HPE_PAUSED_UPGRADE) {
-        const char *rest = llhttp_get_error_pos(&o->p);
-        buf_append(&o->out, rest, n - (size_t)(rest - data));
+    const char *p = data, *end = data + n;
+    llhttp_errno_t err;
+    for (;;) {
+        const char *start = o->between ? p : NULL;
+        err = llhttp_execute(&o->p, p, (size_t)(end - p));
+        o->between = false;
+        if (err == HPE_OK) return;
+        const char *at = llhttp_get_error_pos(&o->p);
+        if (err == HPE_PAUSED) {
+            llhttp_resume(&o->p);
+            o->between = true;
+            p = at;
+            if (o->upgraded) break;
+            continue;
+        }
+        if (err == HPE_PAUSED_UPGRADE) {
+            p = at;
+            break;
+        }
+        /* A method token llhttp does not know is forwarded as sent (a
+         * backend may know it): parsed here with a known one in its place. */
+        const char *sp = start ? memchr(start, ' ', (size_t)(end - start)) : NULL;
+        bool token = sp && sp > start;
+        for (const char *t = start; token && t < sp; t++)
+            token = *t > ' ' && *t < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", *t);
+        if (err != HPE_INVALID_METHOD || !token) break;
+        llhttp_init(&o->p, HTTP_REQUEST, &origin_settings);
+        o->p.data = o;
+        if (llhttp_execute(&o->p, "GET ", 4) != HPE_OK) break;
+        p = sp + 1;
+    }
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+        buf_append(&o->out, p, (size_t)(end - p));
         return;
     }
     fprintf(stderr, "-- the origin's last read (%zu byte(s)):\n%.*s\n-- end\n", n, (int)n, data);
@@ -203,6 +232,7 @@ static bool origin_step(void)
         struct origin *o = &origins[slot];
         memset(o, 0, sizeof(*o));
         o->fd = fd;
+        o->between = true;
         llhttp_init(&o->p, HTTP_REQUEST, &origin_settings);
         o->p.data = o;
         newest = slot;

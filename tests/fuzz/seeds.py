@@ -69,6 +69,16 @@ CLIENT = {
     "reject-version": (0, [0, 0, 0], b"GET /x HTTP/2.0\r\n\r\n"),
     "reject-head-too-large": (0, [0, 0, 0], req("GET", "/x", H + "X-Long: " + "a" * 2100 + "\r\n")),
     "reject-body-too-large": (0, [0, 0, 0], req("POST", "/k", H + "Content-Length: 5000\r\n", "b" * 5000)),
+    # heads llhttp refuses and the proxy rewrites (unknown methods, equal
+    # lengths, HTAB after a framing value), trailers it refuses
+    "unknown-method-local": (0, [3, 30, 0], req("FOO", "/k", H + "Content-Length: 2\r\n", "ab") + req("GET", "/x", H)),
+    "unknown-method-proxy": (0, [5, 0, 0], req("PROPFINDX", "/p", H + "Content-Length: 2\r\n", "ab") + req("GET", "/p", H)),
+    "dup-cl-proxy": (0, [70, 0, 0], req("POST", "/p", H + "Content-Length: 5\r\ncontent-length: 5, 5\r\n", "hello")),
+    "cl-tab-local": (0, [0, 0, 0], req("POST", "/k", H + "Content-Length: 5\t\r\n", "hello") + req("GET", "/x", H)),
+    "te-tab-proxy": (0, [0, 0, 0], req("POST", "/p", H + "Transfer-Encoding: chunked\t\r\n", "5\r\nhello\r\n0\r\n\r\n")),
+    "trailer-forbidden": (0, [200, 0, 0], req("POST", "/p", H + "Transfer-Encoding: chunked\r\n",
+                                             "5\r\nhello\r\n0\r\nX-T: 1\r\nContent-Length: 5\r\n\r\n")),
+    "absolute-host-differs": (0, [0, 0, 0], req("GET", "http://a.example:81/p?x", "Host: b\r\nX_Under: 1\r\n")),
     "timeout-head": (2, [0, 0, 0], b"GET /x HTTP/1.1\r\nHo"),
     "timeout-body": (4, [128, 0, 0], req("POST", "/k", H + "Content-Length: 10\r\n", "12345")),
     "timeout-proxy-body": (2, [0, 0, 0], req("POST", "/p", H + "Content-Length: 10\r\n", "12345")),

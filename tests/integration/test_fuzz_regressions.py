@@ -4,11 +4,9 @@ target's control bytes) as the client or the backend sent it. The same
 files also go through the fuzz harness itself in test_fuzz_replay (Check)."""
 
 import os
-import socket
-import threading
-
 import lp
 from origin import Origin, upstream_script
+from raw_origin import RawOrigin
 
 REGRESSIONS = lp.repo_path("tests", "fuzz", "regressions")
 
@@ -19,59 +17,6 @@ def crasher(target, name):
     with open(os.path.join(REGRESSIONS, target, name), "rb") as f:
         data = f.read()
     return data[4:] if target == "client" else data[5:]
-
-
-class RawOrigin:
-    """A backend that reads each request head and answers `answer`, byte for
-    byte, then closes the connection."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((lp.HOST, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.received = b""  # every byte of every connection, in order
-        self.stopping = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
-
-    def _loop(self):
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            self.connections += 1
-            with c:
-                c.settimeout(3)
-                head = b""
-                try:
-                    while b"\r\n\r\n" not in head:
-                        data = c.recv(4096)
-                        if not data:
-                            break
-                        head += data
-                        self.received += data
-                    c.sendall(self.answer)
-                    c.shutdown(socket.SHUT_WR)
-                    while True:
-                        data = c.recv(4096)
-                        if not data:
-                            break
-                        self.received += data
-                except OSError:
-                    pass
 
 
 def test_obs_fold_does_not_smuggle_a_second_request():

@@ -234,11 +234,21 @@ static void parse_begin(const char *text, size_t n)
     http_parser_init(&parser, &pctx);
 }
 
+static uint32_t rlen; /* bytes of rbuf in use (http_execute may shrink them) */
+
+/* Parses rbuf from pos to its end as a connection does (http_execute). */
+static llhttp_errno_t exec_from(const char *pos)
+{
+    uint32_t at = (uint32_t)(pos - rbuf);
+    return http_execute(&parser, rbuf, &at, &rlen);
+}
+
 /* Parses `text` from the start, in one go. */
 static llhttp_errno_t parse(const char *text, size_t n)
 {
     parse_begin(text, n);
-    return llhttp_execute(&parser, rbuf, n);
+    rlen = (uint32_t)n;
+    return exec_from(rbuf);
 }
 
 static void expect_slice(struct slice s, const char *want)
@@ -260,15 +270,16 @@ START_TEST(parse_get_with_headers)
     ck_assert_int_eq(req.http_minor, 1);
     expect_slice(req.url, "/a/b?c=d");
     ck_assert_uint_eq(req.nheaders, 5);
-    expect_slice(req.headers[0].name, "host");
+    /* Names stay as the client sent them (they are forwarded so). */
+    expect_slice(req.headers[0].name, "Host");
     expect_slice(req.headers[0].value, "example.com");
-    expect_slice(req.headers[1].name, "x-mixed-case");
+    expect_slice(req.headers[1].name, "X-Mixed-Case");
     expect_slice(req.headers[1].value, "Some Value");
-    expect_slice(req.headers[2].name, "accept");
+    expect_slice(req.headers[2].name, "Accept");
     expect_slice(req.headers[2].value, "*/*");
-    expect_slice(req.headers[3].name, "x-empty");
+    expect_slice(req.headers[3].name, "X-Empty");
     ck_assert_uint_eq(req.headers[3].value.len, 0);
-    expect_slice(req.headers[4].name, "accept");
+    expect_slice(req.headers[4].name, "Accept");
     expect_slice(req.headers[4].value, "text/html");
     ck_assert(req.keep_alive);
     ck_assert(!req.has_body);
@@ -279,7 +290,17 @@ START_TEST(parse_get_with_headers)
     const struct http_header *h = http_find_header(&req, rbuf, "accept", 6);
     ck_assert_ptr_eq(h, &req.headers[2]); /* the first of the two */
     ck_assert_ptr_eq(http_find_header(&req, rbuf, "x-mixed-case", 12), &req.headers[1]);
-    ck_assert_ptr_null(http_find_header(&req, rbuf, "Host", 4)); /* lower-case lookup only */
+    ck_assert_ptr_eq(http_find_header(&req, rbuf, "host", 4), &req.headers[0]); /* any case */
+    ck_assert(http_name_is("X-MIXED-case", 12, "x-mixed-case"));
+    ck_assert(!http_name_is("X-MIXED-cas", 11, "x-mixed-case"));
+    ck_assert(!http_name_is("host", 4, "hosts"));
+    /* Eight bytes at a time: only letters may differ in case. */
+    ck_assert(http_name_eq("Transfer-ENCODING", "transfer-encoding", 17));
+    ck_assert(!http_name_eq("Transfer-ENCODINF", "transfer-encoding", 17));
+    ck_assert(http_name_eq("X_Y^Z~ab_^", "x_y^z~ab_^", 10));
+    ck_assert(!http_name_eq("X\x7fY^Z~ab", "x_y^z~ab", 8)); /* 0x7f is '_' | 0x20 */
+    ck_assert(!http_name_eq("X@Y^Z~ab", "x`y^z~ab", 8));
+    ck_assert(!http_name_eq("\x0d-------", "--------", 8)); /* CR is '-' ^ 0x20 */
     ck_assert_ptr_null(http_find_header(&req, rbuf, "hos", 3));
     ck_assert_ptr_null(http_find_header(&req, rbuf, "cookie", 6));
 }
@@ -352,8 +373,7 @@ START_TEST(parse_chunked_expect_and_close)
     pctx.body = &body;
     pctx.max_body = 1024;
     llhttp_resume(&parser);
-    const char *pos = llhttp_get_error_pos(&parser);
-    ck_assert_int_eq(llhttp_execute(&parser, pos, (size_t)(rbuf + n - pos)), HPE_PAUSED);
+    ck_assert_int_eq(exec_from(llhttp_get_error_pos(&parser)), HPE_PAUSED);
     ck_assert(req.message_done);
     ck_assert_uint_eq(body.len, 5);
     ck_assert_mem_eq(body.data, "hello", 5);
@@ -391,7 +411,7 @@ START_TEST(parse_too_many_headers)
     ck_assert_int_eq(parse(text, n), HPE_PAUSED);
     ck_assert(!req.too_many);
     ck_assert_uint_eq(req.nheaders, HTTP_MAX_HEADERS);
-    expect_slice(req.headers[HTTP_MAX_HEADERS - 1].name, "x-99");
+    expect_slice(req.headers[HTTP_MAX_HEADERS - 1].name, "X-99");
 
     n = many_headers(text, sizeof(text), HTTP_MAX_HEADERS + 1);
     llhttp_errno_t err = parse(text, n);
@@ -540,8 +560,14 @@ START_TEST(validate_targets_and_hosts)
     ck_assert_int_eq(route_status("GET http://a.example:81/p?q HTTP/1.1\r\nHost: A.Example:81\r\n\r\n"), 0);
     expect_slice(req.url, "/p?q");
     expect_slice(http_find_header(&req, rbuf, "host", 4)->value, "a.example:81");
-    ck_assert_int_eq(route_status("GET http://a.example:81/p HTTP/1.1\r\nHost: b\r\n\r\n"), 400);
-    ck_assert_int_eq(route_status("GET http://a.example:81/p HTTP/1.1\r\nHost: a.example\r\n\r\n"), 400);
+    /* A Host that names another authority is replaced by the target's
+     * (RFC 9112 3.2.2), which the forwarded head carries. */
+    ck_assert_int_eq(route_status("GET http://a.example:81/p HTTP/1.1\r\nHost: b\r\n\r\n"), 0);
+    expect_slice(http_find_header(&req, rbuf, "host", 4)->value, "a.example:81");
+    expect_slice(req.target_host, "a.example:81");
+    ck_assert_int_eq(route_status("GET http://a.example:81/p HTTP/1.1\r\nHost: a.example\r\n\r\n"), 0);
+    ck_assert_int_eq(route_status("GET /p HTTP/1.1\r\nHost: a.example\r\n\r\n"), 0);
+    ck_assert_uint_eq(req.target_host.len, 0);
     ck_assert_int_eq(route_status("GET http://a/p HTTP/1.0\r\n\r\n"), 0); /* 1.0: no Host needed */
     ck_assert_int_eq(route_status("GET HTTPS://a/ HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
     expect_slice(req.url, "/");
@@ -658,8 +684,7 @@ static llhttp_errno_t chunked_body(const char *body)
     int n = snprintf(text, sizeof(text), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n%s", body);
     ck_assert_int_eq(parse(text, (size_t)n), HPE_PAUSED);
     llhttp_resume(&parser);
-    const char *pos = llhttp_get_error_pos(&parser);
-    return llhttp_execute(&parser, pos, (size_t)(rbuf + n - pos));
+    return exec_from(llhttp_get_error_pos(&parser));
 }
 
 START_TEST(parse_chunk_extensions)
@@ -667,7 +692,7 @@ START_TEST(parse_chunk_extensions)
     ck_assert_int_eq(chunked_body("5;a=b\r\nhello\r\n0\r\n\r\n"), HPE_PAUSED);
     ck_assert(req.message_done);
     /* Trailers are parsed but never join the headers. */
-    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-Admin: 1\r\nHost: t\r\n\r\n"), HPE_PAUSED);
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-Admin: 1\r\nX-Sum: t\r\n\r\n"), HPE_PAUSED);
     ck_assert(req.message_done);
     ck_assert_uint_eq(req.nheaders, 2);
     ck_assert_ptr_null(http_find_header(&req, rbuf, "x-admin", 7));
@@ -688,6 +713,250 @@ START_TEST(parse_chunk_extensions)
     snprintf(many + m, sizeof(many) - m, "0\r\n\r\n");
     ck_assert_int_eq(chunked_body(many), HPE_PAUSED);
     ck_assert(req.message_done);
+}
+END_TEST
+
+
+/* ---- one parser setup, strict ------------------------------------------- */
+
+/* Connections and --try both set their parser up with http_parser_init; a
+ * leniency flag slipped into it would let each of these through. */
+START_TEST(parser_setup_is_strict)
+{
+    /* lenient_chunked_length: both framings at once */
+    const char *cl_te = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+    ck_assert_int_eq(parse(cl_te, strlen(cl_te)), HPE_UNEXPECTED_CONTENT_LENGTH);
+    /* lenient_transfer_encoding: a request coding other than chunked last */
+    const char *te = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n";
+    ck_assert_int_eq(parse(te, strlen(te)), HPE_INVALID_TRANSFER_ENCODING);
+    /* lenient_headers: a control byte in a value */
+    const char *ctl = "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x01z\r\n\r\n";
+    ck_assert_int_eq(parse(ctl, strlen(ctl)), HPE_INVALID_HEADER_TOKEN);
+    /* lenient_keep_alive: bytes after a request that said close */
+    const char *after = "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n";
+    size_t n = strlen(after);
+    ck_assert_int_eq(parse(after, n), HPE_PAUSED);
+    llhttp_resume(&parser);
+    const char *pos = llhttp_get_error_pos(&parser);
+    ck_assert_int_eq(llhttp_execute(&parser, pos, (size_t)(rbuf + n - pos)), HPE_CLOSED_CONNECTION);
+    /* and whatever flag a later llhttp adds */
+    parse_begin("", 0);
+    ck_assert_uint_eq(parser.lenient_flags, 0);
+}
+END_TEST
+
+START_TEST(content_length_over_int64)
+{
+    ck_assert_int_eq(route_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775807\r\n\r\n"), 0);
+    ck_assert_int_eq(route_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775808\r\n\r\n"), 400);
+    ck_assert_int_eq(route_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 18446744073709551615\r\n\r\n"), 400);
+}
+END_TEST
+
+/* A trailer field that frames, routes or authenticates, a name with '_',
+ * or an obs-fold: refused before its line is complete. */
+START_TEST(trailer_fields_checked)
+{
+    const char *bad[] = {
+        "Content-Length: 5", "transfer-encoding: chunked", "HOST: evil", "Connection: close",
+        "Authorization: Basic YTpi", "Cookie: a=b", "X-Forwarded-For: 1.2.3.4", "Trailer: x",
+        "Transfer_Encoding: chunked", "X_Anything: 1", "Upgrade: h2c", "Expect: 100-continue",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char body[256];
+        snprintf(body, sizeof(body), "5\r\nhello\r\n0\r\nX-Ok: 1\r\n%s\r\n\r\n", bad[i]);
+        llhttp_errno_t err = chunked_body(body);
+        /* llhttp refuses a trailer Transfer-Encoding itself */
+        ck_assert_msg(err == HPE_CB_HEADER_VALUE_COMPLETE || (i == 1 && err == HPE_INVALID_TRANSFER_ENCODING),
+                      "trailer %s: %s", bad[i], llhttp_errno_name(err));
+        ck_assert(!req.message_done);
+        ck_assert(req.bad_trailer || i == 1);
+    }
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-A: b\r\n c\r\n\r\n"), HPE_USER);
+    ck_assert(req.bad_trailer);
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-A: b\r\n\tc\r\nX-B: d\r\n\r\n"), HPE_USER);
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-A: b\nX-B: c\r\n\r\n"), HPE_INVALID_HEADER_TOKEN);
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-A : b\r\n\r\n"), HPE_INVALID_HEADER_TOKEN);
+    /* Allowed ones, and names that only begin like forbidden ones. */
+    ck_assert_int_eq(chunked_body("5\r\nhello\r\n0\r\nX-Checksum: abc\r\nHosting: x\r\n"
+                                  "Content-Lengths: 1\r\n\r\n"), HPE_PAUSED);
+    ck_assert(req.message_done);
+    ck_assert(!req.bad_trailer);
+
+    /* Fed in pieces, one byte at a time: a value or a name split by a read
+     * is neither a fold nor a new name. */
+    const char *ok = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "5\r\nhello\r\n0\r\nX-Checksum: abc def\r\n\r\n";
+    const char *evil = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n0\r\nHost: evil\r\n\r\n";
+    const char *texts[] = {ok, evil};
+    for (int t = 0; t < 2; t++) {
+        size_t n = strlen(texts[t]);
+        parse_begin(texts[t], n);
+        llhttp_errno_t err = HPE_OK;
+        uint32_t pos = 0, end = 0;
+        while ((err == HPE_OK || err == HPE_PAUSED) && !req.message_done) {
+            if (err == HPE_PAUSED) llhttp_resume(&parser); /* and go on with the same bytes */
+            else if (end == n) break;
+            else end++;
+            err = http_execute(&parser, rbuf, &pos, &end);
+        }
+        if (t == 0) {
+            ck_assert_int_eq(err, HPE_PAUSED);
+            ck_assert(req.message_done);
+        } else {
+            ck_assert_int_eq(err, HPE_CB_HEADER_VALUE_COMPLETE);
+        }
+    }
+}
+END_TEST
+
+/* Parses text as a connection does: on an error llhttp should not have
+ * given (http_head_fixable), rewrites the head and parses it again, then
+ * validates. The rewritten bytes are left in rbuf, their length in *len. */
+static int fixed_status(const char *text, uint32_t *len)
+{
+    *len = (uint32_t)strlen(text);
+    llhttp_errno_t err = parse(text, *len);
+    if (http_head_fixable(err)) {
+        struct slice m = {0};
+        int rc = http_head_rewrite(rbuf, len, http_head_end(rbuf, *len), err == HPE_INVALID_METHOD, &m);
+        if (rc != 1) return rc ? rc : http_error_status(err, &req, rbuf, *len);
+        const char *stop;
+        err = http_parse_again(&parser, &pctx, rbuf, *len, m, &stop);
+    }
+    if (err != HPE_PAUSED) return http_error_status(err, &req, rbuf, *len);
+    uint32_t end = http_head_end(rbuf, *len);
+    int st = http_check_syntax(rbuf, end);
+    return st ? st : http_validate_head(&req, rbuf);
+}
+
+static void expect_rbuf(uint32_t len, const char *want)
+{
+    ck_assert_msg(len == strlen(want) && !memcmp(rbuf, want, len), "got [%.*s], want [%s]", (int)len,
+                  rbuf, want);
+}
+
+START_TEST(head_rewrite_content_length)
+{
+    uint32_t n;
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX: y\r\n"
+                                  "content-length: 5\r\n\r\nhello", &n), 0);
+    expect_rbuf(n, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX: y\r\n\r\nhello");
+    ck_assert_uint_eq(req.content_length, 5);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\nhello", &n), 0);
+    expect_rbuf(n, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length:5 ,\t05\r\n\r\nhello", &n), 0);
+    expect_rbuf(n, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length:5\r\n\r\nhello");
+    /* HTAB is OWS after a value too (llhttp takes only SP there). */
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\t\r\n\r\nhello", &n), 0);
+    expect_rbuf(n, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\t\r\n\r\n"
+                                  "0\r\n\r\n", &n), 0);
+    expect_rbuf(n, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    ck_assert(req.chunked);
+    /* Values that differ, or are not numbers: still refused. */
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,\r\n\r\n", &n), 0);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, x\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5 5\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: ,\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -5\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775808, "
+                                  "9223372036854775808\r\n\r\n", &n), 400);
+    /* Other Transfer-Encoding errors stay what they were. */
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", &n), 501);
+    ck_assert_int_eq(fixed_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                                  "Content-Length: 5, 5\r\n\r\n", &n), 400);
+}
+END_TEST
+
+START_TEST(unknown_method_token)
+{
+    uint32_t n;
+    ck_assert_int_eq(fixed_status("FOO /x?y HTTP/1.1\r\nHost: h\r\n\r\n", &n), 0);
+    ck_assert_int_eq(req.method, HTTP_METHOD_OTHER);
+    expect_slice(req.method_tok, "FOO");
+    expect_slice(req.url, "/x?y");
+    size_t ml;
+    const char *m = http_method_name(&req, rbuf, &ml);
+    ck_assert(ml == 3 && !memcmp(m, "FOO", 3));
+    ck_assert(req.message_done);
+    /* A prefix of a known method, a longer one, with a body, after empty lines. */
+    ck_assert_int_eq(fixed_status("PROPFINDX / HTTP/1.1\r\nHost: h\r\n\r\n", &n), 0);
+    expect_slice(req.method_tok, "PROPFINDX");
+    ck_assert_int_eq(fixed_status("\r\nX-MY.METHOD~1 / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab", &n), 0);
+    expect_slice(req.method_tok, "X-MY.METHOD~1");
+    ck_assert_uint_eq(req.content_length, 2);
+    ck_assert(!req.message_done);
+    ck_assert_int_eq(fixed_status("get / HTTP/1.1\r\nHost: h\r\n\r\n", &n), 0);
+    expect_slice(req.method_tok, "get");
+    /* Known methods never take that path. */
+    ck_assert_int_eq(fixed_status("PROPFIND / HTTP/1.1\r\nHost: h\r\n\r\n", &n), 0);
+    ck_assert_int_eq(req.method, HTTP_PROPFIND);
+    m = http_method_name(&req, rbuf, &ml);
+    ck_assert(ml == 8 && !memcmp(m, "PROPFIND", 8));
+    /* Not a token: 400 as before. */
+    ck_assert_int_eq(fixed_status("F(O /x HTTP/1.1\r\nHost: h\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("FOO\t/x HTTP/1.1\r\nHost: h\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("FOO  /x HTTP/1.1\r\nHost: h\r\n\r\n", &n), 400);
+    ck_assert_int_eq(fixed_status("FOO /x HTTP/1.1\r\n\r\n", &n), 400); /* no Host */
+    /* Unknown method and a duplicate length at once. */
+    ck_assert_int_eq(fixed_status("FOO / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\nx", &n), 0);
+    expect_slice(req.method_tok, "FOO");
+    ck_assert_uint_eq(req.content_length, 1);
+}
+END_TEST
+
+
+/* BWS around ';' and '=' in chunk extensions (RFC 9112 7.1.1), which
+ * llhttp refuses: removed from each chunk-size line before llhttp reads
+ * it, whole. */
+START_TEST(chunk_extension_bws)
+{
+    const char *ok[][2] = {
+        {"1 ;a=b\r\nx\r\n0\r\n\r\n", "1;a=b\r\nx\r\n0\r\n\r\n"},
+        {"1\t; a = b\r\nx\r\n0\r\n\r\n", "1;a=b\r\nx\r\n0\r\n\r\n"},
+        {"1 ; a = \"v ; w\"\r\nx\r\n2 ;b\r\nyz\r\n0\r\n\r\n", "1;a=\"v ; w\"\r\nx\r\n2;b\r\nyz\r\n0\r\n\r\n"},
+        {"1;a=\"b c\"\r\nx\r\n0\r\n\r\n", "1;a=\"b c\"\r\nx\r\n0\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        ck_assert_msg(chunked_body(ok[i][0]) == HPE_PAUSED && req.message_done, "refused %s", ok[i][0]);
+        const char *body = strstr(rbuf, "\r\n\r\n") + 4;
+        size_t want = strlen(ok[i][1]);
+        ck_assert_msg(rbuf + rlen - body == (long)want && !memcmp(body, ok[i][1], want),
+                      "rewritten as [%.*s]", (int)(rbuf + rlen - body), body);
+    }
+    /* Blanks that are not BWS stay, and llhttp refuses them. */
+    ck_assert_int_eq(chunked_body("1 0\r\nxxxxxxxxxxxxxxxx\r\n0\r\n\r\n"), HPE_INVALID_CHUNK_SIZE);
+    ck_assert_int_eq(chunked_body("1 \r\nx\r\n0\r\n\r\n"), HPE_INVALID_CHUNK_SIZE);
+    ck_assert_int_eq(chunked_body("1;a b\r\nx\r\n0\r\n\r\n"), HPE_STRICT);
+    /* Trailers are not chunk-size lines: left as they are. */
+    ck_assert_int_eq(chunked_body("1\r\nx\r\n0\r\nX-A: b ; c = d\r\n\r\n"), HPE_PAUSED);
+    ck_assert(strstr(rbuf, "X-A: b ; c = d\r\n"));
+    /* A line not whole yet is not given to llhttp: it waits, within a bound. */
+    const char *head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    char text[8192];
+    int n = snprintf(text, sizeof(text), "%s1 ;a=b", head);
+    ck_assert_int_eq(parse(text, (size_t)n), HPE_PAUSED);
+    llhttp_resume(&parser);
+    uint32_t pos = (uint32_t)strlen(head);
+    ck_assert_int_eq(http_execute(&parser, rbuf, &pos, &rlen), HPE_OK);
+    ck_assert_uint_eq(pos, strlen(head));
+    memcpy(rbuf + rlen, "\r\nx\r\n0\r\n\r\n", 10);
+    rlen += 10;
+    ck_assert_int_eq(http_execute(&parser, rbuf, &pos, &rlen), HPE_PAUSED);
+    ck_assert(req.message_done);
+    memset(text, 'a', sizeof(text));
+    n = snprintf(text, sizeof(text), "%s1;a=", head);
+    text[n] = 'a';
+    text[n + HTTP_MAX_CHUNK_EXT + 100] = 0;
+    ck_assert_int_eq(parse(text, strlen(text)), HPE_PAUSED);
+    llhttp_resume(&parser);
+    pos = (uint32_t)strlen(head);
+    ck_assert_int_eq(http_execute(&parser, rbuf, &pos, &rlen), HPE_INVALID_CHUNK_SIZE);
+    ck_assert(req.bad_chunk_ext);
 }
 END_TEST
 
@@ -723,6 +992,12 @@ static Suite *http_suite(void)
     tcase_add_test(p, error_status);
     tcase_add_test(p, parse_trims_values_and_drops_h2c);
     tcase_add_test(p, parse_chunk_extensions);
+    tcase_add_test(p, parser_setup_is_strict);
+    tcase_add_test(p, content_length_over_int64);
+    tcase_add_test(p, trailer_fields_checked);
+    tcase_add_test(p, head_rewrite_content_length);
+    tcase_add_test(p, unknown_method_token);
+    tcase_add_test(p, chunk_extension_bws);
     suite_add_tcase(s, p);
     return s;
 }
