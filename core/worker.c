@@ -67,10 +67,11 @@ const char *worker_listen_hint(const struct listen_addr *a, int err)
     return hint;
 }
 
-void worker_lua_enter(const char *method, const char *path, size_t len)
+void worker_lua_enter(const char *method, size_t mlen, const char *path, size_t len)
 {
     struct lua_running *s = &WS->lua;
-    size_t m = strnlen(method, sizeof(s->method) - 1);
+    /* A method is any token (unknown ones too), not NUL-terminated. */
+    size_t m = mlen < sizeof(s->method) - 1 ? mlen : sizeof(s->method) - 1;
     memcpy(s->method, method, m);
     s->method[m] = '\0';
     s->path_total = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;

@@ -433,7 +433,9 @@ int script_call(struct script_req *r, const char *where, int nargs)
     const char *path;
     size_t plen;
     path_of(r, &path, &plen);
-    worker_lua_enter(method_of(r), path, plen); /* named by the master if we die in there */
+    size_t mlen;
+    const char *method = method_of(r, &mlen);
+    worker_lua_enter(method, mlen, path, plen); /* named by the master if we die in there */
     st->mem.enforce = true;
     limits_enter(L);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
