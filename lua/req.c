@@ -146,7 +146,21 @@ void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, c
     lua_createtable(L, 0, n);
     for (uint16_t i = 0; i < n; i++) {
         const struct http_header *h = &hs[i];
-        lua_pushlstring(L, base + h->name.off, h->name.len);
+        /* Names are kept as received; the table's keys are lower-case. */
+        char low[64];
+        if (h->name.len <= sizeof(low)) {
+            http_lower(low, base + h->name.off, h->name.len);
+            lua_pushlstring(L, low, h->name.len);
+        } else {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (uint32_t k = 0; k < h->name.len; k += sizeof(low)) {
+                size_t piece = h->name.len - k < sizeof(low) ? h->name.len - k : sizeof(low);
+                http_lower(low, base + h->name.off + k, piece);
+                luaL_addlstring(&b, low, piece);
+            }
+            luaL_pushresult(&b);
+        }
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);
         if (lua_isnil(L, -1)) {
@@ -337,7 +351,7 @@ static int req_header(lua_State *L)
     int found = 0;
     for (uint16_t i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (h->name.len != nlen || memcmp(v->base + h->name.off, low, nlen)) continue;
+        if (h->name.len != nlen || !http_name_eq(v->base + h->name.off, low, nlen)) continue;
         if (found++) lua_pushliteral(L, ", ");
         lua_pushlstring(L, v->base + h->value.off, h->value.len);
     }
@@ -403,7 +417,9 @@ static int req_index(lua_State *L)
             return 1;
         }
         if (!memcmp(k, "method", 6)) {
-            lua_pushstring(L, llhttp_method_name((llhttp_method_t)req->method));
+            size_t mlen;
+            const char *m = http_method_name(req, r->view->base, &mlen);
+            lua_pushlstring(L, m, mlen);
             return 1;
         }
         break;
@@ -460,7 +476,14 @@ static int req_tostring(lua_State *L)
 {
     struct lreq *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lookup((uintptr_t)lua_touserdata(L, 1)) : NULL;
     if (!r) lua_pushliteral(L, "req (over)");
-    else lua_pushfstring(L, "req (%s)", llhttp_method_name((llhttp_method_t)r->view->req->method));
+    else {
+        size_t mlen;
+        const char *m = http_method_name(r->view->req, r->view->base, &mlen);
+        lua_pushliteral(L, "req (");
+        lua_pushlstring(L, m, mlen);
+        lua_pushliteral(L, ")");
+        lua_concat(L, 3);
+    }
     return 1;
 }
 

@@ -233,7 +233,7 @@ def test_bad_try_syntax_exits_2_with_one_line():
     with Setup() as s:
         for args, needle in ((["GET"], "--try"),
                              (["GET /a /b /c"], "--try"),
-                             (["FETCH /x"], "method"),
+                             (["F@O /x"], "method"),  # not a token (FETCH would be a 405)
                              (["GET /x HTTP/3.0"], "505"),
                              (["GET /x", "-H", "no colon here"], "--header"),
                              (["GET /x", "-H", "bad name: v"], "--header")):
