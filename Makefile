@@ -5,7 +5,7 @@
 #                        (RUN_FLAGS='-l 127.0.0.1:9090' adds options; RUN_FLAGS=--check only loads it)
 #   make test            install deps, build, run every suite; ends with "N passed, M failed"
 #   make test SANITIZE=1 the same with AddressSanitizer + UBSan (also: make test-asan)
-#   make bench           benchmarks against nginx and HAProxy: every issue-7 target, PASS/MISS
+#   make bench           benchmarks against nginx and HAProxy: every performance target, PASS/MISS
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
 #   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
 #   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks

@@ -10,7 +10,7 @@
 # luaproxy, nginx and HAProxy are started afresh one by one and hold 10,000
 # idle keep-alive client connections, each of which made one request: the
 # growth of their summed RSS per connection is the memory figure. The end is
-# a table of every target of issue 7 with its ratio and PASS or MISS.
+# a table of every performance target with its ratio and PASS or MISS.
 #
 # Proxies (each with BENCH_WORKERS workers, HAProxy with as many threads):
 #   luaproxy        route() reads req.path and a header, returns an upstream

@@ -10,7 +10,7 @@ may be empty, and rows from before usersys existed end at split).
 MEMORY.tsv rows: proxy status connections rss_before_kb rss_after_kb notes.
 
 Three tables: every measured run; the idle-connection memory; and the
-targets of issue 7, each with luaproxy's figure, the reference figure from
+performance targets, each with luaproxy's figure, the reference figure from
 the same run, their ratio, the goal and PASS or MISS, and for CPU targets
 the floor: luaproxy's system time alone divided by the reference's total,
 the best ratio no user-space change can beat. Below the targets, a line per
@@ -326,7 +326,7 @@ def main():
         text = markdown_table(targets.table)
         if targets.miss_lines:
             text += "\n\n" + "\n".join(f"- {line}" for line in targets.miss_lines)
-        sections.append((f"Targets (issue 7): {targets.passed} PASS, {targets.missed} MISS", text,
+        sections.append((f"Targets: {targets.passed} PASS, {targets.missed} MISS", text,
                          "ratio: luaproxy's figure divided by the reference's from the same run. "
                          "CPU: user + system time of all the proxy's processes during the measured "
                          "run. floor (CPU targets): luaproxy's system time alone divided by the "

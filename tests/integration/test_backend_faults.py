@@ -1,4 +1,4 @@
-"""Issue 5, item 4: backends that break. Each fault is served by the strict
+"""Backends that break. Each fault is served by the strict
 origin (tests/helpers/strict_origin.py) for one request; what the client
 gets must be a clean 502/504, or, once the response head went out, a clean
 close (never a hang, never a body that looks complete). Then the worker must

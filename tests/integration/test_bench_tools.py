@@ -82,7 +82,7 @@ def test_report_targets_pass_and_miss():
     assert r[4] == "0.80×" and r[6] == "MISS", r
     r = target_row(out, "Lua route: CPU/req vs nginx access_by_lua", "100 B, 50 conn")
     assert r[4] == "0.36×" and r[6] == "PASS", r
-    assert "Targets (issue 7): 3 PASS, 2 MISS" in out, out
+    assert "Targets: 3 PASS, 2 MISS" in out, out
     assert "worker CPU split 60/40 %" in out, out
     # No user/system split recorded: no floor, and MISS lines without one.
     r = target_row(out, "proxied: CPU/req vs HAProxy", "100 B, 50 conn")
@@ -148,7 +148,7 @@ def test_report_floor_from_user_and_system_time():
     assert target_row(out, "proxied: req/s vs nginx", "100 B, 50 conn")[7] == "", out
     assert runs_row(out, "luaproxy", "100 B, 50 conn")[8:10] == ["0.7 µs/req", "8.0 µs/req"], out
     assert runs_row(out, "nginx", "1 MiB, 10 conn")[8:10] == ["0.10 s/GB", "0.40 s/GB"], out
-    assert "Targets (issue 7): 3 PASS, 3 MISS" in out, out
+    assert "Targets: 3 PASS, 3 MISS" in out, out
     assert "The user/system split is approximate" in md, md
 
 

@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 
 import lp
 
@@ -152,7 +153,7 @@ def code_api():
                               text):
             if hm.group(1) not in ("proxy", "tostring"):
                 hooks.add(hm.group(1))
-        if re.search(r'"on_%s"', text):
+        if re.search(r'"on_(%s)?"', text):
             hooks.add("on_<method>")
     return api, hooks
 
@@ -191,7 +192,14 @@ def sep_for(kind, what):
     return ":" if what == "method" else "."
 
 
-def llhttp_methods():
+def handler_methods():
+    """The methods that can have an on_<method> handler, as the handler
+    names spell them: the IANA registry's when lua/*.c lists it (with '-'
+    written '_'), else every method llhttp knows."""
+    for text in c_sources().values():
+        m = re.search(r"iana_methods\[\]\s*=\s*\{(.*?)\};", text, re.S)
+        if m:
+            return {n.lower().replace("-", "_") for n in re.findall(r'"([A-Z][A-Z-]*)"', m.group(1))}
     with open(LLHTTP_H) as f:
         text = f.read()
     block = text[text.index("#define HTTP_METHOD_MAP"):]
@@ -248,8 +256,9 @@ def test_every_name_in_the_reference_exists_in_the_code():
             what = api[kind].get(name)
             if what is None or sep != sep_for(kind, what):
                 unknown.append("%s%s%s" % (kind, sep, name))
-    methods = llhttp_methods()
-    for h in sorted(set(re.findall(r"(?<![\w.\"])on_([a-z][a-z-]*|<method>)", code))):
+    methods = handler_methods()
+    assert {"get", "post", "delete"} <= methods, methods
+    for h in sorted(set(re.findall(r"(?<![\w.\"])on_([a-z][a-z_-]*|<method>)", code))):
         if h not in ("response", "<method>") and h not in methods:
             unknown.append("on_" + h)
     assert not unknown, "docs/lua-api.md names what lua/*.c does not define: %s" % ", ".join(unknown)
@@ -361,3 +370,223 @@ def test_logrotate_signals_the_pid_file_of_the_unit():
         text = f.read()
     assert os.path.dirname(log) in text, "the logrotate snippet does not rotate %s" % log
     assert "postrotate" in text and "USR1" in text and pid_file in text, text
+
+
+# --------------------------------------------------------------------------
+# The README and the documents it leads to
+
+README = lp.repo_path("README.md")
+DOCS_DIR = lp.repo_path("docs")
+CONFIG_DOC = lp.repo_path("docs", "configuration.md")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def markdown_files():
+    out = [README]
+    for name in sorted(os.listdir(DOCS_DIR)):
+        if name.endswith(".md"):
+            out.append(os.path.join(DOCS_DIR, name))
+    return out
+
+
+def without_code_blocks(md):
+    return re.sub(r"^```[^\n]*\n.*?^```[ \t]*$", "", md, flags=re.S | re.M)
+
+
+def heading_anchors(md):
+    """GitHub's anchors for the headings of a document: lower case, the
+    characters other than letters, digits, spaces, '-' and '_' dropped,
+    spaces as '-'; a repeated one gets -1, -2, ..."""
+    anchors, seen = set(), {}
+    for m in re.finditer(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", without_code_blocks(md), re.M):
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else "%s-%d" % (slug, n))
+    return anchors
+
+
+def test_links_between_the_documents_resolve():
+    """Every relative link of README.md and docs/*.md names a file that
+    exists and, with a #fragment, a heading of that file."""
+    checked, broken = 0, []
+    for path in markdown_files():
+        md = without_code_blocks(read(path))
+        md = re.sub(r"`[^`\n]*`", "``", md)  # no links inside code spans
+        for target in re.findall(r"\]\(([^)\s]+)\)", md):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
+            where = "%s: (%s)" % (os.path.relpath(path, lp.ROOT), target)
+            checked += 1
+            if not os.path.exists(dest):
+                broken.append(where + " no such file")
+            elif anchor and anchor not in heading_anchors(read(dest)):
+                broken.append(where + " no such heading")
+    assert checked >= 30, "found only %d links: is the link syntax still parsed?" % checked
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_link_checker_sees_anchors():
+    anchors = heading_anchors("# A\n## Metrics and status (`--admin ADDR:PORT`)\n```\n# not a heading\n```\n## A\n")
+    assert anchors == {"a", "metrics-and-status---admin-addrport", "a-1"}, anchors
+
+
+def test_the_readme_is_a_front_page_that_leads_to_every_document():
+    md = read(README)
+    lines = md.count("\n")
+    assert lines <= 250, "README.md has %d lines: the detail belongs in docs/" % lines
+    for path in markdown_files()[1:]:
+        name = os.path.basename(path)
+        if name.startswith("bench-results-"):
+            continue  # a saved benchmark output, linked from performance.md
+        assert "(docs/%s" % name in md, "README.md does not link to docs/%s" % name
+    for command in ("make run", "make test"):
+        assert command in md, command
+
+
+def test_configuration_doc_documents_every_option_of_help():
+    longs, shorts, _ = help_options()
+    text = read(CONFIG_DOC)
+    missing = sorted(o for o in longs if "--" + o not in text)
+    missing += sorted("-" + s for s in shorts if not re.search(r"(?<![\w-])-%s\b" % s, text))
+    assert not missing, "docs/configuration.md does not document: --%s" % ", --".join(missing)
+
+
+ISSUE_REF = re.compile(r"\bissue[ _-]?#?[0-9]", re.I)
+SKIP_DIRS = {".git", "build", "corpus", "regressions"}
+
+
+def test_no_document_comment_or_test_names_an_issue_number():
+    """The documents, the code and the tests say what they mean, not which
+    issue asked for it."""
+    found, scanned = [], 0
+    for top, dirs, files in os.walk(lp.ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        for name in files:
+            path = os.path.join(top, name)
+            try:
+                if os.path.getsize(path) > 1 << 20:
+                    continue
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            scanned += 1
+            for n, line in enumerate(text.split("\n"), 1):
+                if ISSUE_REF.search(line):
+                    found.append("%s:%d: %s" % (os.path.relpath(path, lp.ROOT), n, line.strip()[:100]))
+    assert scanned >= 50, "scanned only %d files" % scanned
+    assert not found, "issue numbers:\n" + "\n".join(found)
+    # And in the Markdown prose, no "#12"-style reference either.
+    for path in markdown_files():
+        prose = re.sub(r"``.+?``", "", without_code_blocks(read(path)), flags=re.S)
+        prose = re.sub(r"`[^`]+`", "", prose)
+        refs = re.findall(r"(?<![\w&/])#[0-9]+\b", prose)
+        assert not refs, "%s: %s" % (path, refs)
+
+
+# The quick tour: the README's script and shell session, run as written,
+# with only the two ports and the binary's path replaced.
+
+TOUR_PROXY_PORT = "127.0.0.1:8080"
+TOUR_BACKEND_PORT = "9001"
+
+
+def readme_tour():
+    md = read(README)
+    start = md.index("\n## A quick tour")
+    tour = md[start:md.index("\n## ", start + 5)]
+    lua = re.findall(r"^```lua\n(.*?)^```", tour, re.S | re.M)
+    blocks = re.findall(r"^```console\n(.*?)^```", tour, re.S | re.M)
+    assert len(lua) == 1 and len(blocks) >= 2, "the quick tour has a lua block and console blocks"
+    steps = []
+    for block in blocks:
+        for line in block.rstrip("\n").split("\n"):
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            else:
+                assert steps, "output before the first command: %r" % line
+                steps[-1][1].append(line)
+    name = re.match(r"-- (\S+\.lua)", lua[0])
+    assert name, "the tour's script starts with a comment naming its file"
+    return name.group(1), lua[0], steps
+
+
+def test_readme_quick_tour_runs_as_written():
+    """The README's tour: a backend, the proxy with the tour's script, the
+    requests with the outputs shown, a SIGHUP reload after editing the
+    script, and a graceful stop."""
+    script_name, script, steps = readme_tour()
+    assert any("kill -HUP" in c for c, _ in steps), "the tour shows no reload"
+    assert "proxy.upstream" in script and "function route" in script and "function on_" in script
+    proxy_port, backend_port = lp.free_port(), lp.free_port()
+    tmp = lp.make_tmpdir()
+    os.symlink(DOCS_DIR, os.path.join(tmp, "docs"))
+
+    def adapt(text):
+        text = text.replace(TOUR_PROXY_PORT, "127.0.0.1:%d" % proxy_port)
+        text = text.replace(TOUR_BACKEND_PORT, str(backend_port))
+        return text.replace("build/luaproxy", shlex.quote(lp.binary()))
+
+    with open(os.path.join(tmp, script_name), "w") as f:
+        f.write(adapt(script))
+    # The proxy listens where the tour says through the environment, so that
+    # its command line stays as written.
+    env = lp._child_env({"LUAPROXY_LISTEN": "127.0.0.1:%d" % proxy_port, "LUAPROXY_WORKERS": "2"})
+    background, logs = [], []
+    try:
+        for cmd, expected in steps:
+            cmd = adapt(cmd)
+            if cmd.rstrip().endswith("&"):
+                log = open(os.path.join(tmp, "job%d.log" % len(background)), "w+")
+                logs.append(log)
+                proc = subprocess.Popen(["bash", "-c", "exec " + cmd.rstrip()[:-1]], cwd=tmp, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+                holder = lp._Cli(proc)
+                lp._live.append(holder)
+                background.append(proc)
+                assert not expected, "a background command with output: %r" % cmd
+                continue
+            cmd = re.sub(r"%(\d+)", lambda m: str(background[int(m.group(1)) - 1].pid), cmd)
+            want = "\n".join(expected)
+            # The servers start, and a reload applies, asynchronously: a step
+            # is repeated until it gives the output shown, within a deadline.
+            deadline = time.monotonic() + 10
+            while True:
+                r = subprocess.run(["bash", "-c", cmd], cwd=tmp, env=env, capture_output=True, text=True,
+                                   timeout=10)
+                if r.returncode == 0 and r.stdout.rstrip("\n") == want:
+                    break
+                if time.monotonic() > deadline:
+                    logs_text = "".join(open(l.name).read()[-1500:] for l in logs)
+                    raise AssertionError("tour step %r: exit %d, output %r, the README shows %r\nlogs:\n%s"
+                                         % (cmd, r.returncode, r.stdout, want, logs_text))
+                time.sleep(0.1)
+        proxy = next(p for p in background if "luaproxy" in " ".join(p.args))
+        try:
+            rc = proxy.wait(15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the tour's last step did not stop luaproxy")
+        assert rc == 0, "luaproxy exited %d at the end of the tour" % rc
+        text = open(logs[background.index(proxy)].name).read()
+        assert "[error]" not in text, text
+    finally:
+        for p in background:
+            if p.poll() is None:
+                lp._killpg(p.pid)
+                p.wait(5)
+        for log in logs:
+            log.close()
+    # What the tour says about --check and --try holds too.
+    path = os.path.join(tmp, script_name)
+    r = lp.run_cli(["--check", path])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r
+    r = lp.run_cli(["--try", "GET /docs/x", path])
+    assert r.returncode == 0 and r.stdout.startswith("upstream: "), r

@@ -1,4 +1,4 @@
-"""Issue 5, item 6: a script cannot exhaust the worker's memory.
+"""A script cannot exhaust the worker's memory.
 
 Every allocation of a worker's Lua state goes through a counting allocator
 (lua/limits.c); past --lua-memory-limit it refuses, Lua raises "not enough

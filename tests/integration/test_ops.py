@@ -1,4 +1,4 @@
-"""SPEC §2 and §6, issue 4: hot reload under load, graceful shutdown of a
+"""SPEC §2 and §6: hot reload under load, graceful shutdown of a
 proxied upload, crash-loop backoff, /metrics, /status and the access log."""
 
 import json

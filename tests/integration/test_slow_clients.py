@@ -1,4 +1,4 @@
-"""Issue 5, item 3: slow and many clients.
+"""Slow and many clients.
 
 - 500 slowloris connections (one header byte a second) on one worker: a
   normal client's requests keep their latency meanwhile, and every slowloris

@@ -1,4 +1,4 @@
-"""Issue 5, item 1: the smuggling and malformed-input corpus
+"""The smuggling and malformed-input corpus
 (tests/smuggling/corpus.py), each vector through a real luaproxy in front of
 the strict origin (tests/helpers/strict_origin.py), and again through a
 local Lua handler.

@@ -1,4 +1,4 @@
-"""Issue 5 item 5: the soak (tests/soak/soak.py), shortened for make test
+"""The soak (tests/soak/soak.py), shortened for make test
 (SOAK_TEST_SECONDS, default 12; make soak runs the long one), and
 regressions for what the soak found."""
 

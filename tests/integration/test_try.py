@@ -1,4 +1,4 @@
-"""luaproxy --try: the routing dry run (README "Command line", issue 6).
+"""luaproxy --try: the routing dry run (docs/configuration.md, "Dry run").
 
 Each test runs the real binary once per request; nothing listens, and the
 upstream servers named in the scripts are real origins that must never see

@@ -1,4 +1,4 @@
-"""The request smuggling and malformed-input corpus (issue 5, item 1).
+"""The request smuggling and malformed-input corpus.
 
 Each vector is raw request bytes, as a client would put them on the wire,
 and the outcome luaproxy owes them:

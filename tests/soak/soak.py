@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """soak: mixed traffic against a real luaproxy for a bounded time, then
-checks that nothing leaked (issue 5, item 5).
+checks that nothing leaked.
 
     python3 tests/soak/soak.py            # SOAK_SECONDS (default 60); make soak
     SOAK_SEED=2 SOAK_CLIENTS=16 ...       # another mix, more connections at once
