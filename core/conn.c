@@ -553,15 +553,24 @@ static void conn_read(struct conn *c, bool hup)
 int conn_flush(struct conn *c)
 {
     struct conn_rx *rx = c->rx;
+    bool moved = false;
     while (rx && buf_pending(&rx->out)) {
         ssize_t n = send(c->io.fd, rx->out.data + rx->out.off, buf_pending(&rx->out), MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(&rx->out, (size_t)n);
             rx->flushed += (uint64_t)n;
+            moved = true;
             continue;
         }
         if (n == -1 && errno == EINTR) continue;
-        if (n == -1 && errno == EAGAIN) return loop_mod(&W.loop, &c->io, IO_READ | IO_WRITE);
+        if (n == -1 && errno == EAGAIN) {
+            /* A client still taking its answer is not idle: like nginx's
+             * send_timeout, --idle-timeout counts from its last progress,
+             * so a slow reader of a large local answer is not cut off. */
+            if (moved && (c->state == CONN_IDLE || c->state == CONN_CLOSING))
+                loop_timer(&W.loop, &c->timer, W.cfg->idle_timeout_ms);
+            return loop_mod(&W.loop, &c->io, IO_READ | IO_WRITE);
+        }
         conn_close(c);
         return -1;
     }
