@@ -5,6 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How many bytes a client's output buffer may hold before whatever fills it
+ * (the next pipelined request, or a backend's response) waits for it to
+ * drain: enough to keep a socket busy, small enough to bound memory. */
+#define BUF_OUT_HIGH_WATER (256 * 1024)
+
 struct buf {
     char *data;
     size_t len; /* bytes held */

@@ -24,12 +24,10 @@
 #include "stats.h"
 #include "worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 #define RX_INITIAL 4096          /* read buffer to start with; grows for big heads */
 #define RX_KEEP_MAX (64 * 1024)  /* larger buffers are freed before pooling */
 #define RX_POOL_MAX 256          /* idle request contexts kept for reuse */
-#define OUT_HIGH_WATER (256 * 1024) /* stop answering pipelined requests past this */
 #define LINGER_MS 2000           /* how long a closing connection is drained */
 
 static struct conn_rx *rx_pool;
@@ -455,7 +453,7 @@ static void conn_process(struct conn *c)
 {
     while (c->rx && c->state <= CONN_BODY) {
         struct conn_rx *rx = c->rx;
-        if ((rx->pos == rx->end && !rx->fix_err) || buf_pending(&rx->out) > OUT_HIGH_WATER) break;
+        if ((rx->pos == rx->end && !rx->fix_err) || buf_pending(&rx->out) > BUF_OUT_HIGH_WATER) break;
         if (c->state == CONN_IDLE) request_begin(c);
 
         rx->pctx.req = &rx->req;
@@ -627,7 +625,7 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
          * them, so go on. Each round parses or drains, so this ends. */
         struct conn_rx *rx = c->rx;
         if (!rx || c->state > CONN_BODY || rx->pos == rx->end || rx->starved ||
-            buf_pending(&rx->out) > OUT_HIGH_WATER)
+            buf_pending(&rx->out) > BUF_OUT_HIGH_WATER)
             break;
     }
     conn_settle(c);

@@ -29,11 +29,9 @@
 #include "upstream.h"
 #include "worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 #define RESP_HEAD_MAX (64 * 1024)  /* a larger backend head is a 502 */
 #define RESP_READ 16384            /* read size for relayed (non-spliced) bodies */
-#define OUT_HIGH_WATER (256 * 1024) /* stop reading the backend past this */
 #define MAX_CONN_TOKENS 16
 
 enum ex_state {
@@ -955,7 +953,7 @@ static bool send_request(struct exchange *ex)
 
 static bool client_out_full(struct exchange *ex)
 {
-    return buf_pending(&ex->c->rx->out) > OUT_HIGH_WATER;
+    return buf_pending(&ex->c->rx->out) > BUF_OUT_HIGH_WATER;
 }
 
 /* false: on_response failed (logged). */

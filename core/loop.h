@@ -4,9 +4,14 @@
  * deferred work that runs after each batch of events. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "timer.h"
+
+/* The struct that embeds a struct io, timer or defer, from a pointer to it:
+ * how every callback finds its owner. */
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 enum {
     IO_READ = 1,  /* readable, or the peer closed */

@@ -43,7 +43,6 @@ static struct {
     uint64_t crashes;
 } M;
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 /* A forked child leaves through _exit(), which skips the atexit hook where
  * LeakSanitizer looks for leaks: in a sanitizer build, look now (a report

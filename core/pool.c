@@ -13,7 +13,6 @@
 #include "upstream.h"
 #include "worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 void (*bconn_on_event)(struct bconn *b, unsigned events);
 
