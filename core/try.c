@@ -224,19 +224,6 @@ static void print_forward(const struct http_request *req, const char *base, stru
     script_reply_done();
 }
 
-/* The balancing step of forward.c, without the retries: the server a fresh
- * worker would pick first. */
-static struct server *choose(struct script_req *sr, struct upstream *u)
-{
-    struct server *s = NULL;
-    uint32_t key = 0;
-    /* A failed hook leaves its error in script_error, which the caller
-     * reports. */
-    if (u->balance == BALANCE_LUA) script_balance(sr, u, NULL, &s);
-    else if (u->balance != BALANCE_HASH || !script_hash_key(sr, u, &key)) s = upstream_pick(u, key, NULL, 0);
-    return s;
-}
-
 static int failed(void)
 {
     fprintf(stderr, "luaproxy: %s\n", script_error);
@@ -283,8 +270,10 @@ int try_run(const struct config *cfg)
         goto end;
     }
     if (d == SCRIPT_UPSTREAM) {
-        struct server *s = choose(sr, up);
-        if (script_error[0]) {
+        /* The server a fresh worker would pick first (no retries); a failed
+         * hook leaves its error in script_error. */
+        struct server *s;
+        if (upstream_choose(sr, up, NULL, 0, &s) || script_error[0]) {
             rc = failed();
             goto end;
         }
