@@ -106,6 +106,7 @@ uint64_t forward_spliced_bytes(void)
 }
 
 static void ex_run(struct exchange *ex);
+static void on_backend_event(struct bconn *b, unsigned events);
 static void ex_try_server(struct exchange *ex);
 
 /* ---- response parser callbacks -------------------------------------- */
@@ -640,18 +641,6 @@ static bool ensure_tried(struct exchange *ex)
     return true;
 }
 
-/* 0 with the server in *s (NULL: none), or -1 when the script's balance
- * or hash_key failed (logged; a hook's runtime error is a 500). */
-static int choose(struct exchange *ex, struct server **s)
-{
-    struct upstream *u = ex->up;
-    if (u->balance == BALANCE_LUA) return script_balance(ex->c->rx->sreq, u, ex->tried, s);
-    uint32_t key = 0;
-    if (u->balance == BALANCE_HASH && script_hash_key(ex->c->rx->sreq, u, &key)) return -1;
-    *s = upstream_pick(u, key, ex->tried, W.loop.now_ms);
-    return 0;
-}
-
 /* Response bytes are waiting for the client's socket to take them: in the
  * output buffer, or in the pipe (a splice leaves bytes there only when the
  * client's socket is full). */
@@ -718,6 +707,7 @@ static void start_on(struct exchange *ex, struct bconn *b, bool reused)
     ex->b = b;
     ex->reused = reused;
     b->ex = ex;
+    b->on_event = on_backend_event;
     ex->srv->active++;
     /* A replay starts the request over; only an unstarted body gets here. */
     ex->req_head.off = 0;
@@ -739,7 +729,7 @@ static void ex_try_server(struct exchange *ex)
     for (;;) {
         if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed");
         struct server *s;
-        if (choose(ex, &s)) return ex_error(ex, 500, "the script's balancing hook failed");
+        if (upstream_choose(ex->c->rx->sreq, ex->up, ex->tried, W.loop.now_ms, &s)) return ex_error(ex, 500, "the script's balancing hook failed");
         if (!s) {
             bool any_up = false;
             for (int i = 0; i < u->nservers; i++)
@@ -1405,9 +1395,4 @@ void forward_client_event(struct exchange *ex, unsigned events)
         !buf_pending(&ex->c->rx->out) && ex->mode != RB_LENGTH)
         return;
     ex_run(ex);
-}
-
-__attribute__((constructor)) static void forward_init(void)
-{
-    bconn_on_event = on_backend_event;
 }

@@ -13,9 +13,6 @@
 #include "upstream.h"
 #include "worker.h"
 
-
-void (*bconn_on_event)(struct bconn *b, unsigned events);
-
 uint64_t pool_reuses(void)
 {
     return STAT_GET(WS->pool_reuses);
@@ -70,7 +67,7 @@ static void on_io(struct io *io, unsigned events)
         bconn_close(b);
         return;
     }
-    if (b->ex && bconn_on_event) bconn_on_event(b, events);
+    if (b->ex && b->on_event) b->on_event(b, events);
 }
 
 static void on_idle_timeout(struct timer *t)

@@ -19,6 +19,9 @@ struct bconn {
     struct defer free_later;   /* the struct outlives its batch of events */
     struct bconn *prev, *next; /* pool list while idle */
     struct exchange *ex;       /* owner while in use; NULL while idle */
+    /* The owner's handler for events while in use, set when it takes the
+     * connection: the pool knows no more of its user than this. */
+    void (*on_event)(struct bconn *b, unsigned events);
     bool idle;                 /* in the pool */
     bool connected;            /* the connect completed */
     uint32_t requests;         /* requests carried, for logs and metrics */
@@ -46,6 +49,4 @@ void pool_move(struct pool *p, struct server *to);
 struct bconn *bconn_connect(struct server *s, int *err);
 void bconn_close(struct bconn *b);
 
-/* Called by pool for events on a connection in use (set by forward). */
-extern void (*bconn_on_event)(struct bconn *b, unsigned events);
 uint64_t pool_reuses(void);
