@@ -159,3 +159,20 @@ size_t stats_status_read(int worker, char *out, size_t cap)
     }
     return 0; /* its writer died mid-write: report nothing for it */
 }
+
+void stats_lua_enter(const char *method, size_t mlen, const char *path, size_t len)
+{
+    struct lua_running *s = &WS->lua;
+    /* A method is any token (unknown ones too), not NUL-terminated. */
+    size_t m = mlen < sizeof(s->method) - 1 ? mlen : sizeof(s->method) - 1;
+    memcpy(s->method, method, m);
+    s->method[m] = '\0';
+    s->path_total = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    memcpy(s->path, path, len < sizeof(s->path) ? len : sizeof(s->path));
+    __atomic_store_n(&s->active, 1, __ATOMIC_RELEASE);
+}
+
+void stats_lua_leave(void)
+{
+    __atomic_store_n(&WS->lua.active, 0, __ATOMIC_RELAXED);
+}

@@ -34,7 +34,7 @@ struct ustat {
 };
 
 /* The request a worker is running Lua for, if any: written by the worker
- * around each Lua call for a request (worker_lua_enter/leave: a few bytes
+ * around each Lua call for a request (stats_lua_enter/leave: a few bytes
  * copied, no lock, no syscall), read by the master when the worker dies, to
  * say in its log line which request it died on. */
 #define STATS_LUA_PATH 128
@@ -107,3 +107,9 @@ char *stats_script_copy(size_t *len, uint32_t *generation);
 /* A worker publishes its /status fragment; readers copy it consistently. */
 void stats_status_publish(const char *json, size_t len);
 size_t stats_status_read(int worker, char *out, size_t cap);
+
+/* Around a Lua call for a request (lua/script.c): records the method and
+ * path (its first STATS_LUA_PATH bytes) in this worker's shared slot, so
+ * that the master can name the request if the worker dies in the call. */
+void stats_lua_enter(const char *method, size_t mlen, const char *path, size_t len);
+void stats_lua_leave(void);

@@ -67,23 +67,6 @@ const char *worker_listen_hint(const struct listen_addr *a, int err)
     return hint;
 }
 
-void worker_lua_enter(const char *method, size_t mlen, const char *path, size_t len)
-{
-    struct lua_running *s = &WS->lua;
-    /* A method is any token (unknown ones too), not NUL-terminated. */
-    size_t m = mlen < sizeof(s->method) - 1 ? mlen : sizeof(s->method) - 1;
-    memcpy(s->method, method, m);
-    s->method[m] = '\0';
-    s->path_total = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
-    memcpy(s->path, path, len < sizeof(s->path) ? len : sizeof(s->path));
-    __atomic_store_n(&s->active, 1, __ATOMIC_RELEASE);
-}
-
-void worker_lua_leave(void)
-{
-    __atomic_store_n(&WS->lua.active, 0, __ATOMIC_RELAXED);
-}
-
 static void accept_pause(bool pause)
 {
     if (W.accept_paused == pause) return;

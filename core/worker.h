@@ -36,10 +36,5 @@ int worker_listener_open(const struct listen_addr *a, bool reuseport);
 /* What to add to the message of a failed listen: for EACCES on a
  * privileged port, that it needs root or CAP_NET_BIND_SERVICE; else "". */
 const char *worker_listen_hint(const struct listen_addr *a, int err);
-/* Around a Lua call for a request (lua/script.c): records the method and
- * path (its first STATS_LUA_PATH bytes) in this worker's shared slot, so
- * that the master can name the request if the worker dies in the call. */
-void worker_lua_enter(const char *method, size_t mlen, const char *path, size_t len);
-void worker_lua_leave(void);
 /* A connection closed: accept again if paused, finish a drain. */
 void worker_conn_closed(void);

@@ -435,12 +435,12 @@ int script_call(struct script_req *r, const char *where, int nargs)
     path_of(r, &path, &plen);
     size_t mlen;
     const char *method = method_of(r, &mlen);
-    worker_lua_enter(method, mlen, path, plen); /* named by the master if we die in there */
+    stats_lua_enter(method, mlen, path, plen); /* named by the master if we die in there */
     st->mem.enforce = true;
     limits_enter(L);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
     bool timed_out = limits_leave(L);
-    worker_lua_leave();
+    stats_lua_leave();
     st->mem.enforce = false;
     if (rc == 0) return lua_gettop(L) - base;
     STAT_ADD(WS->lua_errors, 1);
