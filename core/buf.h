@@ -2,6 +2,7 @@
  * reported (-ENOMEM), never fatal. */
 #pragma once
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,4 +66,14 @@ static inline void buf_free(struct buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->off = b->cap = 0;
+}
+
+/* Writes v in decimal so that it ends at end; returns where it starts. */
+static inline char *buf_format_u64(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
 }

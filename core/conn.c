@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "forward.h"
 #include "http.h"
+#include "http_response.h"
 #include "log.h"
 #include "stats.h"
 #include "worker.h"

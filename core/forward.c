@@ -21,7 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "balance.h"
 #include "conn.h"
+#include "http_response.h"
 #include "log.h"
 #include "pool.h"
 #include "splice.h"
@@ -729,7 +731,7 @@ static void ex_try_server(struct exchange *ex)
     for (;;) {
         if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed");
         struct server *s;
-        if (upstream_choose(ex->c->rx->sreq, ex->up, ex->tried, W.loop.now_ms, &s)) return ex_error(ex, 500, "the script's balancing hook failed");
+        if (balance_choose(ex->c->rx->sreq, ex->up, ex->tried, W.loop.now_ms, &s)) return ex_error(ex, 500, "the script's balancing hook failed");
         if (!s) {
             bool any_up = false;
             for (int i = 0; i < u->nservers; i++)

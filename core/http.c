@@ -1,10 +1,8 @@
 #include "http.h"
 
 #include <ctype.h>
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 /* Byte classes for the head checks, a table lookup per byte: tchar of RFC
  * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
@@ -26,13 +24,6 @@ __attribute__((constructor)) static void byte_class_init(void)
         byte_class[c] = k;
         to_lower[c] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
-}
-
-static char *format_decimal(char *end, uint64_t v);
-
-static bool is_ows(char ch)
-{
-    return ch == ' ' || ch == '\t';
 }
 
 /* ---- parsing ---------------------------------------------------------- */
@@ -366,9 +357,9 @@ static int chunk_line_fix(char *s, size_t n)
             else if (ch == '"') quoted = false;
         } else if (ch == '"') {
             quoted = true;
-        } else if (is_ows(ch)) {
+        } else if (http_is_ows(ch)) {
             size_t j = i;
-            while (j < len && is_ows(s[j])) j++;
+            while (j < len && http_is_ows(s[j])) j++;
             char before = w ? s[w - 1] : 0, after = s[j];
             if (after == ';' || after == '=' || before == ';' || before == '=') {
                 i = j - 1;
@@ -473,7 +464,7 @@ static int version_status(const char *v)
 
 /* The request line starts after the empty lines (CRLF only) that RFC 9112
  * 2.2 lets a server skip. Returns its offset. */
-static size_t skip_empty_lines(const char *p, size_t len)
+size_t http_skip_empty_lines(const char *p, size_t len)
 {
     size_t i = 0;
     while (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') i += 2;
@@ -526,7 +517,7 @@ int http_check_syntax(const char *p, size_t len)
 
 int http_check_head(struct http_request *req, const char *p, size_t len)
 {
-    size_t i = skip_empty_lines(p, len), line = i;
+    size_t i = http_skip_empty_lines(p, len), line = i;
     /* request-line = method SP request-target SP HTTP-version CRLF */
     size_t m = i;
     while (i < len && is_tchar((unsigned char)p[i])) i++;
@@ -643,136 +634,6 @@ int http_validate_head(struct http_request *req, const char *base)
     return 0;
 }
 
-/* ---- heads llhttp refuses but RFC 9112 allows -------------------------- */
-
-bool http_head_fixable(llhttp_errno_t err)
-{
-    return err == HPE_INVALID_CONTENT_LENGTH || err == HPE_UNEXPECTED_CONTENT_LENGTH ||
-           err == HPE_INVALID_TRANSFER_ENCODING || err == HPE_INVALID_METHOD;
-}
-
-uint32_t http_head_end(const char *p, size_t len)
-{
-    const char *e = memmem(p, len, "\r\n\r\n", 4);
-    return e ? (uint32_t)(e - p + 4) : 0;
-}
-
-/* A Content-Length value: 1#(1*DIGIT) with OWS, every element the same
- * number. false: malformed, empty, over 2^63-1 or two numbers. */
-static bool cl_value(const char *s, size_t n, uint64_t *out)
-{
-    bool any = false;
-    size_t i = 0;
-    for (;;) {
-        while (i < n && (is_ows(s[i]) || s[i] == ',')) i++;
-        if (i == n) return any;
-        uint64_t v = 0;
-        size_t d = i;
-        while (i < n && isdigit((unsigned char)s[i])) {
-            if (v > (uint64_t)(INT64_MAX - 9) / 10) return false;
-            v = v * 10 + (uint64_t)(s[i++] - '0');
-        }
-        if (i == d || (any && v != *out)) return false;
-        while (i < n && is_ows(s[i])) i++;
-        if (i < n && s[i] != ',') return false;
-        *out = v;
-        any = true;
-    }
-}
-
-int http_head_rewrite(char *p, uint32_t *len, uint32_t head_end, bool method_unknown,
-                      struct slice *method)
-{
-    size_t i = skip_empty_lines(p, head_end), m = i;
-    while (i < head_end && is_tchar((unsigned char)p[i])) i++;
-    if (method_unknown) {
-        if (i == m || p[i] != ' ') return 0;
-        *method = (struct slice){(uint32_t)m, (uint32_t)(i - m)};
-    }
-    const char *eol = memmem(p + i, head_end - i, "\r\n", 2);
-    if (!eol) return 0;
-    size_t line = (size_t)(eol - p) + 2;
-    struct buf nb = {0};
-    if (buf_reserve(&nb, head_end)) return 0;
-    buf_append(&nb, p, line);
-    bool cl_seen = false;
-    uint64_t cl = 0;
-    int rc = 0;
-    while (line + 2 < head_end) {
-        const char *e = memmem(p + line, head_end - line, "\r\n", 2);
-        const char *colon = memchr(p + line, ':', (size_t)(e - p) - line);
-        if (!e || !colon) goto out;
-        size_t nlen = (size_t)(colon - p) - line, v = nlen + 1 + line, vend = (size_t)(e - p);
-        bool ows = v < vend && is_ows(p[v]);
-        while (v < vend && is_ows(p[v])) v++;
-        while (vend > v && is_ows(p[vend - 1])) vend--;
-        if (http_name_is(p + line, nlen, "content-length")) {
-            uint64_t n = 0;
-            if (!cl_value(p + v, vend - v, &n) || (cl_seen && n != cl)) {
-                rc = 400;
-                goto out;
-            }
-            if (!cl_seen) {
-                char num[24], *d = format_decimal(num + sizeof(num), n);
-                buf_append(&nb, p + line, nlen + 1 + ows);
-                buf_append(&nb, d, (size_t)(num + sizeof(num) - d));
-                buf_append(&nb, "\r\n", 2);
-            }
-            cl_seen = true;
-            cl = n;
-        } else if (http_name_is(p + line, nlen, "transfer-encoding")) {
-            buf_append(&nb, p + line, nlen + 1 + ows);
-            buf_append(&nb, p + v, vend - v);
-            buf_append(&nb, "\r\n", 2);
-        } else {
-            buf_append(&nb, p + line, (size_t)(e - p) + 2 - line);
-        }
-        line = (size_t)(e - p) + 2;
-    }
-    buf_append(&nb, "\r\n", 2);
-    if (nb.len < head_end || method_unknown) {
-        memmove(p + nb.len, p + head_end, *len - head_end);
-        memcpy(p, nb.data, nb.len);
-        *len = *len - head_end + (uint32_t)nb.len;
-        rc = 1;
-    }
-out:
-    buf_free(&nb);
-    return rc;
-}
-
-llhttp_errno_t http_parse_again(llhttp_t *p, struct http_parse_ctx *ctx, const char *data, size_t len,
-                                struct slice method, const char **stop)
-{
-    http_parser_init(p, ctx);
-    size_t from = 0;
-    if (method.len) {
-        /* llhttp knows a fixed list of methods: it is given a known one in
-         * place of the token, then the rest of the line from the buffer. */
-        llhttp_errno_t err = llhttp_execute(p, "GET ", 4);
-        if (err != HPE_OK) return err;
-        from = method.off + method.len + 1;
-    }
-    llhttp_errno_t err = llhttp_execute(p, data + from, len - from);
-    *stop = err == HPE_OK ? data + len : llhttp_get_error_pos(p);
-    if (method.len && ctx->req->head_done) {
-        ctx->req->method = HTTP_METHOD_OTHER;
-        ctx->req->method_tok = method;
-    }
-    return err;
-}
-
-const char *http_method_name(const struct http_request *req, const char *base, size_t *len)
-{
-    if (req->method == HTTP_METHOD_OTHER) {
-        *len = req->method_tok.len;
-        return base + req->method_tok.off;
-    }
-    const char *m = llhttp_method_name((llhttp_method_t)req->method);
-    *len = strlen(m);
-    return m;
-}
-
 int http_error_status(llhttp_errno_t err, const struct http_request *req, const char *data,
                       size_t len)
 {
@@ -782,7 +643,7 @@ int http_error_status(llhttp_errno_t err, const struct http_request *req, const 
     if (err == HPE_INVALID_METHOD) return 400;
     if (err == HPE_INVALID_VERSION || err == HPE_PAUSED_H2_UPGRADE) {
         /* 505 only for a well-formed version other than 1.0 and 1.1. */
-        size_t i = skip_empty_lines(data, len), e = i;
+        size_t i = http_skip_empty_lines(data, len), e = i;
         while (e < len && data[e] != '\r' && data[e] != '\n') e++;
         size_t sp = e;
         while (sp > i && data[sp - 1] != ' ') sp--;
@@ -804,79 +665,6 @@ int http_error_status(llhttp_errno_t err, const struct http_request *req, const 
         return te > 1 ? 400 : 501;
     }
     return 400;
-}
-
-/* ---- writing ---------------------------------------------------------- */
-
-const char *http_reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 418: return "I'm a teapot";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Content";
-    case 425: return "Too Early";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 451: return "Unavailable For Legal Reasons";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 507: return "Insufficient Storage";
-    default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
-                    : status < 500 ? "Client Error" : "Server Error";
-    }
-}
-
-const char *http_date(double wall_now)
-{
-    static char cached[40];
-    static time_t cached_sec = -1;
-    time_t sec = (time_t)wall_now;
-    if (sec != cached_sec) {
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        cached_sec = sec;
-    }
-    return cached;
 }
 
 bool http_valid_name(const char *s, size_t n)
@@ -901,112 +689,9 @@ bool http_valid_value(const char *s, size_t n)
     return true;
 }
 
-static bool no_body_status(int status)
+size_t http_token_span(const char *p, size_t n)
 {
-    return status < 200 || status == 204 || status == 304;
-}
-
-/* The response writer copies its pieces instead of formatting them:
- * snprintf took a fifth of the instructions of a whole local answer
- * (callgrind, kvstore GET: 2,900 of 14,150 per request). */
-
-/* Appends a string literal; the room was reserved before. */
-#define APPEND_LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
-
-/* Writes v in decimal so that it ends at end; returns where it starts. */
-static char *format_decimal(char *end, uint64_t v)
-{
-    do {
-        *--end = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return end;
-}
-
-int http_response_begin(struct buf *out, const struct http_response *r)
-{
-    char num[24];
-    char *end = num + sizeof(num);
-    /* Statuses are 100-599 (the callers check); a negative one would be a
-     * bug, and is written as 0 rather than as a huge number. */
-    char *digits = format_decimal(end, r->status > 0 ? (uint64_t)r->status : 0);
-    const char *reason = http_reason(r->status);
-    size_t dlen = (size_t)(end - digits), rlen = strlen(reason);
-    int rc = buf_reserve(out, 9 + dlen + 1 + rlen + 2);
-    if (rc) return rc;
-    APPEND_LIT(out, "HTTP/1.1 ");
-    buf_append(out, digits, dlen);
-    APPEND_LIT(out, " ");
-    buf_append(out, reason, rlen);
-    return APPEND_LIT(out, "\r\n");
-}
-
-static bool name_is(const char *name, size_t nlen, const char *want)
-{
-    return strlen(want) == nlen && !strncasecmp(name, want, nlen);
-}
-
-int http_response_header(struct buf *out, struct http_response *r, const char *name, size_t nlen,
-                         const char *value, size_t vlen)
-{
-    /* Framing belongs to the server: a handler's own length or connection
-     * headers could contradict the body actually sent. */
-    if (name_is(name, nlen, "content-length") || name_is(name, nlen, "transfer-encoding") ||
-        name_is(name, nlen, "connection"))
-        return 1;
-    if (name_is(name, nlen, "server")) r->has_server = true;
-    if (name_is(name, nlen, "date")) r->has_date = true;
-    int rc = buf_reserve(out, nlen + vlen + 4);
-    if (rc) return rc;
-    buf_append(out, name, nlen);
-    buf_append(out, ": ", 2);
-    buf_append(out, value, vlen);
-    buf_append(out, "\r\n", 2);
-    return 0;
-}
-
-int http_response_end(struct buf *out, const struct http_response *r, double wall_now,
-                      const char *body, size_t blen)
-{
-    bool bodyless = no_body_status(r->status);
-    const char *date = r->has_date ? "" : http_date(wall_now);
-    size_t date_len = strlen(date);
-    char num[24];
-    char *end = num + sizeof(num);
-    char *length = format_decimal(end, blen);
-    size_t length_len = (size_t)(end - length);
-    if (bodyless || r->head_only) blen = 0;
-    /* The longest the fixed lines can be, then the body. */
-    int rc = buf_reserve(out, sizeof("Server: luaproxy\r\n") + sizeof("Date: \r\n") + date_len +
-                                  sizeof("Content-Length: \r\n") + length_len +
-                                  sizeof("Connection: keep-alive\r\n") + 2 + blen);
-    if (rc) return rc;
-    if (!r->has_server) APPEND_LIT(out, "Server: luaproxy\r\n");
-    if (!r->has_date) {
-        APPEND_LIT(out, "Date: ");
-        buf_append(out, date, date_len);
-        APPEND_LIT(out, "\r\n");
-    }
-    if (!bodyless) {
-        APPEND_LIT(out, "Content-Length: ");
-        buf_append(out, length, length_len);
-        APPEND_LIT(out, "\r\n");
-    }
-    if (!r->keep_alive)
-        APPEND_LIT(out, "Connection: close\r\n");
-    else if (r->http10)
-        APPEND_LIT(out, "Connection: keep-alive\r\n");
-    APPEND_LIT(out, "\r\n");
-    return buf_append(out, body, blen);
-}
-
-int http_simple_response(struct buf *out, int status, bool keep_alive, bool head_only, double wall_now,
-                         const char *body)
-{
-    struct http_response r = {.status = status, .keep_alive = keep_alive, .head_only = head_only};
-    int rc = http_response_begin(out, &r);
-    if (!rc && body)
-        rc = http_response_header(out, &r, "Content-Type", 12, "text/plain", 10) < 0 ? -ENOMEM : 0;
-    if (!rc) rc = http_response_end(out, &r, wall_now, body, body ? strlen(body) : 0);
-    return rc;
+    size_t i = 0;
+    while (i < n && is_tchar((unsigned char)p[i])) i++;
+    return i;
 }

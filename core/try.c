@@ -16,8 +16,10 @@
 #include <strings.h>
 #include <sys/time.h>
 
+#include "balance.h"
 #include "buf.h"
 #include "http.h"
+#include "http_response.h"
 #include "script.h"
 #include "upstream.h"
 
@@ -273,7 +275,7 @@ int try_run(const struct config *cfg)
         /* The server a fresh worker would pick first (no retries); a failed
          * hook leaves its error in script_error. */
         struct server *s;
-        if (upstream_choose(sr, up, NULL, 0, &s) || script_error[0]) {
+        if (balance_choose(sr, up, NULL, 0, &s) || script_error[0]) {
             rc = failed();
             goto end;
         }

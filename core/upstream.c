@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "config.h"
-#include "script.h"
 
 #define RING_POINTS 160 /* virtual nodes per unit of weight */
 
@@ -265,15 +264,4 @@ void upstream_ok(struct server *s)
 {
     s->fails = 0;
     s->down_until = 0;
-}
-
-int upstream_choose(struct script_req *sr, struct upstream *u, const bool *tried, uint64_t now,
-                    struct server **s)
-{
-    *s = NULL;
-    if (u->balance == BALANCE_LUA) return script_balance(sr, u, tried, s);
-    uint32_t key = 0;
-    if (u->balance == BALANCE_HASH && script_hash_key(sr, u, &key)) return -1;
-    *s = upstream_pick(u, key, tried, now);
-    return 0;
 }

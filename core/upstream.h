@@ -86,14 +86,6 @@ void upstream_handover(struct upstream *old_list, struct upstream *new_list, boo
 bool upstream_server_up(const struct server *s, uint64_t now);
 /* key is used by BALANCE_HASH only. */
 struct server *upstream_pick(struct upstream *u, uint32_t key, const bool *tried, uint64_t now);
-struct script_req;
-/* The balancing step, the one place live traffic and --try choose a
- * server: the script's balance function, or a built-in policy (with the
- * script's hash_key for "hash"). 0 with the server in *s (NULL: none is
- * available, a 503), or -1 when the script's hook failed (logged; a 500).
- * tried (may be NULL) marks servers already attempted. */
-int upstream_choose(struct script_req *sr, struct upstream *u, const bool *tried, uint64_t now,
-                    struct server **s);
 /* Passive health. */
 void upstream_fail(struct server *s, uint64_t now);
 void upstream_ok(struct server *s);

@@ -1,6 +1,7 @@
 /* Unit tests for core/http.c: the local response writer, reasons, dates,
  * header validity, request parsing through llhttp and head validation. */
 #include "http.h"
+#include "http_response.h"
 
 #include <check.h>
 #include <stdio.h>
