@@ -25,7 +25,6 @@
 #include "stats.h"
 #include "worker.h"
 
-
 #define RX_INITIAL 4096          /* read buffer to start with; grows for big heads */
 #define RX_KEEP_MAX (64 * 1024)  /* larger buffers are freed before pooling */
 #define RX_POOL_MAX 256          /* idle request contexts kept for reuse */
@@ -47,6 +46,18 @@ static uint32_t rx_limit(void)
     return lim > (1u << 30) ? (1u << 30) : (uint32_t)lim;
 }
 
+/* The parse state of one request: cleared when a context is taken and
+ * again as each request begins. */
+static void rx_request_reset(struct conn_rx *rx)
+{
+    rx->head_len = 0;
+    rx->routed = rx->responded = rx->fixed = rx->starved = false;
+    rx->fix_err = HPE_OK;
+    rx->body.len = rx->body.off = 0;
+    rx->pctx.body = NULL;
+    rx->pctx.body_too_large = false;
+}
+
 static struct conn_rx *rx_get(void)
 {
     struct conn_rx *rx = rx_pool;
@@ -65,13 +76,9 @@ static struct conn_rx *rx_get(void)
         }
         rx->cap = RX_INITIAL;
     }
-    rx->pos = rx->end = rx->head_len = 0;
-    rx->routed = rx->responded = rx->fixed = rx->starved = false;
-    rx->fix_err = HPE_OK;
-    rx->body.len = rx->body.off = 0;
+    rx->pos = rx->end = 0;
+    rx_request_reset(rx);
     rx->out.len = rx->out.off = 0;
-    rx->pctx.body = NULL;
-    rx->pctx.body_too_large = false;
     rx->sreq = NULL;
     rx->flushed = 0;
     rx->logged = true; /* until a request begins */
@@ -403,12 +410,7 @@ static void request_begin(struct conn *c)
         rx->end -= rx->pos;
         rx->pos = 0;
     }
-    rx->head_len = 0;
-    rx->routed = rx->responded = rx->fixed = rx->starved = false;
-    rx->fix_err = HPE_OK;
-    rx->body.len = rx->body.off = 0;
-    rx->pctx.body = NULL;
-    rx->pctx.body_too_large = false;
+    rx_request_reset(rx);
     rx->t0_us = W.loop.now_us;
     rx->q0 = rx->flushed + buf_pending(&rx->out);
     rx->spliced_out = 0;

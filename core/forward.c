@@ -667,10 +667,8 @@ static bool upload_waits_for_client(const struct exchange *ex)
 static void log_client_stall(const struct exchange *ex, const char *what, const char *then)
 {
     char addr[64];
-    client_ip(ex->c, addr, sizeof(addr));
-    /* sin_port and sin6_port share their offset. */
-    log_info("client %s:%u %s (upstream %s server %s): nothing moved in read_timeout (%llu ms); %s",
-             addr, ntohs(ex->c->peer.in.sin_port), what, ex->up->name, ex->srv->name,
+    log_info("client %s %s (upstream %s server %s): nothing moved in read_timeout (%llu ms); %s",
+             log_addr(&ex->c->peer.sa, addr, sizeof(addr)), what, ex->up->name, ex->srv->name,
              (unsigned long long)ex->up->read_timeout_ms, then);
 }
 
