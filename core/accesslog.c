@@ -8,7 +8,7 @@
 
 #include "log.h"
 #include "loop.h"
-#include "worker.h"
+#include "worker_state.h"
 
 #define FLUSH_AT (32 * 1024)
 

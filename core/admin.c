@@ -10,7 +10,7 @@
 #include "buf.h"
 #include "stats.h"
 #include "upstream.h"
-#include "worker.h"
+#include "worker_state.h"
 
 static struct buf body;
 static struct script_header hdr;

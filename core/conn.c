@@ -1,9 +1,9 @@
 /* conn: the client side of a connection, from accept to close.
  *
- * Bytes flow: the socket is read into rx->data; llhttp parses from rx->pos;
+ * Bytes flow: the socket is read into ctx->data; llhttp parses from ctx->pos;
  * the head stays at [0, head_len) of the buffer as slices until the request
  * ends; a Lua handler's body is copied out as it is parsed; the response is
- * built in rx->out and written as soon as possible. Requests are handled one
+ * built in ctx->out and written as soon as possible. Requests are handled one
  * at a time, so pipelined requests are answered in order by construction. */
 #include "conn.h"
 
@@ -18,20 +18,30 @@
 
 #include "accesslog.h"
 #include "admin.h"
-#include "forward.h"
+#include "exchange.h"
 #include "http.h"
 #include "http_response.h"
 #include "log.h"
+#include "reply.h"
 #include "stats.h"
-#include "worker.h"
+#include "worker_state.h"
 
 #define RX_INITIAL 4096          /* read buffer to start with; grows for big heads */
 #define RX_KEEP_MAX (64 * 1024)  /* larger buffers are freed before pooling */
 #define RX_POOL_MAX 256          /* idle request contexts kept for reuse */
 #define LINGER_MS 2000           /* how long a closing connection is drained */
 
-static struct conn_rx *rx_pool;
-static int rx_pool_len;
+static struct req_ctx *ctx_pool;
+static int ctx_pool_len;
+static void (*on_conn_closed)(void);
+
+static void exchange_recorded(struct conn *c, const struct exchange_report *r);
+static const struct exchange_client conn_client;
+
+void conn_init(void (*on_closed)(void))
+{
+    on_conn_closed = on_closed;
+}
 
 const char *conn_state_name(enum conn_state s)
 {
@@ -39,7 +49,7 @@ const char *conn_state_name(enum conn_state s)
     return s <= CONN_CLOSED ? names[s] : "?";
 }
 
-static uint32_t rx_limit(void)
+static uint32_t ctx_limit(void)
 {
     /* Room for the largest allowed head plus some body or pipelined bytes. */
     uint64_t lim = W.cfg->max_header_size + 8192;
@@ -48,88 +58,88 @@ static uint32_t rx_limit(void)
 
 /* The parse state of one request: cleared when a context is taken and
  * again as each request begins. */
-static void rx_request_reset(struct conn_rx *rx)
+static void ctx_request_reset(struct req_ctx *ctx)
 {
-    rx->head_len = 0;
-    rx->routed = rx->responded = rx->fixed = rx->starved = false;
-    rx->fix_err = HPE_OK;
-    rx->body.len = rx->body.off = 0;
-    rx->pctx.body = NULL;
-    rx->pctx.body_too_large = false;
+    ctx->head_len = 0;
+    ctx->routed = ctx->responded = ctx->fixed = ctx->starved = false;
+    ctx->fix_err = HPE_OK;
+    ctx->body.len = ctx->body.off = 0;
+    ctx->pctx.body = NULL;
+    ctx->pctx.body_too_large = false;
 }
 
-static struct conn_rx *rx_get(void)
+static struct req_ctx *ctx_get(void)
 {
-    struct conn_rx *rx = rx_pool;
-    if (rx) {
-        rx_pool = rx->next_free;
-        rx_pool_len--;
+    struct req_ctx *ctx = ctx_pool;
+    if (ctx) {
+        ctx_pool = ctx->next_free;
+        ctx_pool_len--;
     } else {
-        rx = calloc(1, sizeof(*rx));
-        if (!rx) return NULL;
+        ctx = calloc(1, sizeof(*ctx));
+        if (!ctx) return NULL;
     }
-    if (!rx->data) {
-        rx->data = malloc(RX_INITIAL);
-        if (!rx->data) {
-            free(rx);
+    if (!ctx->data) {
+        ctx->data = malloc(RX_INITIAL);
+        if (!ctx->data) {
+            free(ctx);
             return NULL;
         }
-        rx->cap = RX_INITIAL;
+        ctx->cap = RX_INITIAL;
     }
-    rx->pos = rx->end = 0;
-    rx_request_reset(rx);
-    rx->out.len = rx->out.off = 0;
-    rx->sreq = NULL;
-    rx->flushed = 0;
-    rx->logged = true; /* until a request begins */
-    return rx;
+    ctx->pos = ctx->end = 0;
+    ctx_request_reset(ctx);
+    ctx->out.len = ctx->out.off = 0;
+    ctx->sreq = NULL;
+    ctx->flushed = 0;
+    ctx->logged = true; /* until a request begins */
+    return ctx;
 }
 
-static void rx_put(struct conn_rx *rx)
+static void ctx_put(struct req_ctx *ctx)
 {
-    if (rx->sreq) script_req_end(rx->sreq);
-    rx->sreq = NULL;
-    if (rx_pool_len >= RX_POOL_MAX) {
-        free(rx->data);
-        buf_free(&rx->body);
-        buf_free(&rx->out);
-        free(rx);
+    if (ctx->sreq) script_req_end(ctx->sreq);
+    ctx->sreq = NULL;
+    if (ctx_pool_len >= RX_POOL_MAX) {
+        free(ctx->data);
+        buf_free(&ctx->body);
+        buf_free(&ctx->out);
+        free(ctx);
         return;
     }
-    if (rx->cap > RX_INITIAL) {
-        free(rx->data);
-        rx->data = NULL;
-        rx->cap = 0;
+    if (ctx->cap > RX_INITIAL) {
+        free(ctx->data);
+        ctx->data = NULL;
+        ctx->cap = 0;
     }
-    if (rx->body.cap > RX_KEEP_MAX) buf_free(&rx->body);
-    if (rx->out.cap > RX_KEEP_MAX) buf_free(&rx->out);
-    rx->next_free = rx_pool;
-    rx_pool = rx;
-    rx_pool_len++;
+    if (ctx->body.cap > RX_KEEP_MAX) buf_free(&ctx->body);
+    if (ctx->out.cap > RX_KEEP_MAX) buf_free(&ctx->out);
+    ctx->next_free = ctx_pool;
+    ctx_pool = ctx;
+    ctx_pool_len++;
 }
 
 void conn_pool_free(void)
 {
-    while (rx_pool) {
-        struct conn_rx *rx = rx_pool;
-        rx_pool = rx->next_free;
-        free(rx->data);
-        buf_free(&rx->body);
-        buf_free(&rx->out);
-        free(rx);
+    while (ctx_pool) {
+        struct req_ctx *ctx = ctx_pool;
+        ctx_pool = ctx->next_free;
+        free(ctx->data);
+        buf_free(&ctx->body);
+        buf_free(&ctx->out);
+        free(ctx);
     }
-    rx_pool_len = 0;
+    ctx_pool_len = 0;
 }
 
-static bool rx_grow(struct conn_rx *rx)
+static bool ctx_grow(struct req_ctx *ctx)
 {
-    uint32_t lim = rx_limit();
-    if (rx->cap >= lim) return false;
-    uint32_t cap = rx->cap * 2 > lim ? lim : rx->cap * 2;
-    char *p = realloc(rx->data, cap);
+    uint32_t lim = ctx_limit();
+    if (ctx->cap >= lim) return false;
+    uint32_t cap = ctx->cap * 2 > lim ? lim : ctx->cap * 2;
+    char *p = realloc(ctx->data, cap);
     if (!p) return false;
-    rx->data = p;
-    rx->cap = cap;
+    ctx->data = p;
+    ctx->cap = cap;
     return true;
 }
 
@@ -149,24 +159,24 @@ static uint64_t mono_us(void)
  * log, once. status 0 = no answer (logged as 499, nginx's "client closed"). */
 static void request_finish(struct conn *c, int status)
 {
-    struct conn_rx *rx = c->rx;
-    if (!rx || rx->logged) return;
-    rx->logged = true;
+    struct req_ctx *ctx = c->ctx;
+    if (!ctx || ctx->logged) return;
+    ctx->logged = true;
     if (c->admin) return; /* the monitoring does not count itself */
-    if (!status) status = rx->status ? rx->status : 499;
-    uint64_t us = mono_us() - rx->t0_us;
+    if (!status) status = ctx->status ? ctx->status : 499;
+    uint64_t us = mono_us() - ctx->t0_us;
     stats_request(status, us);
     if (!log_access_enabled()) return;
     struct access_entry e = {
         .peer = &c->peer.sa,
-        .req = rx->req.head_done ? &rx->req : NULL,
-        .base = rx->data,
+        .req = ctx->req.head_done ? &ctx->req : NULL,
+        .base = ctx->data,
         .status = status,
-        .bytes = rx->flushed + buf_pending(&rx->out) - rx->q0 + rx->spliced_out,
+        .bytes = ctx->flushed + buf_pending(&ctx->out) - ctx->q0 + ctx->spliced_out,
         .wall = W.loop.wall_now,
         .request_s = (double)us / 1e6,
-        .upstream = rx->up_addr,
-        .upstream_s = (double)rx->up_us / 1e6,
+        .upstream = ctx->up_addr,
+        .upstream_s = (double)ctx->up_us / 1e6,
     };
     access_log(&e);
 }
@@ -174,17 +184,21 @@ static void request_finish(struct conn *c, int status)
 static void conn_close(struct conn *c)
 {
     if (c->state == CONN_CLOSED) return;
+    if (c->ex) {
+        struct exchange_report r;
+        exchange_abort(c->ex, &r);
+        c->ex = NULL;
+        exchange_recorded(c, &r);
+    }
     /* A request that never got past its head is not one worth a line. */
-    if (c->rx && !c->rx->routed) c->rx->logged = true;
+    if (c->ctx && !c->ctx->routed) c->ctx->logged = true;
     request_finish(c, 0);
-    log_debug("conn fd=%d closed in state %s", c->io.fd, conn_state_name(c->state));
-    if (c->ex) forward_abort(c->ex);
-    c->ex = NULL;
+    log_debug("conn fd=%d closed in state %s", c->tp.io.fd, conn_state_name(c->state));
     c->state = CONN_CLOSED;
     timer_cancel(&W.loop.timers, &c->timer);
-    loop_close(&W.loop, &c->io);
-    if (c->rx) rx_put(c->rx);
-    c->rx = NULL;
+    loop_close(&W.loop, &c->tp.io);
+    if (c->ctx) ctx_put(c->ctx);
+    c->ctx = NULL;
     if (c->prev) c->prev->next = c->next;
     else W.conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -195,7 +209,7 @@ static void conn_close(struct conn *c)
      * resume node also covers a resume already queued. */
     c->resume.cb = conn_free_cb;
     loop_defer(&W.loop, &c->resume);
-    worker_conn_closed();
+    on_conn_closed();
 }
 
 void conn_force_close(struct conn *c)
@@ -205,7 +219,7 @@ void conn_force_close(struct conn *c)
 
 static bool keep_alive(const struct conn *c)
 {
-    return c->rx->req.keep_alive && !c->close_after && !W.draining;
+    return c->ctx->req.keep_alive && !c->close_after && !W.draining;
 }
 
 static const char *reject_body(int status)
@@ -251,21 +265,21 @@ static void log_rejection(struct conn *c, int status)
  * then close. */
 static void reject(struct conn *c, int status)
 {
-    struct conn_rx *rx = c->rx;
-    log_debug("conn fd=%d rejected with %d in state %s", c->io.fd, status, conn_state_name(c->state));
+    struct req_ctx *ctx = c->ctx;
+    log_debug("conn fd=%d rejected with %d in state %s", c->tp.io.fd, status, conn_state_name(c->state));
     log_rejection(c, status);
-    if (!rx->responded) {
+    if (!ctx->responded) {
         /* A request line read up to its target names the method even when
          * the head is bad or incomplete: a HEAD gets no body then either. */
-        bool head = rx->req.head_done ? rx->req.method == HTTP_HEAD
-                                      : rx->req.url.len && c->parser.method == HTTP_HEAD;
-        http_simple_response(&rx->out, status, false, head, W.loop.wall_now, reject_body(status));
-        rx->status = status;
+        bool head = ctx->req.head_done ? ctx->req.method == HTTP_HEAD
+                                      : ctx->req.url.len && c->parser.method == HTTP_HEAD;
+        http_simple_response(&ctx->out, status, false, head, W.loop.wall_now, reject_body(status));
+        ctx->status = status;
     }
-    rx->responded = true;
-    request_finish(c, rx->status);
-    if (rx->sreq) script_req_end(rx->sreq);
-    rx->sreq = NULL;
+    ctx->responded = true;
+    request_finish(c, ctx->status);
+    if (ctx->sreq) script_req_end(ctx->sreq);
+    ctx->sreq = NULL;
     c->close_after = true;
     c->state = CONN_CLOSING;
     loop_timer(&W.loop, &c->timer, W.cfg->idle_timeout_ms);
@@ -273,91 +287,89 @@ static void reject(struct conn *c, int status)
 
 static void write_reply(struct conn *c, struct script_reply *rep)
 {
-    struct conn_rx *rx = c->rx;
-    struct http_response r = {
-        .status = rep->status,
-        .keep_alive = keep_alive(c) && rep->status >= 200,
-        .http10 = rx->req.http_minor == 0,
-        .head_only = rep->head_only || rx->req.method == HTTP_HEAD,
-    };
-    int rc = http_response_begin(&rx->out, &r);
-    for (size_t i = 0; !rc && i < rep->nheaders; i++) {
-        struct script_header *h = &rep->headers[i];
-        if (http_response_header(&rx->out, &r, h->name, h->nlen, h->value, h->vlen) < 0) rc = -ENOMEM;
-    }
-    if (!rc) rc = http_response_end(&rx->out, &r, W.loop.wall_now, rep->body, rep->body_len);
+    struct req_ctx *ctx = c->ctx;
+    bool kept;
+    int rc = reply_write(&ctx->out, &ctx->req, rep, keep_alive(c), W.loop.wall_now, &kept);
     script_reply_done();
-    rx->responded = true;
-    rx->status = rep->status;
-    if (!r.keep_alive) c->close_after = true;
+    ctx->responded = true;
+    ctx->status = rep->status;
+    if (!kept) c->close_after = true;
     if (rc) {
         log_error("out of memory writing a response of %zu bytes", rep->body_len);
         conn_close(c);
     }
 }
 
-static void update_view(struct conn_rx *rx)
+static void update_view(struct req_ctx *ctx)
 {
-    rx->view.base = rx->data;
-    rx->view.body = rx->body.data;
-    rx->view.body_len = rx->body.len;
+    ctx->view.base = ctx->data;
+    ctx->view.body = ctx->body.data;
+    ctx->view.body_len = ctx->body.len;
 }
 
 /* The head is complete: validate it and let the script decide. */
 static void request_route(struct conn *c)
 {
-    struct conn_rx *rx = c->rx;
+    struct req_ctx *ctx = c->ctx;
     const struct config *cfg = W.cfg;
-    rx->routed = true;
-    rx->head_len = rx->pos;
+    ctx->routed = true;
+    ctx->head_len = ctx->pos;
     timer_cancel(&W.loop.timers, &c->timer);
-    if (rx->head_len > cfg->max_header_size) return reject(c, 431);
-    int status = http_check_head(&rx->req, rx->data, rx->head_len);
-    if (!status) status = http_validate_head(&rx->req, rx->data);
+    if (ctx->head_len > cfg->max_header_size) return reject(c, 431);
+    int status = http_check_head(&ctx->req, ctx->data, ctx->head_len);
+    if (!status) status = http_validate_head(&ctx->req, ctx->data);
     if (status) return reject(c, status);
 
-    rx->view.req = &rx->req;
-    rx->view.peer = &c->peer.sa;
-    rx->view.body_ready = false;
-    update_view(rx);
+    ctx->view.req = &ctx->req;
+    ctx->view.peer = &c->peer.sa;
+    ctx->view.body_ready = false;
+    update_view(ctx);
     struct script_reply rep;
     struct upstream *up = NULL;
     if (c->admin) {
-        rx->decision = SCRIPT_RESPOND;
-        admin_reply(&rx->req, rx->data, &rep);
-    } else if (!(rx->sreq = script_req_begin(&rx->view))) {
-        rx->decision = SCRIPT_RESPOND;
+        ctx->decision = SCRIPT_RESPOND;
+        admin_reply(&ctx->req, ctx->data, &rep);
+    } else if (!(ctx->sreq = script_req_begin(&ctx->view))) {
+        ctx->decision = SCRIPT_RESPOND;
         rep = (struct script_reply){.status = 500, .body = "internal error\n", .body_len = 15};
-    } else if (script_has_route(rx->sreq)) {
-        rx->decision = script_route(rx->sreq, &rep, &up);
+    } else if (script_has_route(ctx->sreq)) {
+        ctx->decision = script_route(ctx->sreq, &rep, &up);
     } else {
-        rx->decision = SCRIPT_LOCAL;
+        ctx->decision = SCRIPT_LOCAL;
     }
     if (c->state == CONN_CLOSED) return;
 
-    bool body_follows = rx->req.has_body && !rx->req.message_done;
-    switch (rx->decision) {
+    bool body_follows = ctx->req.has_body && !ctx->req.message_done;
+    switch (ctx->decision) {
     case SCRIPT_UPSTREAM:
         c->state = CONN_UPSTREAM;
         /* A body (or a tunnel) is read from the socket by forward, which
          * stops at its end, not at EAGAIN: what follows it may wait there. */
-        c->read_pending = !rx->req.message_done || rx->req.upgrade;
-        forward_start(c, up);
+        c->read_pending = !ctx->req.message_done || ctx->req.upgrade;
+        struct exchange_request xr = {
+            .req = &ctx->req,
+            .base = ctx->data,
+            .head_len = ctx->head_len,
+            .sreq = ctx->sreq,
+            .peer = &c->peer.sa,
+            .transport = &c->tp,
+        };
+        exchange_start(&conn_client, c, &xr, up, &c->ex);
         return;
     case SCRIPT_RESPOND:
         /* Answered before the body: it is read and dropped, unless the
          * client waits for 100-continue and so may never send it. */
-        if (body_follows && rx->req.expect_continue) c->close_after = true;
-        rx->pctx.body = NULL;
+        if (body_follows && ctx->req.expect_continue) c->close_after = true;
+        ctx->pctx.body = NULL;
         write_reply(c, &rep);
         break;
     case SCRIPT_LOCAL:
         if (!body_follows) break;
-        if (!rx->req.chunked && rx->req.content_length > cfg->max_body_size) return reject(c, 413);
-        rx->pctx.body = &rx->body;
-        rx->pctx.max_body = cfg->max_body_size;
-        if (rx->req.expect_continue && rx->req.http_minor == 1)
-            buf_puts(&rx->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        if (!ctx->req.chunked && ctx->req.content_length > cfg->max_body_size) return reject(c, 413);
+        ctx->pctx.body = &ctx->body;
+        ctx->pctx.max_body = cfg->max_body_size;
+        if (ctx->req.expect_continue && ctx->req.http_minor == 1)
+            buf_puts(&ctx->out, "HTTP/1.1 100 Continue\r\n\r\n");
         break;
     }
     if (c->state == CONN_CLOSED) return;
@@ -369,33 +381,33 @@ static void request_route(struct conn *c)
 
 static void request_end(struct conn *c)
 {
-    struct conn_rx *rx = c->rx;
-    request_finish(c, rx->status);
+    struct req_ctx *ctx = c->ctx;
+    request_finish(c, ctx->status);
     c->served = true;
-    if (rx->sreq) script_req_end(rx->sreq);
-    rx->sreq = NULL;
+    if (ctx->sreq) script_req_end(ctx->sreq);
+    ctx->sreq = NULL;
     if (!keep_alive(c) || c->close_after) {
         c->state = CONN_CLOSING;
         loop_timer(&W.loop, &c->timer, W.cfg->idle_timeout_ms);
         return;
     }
-    if (rx->req.upgrade) llhttp_reset(&c->parser); /* served locally: stay HTTP */
+    if (ctx->req.upgrade) llhttp_reset(&c->parser); /* served locally: stay HTTP */
     c->state = CONN_IDLE;
     loop_timer(&W.loop, &c->timer, W.cfg->idle_timeout_ms);
 }
 
 static void request_complete(struct conn *c)
 {
-    struct conn_rx *rx = c->rx;
-    if (!rx->routed) {
+    struct req_ctx *ctx = c->ctx;
+    if (!ctx->routed) {
         request_route(c);
         if (c->state >= CONN_UPSTREAM) return;
     }
-    if (rx->decision == SCRIPT_LOCAL && !rx->responded) {
+    if (ctx->decision == SCRIPT_LOCAL && !ctx->responded) {
         struct script_reply rep;
-        update_view(rx);
-        rx->view.body_ready = true;
-        script_handle(rx->sreq, &rep);
+        update_view(ctx);
+        ctx->view.body_ready = true;
+        script_handle(ctx->sreq, &rep);
         write_reply(c, &rep);
         if (c->state == CONN_CLOSED) return;
     }
@@ -404,99 +416,99 @@ static void request_complete(struct conn *c)
 
 static void request_begin(struct conn *c)
 {
-    struct conn_rx *rx = c->rx;
-    if (rx->pos) { /* the previous request is done with: move what follows to the front */
-        memmove(rx->data, rx->data + rx->pos, rx->end - rx->pos);
-        rx->end -= rx->pos;
-        rx->pos = 0;
+    struct req_ctx *ctx = c->ctx;
+    if (ctx->pos) { /* the previous request is done with: move what follows to the front */
+        memmove(ctx->data, ctx->data + ctx->pos, ctx->end - ctx->pos);
+        ctx->end -= ctx->pos;
+        ctx->pos = 0;
     }
-    rx_request_reset(rx);
-    rx->t0_us = W.loop.now_us;
-    rx->q0 = rx->flushed + buf_pending(&rx->out);
-    rx->spliced_out = 0;
-    rx->status = 0;
-    rx->logged = false;
-    rx->up_addr = NULL;
-    rx->up_us = 0;
+    ctx_request_reset(ctx);
+    ctx->t0_us = W.loop.now_us;
+    ctx->q0 = ctx->flushed + buf_pending(&ctx->out);
+    ctx->spliced_out = 0;
+    ctx->status = 0;
+    ctx->logged = false;
+    ctx->up_addr = NULL;
+    ctx->up_us = 0;
     c->state = CONN_HEAD;
     /* The first head's time counts from the accept (a client that waits
      * before its first byte gains nothing); a later one's from its start. */
     if (c->served) loop_timer(&W.loop, &c->timer, W.cfg->header_timeout_ms);
 }
 
-/* The head llhttp refused (rx->fix_err), once it is all in the buffer:
+/* The head llhttp refused (ctx->fix_err), once it is all in the buffer:
  * rewritten (http_head_rewrite) and parsed again from its start. false:
  * waiting for more of it, or rejected. */
 static bool head_parse_again(struct conn *c, llhttp_errno_t *err)
 {
-    struct conn_rx *rx = c->rx;
-    uint32_t end = http_head_end(rx->data, rx->end);
+    struct req_ctx *ctx = c->ctx;
+    uint32_t end = http_head_end(ctx->data, ctx->end);
     if (!end || end > W.cfg->max_header_size) {
-        if (rx->end > W.cfg->max_header_size) reject(c, 431);
-        rx->pos = rx->end;
+        if (ctx->end > W.cfg->max_header_size) reject(c, 431);
+        ctx->pos = ctx->end;
         return false;
     }
-    llhttp_errno_t first = rx->fix_err;
-    rx->fix_err = HPE_OK;
-    rx->fixed = true;
+    llhttp_errno_t first = ctx->fix_err;
+    ctx->fix_err = HPE_OK;
+    ctx->fixed = true;
     struct slice method = {0};
-    int rc = http_head_rewrite(rx->data, &rx->end, end, first == HPE_INVALID_METHOD, &method);
+    int rc = http_head_rewrite(ctx->data, &ctx->end, end, first == HPE_INVALID_METHOD, &method);
     if (rc != 1) {
-        reject(c, rc ? rc : http_error_status(first, &rx->req, rx->data, rx->end));
+        reject(c, rc ? rc : http_error_status(first, &ctx->req, ctx->data, ctx->end));
         return false;
     }
     const char *stop;
-    *err = http_parse_again(&c->parser, &rx->pctx, rx->data, rx->end, method, &stop);
-    rx->pos = (uint32_t)(stop - rx->data);
+    *err = http_parse_again(&c->parser, &ctx->pctx, ctx->data, ctx->end, method, &stop);
+    ctx->pos = (uint32_t)(stop - ctx->data);
     return true;
 }
 
 /* Parses and answers what is buffered, request after request. */
 static void conn_process(struct conn *c)
 {
-    while (c->rx && c->state <= CONN_BODY) {
-        struct conn_rx *rx = c->rx;
-        if ((rx->pos == rx->end && !rx->fix_err) || buf_pending(&rx->out) > BUF_OUT_HIGH_WATER) break;
+    while (c->ctx && c->state <= CONN_BODY) {
+        struct req_ctx *ctx = c->ctx;
+        if ((ctx->pos == ctx->end && !ctx->fix_err) || buf_pending(&ctx->out) > BUF_OUT_HIGH_WATER) break;
         if (c->state == CONN_IDLE) request_begin(c);
 
-        rx->pctx.req = &rx->req;
-        rx->pctx.base = rx->data;
-        c->parser.data = &rx->pctx;
+        ctx->pctx.req = &ctx->req;
+        ctx->pctx.base = ctx->data;
+        c->parser.data = &ctx->pctx;
         llhttp_errno_t err;
-        if (rx->fix_err) {
+        if (ctx->fix_err) {
             if (!head_parse_again(c, &err)) break;
         } else {
-            err = http_execute(&c->parser, rx->data, &rx->pos, &rx->end);
+            err = http_execute(&c->parser, ctx->data, &ctx->pos, &ctx->end);
         }
 
-        if (c->state == CONN_HEAD && !rx->routed && !rx->fixed && http_head_fixable(err)) {
+        if (c->state == CONN_HEAD && !ctx->routed && !ctx->fixed && http_head_fixable(err)) {
             /* Refused by llhttp, perhaps allowed by RFC 9112: wait for the
              * whole head, then rewrite it and parse it again. */
-            rx->fix_err = err;
+            ctx->fix_err = err;
         } else if (err == HPE_PAUSED) {
             llhttp_resume(&c->parser);
-            if (rx->req.message_done) request_complete(c);
+            if (ctx->req.message_done) request_complete(c);
             else request_route(c);
         } else if (err == HPE_PAUSED_UPGRADE) {
             llhttp_resume_after_upgrade(&c->parser);
-        } else if (err == HPE_USER && rx->req.too_many) {
+        } else if (err == HPE_USER && ctx->req.too_many) {
             reject(c, 431);
-        } else if (err == HPE_USER && rx->pctx.body_too_large) {
+        } else if (err == HPE_USER && ctx->pctx.body_too_large) {
             reject(c, 413);
         } else if (err != HPE_OK) {
-            log_debug("conn fd=%d parse error %s: %s", c->io.fd, llhttp_errno_name(err),
+            log_debug("conn fd=%d parse error %s: %s", c->tp.io.fd, llhttp_errno_name(err),
                       llhttp_get_error_reason(&c->parser));
-            reject(c, http_error_status(err, &rx->req, rx->data, rx->end));
-        } else if (c->state == CONN_HEAD && rx->pos > W.cfg->max_header_size) {
+            reject(c, http_error_status(err, &ctx->req, ctx->data, ctx->end));
+        } else if (c->state == CONN_HEAD && ctx->pos > W.cfg->max_header_size) {
             reject(c, 431);
         } else if (c->state == CONN_BODY) {
             /* Every body byte parsed so far was copied out (or dropped);
              * what is left is the start of a chunk-size line. */
-            uint32_t left = rx->end - rx->pos;
-            memmove(rx->data + rx->head_len, rx->data + rx->pos, left);
-            rx->pos = rx->head_len;
-            rx->end = rx->head_len + left;
-            rx->starved = left > 0;
+            uint32_t left = ctx->end - ctx->pos;
+            memmove(ctx->data + ctx->head_len, ctx->data + ctx->pos, left);
+            ctx->pos = ctx->head_len;
+            ctx->end = ctx->head_len + left;
+            ctx->starved = left > 0;
             if (left) break; /* until more arrives */
         }
     }
@@ -508,7 +520,7 @@ static void conn_read(struct conn *c, bool hup)
     for (;;) {
         if (c->state == CONN_LINGER) {
             char sink[4096];
-            ssize_t n = recv(c->io.fd, sink, sizeof(sink), 0);
+            ssize_t n = transport_read(&c->tp, sink, sizeof(sink));
             if (n > 0) continue;
             if (n == -1 && errno == EINTR) continue;
             if (n == -1 && errno == EAGAIN) return;
@@ -519,21 +531,21 @@ static void conn_read(struct conn *c, bool hup)
             c->read_blocked = true;
             return;
         }
-        if (!c->rx && !(c->rx = rx_get())) {
+        if (!c->ctx && !(c->ctx = ctx_get())) {
             log_error("out of memory for a connection buffer");
             conn_close(c);
             return;
         }
-        struct conn_rx *rx = c->rx;
-        if (rx->end == rx->cap && ((c->state == CONN_BODY && !rx->starved) || !rx_grow(rx))) {
+        struct req_ctx *ctx = c->ctx;
+        if (ctx->end == ctx->cap && ((c->state == CONN_BODY && !ctx->starved) || !ctx_grow(ctx))) {
             c->read_blocked = true;
             return;
         }
-        size_t room = rx->cap - rx->end;
-        ssize_t n = recv(c->io.fd, rx->data + rx->end, room, 0);
+        size_t room = ctx->cap - ctx->end;
+        ssize_t n = transport_read(&c->tp, ctx->data + ctx->end, room);
         if (n > 0) {
-            rx->end += (uint32_t)n;
-            rx->starved = false;
+            ctx->end += (uint32_t)n;
+            ctx->starved = false;
             /* A short read drained the socket: edge-triggered epoll reports
              * the next arrival, so no EAGAIN round trip is needed, unless
              * the peer also closed and that edge was consumed already. */
@@ -551,15 +563,17 @@ static void conn_read(struct conn *c, bool hup)
     }
 }
 
-int conn_flush(struct conn *c)
+/* Writes ctx->out; 0, or -1 when the connection closed. Arms EPOLLOUT only
+ * while bytes are left. */
+static int conn_flush(struct conn *c)
 {
-    struct conn_rx *rx = c->rx;
+    struct req_ctx *ctx = c->ctx;
     bool moved = false;
-    while (rx && buf_pending(&rx->out)) {
-        ssize_t n = send(c->io.fd, rx->out.data + rx->out.off, buf_pending(&rx->out), MSG_NOSIGNAL);
+    while (ctx && buf_pending(&ctx->out)) {
+        ssize_t n = transport_write(&c->tp, ctx->out.data + ctx->out.off, buf_pending(&ctx->out));
         if (n > 0) {
-            buf_consume(&rx->out, (size_t)n);
-            rx->flushed += (uint64_t)n;
+            buf_consume(&ctx->out, (size_t)n);
+            ctx->flushed += (uint64_t)n;
             moved = true;
             continue;
         }
@@ -570,12 +584,12 @@ int conn_flush(struct conn *c)
              * so a slow reader of a large local answer is not cut off. */
             if (moved && (c->state == CONN_IDLE || c->state == CONN_CLOSING))
                 loop_timer(&W.loop, &c->timer, W.cfg->idle_timeout_ms);
-            return loop_mod(&W.loop, &c->io, IO_READ | IO_WRITE);
+            return loop_mod(&W.loop, &c->tp.io, IO_READ | IO_WRITE);
         }
         conn_close(c);
         return -1;
     }
-    return loop_mod(&W.loop, &c->io, IO_READ);
+    return loop_mod(&W.loop, &c->tp.io, IO_READ);
 }
 
 /* After reading, processing and writing: the transitions that depend on
@@ -583,14 +597,14 @@ int conn_flush(struct conn *c)
 static void conn_settle(struct conn *c)
 {
     if (c->state == CONN_CLOSED) return;
-    struct conn_rx *rx = c->rx;
-    bool out_pending = rx && buf_pending(&rx->out);
-    bool in_pending = rx && rx->pos < rx->end && !rx->starved;
+    struct req_ctx *ctx = c->ctx;
+    bool out_pending = ctx && buf_pending(&ctx->out);
+    bool in_pending = ctx && ctx->pos < ctx->end && !ctx->starved;
 
     if (c->state == CONN_CLOSING && !out_pending) {
         /* Half-close, then drain: closing with unread input would make the
          * kernel send a reset that can destroy the answer in flight. */
-        shutdown(c->io.fd, SHUT_WR);
+        shutdown(c->tp.io.fd, SHUT_WR);
         c->state = CONN_LINGER;
         loop_timer(&W.loop, &c->timer, LINGER_MS);
         conn_read(c, true);
@@ -602,14 +616,14 @@ static void conn_settle(struct conn *c)
             c->state = CONN_CLOSING;
             return;
         }
-        if (!out_pending && rx) {
-            rx_put(rx);
-            c->rx = NULL;
+        if (!out_pending && ctx) {
+            ctx_put(ctx);
+            c->ctx = NULL;
         }
     }
     if (c->eof && (c->state == CONN_HEAD || c->state == CONN_BODY) && !in_pending)
         return conn_close(c); /* the client left in the middle of a request */
-    if (c->read_blocked && c->state <= CONN_BODY && (!rx || rx->end < rx->cap)) {
+    if (c->read_blocked && c->state <= CONN_BODY && (!ctx || ctx->end < ctx->cap)) {
         c->read_blocked = false;
         loop_defer(&W.loop, &c->resume);
     }
@@ -626,9 +640,9 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
         /* conn_process stops at the output high-water mark with requests
          * still buffered; when the flush made room, nothing else would wake
          * them, so go on. Each round parses or drains, so this ends. */
-        struct conn_rx *rx = c->rx;
-        if (!rx || c->state > CONN_BODY || rx->pos == rx->end || rx->starved ||
-            buf_pending(&rx->out) > BUF_OUT_HIGH_WATER)
+        struct req_ctx *ctx = c->ctx;
+        if (!ctx || c->state > CONN_BODY || ctx->pos == ctx->end || ctx->starved ||
+            buf_pending(&ctx->out) > BUF_OUT_HIGH_WATER)
             break;
     }
     conn_settle(c);
@@ -636,32 +650,159 @@ static void conn_drive(struct conn *c, bool readable, bool hup)
 
 static void conn_on_io(struct io *io, unsigned events)
 {
-    struct conn *c = container_of(io, struct conn, io);
+    struct conn *c = container_of(io, struct conn, tp.io);
     /* Edge-triggered: the FIN is reported once. A read that stops early
      * (buffer full, or in another state) must still find it later. */
     if (events & (IO_HUP | IO_ERROR)) c->hup = true;
     if (c->state == CONN_UPSTREAM) {
         if (events & (IO_READ | IO_HUP | IO_ERROR)) c->read_pending = true;
-        return forward_client_event(c->ex, events);
+        return exchange_event(c->ex, events);
     }
     conn_drive(c, events & IO_READ, c->hup);
 }
 
-void conn_upstream_done(struct conn *c, bool close_after)
+/* ---- the client's side of the exchange seam (exchange.h) -------------- */
+
+static struct buf *ex_out(void *client)
 {
+    return &((struct conn *)client)->ctx->out;
+}
+
+static int ex_flush(void *client)
+{
+    return conn_flush(client);
+}
+
+static void ex_want_write(void *client)
+{
+    struct conn *c = client;
+    loop_mod(&W.loop, &c->tp.io, IO_READ | IO_WRITE);
+}
+
+static bool ex_keep_alive(void *client)
+{
+    return keep_alive(client);
+}
+
+/* Body bytes that arrived with the head: [pos, end) of the buffer. */
+static uint64_t ex_body_take(void *client, struct buf *to, uint64_t max)
+{
+    struct req_ctx *ctx = ((struct conn *)client)->ctx;
+    uint64_t have = ctx->end - ctx->pos;
+    uint64_t n = have < max ? have : max;
+    buf_append(to, ctx->data + ctx->pos, (size_t)n);
+    memmove(ctx->data + ctx->pos, ctx->data + ctx->pos + n, (size_t)(have - n));
+    ctx->end -= (uint32_t)n;
+    return n;
+}
+
+/* Runs the parser over the chunked body bytes buffered at [pos, end),
+ * which are then sent from [head_len, pos). -1: malformed; 0: nothing
+ * parsed (the rest of a chunk-size line is awaited); 1: parsed. */
+static int parse_body_chunks(struct conn *c)
+{
+    struct req_ctx *ctx = c->ctx;
+    ctx->pctx.req = &ctx->req;
+    ctx->pctx.base = ctx->data;
+    ctx->pctx.body = NULL;
+    c->parser.data = &ctx->pctx;
+    uint32_t from = ctx->pos;
+    llhttp_errno_t err = http_execute(&c->parser, ctx->data, &ctx->pos, &ctx->end);
+    if (err == HPE_PAUSED) llhttp_resume(&c->parser);
+    if (err != HPE_OK && err != HPE_PAUSED) return -1;
+    return ctx->pos > from || ctx->req.message_done;
+}
+
+static enum chunked_step ex_chunked_next(void *client, bool may_read, const char **p, size_t *n)
+{
+    struct conn *c = client;
+    struct req_ctx *ctx = c->ctx;
+    for (;;) {
+        /* Parsed but unsent body bytes sit at [head_len, pos). */
+        if (ctx->pos > ctx->head_len) {
+            *p = ctx->data + ctx->head_len;
+            *n = ctx->pos - ctx->head_len;
+            return CHUNKED_DATA;
+        }
+        if (ctx->req.message_done) return CHUNKED_END;
+        if (ctx->pos < ctx->end) {
+            int parsed = parse_body_chunks(c);
+            if (parsed < 0) return CHUNKED_BAD;
+            if (parsed) continue;
+        }
+        if (!may_read) return CHUNKED_WAIT;
+        if (ctx->end == ctx->cap) { /* cannot happen: what was parsed went out first */
+            log_warn("conn fd=%d: request body buffer full", c->tp.io.fd);
+            return CHUNKED_CLOSED;
+        }
+        ssize_t got = transport_read(&c->tp, ctx->data + ctx->end, ctx->cap - ctx->end);
+        if (got > 0) {
+            ctx->end += (uint32_t)got;
+            continue;
+        }
+        if (got == -1 && (errno == EAGAIN || errno == EINTR)) return CHUNKED_WAIT;
+        return CHUNKED_CLOSED;
+    }
+}
+
+static void ex_chunked_sent(void *client, size_t n)
+{
+    struct req_ctx *ctx = ((struct conn *)client)->ctx;
+    memmove(ctx->data + ctx->head_len, ctx->data + ctx->head_len + n, ctx->end - ctx->head_len - n);
+    ctx->pos -= (uint32_t)n;
+    ctx->end -= (uint32_t)n;
+}
+
+/* What the exchange answered, for the access log and metrics. */
+static void exchange_recorded(struct conn *c, const struct exchange_report *r)
+{
+    struct req_ctx *ctx = c->ctx;
+    ctx->spliced_out += r->spliced;
+    if (!r->status) return;
+    ctx->status = r->status;
+    ctx->up_addr = r->server;
+    ctx->up_us = r->us;
+}
+
+static void ex_done(void *client, const struct exchange_report *r, bool close_after)
+{
+    struct conn *c = client;
     c->ex = NULL;
+    exchange_recorded(c, r);
+    /* The parser never saw a spliced body: start it afresh. */
+    if (!c->ctx->req.message_done) llhttp_reset(&c->parser);
     if (close_after) c->close_after = true;
     c->state = CONN_BODY; /* request_end decides: idle or closing */
     request_end(c);
     /* Pipelined requests may be waiting in the buffer or the socket: on the
      * next turn, so an exchange that ended at once cannot recurse here. The
      * socket was last read to a short read (edge-triggered: drained) unless
-     * an event came during the exchange or forward read a body from it;
-     * otherwise a read now would only find EAGAIN (one syscall of six). */
+     * an event came during the exchange or the exchange read a body from
+     * it; otherwise a read now would only find EAGAIN (one syscall of six). */
     c->skip_read = !c->read_pending;
     c->read_pending = false;
     loop_defer(&W.loop, &c->resume);
 }
+
+static void ex_failed(void *client, const struct exchange_report *r)
+{
+    struct conn *c = client;
+    c->ex = NULL;
+    exchange_recorded(c, r);
+    conn_close(c);
+}
+
+static const struct exchange_client conn_client = {
+    .out = ex_out,
+    .flush = ex_flush,
+    .want_write = ex_want_write,
+    .keep_alive = ex_keep_alive,
+    .body_take = ex_body_take,
+    .chunked_next = ex_chunked_next,
+    .chunked_sent = ex_chunked_sent,
+    .done = ex_done,
+    .failed = ex_failed,
+};
 
 static void conn_on_resume(struct defer *d)
 {
@@ -696,14 +837,15 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
         close(fd);
         return;
     }
-    c->io.fd = fd;
-    c->io.cb = conn_on_io;
+    c->tp.io.fd = fd;
+    c->tp.io.cb = conn_on_io;
+    c->tp.ops = &transport_plain;
     c->admin = admin;
     memcpy(&c->peer, peer, plen < sizeof(c->peer) ? plen : sizeof(c->peer));
     c->timer.cb = conn_on_timer;
     c->resume.cb = conn_on_resume;
     http_parser_init(&c->parser, NULL); /* the setup the unit tests check */
-    if (loop_add(&W.loop, &c->io, IO_READ)) {
+    if (loop_add(&W.loop, &c->tp.io, IO_READ)) {
         log_error("epoll_ctl: %s", strerror(errno));
         close(fd);
         free(c);
@@ -732,7 +874,7 @@ void conn_drain_all(void)
              * yet): the kernel has it, so it is served, not reset. Idle
              * ones are closed by conn_settle, as W.draining is set. */
             conn_drive(c, true, false);
-            bool busy = c->rx && (c->rx->pos < c->rx->end || buf_pending(&c->rx->out));
+            bool busy = c->ctx && (c->ctx->pos < c->ctx->end || buf_pending(&c->ctx->out));
             if (c->state == CONN_IDLE && !busy) conn_close(c);
         }
         c = next;

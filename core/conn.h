@@ -3,9 +3,13 @@
  * The input side is a state machine (conn_state); the output side is a
  * buffer flushed whenever it holds bytes, with EPOLLOUT armed only while
  * some are left. Per-request memory (read buffer, parsed head, body, output)
- * lives in a struct conn_rx taken from a per-worker pool while a request is
- * in progress and given back when the connection goes idle, so an idle
- * keep-alive connection costs only its struct conn. */
+ * lives in a struct req_ctx, the request's context, taken from a per-worker
+ * pool while a request is in progress and given back when the connection
+ * goes idle, so an idle keep-alive connection costs only its struct conn.
+ *
+ * Only this file touches a client's socket, parser and buffers. A proxied
+ * request is handed to an exchange through the seam of exchange.h, which
+ * reaches back only through the calls this file gives it. */
 #pragma once
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -18,6 +22,7 @@
 #include "loop.h"
 #include "script.h"
 #include "timer.h"
+#include "transport.h"
 
 enum conn_state {
     CONN_IDLE,     /* between requests (or before the first): no request bytes parsed */
@@ -31,8 +36,8 @@ enum conn_state {
 
 const char *conn_state_name(enum conn_state s);
 
-/* Per-request memory, pooled by the worker. */
-struct conn_rx {
+/* A request's context: its memory, pooled by the worker. */
+struct req_ctx {
     char *data;
     uint32_t cap, pos, end; /* parsed up to pos; received up to end */
     uint32_t head_len;      /* [0, head_len) is the current request's head */
@@ -57,12 +62,12 @@ struct conn_rx {
     bool logged;
     const char *up_addr;   /* proxied: the server that answered */
     uint64_t up_us;        /* and how long the exchange took */
-    struct conn_rx *next_free;
+    struct req_ctx *next_free;
 };
 
 
 struct conn {
-    struct io io;
+    struct transport tp;
     enum conn_state state;
     bool admin;        /* accepted on the --admin listener: /metrics, /status */
     bool eof;          /* the client shut down its side */
@@ -75,7 +80,7 @@ struct conn {
     struct timer timer;
     struct defer resume; /* deferred: read or process again on the next turn */
     llhttp_t parser;
-    struct conn_rx *rx; /* NULL while idle with nothing buffered */
+    struct req_ctx *ctx; /* NULL while idle with nothing buffered */
     struct exchange *ex; /* the proxied exchange while in CONN_UPSTREAM */
     union {
         struct sockaddr sa;
@@ -85,14 +90,11 @@ struct conn {
     struct conn *prev, *next; /* W.conns */
 };
 
+/* Once per worker: on_closed runs after each connection closes (the
+ * worker resumes accepting, or ends a graceful shutdown). */
+void conn_init(void (*on_closed)(void));
 /* Takes an accepted, non-blocking socket. */
 void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin);
-/* Writes rx->out; 0, or -1 when the connection closed. Arms EPOLLOUT only
- * while bytes are left. */
-int conn_flush(struct conn *c);
-/* The proxied exchange is over (its answer is queued in rx->out or was
- * spliced); close_after: the connection cannot carry another request. */
-void conn_upstream_done(struct conn *c, bool close_after);
 /* Closes at once, whatever the state. */
 void conn_force_close(struct conn *c);
 /* Graceful shutdown: close idle connections, mark the rest. */

@@ -11,7 +11,7 @@
 #include "log.h"
 #include "stats.h"
 #include "upstream.h"
-#include "worker.h"
+#include "worker_state.h"
 
 uint64_t pool_reuses(void)
 {
@@ -49,17 +49,17 @@ static void free_cb(struct defer *d)
 
 void bconn_close(struct bconn *b)
 {
-    if (b->io.fd == -1) return;
+    if (b->tp.io.fd == -1) return;
     if (b->idle) unlink_idle(b);
     timer_cancel(&W.loop.timers, &b->idle_timer);
-    loop_close(&W.loop, &b->io);
+    loop_close(&W.loop, &b->tp.io);
     b->ex = NULL;
     loop_defer(&W.loop, &b->free_later);
 }
 
 static void on_io(struct io *io, unsigned events)
 {
-    struct bconn *b = container_of(io, struct bconn, io);
+    struct bconn *b = container_of(io, struct bconn, tp.io);
     if (b->idle) {
         /* An idle connection has nothing to say: this is the backend
          * closing it, or bytes that would desynchronise the next request. */
@@ -95,13 +95,14 @@ struct bconn *bconn_connect(struct server *s, int *err)
         *err = -ENOMEM;
         return NULL;
     }
-    b->io.fd = fd;
-    b->io.cb = on_io;
+    b->tp.io.fd = fd;
+    b->tp.io.cb = on_io;
+    b->tp.ops = &transport_plain;
     b->srv = s;
     b->idle_timer.cb = on_idle_timeout;
     b->free_later.cb = free_cb;
     /* Writable is how a non-blocking connect reports that it finished. */
-    if (loop_add(&W.loop, &b->io, IO_READ | IO_WRITE)) {
+    if (loop_add(&W.loop, &b->tp.io, IO_READ | IO_WRITE)) {
         *err = -errno;
         close(fd);
         free(b);
@@ -125,7 +126,7 @@ struct bconn *pool_get(struct pool *p)
          * that comes after the peek still ends as a failure before any
          * response byte, which forward retries when that is safe. */
         char c;
-        ssize_t n = recv(b->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n = recv(b->tp.io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             STAT_ADD(WS->pool_reuses, 1);
             return b;
@@ -147,7 +148,7 @@ void pool_put(struct bconn *b)
         bconn_close(b);
         return;
     }
-    loop_mod(&W.loop, &b->io, IO_READ);
+    loop_mod(&W.loop, &b->tp.io, IO_READ);
     b->idle = true;
     b->prev = NULL;
     b->next = p->head;

@@ -8,12 +8,13 @@
 
 #include "loop.h"
 #include "timer.h"
+#include "transport.h"
 
 struct server;
 struct exchange;
 
 struct bconn {
-    struct io io;
+    struct transport tp;
     struct server *srv;
     struct timer idle_timer;   /* expiry while pooled */
     struct defer free_later;   /* the struct outlives its batch of events */

@@ -20,6 +20,8 @@
 #include "buf.h"
 #include "http.h"
 #include "http_response.h"
+#include "proxy_head.h"
+#include "reply.h"
 #include "script.h"
 #include "upstream.h"
 
@@ -171,19 +173,8 @@ static double wall_now(void)
 static void print_reply(const struct http_request *req, const struct script_reply *rep)
 {
     struct buf out = {0};
-    struct http_response r = {
-        .status = rep->status,
-        .keep_alive = req->keep_alive && rep->status >= 200,
-        .http10 = req->http_minor == 0,
-        .head_only = rep->head_only || req->method == HTTP_HEAD,
-    };
-    int rc = http_response_begin(&out, &r);
-    for (size_t i = 0; !rc && i < rep->nheaders; i++) {
-        const struct script_header *h = &rep->headers[i];
-        if (http_response_header(&out, &r, h->name, h->nlen, h->value, h->vlen) < 0) rc = -1;
-    }
-    if (!rc) rc = http_response_end(&out, &r, wall_now(), rep->body, rep->body_len);
-    if (rc) {
+    bool kept;
+    if (reply_write(&out, req, rep, req->keep_alive, wall_now(), &kept)) {
         fprintf(stderr, "luaproxy: out of memory\n");
         buf_free(&out);
         return;
@@ -200,22 +191,12 @@ static void print_forward(const struct http_request *req, const char *base, stru
 {
     struct script_edits e;
     bool edited = script_req_edits(sr, &e);
-    const char *url = http_slice(base, req->url);
-    const char *q = memchr(url, '?', req->url.len);
-    size_t plen = q ? (size_t)(q - url) : req->url.len;
+    struct buf target = {0};
+    proxy_head_target(&target, req, base, edited ? &e : NULL);
     size_t mlen;
     const char *method = http_method_name(req, base, &mlen);
-    printf("forward: %.*s ", (int)mlen, method);
-    if (edited && e.path_set)
-        fwrite(e.path, 1, e.path_len, stdout);
-    else
-        fwrite(url, 1, plen, stdout);
-    if (edited && e.query_set) {
-        if (e.query) printf("?%.*s", (int)e.query_len, e.query);
-    } else if (q) {
-        fwrite(q, 1, req->url.len - plen, stdout);
-    }
-    printf(" HTTP/1.1\n");
+    printf("forward: %.*s %.*s HTTP/1.1\n", (int)mlen, method, (int)target.len, target.data);
+    buf_free(&target);
     for (size_t i = 0; edited && i < e.nheaders; i++) {
         const struct script_header *h = &e.headers[i];
         if (h->value)

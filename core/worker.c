@@ -18,15 +18,14 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "conn.h"
-#include "forward.h"
+#include "exchange.h"
 #include "log.h"
 #include "script.h"
 #include "splice.h"
 #include "stats.h"
+#include "worker_state.h"
 
 #define PUBLISH_MS 1000
-
-struct worker W;
 
 static void start_drain(void);
 
@@ -143,7 +142,8 @@ static void listener_close(struct io *l)
     loop_close(&W.loop, l);
 }
 
-void worker_conn_closed(void)
+/* A connection closed: accept again if paused, finish a drain. */
+static void on_conn_closed(void)
 {
     if (W.accept_paused && W.nconns < W.cfg->max_connections && !W.draining) accept_pause(false);
     if (W.draining && W.nconns == 0) W.loop.stop = true;
@@ -230,6 +230,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     W.admin.fd = W.signals.fd = -1;
     int status = 1;
     stats_attach(id);
+    conn_init(on_conn_closed);
 
     if (loop_init(&W.loop)) {
         log_error("worker %d: epoll: %s", id, strerror(errno));
@@ -310,7 +311,7 @@ out:
     script_unload(); /* closes the upstreams and their pooled connections */
     loop_run_deferred(&W.loop);
     conn_pool_free();
-    forward_pool_free();
+    exchange_pool_free();
     pipe_pool_free();
     for (int i = 0; i < CONFIG_MAX_LISTEN; i++) loop_close(&W.loop, &W.listeners[i]);
     loop_close(&W.loop, &W.admin);

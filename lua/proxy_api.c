@@ -7,7 +7,7 @@
 #include "log.h"
 #include "lstate.h"
 #include "shm.h"
-#include "worker.h"
+#include "worker_state.h"
 
 #define DICT_MT "luaproxy.shared"
 

@@ -8,7 +8,7 @@
 #include "log.h"
 #include "lstate.h"
 #include "upstream.h"
-#include "worker.h"
+#include "worker_state.h"
 
 #define UPSTREAM_MT "luaproxy.upstream"
 #define RES_MT "luaproxy.res"

@@ -11,7 +11,7 @@
 #include "lstate.h"
 #include "stats.h"
 #include "upstream.h"
-#include "worker.h"
+#include "worker_state.h"
 
 struct script_globals S;
 

@@ -16,16 +16,21 @@
 
 #include "buf.h"
 #include "conn.h"
-#include "forward.h"
+#include "exchange.h"
 #include "log.h"
 #include "lstate.h"
 #include "shm.h"
 #include "splice.h"
-#include "worker.h"
+#include "worker_state.h"
 
 #ifndef FUZZ_DIR
 #define FUZZ_DIR "tests/fuzz" /* the unit-test replay runs from the tree's root */
 #endif
+
+/* The worker would resume accepting here; the harness has no listener. */
+static void on_conn_closed(void)
+{
+}
 
 #define SETTLE_MAX 20000          /* loop turns without quiet: a livelock */
 #define ORIGIN_MAX 16             /* backend connections open at once */
@@ -474,6 +479,7 @@ void fz_init(const char *script, bool strict_origin)
     for (int i = 0; i < CONFIG_MAX_LISTEN; i++) W.listeners[i].fd = -1;
     W.admin.fd = W.signals.fd = -1;
     if (loop_init(&W.loop)) fz_fail("epoll: %s", strerror(errno));
+    conn_init(on_conn_closed);
     script_setup(&cfg, shm, 0, 1);
     size_t len;
     char *text = script_read(cfg.script, &len, err, sizeof(err));
@@ -524,7 +530,7 @@ void fz_end(void)
     if (lua_gettop(S.L) != base_top)
         fz_fail("the Lua stack holds %d slot(s), %d expected", lua_gettop(S.L), base_top);
     conn_pool_free();
-    forward_pool_free();
+    exchange_pool_free();
     pipe_pool_free();
     lua_gc(S.L, LUA_GCCOLLECT, 0);
     int fds = count_fds(false);

@@ -1,0 +1,3 @@
+#include "worker_state.h"
+
+struct worker W;
