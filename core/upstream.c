@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "balance.h"
 #include "config.h"
-
-#define RING_POINTS 160 /* virtual nodes per unit of weight */
 
 uint32_t upstream_hash(const char *s, size_t n)
 {
@@ -23,113 +22,9 @@ uint32_t upstream_hash(const char *s, size_t n)
     return h;
 }
 
-bool upstream_server_up(const struct server *s, uint64_t now)
-{
-    return s->down_until == 0 || s->down_until <= now;
-}
-
-static bool usable(const struct server *s, const bool *tried, uint64_t now)
-{
-    return !(tried && tried[s - s->up->servers]) && upstream_server_up(s, now);
-}
-
-/* Smooth weighted round robin (as nginx does): every pick adds each weight
- * to its server's current value, takes the largest and subtracts the total
- * from it, so weights 3:1 come out a a b a rather than a a a b. */
-static struct server *pick_round_robin(struct upstream *u, uint32_t key, const bool *tried, uint64_t now)
-{
-    struct server *best = NULL;
-    int total = 0;
-    for (int i = 0; i < u->nservers; i++) {
-        struct server *s = &u->servers[i];
-        if (!usable(s, tried, now)) continue;
-        s->current += s->weight;
-        total += s->weight;
-        if (!best || s->current > best->current) best = s;
-    }
-    if (best) best->current -= total;
-    return best;
-}
-
-/* In flight per unit of weight, compared without division. Ties go round
- * robin, so an idle upstream is still spread across its servers. */
-static struct server *pick_least_conn(struct upstream *u, uint32_t key, const bool *tried, uint64_t now)
-{
-    struct server *best = NULL;
-    int start = (int)(u->rand_state++ % (uint64_t)u->nservers);
-    for (int k = 0; k < u->nservers; k++) {
-        struct server *s = &u->servers[(start + k) % u->nservers];
-        if (!usable(s, tried, now)) continue;
-        if (!best || (int64_t)s->active * best->weight < (int64_t)best->active * s->weight) best = s;
-    }
-    return best;
-}
-
-static uint64_t next_rand(struct upstream *u)
-{
-    /* xorshift64*: good enough to spread load, cheap, per upstream. */
-    uint64_t x = u->rand_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    u->rand_state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static struct server *weighted_random(struct upstream *u, const bool *tried, uint64_t now)
-{
-    int total = 0;
-    for (int i = 0; i < u->nservers; i++)
-        if (usable(&u->servers[i], tried, now)) total += u->servers[i].weight;
-    if (total == 0) return NULL;
-    int r = (int)(next_rand(u) % (uint64_t)total);
-    for (int i = 0; i < u->nservers; i++) {
-        struct server *s = &u->servers[i];
-        if (!usable(s, tried, now)) continue;
-        if (r < s->weight) return s;
-        r -= s->weight;
-    }
-    return NULL;
-}
-
-/* Power of two choices: two weighted random picks, keep the less loaded. */
-static struct server *pick_random(struct upstream *u, uint32_t key, const bool *tried, uint64_t now)
-{
-    struct server *a = weighted_random(u, tried, now);
-    struct server *b = weighted_random(u, tried, now);
-    if (!a || !b) return a ? a : b;
-    return (int64_t)b->active * a->weight < (int64_t)a->active * b->weight ? b : a;
-}
-
-/* Consistent hashing: the first ring point at or after the key's hash whose
- * server is usable. Adding one of n servers moves about 1/n of the keys. */
-static struct server *pick_hash(struct upstream *u, uint32_t key, const bool *tried, uint64_t now)
-{
-    if (u->nring == 0) return NULL;
-    int lo = 0, hi = u->nring;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (u->ring[mid].hash < key) lo = mid + 1;
-        else hi = mid;
-    }
-    for (int k = 0; k < u->nring; k++) {
-        struct server *s = &u->servers[u->ring[(lo + k) % u->nring].server];
-        if (usable(s, tried, now)) return s;
-    }
-    return NULL;
-}
-
-static const struct balancer balancers[] = {
-    [BALANCE_ROUND_ROBIN] = {"round_robin", pick_round_robin},
-    [BALANCE_LEAST_CONN] = {"least_conn", pick_least_conn},
-    [BALANCE_RANDOM] = {"random", pick_random},
-    [BALANCE_HASH] = {"hash", pick_hash},
-    [BALANCE_LUA] = {"lua", NULL},
-};
-
 const char *upstream_balance_name(enum balance b)
 {
-    return balancers[b].name;
+    return balance_policy(b)->name;
 }
 
 struct upstream *upstream_new(const char *name, enum balance b)
@@ -138,7 +33,7 @@ struct upstream *upstream_new(const char *name, enum balance b)
     if (!u) return NULL;
     snprintf(u->name, sizeof(u->name), "%s", name);
     u->balance = b;
-    u->policy = &balancers[b];
+    u->policy = balance_policy(b);
     u->keepalive = 32;
     u->keepalive_timeout_ms = 60000;
     u->connect_timeout_ms = 1000;
@@ -169,12 +64,6 @@ int upstream_add_server(struct upstream *u, const char *addr, int weight)
     return 0;
 }
 
-static int cmp_point(const void *a, const void *b)
-{
-    const struct ring_point *x = a, *y = b;
-    return x->hash < y->hash ? -1 : x->hash > y->hash;
-}
-
 int upstream_finish(struct upstream *u)
 {
     /* The servers array no longer moves: give each its back pointer. */
@@ -182,32 +71,15 @@ int upstream_finish(struct upstream *u)
         u->servers[i].up = u;
         pool_attach(&u->servers[i].pool, &u->servers[i]);
     }
-    if (u->balance != BALANCE_HASH) return 0;
-    int n = 0;
-    for (int i = 0; i < u->nservers; i++) n += RING_POINTS * u->servers[i].weight;
-    u->ring = calloc((size_t)n, sizeof(*u->ring));
-    if (!u->ring) return -ENOMEM;
-    for (int i = 0; i < u->nservers; i++) {
-        /* Points come from the server's address, not its position, so the
-         * ring of the others stays the same when one is added or removed. */
-        for (int k = 0; k < RING_POINTS * u->servers[i].weight; k++) {
-            char label[96];
-            int len = snprintf(label, sizeof(label), "%s#%d", u->servers[i].name, k);
-            u->ring[u->nring].hash = upstream_hash(label, (size_t)len);
-            u->ring[u->nring].server = (uint16_t)i;
-            u->nring++;
-        }
-    }
-    qsort(u->ring, (size_t)u->nring, sizeof(*u->ring), cmp_point);
-    return 0;
+    return u->policy->init ? u->policy->init(u) : 0;
 }
 
 void upstream_free(struct upstream *u)
 {
     if (!u) return;
     for (int i = 0; i < u->nservers; i++) pool_close_all(&u->servers[i].pool);
+    if (u->policy->destroy) u->policy->destroy(u);
     free(u->servers);
-    free(u->ring);
     free(u);
 }
 
@@ -239,11 +111,6 @@ void upstream_handover(struct upstream *old_list, struct upstream *new_list, boo
             pool_move(&s->pool, s->successor);
         }
     }
-}
-
-struct server *upstream_pick(struct upstream *u, uint32_t key, const bool *tried, uint64_t now)
-{
-    return u->policy->pick ? u->policy->pick(u, key, tried, now) : NULL;
 }
 
 void upstream_fail(struct server *s, uint64_t now)

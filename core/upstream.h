@@ -1,7 +1,8 @@
-/* upstream: a named group of servers, the balancing policy that picks one,
- * and passive health (max_fails within fail_timeout takes a server out for
- * fail_timeout). State here is per worker: `active` counts this worker's
- * requests in flight. */
+/* upstream: a named group of servers, its balancing policy (the policies
+ * themselves are in balance.c), passive health (max_fails within
+ * fail_timeout takes a server out for fail_timeout) and the handover of
+ * servers across a reload. State here is per worker: `active` counts this
+ * worker's requests in flight. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -9,6 +10,8 @@
 
 #include "pool.h"
 
+struct balancer;
+struct ring_point;
 struct ustat;
 
 enum balance {
@@ -36,17 +39,12 @@ struct server {
     int stat_code;            /* whose status this was */
 };
 
-struct ring_point {
-    uint32_t hash;
-    uint16_t server;
-};
-
 struct upstream {
     char name[64];
     struct server *servers;
     int nservers;
     enum balance balance;
-    const struct balancer *policy;
+    const struct balancer *policy; /* balance's functions, set by upstream_new() */
     int keepalive;           /* idle pooled connections per server */
     uint64_t keepalive_timeout_ms;
     uint64_t connect_timeout_ms;
@@ -55,26 +53,20 @@ struct upstream {
     int retries;             /* extra servers tried when connecting fails */
     int max_fails;
     uint64_t fail_timeout_ms;
-    struct ring_point *ring; /* BALANCE_HASH */
+    struct ring_point *ring; /* BALANCE_HASH: its ring, built by the policy's init */
     int nring;
-    uint64_t rand_state;
+    uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
     int script_ref;          /* the script's handle for hash_key/balance functions */
     bool retired;            /* its script was replaced by a reload */
     struct upstream *next;   /* the other upstreams of the same script */
-};
-
-/* A policy: one function, the same shape for all. tried[i] marks servers
- * already attempted for this request. NULL: none available. */
-struct balancer {
-    const char *name;
-    struct server *(*pick)(struct upstream *u, uint32_t key, const bool *tried, uint64_t now);
 };
 
 /* Creates an upstream (servers filled by the caller with upstream_add_server). */
 struct upstream *upstream_new(const char *name, enum balance b);
 /* "host:port" numeric or resolvable. Returns 0 or -EINVAL. */
 int upstream_add_server(struct upstream *u, const char *addr, int weight);
-/* After the servers are in: builds the hash ring. 0 or -ENOMEM. */
+/* After the servers are in: sets their back pointers and lets the policy
+ * build its state (the hash ring). 0 or -ENOMEM. */
 int upstream_finish(struct upstream *u);
 void upstream_free(struct upstream *u);
 /* A reload: every server of the old list finds its successor in the new
@@ -83,9 +75,11 @@ void upstream_free(struct upstream *u);
  * passive-health state. */
 void upstream_handover(struct upstream *old_list, struct upstream *new_list, bool carry_health);
 
-bool upstream_server_up(const struct server *s, uint64_t now);
-/* key is used by BALANCE_HASH only. */
-struct server *upstream_pick(struct upstream *u, uint32_t key, const bool *tried, uint64_t now);
+/* Inline: every policy asks it of every candidate on each request. */
+static inline bool upstream_server_up(const struct server *s, uint64_t now)
+{
+    return s->down_until == 0 || s->down_until <= now;
+}
 /* Passive health. */
 void upstream_fail(struct server *s, uint64_t now);
 void upstream_ok(struct server *s);
