@@ -26,13 +26,8 @@
 #include "stats.h"
 #include "worker_state.h"
 
-#define RX_INITIAL 4096          /* read buffer to start with; grows for big heads */
-#define RX_KEEP_MAX (64 * 1024)  /* larger buffers are freed before pooling */
-#define RX_POOL_MAX 256          /* idle request contexts kept for reuse */
 #define LINGER_MS 2000           /* how long a closing connection is drained */
 
-static struct req_ctx *ctx_pool;
-static int ctx_pool_len;
 static void (*on_conn_closed)(void);
 
 static void exchange_recorded(struct conn *c, const struct exchange_report *r);
@@ -47,100 +42,6 @@ const char *conn_state_name(enum conn_state s)
 {
     static const char *names[] = {"idle", "head", "body", "upstream", "closing", "linger", "closed"};
     return s <= CONN_CLOSED ? names[s] : "?";
-}
-
-static uint32_t ctx_limit(void)
-{
-    /* Room for the largest allowed head plus some body or pipelined bytes. */
-    uint64_t lim = W.cfg->max_header_size + 8192;
-    return lim > (1u << 30) ? (1u << 30) : (uint32_t)lim;
-}
-
-/* The parse state of one request: cleared when a context is taken and
- * again as each request begins. */
-static void ctx_request_reset(struct req_ctx *ctx)
-{
-    ctx->head_len = 0;
-    ctx->routed = ctx->responded = ctx->fixed = ctx->starved = false;
-    ctx->fix_err = HPE_OK;
-    ctx->body.len = ctx->body.off = 0;
-    ctx->pctx.body = NULL;
-    ctx->pctx.body_too_large = false;
-}
-
-static struct req_ctx *ctx_get(void)
-{
-    struct req_ctx *ctx = ctx_pool;
-    if (ctx) {
-        ctx_pool = ctx->next_free;
-        ctx_pool_len--;
-    } else {
-        ctx = calloc(1, sizeof(*ctx));
-        if (!ctx) return NULL;
-    }
-    if (!ctx->data) {
-        ctx->data = malloc(RX_INITIAL);
-        if (!ctx->data) {
-            free(ctx);
-            return NULL;
-        }
-        ctx->cap = RX_INITIAL;
-    }
-    ctx->pos = ctx->end = 0;
-    ctx_request_reset(ctx);
-    ctx->out.len = ctx->out.off = 0;
-    ctx->sreq = NULL;
-    ctx->flushed = 0;
-    ctx->logged = true; /* until a request begins */
-    return ctx;
-}
-
-static void ctx_put(struct req_ctx *ctx)
-{
-    if (ctx->sreq) script_req_end(ctx->sreq);
-    ctx->sreq = NULL;
-    if (ctx_pool_len >= RX_POOL_MAX) {
-        free(ctx->data);
-        buf_free(&ctx->body);
-        buf_free(&ctx->out);
-        free(ctx);
-        return;
-    }
-    if (ctx->cap > RX_INITIAL) {
-        free(ctx->data);
-        ctx->data = NULL;
-        ctx->cap = 0;
-    }
-    if (ctx->body.cap > RX_KEEP_MAX) buf_free(&ctx->body);
-    if (ctx->out.cap > RX_KEEP_MAX) buf_free(&ctx->out);
-    ctx->next_free = ctx_pool;
-    ctx_pool = ctx;
-    ctx_pool_len++;
-}
-
-void conn_pool_free(void)
-{
-    while (ctx_pool) {
-        struct req_ctx *ctx = ctx_pool;
-        ctx_pool = ctx->next_free;
-        free(ctx->data);
-        buf_free(&ctx->body);
-        buf_free(&ctx->out);
-        free(ctx);
-    }
-    ctx_pool_len = 0;
-}
-
-static bool ctx_grow(struct req_ctx *ctx)
-{
-    uint32_t lim = ctx_limit();
-    if (ctx->cap >= lim) return false;
-    uint32_t cap = ctx->cap * 2 > lim ? lim : ctx->cap * 2;
-    char *p = realloc(ctx->data, cap);
-    if (!p) return false;
-    ctx->data = p;
-    ctx->cap = cap;
-    return true;
 }
 
 static void conn_free_cb(struct defer *d)
@@ -197,7 +98,7 @@ static void conn_close(struct conn *c)
     c->state = CONN_CLOSED;
     timer_cancel(&W.loop.timers, &c->timer);
     loop_close(&W.loop, &c->tp.io);
-    if (c->ctx) ctx_put(c->ctx);
+    if (c->ctx) req_ctx_put(c->ctx);
     c->ctx = NULL;
     if (c->prev) c->prev->next = c->next;
     else W.conns = c->next;
@@ -422,7 +323,7 @@ static void request_begin(struct conn *c)
         ctx->end -= ctx->pos;
         ctx->pos = 0;
     }
-    ctx_request_reset(ctx);
+    req_ctx_reset(ctx);
     ctx->t0_us = W.loop.now_us;
     ctx->q0 = ctx->flushed + buf_pending(&ctx->out);
     ctx->spliced_out = 0;
@@ -531,13 +432,13 @@ static void conn_read(struct conn *c, bool hup)
             c->read_blocked = true;
             return;
         }
-        if (!c->ctx && !(c->ctx = ctx_get())) {
+        if (!c->ctx && !(c->ctx = req_ctx_get())) {
             log_error("out of memory for a connection buffer");
             conn_close(c);
             return;
         }
         struct req_ctx *ctx = c->ctx;
-        if (ctx->end == ctx->cap && ((c->state == CONN_BODY && !ctx->starved) || !ctx_grow(ctx))) {
+        if (ctx->end == ctx->cap && ((c->state == CONN_BODY && !ctx->starved) || !req_ctx_grow(ctx))) {
             c->read_blocked = true;
             return;
         }
@@ -617,7 +518,7 @@ static void conn_settle(struct conn *c)
             return;
         }
         if (!out_pending && ctx) {
-            ctx_put(ctx);
+            req_ctx_put(ctx);
             c->ctx = NULL;
         }
     }
@@ -684,73 +585,20 @@ static bool ex_keep_alive(void *client)
     return keep_alive(client);
 }
 
-/* Body bytes that arrived with the head: [pos, end) of the buffer. */
 static uint64_t ex_body_take(void *client, struct buf *to, uint64_t max)
 {
-    struct req_ctx *ctx = ((struct conn *)client)->ctx;
-    uint64_t have = ctx->end - ctx->pos;
-    uint64_t n = have < max ? have : max;
-    buf_append(to, ctx->data + ctx->pos, (size_t)n);
-    memmove(ctx->data + ctx->pos, ctx->data + ctx->pos + n, (size_t)(have - n));
-    ctx->end -= (uint32_t)n;
-    return n;
-}
-
-/* Runs the parser over the chunked body bytes buffered at [pos, end),
- * which are then sent from [head_len, pos). -1: malformed; 0: nothing
- * parsed (the rest of a chunk-size line is awaited); 1: parsed. */
-static int parse_body_chunks(struct conn *c)
-{
-    struct req_ctx *ctx = c->ctx;
-    ctx->pctx.req = &ctx->req;
-    ctx->pctx.base = ctx->data;
-    ctx->pctx.body = NULL;
-    c->parser.data = &ctx->pctx;
-    uint32_t from = ctx->pos;
-    llhttp_errno_t err = http_execute(&c->parser, ctx->data, &ctx->pos, &ctx->end);
-    if (err == HPE_PAUSED) llhttp_resume(&c->parser);
-    if (err != HPE_OK && err != HPE_PAUSED) return -1;
-    return ctx->pos > from || ctx->req.message_done;
+    return req_ctx_body_take(((struct conn *)client)->ctx, to, max);
 }
 
 static enum chunked_step ex_chunked_next(void *client, bool may_read, const char **p, size_t *n)
 {
     struct conn *c = client;
-    struct req_ctx *ctx = c->ctx;
-    for (;;) {
-        /* Parsed but unsent body bytes sit at [head_len, pos). */
-        if (ctx->pos > ctx->head_len) {
-            *p = ctx->data + ctx->head_len;
-            *n = ctx->pos - ctx->head_len;
-            return CHUNKED_DATA;
-        }
-        if (ctx->req.message_done) return CHUNKED_END;
-        if (ctx->pos < ctx->end) {
-            int parsed = parse_body_chunks(c);
-            if (parsed < 0) return CHUNKED_BAD;
-            if (parsed) continue;
-        }
-        if (!may_read) return CHUNKED_WAIT;
-        if (ctx->end == ctx->cap) { /* cannot happen: what was parsed went out first */
-            log_warn("conn fd=%d: request body buffer full", c->tp.io.fd);
-            return CHUNKED_CLOSED;
-        }
-        ssize_t got = transport_read(&c->tp, ctx->data + ctx->end, ctx->cap - ctx->end);
-        if (got > 0) {
-            ctx->end += (uint32_t)got;
-            continue;
-        }
-        if (got == -1 && (errno == EAGAIN || errno == EINTR)) return CHUNKED_WAIT;
-        return CHUNKED_CLOSED;
-    }
+    return req_ctx_chunked_next(c->ctx, &c->parser, may_read ? &c->tp : NULL, p, n);
 }
 
 static void ex_chunked_sent(void *client, size_t n)
 {
-    struct req_ctx *ctx = ((struct conn *)client)->ctx;
-    memmove(ctx->data + ctx->head_len, ctx->data + ctx->head_len + n, ctx->end - ctx->head_len - n);
-    ctx->pos -= (uint32_t)n;
-    ctx->end -= (uint32_t)n;
+    req_ctx_chunked_sent(((struct conn *)client)->ctx, n);
 }
 
 /* What the exchange answered, for the access log and metrics. */

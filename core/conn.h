@@ -17,10 +17,8 @@
 
 #include <llhttp.h>
 
-#include "buf.h"
-#include "http.h"
 #include "loop.h"
-#include "script.h"
+#include "req_ctx.h"
 #include "timer.h"
 #include "transport.h"
 
@@ -35,36 +33,6 @@ enum conn_state {
 };
 
 const char *conn_state_name(enum conn_state s);
-
-/* A request's context: its memory, pooled by the worker. */
-struct req_ctx {
-    char *data;
-    uint32_t cap, pos, end; /* parsed up to pos; received up to end */
-    uint32_t head_len;      /* [0, head_len) is the current request's head */
-    bool routed;            /* the head went through route() */
-    bool responded;         /* the answer to the current request is queued */
-    bool fixed;             /* the head was rewritten and parsed again (once only) */
-    bool starved;           /* [pos, end) is part of a chunk-size line: parse when more arrives */
-    llhttp_errno_t fix_err; /* llhttp refused the head: rewrite it once it is whole */
-    enum script_decision decision;
-    struct http_request req;
-    struct http_parse_ctx pctx;
-    struct buf body;
-    struct buf out;
-    struct script_view view;
-    struct script_req *sreq;
-    /* for the access log and metrics */
-    uint64_t t0_us;        /* the request began (loop time of its first bytes) */
-    uint64_t flushed;      /* bytes of out written, all requests so far */
-    uint64_t q0;           /* bytes queued to out before this request */
-    uint64_t spliced_out;  /* body bytes spliced to the client for it */
-    int status;            /* of its answer, once known */
-    bool logged;
-    const char *up_addr;   /* proxied: the server that answered */
-    uint64_t up_us;        /* and how long the exchange took */
-    struct req_ctx *next_free;
-};
-
 
 struct conn {
     struct transport tp;
@@ -99,5 +67,3 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
 void conn_force_close(struct conn *c);
 /* Graceful shutdown: close idle connections, mark the rest. */
 void conn_drain_all(void);
-/* Releases pooled memory (at exit, for leak checkers). */
-void conn_pool_free(void);

@@ -310,7 +310,7 @@ out:
     access_flush();
     script_unload(); /* closes the upstreams and their pooled connections */
     loop_run_deferred(&W.loop);
-    conn_pool_free();
+    req_ctx_pool_free();
     exchange_pool_free();
     pipe_pool_free();
     for (int i = 0; i < CONFIG_MAX_LISTEN; i++) loop_close(&W.loop, &W.listeners[i]);

@@ -529,7 +529,7 @@ void fz_end(void)
     if (W.loop.deferred) fz_fail("deferred work queued after teardown");
     if (lua_gettop(S.L) != base_top)
         fz_fail("the Lua stack holds %d slot(s), %d expected", lua_gettop(S.L), base_top);
-    conn_pool_free();
+    req_ctx_pool_free();
     exchange_pool_free();
     pipe_pool_free();
     lua_gc(S.L, LUA_GCCOLLECT, 0);
