@@ -141,7 +141,7 @@ def code_api():
                         api[kind][km.group(1)] = "method" if is_method else "field"
 
             # The server tables a Lua balancer gets.
-            if re.search(r'script_call\(\w+,\s*"balance"', body):
+            if re.search(r'lstate_call\(\w+,\s*"balance"', body):
                 for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body):
                     api["server"][fm.group(1)] = "field"
 
