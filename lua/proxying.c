@@ -138,11 +138,13 @@ static int res_newindex(lua_State *L)
 
 void proxying_open(lua_State *L)
 {
+    static const luaL_Reg meta[] = {
+        {"__index", res_index},
+        {"__newindex", res_newindex},
+        {NULL, NULL},
+    };
     luaL_newmetatable(L, RES_MT);
-    lua_pushcfunction(L, res_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, res_newindex);
-    lua_setfield(L, -2, "__newindex");
+    luaL_setfuncs(L, meta, 0);
     lua_pushliteral(L, "res");
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);

@@ -371,7 +371,13 @@ static int req_tostring(lua_State *L)
 
 void req_open(lua_State *L)
 {
+    static const luaL_Reg meta[] = {
+        {"__newindex", req_newindex},
+        {"__tostring", req_tostring},
+        {NULL, NULL},
+    };
     luaL_newmetatable(L, REQ_MT);
+    luaL_setfuncs(L, meta, 0);
     /* The methods are made once, not on every req.set_header access. */
     lua_pushcfunction(L, req_set_path);
     lua_pushcfunction(L, req_set_query);
@@ -379,10 +385,6 @@ void req_open(lua_State *L)
     lua_pushcfunction(L, req_header);
     lua_pushcclosure(L, req_index, 4);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, req_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, req_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, "req");
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);

@@ -183,13 +183,14 @@ static int api_upstream(lua_State *L)
 
 void upstreams_open(lua_State *L)
 {
+    static const luaL_Reg meta[] = {
+        {"__gc", upstream_gc},
+        {"__tostring", upstream_tostring},
+        {"__index", upstream_index},
+        {NULL, NULL},
+    };
     luaL_newmetatable(L, UPSTREAMS_MT);
-    lua_pushcfunction(L, upstream_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, upstream_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, upstream_index);
-    lua_setfield(L, -2, "__index");
+    luaL_setfuncs(L, meta, 0);
     lua_pop(L, 1);
 
     lua_getglobal(L, "proxy");
