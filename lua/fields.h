@@ -46,5 +46,6 @@ struct field_list {
     size_t n, cap;
 };
 /* Appends one header: 0, or -1 when out of memory. */
-int field_list_add(struct field_list *l, const char *name, size_t nlen, const char *value, size_t vlen);
+int field_list_add(struct field_list *l, const char *name, size_t nlen, const char *value,
+                   size_t vlen);
 void field_list_free(struct field_list *l);

@@ -23,7 +23,7 @@ struct lstate {
     int upstream_mt_idx; /* the metatable of upstream objects */
     int route_key_idx;   /* the string "route" */
     int handlers_idx;    /* method number -> "on_get", ... */
-    int refs;        /* requests begun on it and not ended */
+    int refs;            /* requests begun on it and not ended */
     int generation;
     bool has_route, has_on_response;
     struct upstream *upstreams; /* declared by its top level (upstream->next) */
@@ -42,12 +42,12 @@ struct lstate_globals {
     const struct config *cfg;
     struct shm *shm;
     int worker_id, worker_count;
-    int generation;          /* of the state being built */
-    struct lstate *cur;      /* new requests begin on it */
-    struct lstate *st;       /* the state of the call in progress */
-    lua_State *L;            /* st->L */
-    struct lstate *loading;  /* the state whose top level runs, else NULL */
-    struct lstate *retired;  /* still serving requests begun before a reload */
+    int generation;         /* of the state being built */
+    struct lstate *cur;     /* new requests begin on it */
+    struct lstate *st;      /* the state of the call in progress */
+    lua_State *L;           /* st->L */
+    struct lstate *loading; /* the state whose top level runs, else NULL */
+    struct lstate *retired; /* still serving requests begun before a reload */
 };
 extern struct lstate_globals lstate_g;
 

@@ -11,4 +11,5 @@
 void proxying_open(lua_State *L);
 /* script_req_edits and script_on_response (script.h says what they do). */
 bool proxying_req_edits(struct script_req *r, struct script_edits *e);
-bool proxying_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e);
+bool proxying_on_response(struct script_req *r, const struct script_response *res,
+                          struct script_edits *e);

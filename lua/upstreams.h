@@ -17,4 +17,5 @@ struct server;
 void upstreams_open(lua_State *L);
 /* script_hash_key and script_balance (script.h says what they do). */
 int upstreams_hash_key(struct script_req *r, struct upstream *u, uint32_t *key);
-int upstreams_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen);
+int upstreams_balance(struct script_req *r, struct upstream *u, const bool *tried,
+                      struct server **chosen);
