@@ -3,11 +3,16 @@
  * returns) checks it here the same way, and set_path/set_query encode what
  * cannot go into a request line as it is. A bad header is an error in the
  * script (a 500 with the reason logged), never bytes a peer could read
- * differently from us. */
+ * differently from us.
+ *
+ * Here too: the headers tables that req and res show and that their
+ * set_header keeps in step, and the lists of headers handed to the core. */
+#include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "lstate.h"
+#include "fields.h"
 
 /* The framing and the connection are the proxy's: a script that could set
  * them could desynchronise a backend or a client. */
@@ -167,4 +172,136 @@ void field_push_encoded(lua_State *L, const char *s, size_t n, bool query)
         luaL_addchar(&b, hex[c & 15]);
     }
     luaL_pushresult(&b);
+}
+
+/* ---- the headers tables of req and res ------------------------------ */
+
+/* A lower-case name -> value table; repeated headers joined with ", ". */
+static void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base)
+{
+    lua_createtable(L, 0, n);
+    for (uint16_t i = 0; i < n; i++) {
+        const struct http_header *h = &hs[i];
+        /* Names are kept as received; the table's keys are lower-case. */
+        char low[64];
+        if (h->name.len <= sizeof(low)) {
+            http_lower(low, base + h->name.off, h->name.len);
+            lua_pushlstring(L, low, h->name.len);
+        } else {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (uint32_t k = 0; k < h->name.len; k += sizeof(low)) {
+                size_t piece = h->name.len - k < sizeof(low) ? h->name.len - k : sizeof(low);
+                http_lower(low, base + h->name.off + k, piece);
+                luaL_addlstring(&b, low, piece);
+            }
+            luaL_pushresult(&b);
+        }
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, base + h->value.off, h->value.len);
+        } else { /* a repeated header: joined with ", " */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, base + h->value.off, h->value.len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+void field_push_headers(lua_State *L, const struct http_header *hs, uint16_t n, const char *base)
+{
+    int env = lua_gettop(L);
+    lua_getfield(L, env, "headers");
+    if (lua_istable(L, -1)) return;
+    lua_pop(L, 1);
+    push_header_table(L, hs, n, base);
+    int t = lua_gettop(L);
+    /* set_header calls made before this first read: field_edit_header only keeps
+     * an existing table in step. */
+    lua_getfield(L, env, "set_headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, t + 1)) {
+            lua_pushvalue(L, -2);
+            if (lua_isboolean(L, -2)) lua_pushnil(L); /* false: removed */
+            else field_push_joined(L, -2);
+            lua_rawset(L, t);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, t);
+    lua_pushvalue(L, t);
+    lua_setfield(L, env, "headers");
+}
+
+void field_edit_header(lua_State *L)
+{
+    /* 1 the object, 2 the name, 3 the value, 4 the env table */
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    const char *bad = field_check_name(name, nlen);
+    if (bad) luaL_argerror(L, 2, bad);
+    lua_settop(L, 4);
+    if (!lua_isnil(L, 3)) {
+        if ((bad = field_push_value(L, name, nlen, 3))) luaL_argerror(L, 3, bad);
+        lua_replace(L, 3);
+    }
+    lua_getfield(L, 4, "set_headers"); /* name (lower case) -> value, or false: removed */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, 4, "set_headers");
+        lua_newtable(L); /* name (lower case) -> the name as the script wrote it */
+        lua_setfield(L, 4, "set_names");
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < nlen; i += LUAL_BUFFERSIZE) {
+        size_t k = nlen - i < LUAL_BUFFERSIZE ? nlen - i : LUAL_BUFFERSIZE;
+        http_lower(luaL_prepbuffer(&b), name + i, k);
+        luaL_addsize(&b, k);
+    }
+    luaL_pushresult(&b);
+    int low = lua_gettop(L);
+    lua_pushvalue(L, low);
+    if (lua_isnil(L, 3)) lua_pushboolean(L, 0);
+    else lua_pushvalue(L, 3);
+    lua_rawset(L, low - 1);
+    lua_getfield(L, 4, "set_names");
+    lua_pushvalue(L, low);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, -3);
+    /* Keep obj.headers, if built already, in step with the edit. */
+    lua_getfield(L, 4, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushvalue(L, low);
+        field_push_joined(L, 3);
+        lua_rawset(L, -3);
+    }
+    lua_settop(L, 3);
+}
+
+/* ---- header lists for the core ---------------------------------------- */
+
+int field_list_add(struct field_list *l, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct script_header *h = realloc(l->v, cap * sizeof(*h));
+        if (!h) return -1;
+        l->v = h;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (struct script_header){.name = name, .nlen = nlen, .value = value, .vlen = vlen};
+    return 0;
+}
+
+void field_list_free(struct field_list *l)
+{
+    free(l->v);
+    *l = (struct field_list){0};
 }

@@ -6,12 +6,13 @@
  * otherwise a silent no-op that a newcomer can look for all afternoon, so
  * loading names each such function and the hook it probably meant: the
  * closest one by edit distance. */
+#include <lauxlib.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "log.h"
-#include "lstate.h"
+#include "hooks.h"
 
 /* The IANA "Hypertext Transfer Protocol (HTTP) Method Registry", in
  * alphabetical order ("*" is reserved, not a method). */

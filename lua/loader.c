@@ -6,13 +6,14 @@
  * system paths; the "./" entries are dropped unless LUA_PATH/LUA_CPATH set
  * them on purpose. And a missing module makes Lua list every file it tried,
  * a dozen lines: that becomes one line naming the module and the places. */
+#include <lauxlib.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "lstate.h"
+#include "loader.h"
 
 /* The absolute directory of path, in dir; false if it cannot be known. */
 static bool script_dir(const char *path, char *dir, size_t len)

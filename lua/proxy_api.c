@@ -1,11 +1,13 @@
 /* proxy_api: the `proxy` module: logging, time, worker identity and shared dicts. */
 #include <errno.h>
+#include <lauxlib.h>
 #include <math.h>
 #include <string.h>
 #include <sys/time.h>
 
 #include "log.h"
 #include "lstate.h"
+#include "proxy_api.h"
 #include "shm.h"
 #include "worker_state.h"
 
@@ -13,7 +15,7 @@
 
 static struct shm_buf scratch; /* values and keys copied out of shared memory */
 
-double api_now(void)
+static double api_now(void)
 {
     if (W.loop.wall_now > 0) return W.loop.wall_now;
     struct timeval tv; /* outside a worker loop: the master's check run */
@@ -44,7 +46,7 @@ static int api_log(lua_State *L)
     static const char *levels[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, NULL, levels);
     if (!log_enabled((enum log_level)level)) return 0;
-    log_msg((enum log_level)level, "[lua] worker %d: %s", S.worker_id, push_joined(L, 2, ""));
+    log_msg((enum log_level)level, "[lua] worker %d: %s", lstate_g.worker_id, push_joined(L, 2, ""));
     return 0;
 }
 
@@ -54,7 +56,7 @@ static int api_log(lua_State *L)
  * would write them. */
 static int api_print(lua_State *L)
 {
-    if (log_enabled(LOG_INFO)) log_msg(LOG_INFO, "[lua] worker %d: %s", S.worker_id, push_joined(L, 1, "\t"));
+    if (log_enabled(LOG_INFO)) log_msg(LOG_INFO, "[lua] worker %d: %s", lstate_g.worker_id, push_joined(L, 1, "\t"));
     return 0;
 }
 
@@ -222,7 +224,7 @@ static int dict_keys(lua_State *L)
 static int api_shared(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    struct shm_dict *d = S.shm ? shm_dict(S.shm, name) : NULL;
+    struct shm_dict *d = lstate_g.shm ? shm_dict(lstate_g.shm, name) : NULL;
     if (!d) return luaL_error(L, "proxy.shared('%s'): no room for another dict (64 at most, names under 64 bytes)", name);
     struct shm_dict **ud = lua_newuserdata(L, sizeof(*ud));
     *ud = d;
@@ -231,7 +233,7 @@ static int api_shared(lua_State *L)
     return 1;
 }
 
-void api_open(lua_State *L)
+void proxy_api_open(lua_State *L)
 {
     static const luaL_Reg dict_methods[] = {
         {"get", dict_get},       {"set", dict_set},     {"add", dict_add},   {"incr", dict_incr},
@@ -254,11 +256,11 @@ void api_open(lua_State *L)
     };
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
-    lua_pushinteger(L, S.worker_id);
+    lua_pushinteger(L, lstate_g.worker_id);
     lua_setfield(L, -2, "worker_id");
-    lua_pushinteger(L, S.worker_count);
+    lua_pushinteger(L, lstate_g.worker_count);
     lua_setfield(L, -2, "worker_count");
-    lua_pushinteger(L, S.generation);
+    lua_pushinteger(L, lstate_g.generation);
     lua_setfield(L, -2, "generation");
     lua_setglobal(L, "proxy");
     lua_pushcfunction(L, api_print);

@@ -1,322 +1,22 @@
-/* proxying: proxy.upstream(), the script's balancing hooks, the edits that
+/* proxying: what the script does to a request it proxies: the edits that
  * req:set_* make to the forwarded head, and the `res` object of
- * on_response. */
-#include <stdio.h>
-#include <stdlib.h>
+ * on_response, whose res:set_header edits the response head. */
+#include <lauxlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "fields.h"
 #include "lstate.h"
-#include "upstream.h"
-#include "worker_state.h"
+#include "proxying.h"
 
-#define UPSTREAM_MT "luaproxy.upstream"
 #define RES_MT "luaproxy.res"
 
-bool script_loading; /* top-level code is running (proxy.upstream allowed) */
-static struct script_header *edit_hdrs;
-static size_t edit_cap;
-
-/* ---- proxy.upstream --------------------------------------------------- */
-
-static uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
-{
-    lua_getfield(L, t, key);
-    uint64_t ms = def;
-    if (lua_type(L, -1) == LUA_TNUMBER) { /* a number is seconds, like ttl */
-        lua_Number v = lua_tonumber(L, -1);
-        if (v < 0) luaL_error(L, "proxy.upstream: %s must not be negative", key);
-        ms = (uint64_t)(v * 1000.0);
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
-        if (config_parse_duration(lua_tostring(L, -1), &ms))
-            luaL_error(L, "proxy.upstream: %s: bad duration '%s' (e.g. 250ms, 10s, 2m)", key, lua_tostring(L, -1));
-    } else if (!lua_isnil(L, -1)) {
-        luaL_error(L, "proxy.upstream: %s must be a duration string or seconds", key);
-    }
-    lua_pop(L, 1);
-    return ms;
-}
-
-static int opt_int(lua_State *L, int t, const char *key, int def, int min)
-{
-    lua_getfield(L, t, key);
-    int v = def;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) != (int)lua_tonumber(L, -1) || lua_tonumber(L, -1) < min)
-            luaL_error(L, "proxy.upstream: %s must be a whole number >= %d", key, min);
-        v = (int)lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static int upstream_gc(lua_State *L)
-{
-    struct upstream **ud = luaL_checkudata(L, 1, UPSTREAM_MT);
-    upstream_free(*ud);
-    *ud = NULL;
-    return 0;
-}
-
-static int upstream_tostring(lua_State *L)
-{
-    struct upstream **ud = luaL_checkudata(L, 1, UPSTREAM_MT);
-    lua_pushfstring(L, "upstream %s", *ud ? (*ud)->name : "?");
-    return 1;
-}
-
-static int upstream_index(lua_State *L)
-{
-    struct upstream *u = *(struct upstream **)luaL_checkudata(L, 1, UPSTREAM_MT);
-    const char *k = luaL_checkstring(L, 2);
-    if (!strcmp(k, "name")) lua_pushstring(L, u->name);
-    else if (!strcmp(k, "balance")) lua_pushstring(L, upstream_balance_name(u->balance));
-    else lua_pushnil(L);
-    return 1;
-}
-
-static int api_upstream(lua_State *L)
-{
-    if (!script_loading) return luaL_error(L, "proxy.upstream is only allowed at the top level of the script");
-    const char *name = luaL_checkstring(L, 1);
-    if (!*name || strlen(name) >= 64) return luaL_argerror(L, 1, "a name of 1 to 63 bytes");
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-    else {
-        lua_settop(L, 2);
-        lua_newtable(L);
-    }
-
-    /* Names are unique within a script. */
-    lua_getfield(L, LUA_REGISTRYINDEX, "luaproxy.upstreams");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, "luaproxy.upstreams");
-    }
-    lua_getfield(L, -1, name);
-    if (!lua_isnil(L, -1)) return luaL_error(L, "proxy.upstream: '%s' is declared twice", name);
-    lua_pop(L, 1);
-    int registry = lua_gettop(L);
-
-    enum balance b = BALANCE_ROUND_ROBIN;
-    lua_getfield(L, 3, "balance");
-    int balance_fn = 0;
-    if (lua_isfunction(L, -1)) {
-        b = BALANCE_LUA;
-        balance_fn = lua_gettop(L);
-    } else if (lua_isstring(L, -1)) {
-        const char *s = lua_tostring(L, -1);
-        if (!strcmp(s, "round_robin")) b = BALANCE_ROUND_ROBIN;
-        else if (!strcmp(s, "least_conn")) b = BALANCE_LEAST_CONN;
-        else if (!strcmp(s, "random")) b = BALANCE_RANDOM;
-        else if (!strcmp(s, "hash")) b = BALANCE_HASH;
-        else
-            return luaL_error(L, "proxy.upstream: unknown balance '%s' (round_robin, least_conn, random, hash "
-                                 "or a function)", s);
-    } else if (!lua_isnil(L, -1)) {
-        return luaL_error(L, "proxy.upstream: balance must be a name or a function");
-    }
-    lua_getfield(L, 3, "hash_key");
-    int hash_fn = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
-    if (b == BALANCE_HASH && !hash_fn)
-        return luaL_error(L, "proxy.upstream: balance = \"hash\" needs a hash_key function");
-
-    /* The userdata owns the upstream from here on, so an error below frees
-     * it through __gc. */
-    struct upstream **ud = lua_newuserdata(L, sizeof(*ud));
-    *ud = NULL;
-    luaL_getmetatable(L, UPSTREAM_MT);
-    lua_setmetatable(L, -2);
-    int udi = lua_gettop(L);
-    struct upstream *u = *ud = upstream_new(name, b);
-    if (!u) return luaL_error(L, "proxy.upstream: out of memory");
-
-    int n = (int)lua_objlen(L, 2);
-    if (n == 0) return luaL_error(L, "proxy.upstream: '%s' has no servers", name);
-    if (n > 65535) return luaL_error(L, "proxy.upstream: too many servers");
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 2, i);
-        const char *addr = NULL;
-        int weight = 1;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            addr = lua_tostring(L, -1);
-        } else if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "addr");
-            addr = lua_tostring(L, -1);
-            lua_pop(L, 1); /* still anchored by the server table */
-            weight = opt_int(L, lua_gettop(L), "weight", 1, 1);
-        }
-        if (!addr) return luaL_error(L, "proxy.upstream: server %d must be \"host:port\" or { addr = ..., weight = ... }", i);
-        if (upstream_add_server(u, addr, weight))
-            return luaL_error(L, "proxy.upstream: server %d: bad address '%s' (expected host:port)", i, addr);
-        lua_pop(L, 1);
-    }
-    u->keepalive = opt_int(L, 3, "keepalive", u->keepalive, 0);
-    u->retries = opt_int(L, 3, "retries", u->retries, 0);
-    u->max_fails = opt_int(L, 3, "max_fails", u->max_fails, 0);
-    u->keepalive_timeout_ms = opt_duration(L, 3, "keepalive_timeout", u->keepalive_timeout_ms);
-    u->connect_timeout_ms = opt_duration(L, 3, "connect_timeout", u->connect_timeout_ms);
-    u->read_timeout_ms = opt_duration(L, 3, "read_timeout", u->read_timeout_ms);
-    u->fail_timeout_ms = opt_duration(L, 3, "fail_timeout", u->fail_timeout_ms);
-    if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");
-
-    /* registry.luaproxy.upstreams[name] = { ud, balance = f, hash_key = f }:
-     * keeps the upstream alive as long as the state, and its functions. */
-    lua_createtable(L, 1, 2);
-    lua_pushvalue(L, udi);
-    lua_rawseti(L, -2, 1);
-    if (balance_fn) {
-        lua_pushvalue(L, balance_fn);
-        lua_setfield(L, -2, "balance");
-    }
-    if (hash_fn) {
-        lua_pushvalue(L, hash_fn);
-        lua_setfield(L, -2, "hash_key");
-    }
-    lua_pushvalue(L, -1);
-    u->script_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_setfield(L, registry, name);
-    /* Anchored for the state's life now, so it can join the state's list
-     * (an upstream that failed half way is garbage and must not). */
-    if (S.loading) {
-        u->next = S.loading->upstreams;
-        S.loading->upstreams = u;
-    }
-    lua_pushvalue(L, udi);
-    return 1;
-}
-
-void proxying_open(lua_State *L)
-{
-    luaL_newmetatable(L, UPSTREAM_MT);
-    lua_pushcfunction(L, upstream_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, upstream_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, upstream_index);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
-    lua_getglobal(L, "proxy");
-    lua_pushcfunction(L, api_upstream);
-    lua_setfield(L, -2, "upstream");
-    lua_pop(L, 1);
-}
-
-/* ---- balancing hooks -------------------------------------------------- */
-
-static bool push_upstream_fn(lua_State *L, struct upstream *u, const char *which)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, u->script_ref);
-    lua_getfield(L, -1, which);
-    lua_remove(L, -2);
-    if (lua_isfunction(L, -1)) return true;
-    lua_pop(L, 1);
-    return false;
-}
-
-int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key)
-{
-    static uint32_t spread;
-    lua_State *L = script_use(r);
-    int top = lua_gettop(L), rc = 0;
-    *key = upstream_hash((const char *)&spread, sizeof(spread));
-    if (push_upstream_fn(L, u, "hash_key")) {
-        script_req_push(r);
-        int n = script_call(r, "hash_key", 1);
-        int t = n > 0 ? lua_type(L, -n) : LUA_TNIL;
-        if (n < 0) {
-            rc = -1;
-        } else if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-            size_t len;
-            const char *s = lua_tolstring(L, -n, &len);
-            *key = upstream_hash(s, len);
-        } else if (t == LUA_TNIL) {
-            spread++; /* no key: spread such requests instead of piling them on one server */
-        } else {
-            script_fail(r, "hash_key", lua_pushfstring(L, "hash_key returned a %s (expected a string, a number "
-                                                          "or nil)", lua_typename(L, t)));
-            rc = -1;
-        }
-    }
-    lua_settop(L, top);
-    return rc;
-}
-
-int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen)
-{
-    lua_State *L = script_use(r);
-    int top = lua_gettop(L);
-    *chosen = NULL;
-    if (!push_upstream_fn(L, u, "balance")) return 0;
-    script_req_push(r);
-    lua_createtable(L, u->nservers, 0);
-    uint64_t now = W.loop.now_ms;
-    for (int i = 0; i < u->nservers; i++) {
-        struct server *s = &u->servers[i];
-        lua_createtable(L, 0, 5);
-        lua_pushstring(L, s->name);
-        lua_setfield(L, -2, "addr");
-        lua_pushinteger(L, s->weight);
-        lua_setfield(L, -2, "weight");
-        lua_pushinteger(L, s->active);
-        lua_setfield(L, -2, "active");
-        lua_pushinteger(L, s->fails);
-        lua_setfield(L, -2, "fails");
-        lua_pushboolean(L, upstream_server_up(s, now));
-        lua_setfield(L, -2, "up");
-        lua_pushboolean(L, tried && tried[i]);
-        lua_setfield(L, -2, "tried"); /* already attempted for this request */
-        lua_rawseti(L, -2, i + 1);
-    }
-    /* A copy below the function outlives the call, to match the result. */
-    lua_pushvalue(L, -1);
-    lua_insert(L, top + 1);
-    int servers = top + 1;
-    int n = script_call(r, "balance", 2);
-    if (n < 0) return lua_settop(L, top), -1;
-    int res = lua_gettop(L) - n + 1;
-    if (n > 0 && lua_type(L, res) == LUA_TNUMBER) {
-        lua_Number i = lua_tonumber(L, res);
-        if (i >= 1 && i <= u->nservers && i == (int)i) *chosen = &u->servers[(int)i - 1];
-    } else if (n > 0 && lua_istable(L, res)) {
-        for (int i = 0; i < u->nservers && !*chosen; i++) {
-            lua_rawgeti(L, servers, i + 1);
-            if (lua_rawequal(L, -1, res)) *chosen = &u->servers[i];
-            lua_pop(L, 1);
-        }
-    } else if (n == 0 || lua_isnil(L, res)) {
-        return lua_settop(L, top), 0; /* nothing chosen: 503 */
-    }
-    lua_settop(L, top);
-    if (!*chosen) {
-        script_fail(r, "balance", "balance returned neither a server of its list, an index of it, nor nil");
-        return -1;
-    }
-    if (tried && tried[*chosen - u->servers]) *chosen = NULL;
-    return 0;
-}
+static struct field_list edit_hdrs; /* the last edits read, kept for the next */
 
 /* ---- edits ------------------------------------------------------------ */
 
-static int edit_add(const char *name, size_t nlen, const char *value, size_t vlen, size_t *n)
-{
-    if (*n == edit_cap) {
-        size_t cap = edit_cap ? edit_cap * 2 : 8;
-        struct script_header *h = realloc(edit_hdrs, cap * sizeof(*h));
-        if (!h) return -1;
-        edit_hdrs = h;
-        edit_cap = cap;
-    }
-    edit_hdrs[(*n)++] = (struct script_header){.name = name, .nlen = nlen, .value = value, .vlen = vlen};
-    return 0;
-}
-
 /* Reads the edits kept in the env table on top of the stack, which stays
  * there (anchoring the strings) until script_reply_done(). */
-void edits_from_env(lua_State *L, struct script_edits *e)
+static void edits_from_env(lua_State *L, struct script_edits *e)
 {
     int env = lua_gettop(L);
     memset(e, 0, sizeof(*e));
@@ -334,7 +34,7 @@ void edits_from_env(lua_State *L, struct script_edits *e)
         e->query_set = true; /* removed */
     }
     lua_pop(L, 1);
-    size_t n = 0;
+    edit_hdrs.n = 0;
     lua_getfield(L, env, "set_names");
     lua_getfield(L, env, "set_headers");
     if (lua_istable(L, -1)) {
@@ -351,22 +51,31 @@ void edits_from_env(lua_State *L, struct script_edits *e)
             int count = t == LUA_TTABLE ? (int)lua_objlen(L, -1) : 0;
             if (t == LUA_TSTRING) {
                 const char *value = lua_tolstring(L, -1, &vlen);
-                edit_add(name, nlen, value, vlen, &n);
+                field_list_add(&edit_hdrs, name, nlen, value, vlen);
             } else if (count == 0) {
-                edit_add(name, nlen, NULL, 0, &n);
+                field_list_add(&edit_hdrs, name, nlen, NULL, 0);
             }
             for (int i = 1; i <= count; i++) {
                 lua_rawgeti(L, -1, i);
                 const char *value = lua_tolstring(L, -1, &vlen);
                 lua_pop(L, 1); /* anchored by the array */
-                edit_add(name, nlen, value, vlen, &n);
+                field_list_add(&edit_hdrs, name, nlen, value, vlen);
             }
             lua_pop(L, 1);
         }
     }
     lua_pop(L, 2);
-    e->headers = edit_hdrs;
-    e->nheaders = n;
+    e->headers = edit_hdrs.v;
+    e->nheaders = edit_hdrs.n;
+}
+
+bool proxying_req_edits(struct script_req *r, struct script_edits *e)
+{
+    if (!r || !r->lr.edited) return false;
+    lua_State *L = lstate_use(r->st);
+    req_push_env(L, &r->lr);
+    edits_from_env(L, e); /* the env stays until script_reply_done() */
+    return true;
 }
 
 /* ---- res -------------------------------------------------------------- */
@@ -374,6 +83,18 @@ void edits_from_env(lua_State *L, struct script_edits *e)
 struct lres {
     const struct script_response *res; /* NULL once on_response returned */
 };
+
+/* The env table of the userdata (created on first use). */
+static void push_env(lua_State *L, int idx)
+{
+    lua_getfenv(L, idx);
+    if (lua_rawequal(L, -1, LUA_GLOBALSINDEX) || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 4);
+        lua_pushvalue(L, -1);
+        lua_setfenv(L, idx);
+    }
+}
 
 static const struct script_response *check_res(lua_State *L)
 {
@@ -387,7 +108,7 @@ static int res_set_header(lua_State *L)
     check_res(L);
     lua_settop(L, 3);
     push_env(L, 1);
-    edit_header(L);
+    field_edit_header(L);
     return 0;
 }
 
@@ -403,7 +124,7 @@ static int res_index(lua_State *L)
         lua_pushcfunction(L, res_set_header);
     } else if (!strcmp(k, "headers")) {
         push_env(L, 1);
-        push_cached_headers(L, res->headers, res->nheaders, res->base);
+        field_push_headers(L, res->headers, res->nheaders, res->base);
     } else {
         lua_pushnil(L);
     }
@@ -415,25 +136,27 @@ static int res_newindex(lua_State *L)
     return luaL_error(L, "res is read-only (use res:set_header)");
 }
 
-void res_open(lua_State *L)
+void proxying_open(lua_State *L)
 {
+    static const luaL_Reg meta[] = {
+        {"__index", res_index},
+        {"__newindex", res_newindex},
+        {NULL, NULL},
+    };
     luaL_newmetatable(L, RES_MT);
-    lua_pushcfunction(L, res_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, res_newindex);
-    lua_setfield(L, -2, "__newindex");
+    luaL_setfuncs(L, meta, 0);
     lua_pushliteral(L, "res");
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 }
 
-bool script_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
+bool proxying_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
 {
-    lua_State *L = script_use(r);
+    lua_State *L = lstate_use(r->st);
     int top = lua_gettop(L);
     lua_newtable(L); /* top+1: the env, where res:set_header edits land */
     lua_getfield(L, LUA_GLOBALSINDEX, "on_response");
-    script_req_push(r);
+    req_push(L, &r->lr);
     struct lres *lr = lua_newuserdata(L, sizeof(*lr));
     lr->res = res;
     luaL_getmetatable(L, RES_MT);
@@ -442,7 +165,7 @@ bool script_on_response(struct script_req *r, const struct script_response *res,
     lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
     lua_insert(L, top + 2); /* top+2: a copy of res that outlives the call */
-    int n = script_call(r, "on_response", 2);
+    int n = lstate_call(r, "on_response", 2);
     lr->res = NULL; /* the script may have kept res: it is dead now */
     if (n < 0) return false;
     lua_settop(L, top + 1); /* the env stays until script_reply_done() */

@@ -6,12 +6,14 @@
  * the headers cache is made only when one of them is used. A script that
  * keeps req past its request holds a number that no longer names anything:
  * every use then raises an error. */
+#include <lauxlib.h>
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lstate.h"
+#include "fields.h"
+#include "req.h"
 
 #define REQ_MT "luaproxy.req"
 
@@ -129,78 +131,6 @@ static bool edited_field(lua_State *L, struct lreq *r, const char *field)
     return false;
 }
 
-/* The env table of the userdata (created on first use). */
-void push_env(lua_State *L, int idx)
-{
-    lua_getfenv(L, idx);
-    if (lua_rawequal(L, -1, LUA_GLOBALSINDEX) || !lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 4);
-        lua_pushvalue(L, -1);
-        lua_setfenv(L, idx);
-    }
-}
-
-void push_header_table(lua_State *L, const struct http_header *hs, uint16_t n, const char *base)
-{
-    lua_createtable(L, 0, n);
-    for (uint16_t i = 0; i < n; i++) {
-        const struct http_header *h = &hs[i];
-        /* Names are kept as received; the table's keys are lower-case. */
-        char low[64];
-        if (h->name.len <= sizeof(low)) {
-            http_lower(low, base + h->name.off, h->name.len);
-            lua_pushlstring(L, low, h->name.len);
-        } else {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (uint32_t k = 0; k < h->name.len; k += sizeof(low)) {
-                size_t piece = h->name.len - k < sizeof(low) ? h->name.len - k : sizeof(low);
-                http_lower(low, base + h->name.off + k, piece);
-                luaL_addlstring(&b, low, piece);
-            }
-            luaL_pushresult(&b);
-        }
-        lua_pushvalue(L, -1);
-        lua_rawget(L, -3);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, base + h->value.off, h->value.len);
-        } else { /* a repeated header: joined with ", " */
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, base + h->value.off, h->value.len);
-            lua_concat(L, 3);
-        }
-        lua_rawset(L, -3);
-    }
-}
-
-void push_cached_headers(lua_State *L, const struct http_header *hs, uint16_t n, const char *base)
-{
-    int env = lua_gettop(L);
-    lua_getfield(L, env, "headers");
-    if (lua_istable(L, -1)) return;
-    lua_pop(L, 1);
-    push_header_table(L, hs, n, base);
-    int t = lua_gettop(L);
-    /* set_header calls made before this first read: edit_header only keeps
-     * an existing table in step. */
-    lua_getfield(L, env, "set_headers");
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, t + 1)) {
-            lua_pushvalue(L, -2);
-            if (lua_isboolean(L, -2)) lua_pushnil(L); /* false: removed */
-            else field_push_joined(L, -2);
-            lua_rawset(L, t);
-            lua_pop(L, 1);
-        }
-    }
-    lua_settop(L, t);
-    lua_pushvalue(L, t);
-    lua_setfield(L, env, "headers");
-}
-
 static void push_addr(lua_State *L, const struct sockaddr *sa, bool port)
 {
     char text[INET6_ADDRSTRLEN] = "";
@@ -257,61 +187,13 @@ static int req_set_query(lua_State *L)
     return req_set(L, "query");
 }
 
-void edit_header(lua_State *L)
-{
-    /* 1 the object, 2 the name, 3 the value, 4 the env table */
-    size_t nlen;
-    const char *name = luaL_checklstring(L, 2, &nlen);
-    const char *bad = field_check_name(name, nlen);
-    if (bad) luaL_argerror(L, 2, bad);
-    lua_settop(L, 4);
-    if (!lua_isnil(L, 3)) {
-        if ((bad = field_push_value(L, name, nlen, 3))) luaL_argerror(L, 3, bad);
-        lua_replace(L, 3);
-    }
-    lua_getfield(L, 4, "set_headers"); /* name (lower case) -> value, or false: removed */
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, 4, "set_headers");
-        lua_newtable(L); /* name (lower case) -> the name as the script wrote it */
-        lua_setfield(L, 4, "set_names");
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < nlen; i += LUAL_BUFFERSIZE) {
-        size_t k = nlen - i < LUAL_BUFFERSIZE ? nlen - i : LUAL_BUFFERSIZE;
-        http_lower(luaL_prepbuffer(&b), name + i, k);
-        luaL_addsize(&b, k);
-    }
-    luaL_pushresult(&b);
-    int low = lua_gettop(L);
-    lua_pushvalue(L, low);
-    if (lua_isnil(L, 3)) lua_pushboolean(L, 0);
-    else lua_pushvalue(L, 3);
-    lua_rawset(L, low - 1);
-    lua_getfield(L, 4, "set_names");
-    lua_pushvalue(L, low);
-    lua_pushvalue(L, 2);
-    lua_rawset(L, -3);
-    /* Keep obj.headers, if built already, in step with the edit. */
-    lua_getfield(L, 4, "headers");
-    if (lua_istable(L, -1)) {
-        lua_pushvalue(L, low);
-        field_push_joined(L, 3);
-        lua_rawset(L, -3);
-    }
-    lua_settop(L, 3);
-}
-
 static int req_set_header(lua_State *L)
 {
     struct lreq *r = check_req(L, 1);
     r->edited = true;
     lua_settop(L, 3);
     req_push_env(L, r);
-    edit_header(L);
+    field_edit_header(L);
     return 0;
 }
 
@@ -430,7 +312,7 @@ static int req_index(lua_State *L)
         }
         if (!memcmp(k, "headers", 7)) {
             req_push_env(L, r);
-            push_cached_headers(L, req->headers, req->nheaders, v->base);
+            field_push_headers(L, req->headers, req->nheaders, v->base);
             return 1;
         }
         break;
@@ -489,7 +371,13 @@ static int req_tostring(lua_State *L)
 
 void req_open(lua_State *L)
 {
+    static const luaL_Reg meta[] = {
+        {"__newindex", req_newindex},
+        {"__tostring", req_tostring},
+        {NULL, NULL},
+    };
     luaL_newmetatable(L, REQ_MT);
+    luaL_setfuncs(L, meta, 0);
     /* The methods are made once, not on every req.set_header access. */
     lua_pushcfunction(L, req_set_path);
     lua_pushcfunction(L, req_set_query);
@@ -497,10 +385,6 @@ void req_open(lua_State *L)
     lua_pushcfunction(L, req_header);
     lua_pushcclosure(L, req_index, 4);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, req_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, req_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, "req");
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);

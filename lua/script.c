@@ -1,38 +1,35 @@
-/* script: the worker's LuaJIT state and the calls the core makes into it. */
+/* script: what the core sees of lua/ (script.h). Here: building the
+ * worker's states, swapping them on a reload and closing them, and a
+ * request's life on them (route, the on_<method> handlers, their replies).
+ * The rest of script.h is done by the files below, which this one opens
+ * into each state: proxy_api.c, req.c, upstreams.c and proxying.c, all
+ * calling into the script through lstate.c. */
 #include <stdio.h>
-#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <errno.h>
 
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luajit.h>
+
+#include "fields.h"
+#include "hooks.h"
+#include "loader.h"
 #include "log.h"
 #include "lstate.h"
-#include "stats.h"
+#include "proxy_api.h"
+#include "proxying.h"
+#include "script.h"
 #include "upstream.h"
+#include "upstreams.h"
 #include "worker_state.h"
 
-struct script_globals S;
-
-static struct script_header *hdrs;
-static size_t hdrs_cap;
-
-struct script_req {
-    struct lreq lr;    /* what the script's req names, and its view */
-    struct lstate *st; /* the state it began on: every call of it goes there */
-    struct script_req *next_free;
-};
+static struct field_list hdrs; /* a reply's headers, kept for the next */
 
 static struct script_req *req_pool; /* no malloc per request */
-
-/* Makes st the state of the calls that follow. */
-static lua_State *use(struct lstate *st)
-{
-    S.st = st;
-    S.L = st->L;
-    return st->L;
-}
 
 static int traceback(lua_State *L)
 {
@@ -53,26 +50,26 @@ static int on_panic(lua_State *L)
 
 void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count)
 {
-    S.cfg = cfg;
-    S.shm = shm;
-    S.worker_id = worker_id;
-    S.worker_count = worker_count;
+    lstate_g.cfg = cfg;
+    lstate_g.shm = shm;
+    lstate_g.worker_id = worker_id;
+    lstate_g.worker_count = worker_count;
 }
 
-static lua_State *state_new(struct lmem *m)
+static lua_State *state_new(struct limit_mem *m)
 {
     m->used = 0;
-    m->limit = S.cfg->lua_memory_limit;
+    m->limit = lstate_g.cfg->lua_memory_limit;
     m->enforce = false;
-    lua_State *L = lua_newstate(limits_alloc, m);
+    lua_State *L = lua_newstate(limit_alloc, m);
     if (!L) return NULL;
     lua_atpanic(L, on_panic);
     luaL_openlibs(L);
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* see limits.c */
-    api_open(L);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* see limit.c */
+    proxy_api_open(L);
     req_open(L);
+    upstreams_open(L);
     proxying_open(L);
-    res_open(L);
     return L;
 }
 
@@ -123,16 +120,14 @@ static int state_load(struct lstate *st, const char *path, const char *text, siz
     }
     int rc = luaL_loadbuffer(L, text, len, name);
     if (rc == 0) {
-        struct lstate *prev = S.loading;
-        S.loading = st;
+        struct lstate *prev = lstate_g.loading;
+        lstate_g.loading = st; /* proxy.upstream is allowed, and declares there */
         st->mem.enforce = true;
-        script_loading = true;
-        limits_hook_clock(L, S.cfg->lua_time_limit_ms);
+        limit_hook_clock(L, lstate_g.cfg->lua_time_limit_ms);
         rc = lua_pcall(L, 0, 0, 0);
-        limits_unhook(L);
-        script_loading = false;
+        limit_unhook(L);
         st->mem.enforce = false;
-        S.loading = prev;
+        lstate_g.loading = prev;
     }
     if (rc) {
         const char *msg = lua_tostring(L, -1);
@@ -169,7 +164,7 @@ static const char *handler_name(uint8_t method)
 }
 
 /* A state with the script's top level run, or NULL with err filled. */
-static struct lstate *lstate_build(const char *path, const char *text, size_t len, int generation,
+static struct lstate *state_build(const char *path, const char *text, size_t len, int generation,
                                    char *err, size_t errlen)
 {
     struct lstate *st = calloc(1, sizeof(*st));
@@ -177,7 +172,7 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
         snprintf(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    st->generation = S.generation = generation;
+    st->generation = lstate_g.generation = generation;
     st->L = state_new(&st->mem);
     if (!st->L) {
         snprintf(err, errlen, "%s: cannot create a Lua state", path);
@@ -194,7 +189,7 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
     lua_settop(L, 0);
     lua_pushcfunction(L, traceback);
     st->errfunc_idx = lua_gettop(L);
-    luaL_getmetatable(L, "luaproxy.upstream");
+    luaL_getmetatable(L, UPSTREAMS_MT);
     st->upstream_mt_idx = lua_gettop(L);
     lua_pushliteral(L, "route");
     st->route_key_idx = lua_gettop(L);
@@ -213,11 +208,11 @@ static struct lstate *lstate_build(const char *path, const char *text, size_t le
     return st;
 }
 
-static void lstate_close(struct lstate *st)
+static void state_close(struct lstate *st)
 {
-    if (S.st == st) {
-        S.st = NULL;
-        S.L = NULL;
+    if (lstate_g.st == st) {
+        lstate_g.st = NULL;
+        lstate_g.L = NULL;
     }
     lua_close(st->L); /* collects the upstreams, closing their idle connections */
     free(st);
@@ -225,12 +220,12 @@ static void lstate_close(struct lstate *st)
 
 int script_check_text(const char *path, const char *text, size_t len, char *err, size_t errlen)
 {
-    struct lstate *st = lstate_build(path, text, len, S.generation, err, errlen);
+    struct lstate *st = state_build(path, text, len, lstate_g.generation, err, errlen);
     if (!st) return -1;
     /* Here, not in script_load: the master checks every script it starts
      * or reloads, once, where each worker would repeat the warnings. */
     hooks_check(st->L, path);
-    lstate_close(st);
+    state_close(st);
     return 0;
 }
 
@@ -246,7 +241,7 @@ int script_check(const char *path, char *err, size_t errlen)
 
 static void reap_retired(void)
 {
-    struct lstate **pp = &S.retired;
+    struct lstate **pp = &lstate_g.retired;
     while (*pp) {
         struct lstate *st = *pp;
         if (st->refs) {
@@ -254,9 +249,9 @@ static void reap_retired(void)
             continue;
         }
         *pp = st->next;
-        log_info("worker %d: script generation %d closed (its last request ended)", S.worker_id,
+        log_info("worker %d: script generation %d closed (its last request ended)", lstate_g.worker_id,
                  st->generation);
-        lstate_close(st);
+        state_close(st);
     }
 }
 
@@ -268,23 +263,23 @@ static struct defer reaper = {.cb = on_reap};
 
 int script_load(const char *path, const char *text, size_t len, int generation, char *err, size_t errlen)
 {
-    struct lstate *st = lstate_build(path, text, len, generation, err, errlen);
+    struct lstate *st = state_build(path, text, len, generation, err, errlen);
     if (!st) return -1;
     static bool watchdog;
     if (!watchdog) {
-        limits_watchdog_start(st->L, S.cfg->lua_time_limit_ms);
+        limit_watchdog_start(st->L, lstate_g.cfg->lua_time_limit_ms);
         watchdog = true;
     }
-    struct lstate *old = S.cur;
-    S.cur = st;
-    use(st);
+    struct lstate *old = lstate_g.cur;
+    lstate_g.cur = st;
+    lstate_use(st);
     if (old) {
-        old->next = S.retired;
-        S.retired = old;
+        old->next = lstate_g.retired;
+        lstate_g.retired = old;
         /* Servers that still exist keep their pooled connections (and their
          * health); the others' are closed. Older retired states point at
          * the new servers too, so what they give back lands there. */
-        for (struct lstate *r = S.retired; r; r = r->next)
+        for (struct lstate *r = lstate_g.retired; r; r = r->next)
             upstream_handover(r->upstreams, st->upstreams, r == old);
         if (!old->refs) loop_defer(&W.loop, &reaper);
     }
@@ -293,31 +288,29 @@ int script_load(const char *path, const char *text, size_t len, int generation, 
 
 int script_generation(void)
 {
-    return S.cur ? S.cur->generation : 0;
+    return lstate_g.cur ? lstate_g.cur->generation : 0;
 }
 
 const struct upstream *script_upstreams(void)
 {
-    return S.cur ? S.cur->upstreams : NULL;
+    return lstate_g.cur ? lstate_g.cur->upstreams : NULL;
 }
 
 void script_unload(void)
 {
-    while (S.retired) {
-        struct lstate *st = S.retired;
-        S.retired = st->next;
-        lstate_close(st);
+    while (lstate_g.retired) {
+        struct lstate *st = lstate_g.retired;
+        lstate_g.retired = st->next;
+        state_close(st);
     }
-    if (S.cur) lstate_close(S.cur);
-    S.cur = NULL;
+    if (lstate_g.cur) state_close(lstate_g.cur);
+    lstate_g.cur = NULL;
     while (req_pool) {
         struct script_req *r = req_pool;
         req_pool = r->next_free;
         free(r);
     }
-    free(hdrs);
-    hdrs = NULL;
-    hdrs_cap = 0;
+    field_list_free(&hdrs);
     req_free_all();
 }
 
@@ -341,29 +334,38 @@ struct script_req *script_req_begin(struct script_view *view)
         req_pool = r;
         return NULL;
     }
-    use(S.cur);
-    r->st = S.cur;
+    lstate_use(lstate_g.cur);
+    r->st = lstate_g.cur;
     r->st->refs++;
     return r;
 }
 
-lua_State *script_use(struct script_req *r)
-{
-    return use(r->st);
-}
+/* The calls below are written where their work is (lstate.c, upstreams.c,
+ * proxying.c): script.c is what the core sees of lua/. */
 
-void script_req_push(struct script_req *r)
+void script_set_error_hook(void (*fn)(const char *where, const char *msg))
 {
-    req_push(r->st->L, &r->lr);
+    lstate_set_error_hook(fn);
 }
 
 bool script_req_edits(struct script_req *r, struct script_edits *e)
 {
-    if (!r || !r->lr.edited) return false;
-    lua_State *L = use(r->st);
-    req_push_env(L, &r->lr);
-    edits_from_env(L, e); /* the env stays until script_reply_done() */
-    return true;
+    return proxying_req_edits(r, e);
+}
+
+bool script_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
+{
+    return proxying_on_response(r, res, e);
+}
+
+int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key)
+{
+    return upstreams_hash_key(r, u, key);
+}
+
+int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen)
+{
+    return upstreams_balance(r, u, tried, chosen);
 }
 
 void script_req_end(struct script_req *r)
@@ -376,103 +378,14 @@ void script_req_end(struct script_req *r)
     req_pool = r;
     /* The last request of a retired state: close it after this batch, when
      * nothing up the call stack can still be using it. */
-    if (--st->refs == 0 && st != S.cur) loop_defer(&W.loop, &reaper);
-}
-
-/* The method as sent (a token llhttp does not know, too). */
-static const char *method_of(const struct script_req *r, size_t *len)
-{
-    return http_method_name(r->lr.view->req, r->lr.view->base, len);
-}
-
-static void path_of(const struct script_req *r, const char **p, size_t *n)
-{
-    const struct script_view *v = r->lr.view;
-    const char *url = http_slice(v->base, v->req->url);
-    size_t len = v->req->url.len;
-    const char *q = memchr(url, '?', len);
-    *p = url;
-    *n = q ? (size_t)(q - url) : len;
-}
-
-static void (*error_hook)(const char *where, const char *msg);
-
-void script_set_error_hook(void (*fn)(const char *where, const char *msg))
-{
-    error_hook = fn;
-}
-
-void script_log_error(struct script_req *r, const char *where, const char *msg)
-{
-    if (error_hook) {
-        error_hook(where, msg ? msg : "(no message)");
-        return;
-    }
-    const char *path;
-    size_t plen;
-    path_of(r, &path, &plen);
-    size_t mlen;
-    const char *method = method_of(r, &mlen);
-    log_error("lua error in %s for %.*s %.*s: %s", where, (int)mlen, method, (int)plen, path,
-              msg ? msg : "(no message)");
-}
-
-void script_fail(struct script_req *r, const char *where, const char *msg)
-{
-    STAT_ADD(WS->lua_errors, 1);
-    script_log_error(r, where, msg);
-}
-
-/* Calls the function below nargs arguments; on error logs it and leaves
- * nothing. Returns the number of results left on the stack, or -1. */
-int script_call(struct script_req *r, const char *where, int nargs)
-{
-    struct lstate *st = r->st;
-    lua_State *L = st->L;
-    int base = lua_gettop(L) - nargs - 1;
-    const char *path;
-    size_t plen;
-    path_of(r, &path, &plen);
-    size_t mlen;
-    const char *method = method_of(r, &mlen);
-    stats_lua_enter(method, mlen, path, plen); /* named by the master if we die in there */
-    st->mem.enforce = true;
-    limits_enter(L);
-    int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
-    bool timed_out = limits_leave(L);
-    stats_lua_leave();
-    st->mem.enforce = false;
-    if (rc == 0) return lua_gettop(L) - base;
-    STAT_ADD(WS->lua_errors, 1);
-    script_log_error(r, where, lua_tostring(L, -1));
-    lua_settop(L, base);
-    if (rc == LUA_ERRMEM || timed_out) {
-        lua_gc(L, LUA_GCCOLLECT, 0);
-        /* Give the garbage back to the system, not only to malloc: whether
-         * glibc trims by itself depends on what was allocated last. */
-        if (rc == LUA_ERRMEM) malloc_trim(0);
-    }
-    return -1;
+    if (--st->refs == 0 && st != lstate_g.cur) loop_defer(&W.loop, &reaper);
 }
 
 static void reply_error(struct script_reply *rep)
 {
     static const char body[] = "internal server error\n";
     *rep = (struct script_reply){.status = 500, .body = body, .body_len = sizeof(body) - 1};
-    lua_settop(S.L, S.st->reply_top);
-}
-
-static int hdr_add(const char *name, size_t nlen, const char *value, size_t vlen, size_t *n)
-{
-    if (*n == hdrs_cap) {
-        size_t cap = hdrs_cap ? hdrs_cap * 2 : 16;
-        struct script_header *h = realloc(hdrs, cap * sizeof(*h));
-        if (!h) return -1;
-        hdrs = h;
-        hdrs_cap = cap;
-    }
-    hdrs[(*n)++] = (struct script_header){.name = name, .nlen = nlen, .value = value, .vlen = vlen};
-    return 0;
+    lua_settop(lstate_g.L, lstate_g.st->reply_top);
 }
 
 /* The values on the stack from idx on: status [, body [, headers]]. They
@@ -493,7 +406,7 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
     if (!lua_istable(L, idx + 2)) return "headers must be a table";
     if (!lua_checkstack(L, 8)) return "out of memory";
     int anchor = 0, k = 0;
-    size_t n = 0;
+    hdrs.n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx + 2)) {
         if (lua_type(L, -2) != LUA_TSTRING) return "header names must be strings";
@@ -506,7 +419,7 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
         if (lua_type(L, -1) == LUA_TSTRING) { /* the common case: the table anchors it */
             const char *v = lua_tolstring(L, -1, &vlen);
             if ((bad = field_check_string(name, nlen, v, vlen))) return bad;
-            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            if (field_list_add(&hdrs, name, nlen, v, vlen)) return "out of memory";
             lua_pop(L, 1);
             continue;
         }
@@ -520,28 +433,28 @@ static const char *reply_from_stack(lua_State *L, int idx, int nres, struct scri
         if ((bad = field_push_value(L, name, nlen, lua_gettop(L)))) return bad;
         if (lua_type(L, -1) == LUA_TSTRING) {
             const char *v = lua_tolstring(L, -1, &vlen);
-            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            if (field_list_add(&hdrs, name, nlen, v, vlen)) return "out of memory";
         }
         for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1); i++) {
             lua_rawgeti(L, -1, i);
             const char *v = lua_tolstring(L, -1, &vlen);
             lua_pop(L, 1); /* anchored by the array */
-            if (hdr_add(name, nlen, v, vlen, &n)) return "out of memory";
+            if (field_list_add(&hdrs, name, nlen, v, vlen)) return "out of memory";
         }
         lua_rawseti(L, anchor, ++k);
         lua_pop(L, 1);
     }
-    rep->headers = hdrs;
-    rep->nheaders = n;
+    rep->headers = hdrs.v;
+    rep->nheaders = hdrs.n;
     return NULL;
 }
 
 static void reply_checked(struct script_req *r, const char *where, int idx, int nres,
                           struct script_reply *rep)
 {
-    const char *bad = reply_from_stack(S.L, idx, nres, rep);
+    const char *bad = reply_from_stack(lstate_g.L, idx, nres, rep);
     if (bad) {
-        script_fail(r, where, bad);
+        lstate_fail(r, where, bad);
         reply_error(rep);
     }
 }
@@ -549,12 +462,12 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
 enum script_decision script_route(struct script_req *r, struct script_reply *rep,
                                   struct upstream **upstream)
 {
-    lua_State *L = use(r->st);
+    lua_State *L = lstate_use(r->st);
     lua_pushvalue(L, r->st->route_key_idx);
     lua_gettable(L, LUA_GLOBALSINDEX);
     req_push(L, &r->lr);
     int base = lua_gettop(L) - 1;
-    int nres = script_call(r, "route", 1);
+    int nres = lstate_call(r, "route", 1);
     if (nres < 0) {
         reply_error(rep);
         return SCRIPT_RESPOND;
@@ -573,7 +486,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
         lua_settop(L, r->st->reply_top);
         return SCRIPT_UPSTREAM;
     }
-    script_fail(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
+    lstate_fail(r, "route", lua_pushfstring(L, "route returned a %s (expected an upstream, a status or nothing)",
                                               luaL_typename(L, base)));
     reply_error(rep);
     return SCRIPT_RESPOND;
@@ -581,7 +494,7 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
 
 void script_handle(struct script_req *r, struct script_reply *rep)
 {
-    lua_State *L = use(r->st);
+    lua_State *L = lstate_use(r->st);
     uint8_t method = r->lr.view->req->method;
     const char *name = handler_name(method);
     bool head_only = false;
@@ -600,19 +513,19 @@ void script_handle(struct script_req *r, struct script_reply *rep)
         *rep = (struct script_reply){.status = 405, .body = body, .body_len = sizeof(body) - 1};
         size_t vlen;
         const char *v = lua_tolstring(L, -1, &vlen);
-        size_t n = 0;
-        if (hdr_add("Allow", 5, v, vlen, &n) == 0) {
-            rep->headers = hdrs;
-            rep->nheaders = n;
+        hdrs.n = 0;
+        if (field_list_add(&hdrs, "Allow", 5, v, vlen) == 0) {
+            rep->headers = hdrs.v;
+            rep->nheaders = hdrs.n;
         }
         return;
     }
     req_push(L, &r->lr);
     int base = lua_gettop(L) - 1;
-    int nres = script_call(r, name, 1);
+    int nres = lstate_call(r, name, 1);
     if (nres < 0) return reply_error(rep);
     if (nres == 0) {
-        script_fail(r, name, "handler returned no status");
+        lstate_fail(r, name, "handler returned no status");
         return reply_error(rep);
     }
     reply_checked(r, name, base, nres, rep);
@@ -621,5 +534,5 @@ void script_handle(struct script_req *r, struct script_reply *rep)
 
 void script_reply_done(void)
 {
-    if (S.st) lua_settop(S.L, S.st->reply_top);
+    if (lstate_g.st) lua_settop(lstate_g.L, lstate_g.st->reply_top);
 }

@@ -3,7 +3,8 @@
  *
  * A request is seen by Lua through a struct script_view that the core owns
  * and keeps up to date (its pointers move when the read buffer grows); the
- * Lua `req` object refers to it until script_req_end(). */
+ * Lua `req` object refers to it until script_req_end(). That struct and the
+ * others both sides fill (edits, response head) are in script_types.h. */
 #pragma once
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -11,24 +12,11 @@
 
 #include "config.h"
 #include "http.h"
+#include "script_types.h"
 
 struct shm;
 struct upstream;
 struct server;
-
-struct script_view {
-    const struct http_request *req;
-    const char *base; /* the bytes the request's slices refer to */
-    const char *body; /* local handlers: the whole body */
-    size_t body_len;
-    bool body_ready; /* the body was read: req.body is a string, not nil */
-    const struct sockaddr *peer;
-};
-
-struct script_header {
-    const char *name, *value;
-    size_t nlen, vlen;
-};
 
 /* A response produced by Lua. Its strings belong to the Lua state and stay
  * valid until script_reply_done(). */
@@ -87,15 +75,6 @@ bool script_has_on_response(struct script_req *r);
 
 /* ---- proxying ---- */
 
-/* What req:set_header/set_path/set_query changed, for the forwarded head.
- * A header with value NULL is removed. Valid until script_reply_done(). */
-struct script_edits {
-    bool path_set, query_set;
-    const char *path, *query; /* query NULL: removed */
-    size_t path_len, query_len;
-    struct script_header *headers;
-    size_t nheaders;
-};
 /* false (and nothing to do) when the script changed nothing. */
 bool script_req_edits(struct script_req *r, struct script_edits *e);
 
@@ -110,14 +89,6 @@ int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key);
  * the request gets 500. */
 int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen);
 
-/* The response head as on_response sees it. */
-struct script_response {
-    int status;
-    const struct http_header *headers;
-    uint16_t nheaders;
-    const char *base;
-    const char *server;
-};
 /* Runs on_response(req, res); its res:set_header edits come back in e
  * (valid until script_reply_done()). false when it failed (logged). */
 bool script_on_response(struct script_req *r, const struct script_response *res,

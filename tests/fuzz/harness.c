@@ -399,16 +399,16 @@ void fz_fire_timers(void)
 
 double fz_script_number(const char *name)
 {
-    lua_getglobal(S.L, name);
-    double v = lua_tonumber(S.L, -1);
-    lua_pop(S.L, 1);
+    lua_getglobal(lstate_g.L, name);
+    double v = lua_tonumber(lstate_g.L, -1);
+    lua_pop(lstate_g.L, 1);
     return v;
 }
 
 void fz_script_set_number(const char *name, double v)
 {
-    lua_pushnumber(S.L, v);
-    lua_setglobal(S.L, name);
+    lua_pushnumber(lstate_g.L, v);
+    lua_setglobal(lstate_g.L, name);
 }
 
 /* ---- setup and per-input life ------------------------------------------ */
@@ -485,7 +485,7 @@ void fz_init(const char *script, bool strict_origin)
     char *text = script_read(cfg.script, &len, err, sizeof(err));
     if (!text || script_load(cfg.script, text, len, 0, err, sizeof(err))) fz_fail("script: %s", err);
     free(text);
-    base_top = lua_gettop(S.L);
+    base_top = lua_gettop(lstate_g.L);
 }
 
 void fz_begin(bool slow_reader)
@@ -527,12 +527,12 @@ void fz_end(void)
     if (W.nconns) fz_fail("%d client connection(s) counted after teardown", W.nconns);
     if (W.loop.timers.len) fz_fail("%zu timer(s) still armed after teardown", W.loop.timers.len);
     if (W.loop.deferred) fz_fail("deferred work queued after teardown");
-    if (lua_gettop(S.L) != base_top)
-        fz_fail("the Lua stack holds %d slot(s), %d expected", lua_gettop(S.L), base_top);
+    if (lua_gettop(lstate_g.L) != base_top)
+        fz_fail("the Lua stack holds %d slot(s), %d expected", lua_gettop(lstate_g.L), base_top);
     req_ctx_pool_free();
     exchange_pool_free();
     pipe_pool_free();
-    lua_gc(S.L, LUA_GCCOLLECT, 0);
+    lua_gc(lstate_g.L, LUA_GCCOLLECT, 0);
     int fds = count_fds(false);
     if (fds != base_fds) {
         count_fds(true);

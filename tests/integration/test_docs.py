@@ -78,11 +78,12 @@ def c_functions(src):
     return out
 
 
-def reg_tables(src):
-    """luaL_Reg table name -> [Lua names]."""
+def reg_tables(src, c_names=False):
+    """luaL_Reg table name -> [Lua names] (c_names: {Lua name: C function})."""
     out = {}
     for m in re.finditer(r"luaL_Reg\s+(\w+)\s*\[\]\s*=\s*\{(.*?)\};", src, re.S):
-        out[m.group(1)] = re.findall(r'\{\s*"(\w+)"\s*,', m.group(2))
+        pairs = re.findall(r'\{\s*"(\w+)"\s*,\s*(\w+)', m.group(2))
+        out[m.group(1)] = dict(pairs) if c_names else [n for n, _ in pairs]
     return out
 
 
@@ -101,6 +102,7 @@ def code_api():
 
     for name, text in texts.items():
         tables = reg_tables(text)
+        c_tables = reg_tables(text, c_names=True)
         for fname, body in c_functions(text).items():
             # The proxy table: luaL_Reg tables set into it, and its fields.
             if 'lua_setglobal(L, "proxy")' in body:
@@ -124,14 +126,18 @@ def code_api():
                                        "tests/integration/test_docs.py OBJECTS and document them" % (name, mt))
                 kind = OBJECTS[mt]
                 part = mm.group(2)
-                tm = re.search(r'luaL_setfuncs\(L,\s*(\w+).*?lua_setfield\(L,\s*-2,\s*"__index"\)', part, re.S)
+                tm = re.search(r'luaL_setfuncs\(L,\s*(\w+),\s*\d+\);\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
                 if tm:
                     for n in tables.get(tm.group(1), []):
                         api[kind][n] = "method"
                 im = re.search(r'lua_push(?:cfunction\(L,\s*(\w+)\)|cclosure\(L,\s*(\w+),\s*\d+\));'
                                r'\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
-                if im:
-                    index_body = all_funcs[im.group(1) or im.group(2)]
+                index_fn = im and (im.group(1) or im.group(2))
+                # Or a metamethod table that names the __index function.
+                for rm in re.finditer(r"luaL_setfuncs\(L,\s*(\w+)", part):
+                    index_fn = index_fn or c_tables.get(rm.group(1), {}).get("__index")
+                if index_fn:
+                    index_body = all_funcs[index_fn]
                     keys = list(re.finditer(r'(?:memcmp|strcmp)\(k,\s*"(\w+)"', index_body))
                     for i, km in enumerate(keys):
                         end = keys[i + 1].start() if i + 1 < len(keys) else len(index_body)
@@ -141,7 +147,7 @@ def code_api():
                         api[kind][km.group(1)] = "method" if is_method else "field"
 
             # The server tables a Lua balancer gets.
-            if re.search(r'script_call\(\w+,\s*"balance"', body):
+            if re.search(r'lstate_call\(\w+,\s*"balance"', body):
                 for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body):
                     api["server"][fm.group(1)] = "field"
 

@@ -1,4 +1,4 @@
-/* limits: --lua-time-limit and --lua-memory-limit.
+/* limit: --lua-time-limit and --lua-memory-limit.
  *
  * Time. LuaJIT never runs debug hooks inside compiled traces, so a hook
  * alone cannot stop `while true do end` once the loop is hot. The worker's
@@ -11,18 +11,20 @@
  * until the call returns, so a script cannot pcall its way past it. The cost
  * on the fast path is two atomic stores per call; the price is the JIT.
  *
- * Memory. Every allocation of a state goes through limits_alloc, which
+ * Memory. Every allocation of a state goes through limit_alloc, which
  * counts bytes and refuses growth past the limit while user code runs; Lua
  * turns that into a "not enough memory" error, the request gets 500 and a
  * full collection returns the garbage. */
+#include <lauxlib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "log.h"
-#include "lstate.h"
+#include "limit.h"
 
 #define SIG_LUA_LIMIT (SIGRTMIN + 1)
 
@@ -44,9 +46,9 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void *limits_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+void *limit_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    struct lmem *m = ud;
+    struct limit_mem *m = ud;
     if (nsize == 0) {
         free(ptr);
         m->used -= osize;
@@ -102,7 +104,7 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
-int limits_watchdog_start(lua_State *L, uint64_t limit_ms)
+int limit_watchdog_start(lua_State *L, uint64_t limit_ms)
 {
     (void)L;
     time_limit_ms = limit_ms;
@@ -134,7 +136,7 @@ int limits_watchdog_start(lua_State *L, uint64_t limit_ms)
 
 /* Only the worker thread writes call_seq and call_started: plain stores
  * ordered by release, no locked instructions on every call. */
-void limits_enter(lua_State *L)
+void limit_enter(lua_State *L)
 {
     running_L = L;
     atomic_store_explicit(&call_seq, atomic_load_explicit(&call_seq, memory_order_relaxed) + 1,
@@ -142,7 +144,7 @@ void limits_enter(lua_State *L)
     atomic_store_explicit(&call_started, mono_ms(), memory_order_release);
 }
 
-bool limits_leave(lua_State *L)
+bool limit_leave(lua_State *L)
 {
     atomic_store_explicit(&call_started, 0, memory_order_release);
     if (!limit_hit) return false;
@@ -151,7 +153,7 @@ bool limits_leave(lua_State *L)
     return true;
 }
 
-void limits_hook_clock(lua_State *L, uint64_t limit_ms)
+void limit_hook_clock(lua_State *L, uint64_t limit_ms)
 {
     time_limit_ms = limit_ms;
     clock_deadline_ms = mono_ms() + limit_ms;
@@ -159,7 +161,7 @@ void limits_hook_clock(lua_State *L, uint64_t limit_ms)
     lua_sethook(L, clock_hook, LUA_MASKCOUNT, 10000);
 }
 
-void limits_unhook(lua_State *L)
+void limit_unhook(lua_State *L)
 {
     lua_sethook(L, NULL, 0, 0);
     limit_hit = 0;
