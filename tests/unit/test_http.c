@@ -2,6 +2,7 @@
  * header validity, request parsing through llhttp and head validation. */
 #include "http.h"
 #include "http_response.h"
+#include "check_run.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -1044,10 +1045,5 @@ static Suite *http_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(http_suite());
-    srunner_set_fork_status(sr, CK_FORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(http_suite());
 }

@@ -2,6 +2,7 @@
  * keeps client-caused messages (rejections) from filling the disk, and the
  * address formatting used in log lines. */
 #include "log.h"
+#include "check_run.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -72,9 +73,5 @@ int main(void)
     tcase_add_test(tc, budget_flood_is_bounded);
     tcase_add_test(tc, addr_v4_and_v6);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return check_run(s);
 }

@@ -2,6 +2,7 @@
  * seqlock) and core/accesslog.c (the access-log line). */
 #include "accesslog.h"
 #include "stats.h"
+#include "check_run.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -199,9 +200,5 @@ int main(void)
     tcase_add_test(tc, status_fragment_and_a_dead_writer);
     tcase_add_test(tc, access_line_combined_plus_times);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return check_run(s);
 }
