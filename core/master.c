@@ -16,6 +16,7 @@
 #include "log.h"
 #include "loop.h"
 #include "script.h"
+#include "script_store.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -171,8 +172,8 @@ static void reload(void)
     char *text = script_read(M.cfg->script, &len, err, sizeof(err));
     int rc = text ? master_check_script(M.cfg->script, text, len, err, sizeof(err)) : -1;
     uint32_t gen = STAT_GET(ST->generation) + 1;
-    if (!rc && (rc = stats_script_store(text, len, gen)))
-        snprintf(err, sizeof(err), "%s: larger than %u bytes", M.cfg->script, STATS_SCRIPT_MAX);
+    if (!rc && (rc = script_store_put(text, len, gen)))
+        snprintf(err, sizeof(err), "%s: larger than %u bytes", M.cfg->script, SCRIPT_STORE_MAX);
     free(text);
     if (rc) {
         STAT_ADD(ST->reloads_failed, 1);

@@ -21,6 +21,7 @@
 #include "forward.h"
 #include "log.h"
 #include "script.h"
+#include "script_store.h"
 #include "splice.h"
 #include "stats.h"
 
@@ -174,7 +175,7 @@ static void reload(void)
 {
     size_t len;
     uint32_t gen;
-    char *text = stats_script_copy(&len, &gen);
+    char *text = script_store_get(&len, &gen);
     if (!text) return log_error("worker %d: reload: no script text", W.id);
     if ((int)gen == script_generation()) {
         free(text);
@@ -256,7 +257,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     char err[1024];
     size_t len;
     uint32_t gen;
-    char *text = stats_script_copy(&len, &gen);
+    char *text = script_store_get(&len, &gen);
     if (!text) {
         log_error("worker %d: no script text", id);
         goto out;

@@ -66,12 +66,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("log");
-    TCase *tc = tcase_create("log");
-    tcase_add_test(tc, budget_allows_up_to_rate_then_refuses);
-    tcase_add_test(tc, budget_new_window_reports_refused);
-    tcase_add_test(tc, budget_flood_is_bounded);
-    tcase_add_test(tc, addr_v4_and_v6);
-    suite_add_tcase(s, tc);
-    return check_run(s);
+    const TTest *const tests[] = {
+        budget_allows_up_to_rate_then_refuses,
+        budget_new_window_reports_refused,
+        budget_flood_is_bounded,
+        addr_v4_and_v6,
+    };
+    return check_run_tests("log", NULL, NULL, 0, tests, CHECK_COUNT(tests));
 }

@@ -93,13 +93,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("timestamp");
-    TCase *tc = tcase_create("timestamp");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, http_dates);
-    tcase_add_test(tc, clf_times_in_three_zones);
-    tcase_add_test(tc, same_bytes_as_strftime);
-    tcase_add_test(tc, cached_per_second);
-    suite_add_tcase(s, tc);
-    return check_run(s);
+    const TTest *const tests[] = {
+        http_dates,
+        clf_times_in_three_zones,
+        same_bytes_as_strftime,
+        cached_per_second,
+    };
+    return check_run_tests("timestamp", NULL, NULL, 30, tests, CHECK_COUNT(tests));
 }
