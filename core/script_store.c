@@ -7,10 +7,10 @@
 #include <unistd.h>
 
 struct script_store {
-    uint32_t seq;        /* seqlock over the rest: odd while the master writes */
+    uint32_t seq; /* seqlock over the rest: odd while the master writes */
     uint32_t generation;
     uint32_t len;
-    char text[];         /* SCRIPT_STORE_MAX bytes */
+    char text[]; /* SCRIPT_STORE_MAX bytes */
 };
 
 static struct script_store *store; /* NULL until script_store_create */
@@ -24,8 +24,8 @@ int script_store_create(void)
 {
     /* Pages nobody touches cost nothing: a small script backs a page or
      * two of the 8 MiB. */
-    void *p = mmap(NULL, region_size(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *p = mmap(NULL, region_size(), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return -errno;
     store = p;
     return 0;

@@ -2,10 +2,10 @@
  * time with fixed English day and month names (never the locale's), each
  * remade at most once a second:
  *
- *   TIMESTAMP_HTTP  "Sun, 06 Nov 1994 08:49:37 GMT"   (the Date header, IMF-fixdate
- *                                                      of RFC 9110 5.6.7; UTC)
- *   TIMESTAMP_CLF   "[06/Nov/1994:08:49:37 +0000]"     (the access log, local time
- *                                                      and its offset, as nginx) */
+ *   TIMESTAMP_HTTP  "Sun, 06 Nov 1994 08:49:37 GMT": the Date header
+ *                   (IMF-fixdate, RFC 9110 5.6.7), in UTC;
+ *   TIMESTAMP_CLF   "[06/Nov/1994:08:49:37 +0000]": the access log, in
+ *                   local time with its offset, as nginx writes it. */
 #pragma once
 #include <stdbool.h>
 #include <time.h>
@@ -16,7 +16,7 @@ enum timestamp_style { TIMESTAMP_HTTP, TIMESTAMP_CLF };
  * static struct timestamp t = {.style = TIMESTAMP_CLF}. */
 struct timestamp {
     enum timestamp_style style;
-    bool filled;  /* text holds the second `sec` */
+    bool filled; /* text holds the second `sec` */
     time_t sec;
     char text[40];
 };

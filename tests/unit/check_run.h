@@ -26,7 +26,8 @@ static inline int check_run_tests(const char *name, SFun setup, SFun teardown, i
     TCase *tc = tcase_create(name);
     if (setup || teardown) tcase_add_checked_fixture(tc, setup, teardown);
     if (timeout) tcase_set_timeout(tc, timeout);
-    for (size_t i = 0; i < n; i++) tcase_add_test(tc, tests[i]);
+    for (size_t i = 0; i < n; i++)
+        tcase_add_test(tc, tests[i]);
     suite_add_tcase(s, tc);
     return check_run(s);
 }

@@ -42,10 +42,12 @@ START_TEST(control_signals_are_read_not_acted_on)
     open_signals(false);
     /* Unblocked, SIGTERM, SIGINT and SIGHUP would end this process. */
     int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
-    for (size_t i = 0; i < CHECK_COUNT(sigs); i++) ck_assert_int_eq(raise(sigs[i]), 0);
+    for (size_t i = 0; i < CHECK_COUNT(sigs); i++)
+        ck_assert_int_eq(raise(sigs[i]), 0);
     child_ends();
     ck_assert_int_gt(loop_once(&loop, false), 0);
-    for (size_t i = 0; i < CHECK_COUNT(sigs); i++) ck_assert_int_eq(seen[sigs[i]], 1);
+    for (size_t i = 0; i < CHECK_COUNT(sigs); i++)
+        ck_assert_int_eq(seen[sigs[i]], 1);
     ck_assert_int_eq(seen[SIGCHLD], 0); /* a worker has no children to hear of */
 }
 END_TEST
