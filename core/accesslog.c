@@ -4,16 +4,18 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "loop.h"
+#include "timestamp.h"
 #include "worker_state.h"
 
 #define FLUSH_AT (32 * 1024)
 
 static struct buf pending;
 static struct defer flusher;
+/* "[22/Nov/2026:10:00:00 +0000]", remade once a second. */
+static struct timestamp clf_time = {.style = TIMESTAMP_CLF};
 
 static void put_quoted(struct buf *out, const char *s, size_t n)
 {
@@ -43,21 +45,6 @@ static void put_header(struct buf *out, const struct access_entry *e, const char
     put_quoted(out, http_slice(e->base, h->value), h->value.len);
 }
 
-/* "[22/Nov/2026:10:00:00 +0000]", remade once a second. */
-static const char *clf_time(double wall)
-{
-    static char text[40];
-    static time_t last = -1;
-    time_t t = (time_t)wall;
-    if (t != last) {
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(text, sizeof(text), "[%d/%b/%Y:%H:%M:%S %z]", &tm);
-        last = t;
-    }
-    return text;
-}
-
 void access_format(struct buf *out, const struct access_entry *e)
 {
     char addr[INET6_ADDRSTRLEN] = "-";
@@ -66,7 +53,7 @@ void access_format(struct buf *out, const struct access_entry *e)
     else if (e->peer && e->peer->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)e->peer)->sin6_addr, addr, sizeof(addr));
     char line[160];
-    int n = snprintf(line, sizeof(line), "%s - - %s ", addr, clf_time(e->wall));
+    int n = snprintf(line, sizeof(line), "%s - - %s ", addr, timestamp_text(&clf_time, e->wall));
     buf_append(out, line, (size_t)n);
     if (e->req) {
         char first[4096];

@@ -4,27 +4,66 @@
 #include <string.h>
 #include <strings.h>
 
-/* Byte classes for the head checks, a table lookup per byte: tchar of RFC
- * 9110 5.6.2 (names, methods), field-value bytes (VCHAR, obs-text, SP,
- * HTAB; no other control), request-target bytes (VCHAR but '#') and the
- * bytes of a Host authority (reg-name or IP-literal, and ':'). */
-enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_AUTHORITY = 8, C_NAME = 16 /* tchar but '_' */ };
-static uint8_t byte_class[256];
-static uint8_t to_lower[256]; /* ASCII only, whatever the locale */
+/* Byte classes for the head checks, a table lookup per byte, written out
+ * here (no code runs before main to build it). The rules, one flag each:
+ *   HTTP_C_TCHAR      tchar of RFC 9110 5.6.2 (names, methods): ALPHA,
+ *                     DIGIT and !#$%&'*+-.^_`|~
+ *   HTTP_C_NAME       a tchar but '_' (a name holding '_' is noted apart)
+ *   HTTP_C_VALUE      field-value bytes: VCHAR, obs-text (0x80-0xff), SP
+ *                     and HTAB; no other control, no DEL
+ *   HTTP_C_TARGET     request-target bytes: VCHAR (0x21-0x7e) but '#'
+ *   HTTP_C_AUTHORITY  a Host authority (reg-name or IP-literal, and ':'):
+ *                     ALPHA, DIGIT and -._~%!$&'()*+,;=:[]
+ * Each byte is listed once, grouped by the flags it has; the bytes not
+ * listed have none. tests/unit/test_http.c checks all 256 against the
+ * rules above, so a slip here fails there. The group names spell the
+ * flags: T tchar, N name, V value, G tarGet, A authority. */
+#define TNVGA (HTTP_C_TCHAR | HTTP_C_NAME | HTTP_C_VALUE | HTTP_C_TARGET | HTTP_C_AUTHORITY)
+#define TNVG (HTTP_C_TCHAR | HTTP_C_NAME | HTTP_C_VALUE | HTTP_C_TARGET)
+#define TNV (HTTP_C_TCHAR | HTTP_C_NAME | HTTP_C_VALUE)
+#define TVGA (HTTP_C_TCHAR | HTTP_C_VALUE | HTTP_C_TARGET | HTTP_C_AUTHORITY)
+#define VGA (HTTP_C_VALUE | HTTP_C_TARGET | HTTP_C_AUTHORITY)
+#define VG (HTTP_C_VALUE | HTTP_C_TARGET)
+#define V HTTP_C_VALUE
+const uint8_t http_byte_class[256] = {
+    /* tchar and authority */
+    ['0' ... '9'] = TNVGA, ['A' ... 'Z'] = TNVGA, ['a' ... 'z'] = TNVGA,
+    ['!'] = TNVGA, ['$'] = TNVGA, ['%'] = TNVGA, ['&'] = TNVGA, ['\''] = TNVGA,
+    ['*'] = TNVGA, ['+'] = TNVGA, ['-'] = TNVGA, ['.'] = TNVGA, ['~'] = TNVGA,
+    /* tchar, not authority */
+    ['^'] = TNVG, ['`'] = TNVG, ['|'] = TNVG,
+    ['#'] = TNV, /* not in a target: a fragment is never sent */
+    ['_'] = TVGA, /* a tchar, but not a name byte */
+    /* authority, not tchar */
+    ['('] = VGA, [')'] = VGA, [','] = VGA, [':'] = VGA, [';'] = VGA, ['='] = VGA,
+    ['['] = VGA, [']'] = VGA,
+    /* the rest of VCHAR */
+    ['"'] = VG, ['/'] = VG, ['<'] = VG, ['>'] = VG, ['?'] = VG, ['@'] = VG,
+    ['\\'] = VG, ['{'] = VG, ['}'] = VG,
+    /* whitespace and obs-text: values only */
+    ['\t'] = V, [' '] = V, [0x80 ... 0xff] = V,
+};
+#undef TNVGA
+#undef TNVG
+#undef TNV
+#undef TVGA
+#undef VGA
+#undef VG
+#undef V
 
-__attribute__((constructor)) static void byte_class_init(void)
-{
-    for (int c = 0; c < 256; c++) {
-        uint8_t k = 0;
-        if (isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c))) k |= C_TCHAR;
-        if ((k & C_TCHAR) && c != '_') k |= C_NAME;
-        if (c == '\t' || (c >= 0x20 && c != 0x7f)) k |= C_VALUE;
-        if (c > 0x20 && c < 0x7f && c != '#') k |= C_TARGET;
-        if (isalnum(c) || (c && strchr("-._~%!$&'()*+,;=:[]", c))) k |= C_AUTHORITY;
-        byte_class[c] = k;
-        to_lower[c] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    }
-}
+/* ASCII lower-casing, whatever the locale: every byte maps to itself but
+ * 'A'-'Z', which map to 'a'-'z' (rows 0x40 and 0x50 written out). */
+#define SAME16(b)                                                                                  \
+    (b) + 0, (b) + 1, (b) + 2, (b) + 3, (b) + 4, (b) + 5, (b) + 6, (b) + 7, (b) + 8, (b) + 9,      \
+        (b) + 10, (b) + 11, (b) + 12, (b) + 13, (b) + 14, (b) + 15
+const uint8_t http_to_lower[256] = {
+    SAME16(0x00), SAME16(0x10), SAME16(0x20), SAME16(0x30),
+    '@', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', '[', '\\', ']', '^', '_',
+    SAME16(0x60), SAME16(0x70), SAME16(0x80), SAME16(0x90), SAME16(0xa0), SAME16(0xb0),
+    SAME16(0xc0), SAME16(0xd0), SAME16(0xe0), SAME16(0xf0),
+};
+#undef SAME16
 
 /* ---- parsing ---------------------------------------------------------- */
 
@@ -424,7 +463,7 @@ void http_parser_init(llhttp_t *p, struct http_parse_ctx *ctx)
 bool http_name_eq(const char *s, const char *lower, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (to_lower[(unsigned char)s[i]] != (unsigned char)lower[i]) return false;
+        if (http_to_lower[(unsigned char)s[i]] != (unsigned char)lower[i]) return false;
     return true;
 }
 
@@ -442,12 +481,12 @@ const struct http_header *http_find_header(const struct http_request *req, const
 
 static bool is_tchar(unsigned char ch)
 {
-    return byte_class[ch] & C_TCHAR;
+    return http_byte_class[ch] & HTTP_C_TCHAR;
 }
 
 static bool is_value_char(unsigned char ch)
 {
-    return byte_class[ch] & C_VALUE;
+    return http_byte_class[ch] & HTTP_C_VALUE;
 }
 
 /* "HTTP/" DIGIT "." DIGIT. */
@@ -495,7 +534,7 @@ static bool fields_ok(const char *p, size_t i, size_t len, bool *underscore)
     for (;;) {
         if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n') return i + 2 == len;
         size_t n = i;
-        while (byte_class[(unsigned char)p[i]] & C_NAME) i++;
+        while (http_byte_class[(unsigned char)p[i]] & HTTP_C_NAME) i++;
         if (p[i] == '_') { /* noted here, where the name is read anyway */
             *underscore = true;
             while (is_tchar((unsigned char)p[i])) i++;
@@ -523,7 +562,7 @@ int http_check_head(struct http_request *req, const char *p, size_t len)
     while (i < len && is_tchar((unsigned char)p[i])) i++;
     if (i == m || i >= len || p[i] != ' ') return 400;
     size_t t = ++i;
-    while (i < len && (byte_class[(unsigned char)p[i]] & C_TARGET)) i++;
+    while (i < len && (http_byte_class[(unsigned char)p[i]] & HTTP_C_TARGET)) i++;
     if (i == t || i >= len || p[i] != ' ') return 400;
     size_t v = ++i;
     while (i < len && p[i] != '\r' && p[i] != '\n') i++;
@@ -555,7 +594,7 @@ bool http_response_head_ok(const char *p, size_t len)
 static bool valid_authority(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (!(byte_class[(unsigned char)s[i]] & C_AUTHORITY)) return false;
+        if (!(http_byte_class[(unsigned char)s[i]] & HTTP_C_AUTHORITY)) return false;
     return true;
 }
 
@@ -677,7 +716,7 @@ bool http_valid_name(const char *s, size_t n)
 
 void http_lower(char *dst, const char *src, size_t n)
 {
-    for (size_t i = 0; i < n; i++) dst[i] = (char)to_lower[(unsigned char)src[i]];
+    for (size_t i = 0; i < n; i++) dst[i] = (char)http_to_lower[(unsigned char)src[i]];
 }
 
 bool http_valid_value(const char *s, size_t n)

@@ -169,6 +169,19 @@ bool http_valid_name(const char *s, size_t n);
 void http_lower(char *dst, const char *src, size_t n);
 bool http_valid_value(const char *s, size_t n);
 
+/* The byte classes of the head checks and the ASCII lower-casing, as
+ * constant tables (the rules are stated beside them in http.c). Exported
+ * so that a unit test can check every byte against those rules. */
+enum {
+    HTTP_C_TCHAR = 1,
+    HTTP_C_VALUE = 2,
+    HTTP_C_TARGET = 4,
+    HTTP_C_AUTHORITY = 8,
+    HTTP_C_NAME = 16, /* tchar but '_' */
+};
+extern const uint8_t http_byte_class[256];
+extern const uint8_t http_to_lower[256];
+
 /* Optional whitespace (RFC 9110 5.6.3). */
 static inline bool http_is_ows(char ch)
 {

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
+
+#include "timestamp.h"
 
 const char *http_reason(int status)
 {
@@ -66,16 +67,8 @@ const char *http_reason(int status)
 
 const char *http_date(double wall_now)
 {
-    static char cached[40];
-    static time_t cached_sec = -1;
-    time_t sec = (time_t)wall_now;
-    if (sec != cached_sec) {
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        cached_sec = sec;
-    }
-    return cached;
+    static struct timestamp date = {.style = TIMESTAMP_HTTP};
+    return timestamp_text(&date, wall_now);
 }
 
 static bool no_body_status(int status)

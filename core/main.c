@@ -12,6 +12,7 @@
 #include "log.h"
 #include "master.h"
 #include "script.h"
+#include "script_store.h"
 #include "shm.h"
 #include "stats.h"
 #include "try.h"
@@ -142,16 +143,18 @@ int main(int argc, char **argv)
         return path_error(&cfg, "pid-file", cfg.pid_file, "cannot open for writing", rc);
     }
     int status = 1;
+    const char *region = "metrics";
     rc = stats_create(cfg.workers);
-    if (!rc && stats_script_store(text, len, 0)) rc = -E2BIG;
+    if (!rc && (rc = script_store_create())) region = "the script";
+    if (!rc && script_store_put(text, len, 0)) rc = -E2BIG;
     free(text);
     if (rc == -E2BIG) {
-        fprintf(stderr, "luaproxy: %s: larger than %u bytes\n", cfg.script, STATS_SCRIPT_MAX);
+        fprintf(stderr, "luaproxy: %s: larger than %u bytes\n", cfg.script, SCRIPT_STORE_MAX);
         status = 2;
         goto fail;
     }
     if (rc) {
-        fprintf(stderr, "luaproxy: cannot map shared memory for metrics: %s\n", strerror(-rc));
+        fprintf(stderr, "luaproxy: cannot map shared memory for %s: %s\n", region, strerror(-rc));
         goto fail;
     }
 
@@ -185,6 +188,7 @@ int main(int argc, char **argv)
     status = master_run(&cfg, shm);
     if (cfg.pid_file) unlink(cfg.pid_file);
     shm_destroy(shm);
+    script_store_destroy();
     stats_destroy();
     return status;
 fail:

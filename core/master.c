@@ -16,6 +16,8 @@
 #include "log.h"
 #include "loop.h"
 #include "script.h"
+#include "script_store.h"
+#include "signals.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -171,8 +173,8 @@ static void reload(void)
     char *text = script_read(M.cfg->script, &len, err, sizeof(err));
     int rc = text ? master_check_script(M.cfg->script, text, len, err, sizeof(err)) : -1;
     uint32_t gen = STAT_GET(ST->generation) + 1;
-    if (!rc && (rc = stats_script_store(text, len, gen)))
-        snprintf(err, sizeof(err), "%s: larger than %u bytes", M.cfg->script, STATS_SCRIPT_MAX);
+    if (!rc && (rc = script_store_put(text, len, gen)))
+        snprintf(err, sizeof(err), "%s: larger than %u bytes", M.cfg->script, SCRIPT_STORE_MAX);
     free(text);
     if (rc) {
         STAT_ADD(ST->reloads_failed, 1);
@@ -271,20 +273,12 @@ int master_run(const struct config *cfg, struct shm *shm)
         log_error("master: out of resources");
         return 1;
     }
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    /* Blocked before the first fork: the workers inherit the mask and read
-     * the same signals from their own signalfd. */
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    M.signals.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    /* Before the first fork: the workers inherit the blocked mask and read
+     * the same signals (but SIGCHLD) from their own signalfd. */
     M.signals.cb = on_signal;
-    if (M.signals.fd == -1 || loop_add(&M.loop, &M.signals, IO_READ)) {
-        log_error("master: signalfd: %s", strerror(errno));
+    int rc = signals_open(&M.loop, &M.signals, true);
+    if (rc) {
+        log_error("master: signalfd: %s", strerror(-rc));
         return 1;
     }
     for (int i = 0; i < M.nslots; i++) {

@@ -1,7 +1,6 @@
 #include "stats.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -22,16 +21,15 @@ int stats_create(int nworkers)
 {
     size_t slots = sizeof(struct stats) + (size_t)nworkers * sizeof(struct wstats);
     slots = (slots + 4095) & ~(size_t)4095;
-    region_size = slots + STATS_SCRIPT_MAX;
-    /* Pages nobody touches cost nothing: most of the script area and of
-     * the upstream tables stay unbacked. */
+    region_size = slots;
+    /* Pages nobody touches cost nothing: most of the upstream tables stay
+     * unbacked. */
     void *p = mmap(NULL, region_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return -errno;
     ST = p;
     ST->nworkers = (uint32_t)nworkers;
     ST->started_unix = (uint64_t)time(NULL);
     ST->master_pid = (int32_t)getpid();
-    ST->script = (char *)p + slots;
     return 0;
 }
 
@@ -96,44 +94,6 @@ struct ustat *stats_upstream(const char *upstream, const char *server, int statu
     }
     /* Full: a script with hundreds of servers; those series go uncounted. */
     return NULL;
-}
-
-int stats_script_store(const char *text, size_t len, uint32_t generation)
-{
-    if (!ST) return -ENODEV;
-    if (len >= STATS_SCRIPT_MAX) return -E2BIG;
-    __atomic_add_fetch(&ST->script_seq, 1, __ATOMIC_ACQ_REL); /* odd: writing */
-    memcpy(ST->script, text, len);
-    ST->script[len] = '\0';
-    STAT_SET(ST->script_len, (uint32_t)len);
-    STAT_SET(ST->script_generation, generation);
-    __atomic_add_fetch(&ST->script_seq, 1, __ATOMIC_ACQ_REL);
-    return 0;
-}
-
-char *stats_script_copy(size_t *len, uint32_t *generation)
-{
-    if (!ST) return NULL;
-    for (;;) {
-        uint32_t seq = __atomic_load_n(&ST->script_seq, __ATOMIC_ACQUIRE);
-        if (seq & 1) {
-            usleep(1000);
-            continue;
-        }
-        size_t n = STAT_GET(ST->script_len);
-        uint32_t gen = STAT_GET(ST->script_generation);
-        char *copy = malloc(n + 1);
-        if (!copy) return NULL;
-        memcpy(copy, ST->script, n);
-        copy[n] = '\0';
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&ST->script_seq, __ATOMIC_RELAXED) == seq) {
-            *len = n;
-            *generation = gen;
-            return copy;
-        }
-        free(copy); /* rewritten meanwhile: read it again */
-    }
 }
 
 void stats_status_publish(const char *json, size_t len)

@@ -8,9 +8,8 @@
  * outlives its worker: a restarted worker goes on counting where the dead
  * one stopped, so the sums never go backwards (Prometheus counters).
  *
- * The region also carries the reload generation and the text of the script
- * the master last checked, so every worker (and every restarted one) loads
- * exactly the bytes that passed the check, even if the file changed since. */
+ * The text of the script the workers load on a reload is not here but in
+ * script_store.h, a region of its own. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,7 +19,6 @@
 #define STATS_BUCKETS 14         /* request-duration histogram, + the +Inf bucket */
 #define STATS_UPSTREAM_SLOTS 512 /* (upstream, server, code) series per worker */
 #define STATS_STATUS_MAX 32768   /* a worker's /status fragment (JSON) */
-#define STATS_SCRIPT_MAX (8u << 20)
 
 /* Upper bounds of the histogram buckets, in microseconds. */
 extern const uint64_t stats_bucket_us[STATS_BUCKETS - 1];
@@ -72,10 +70,6 @@ struct stats {
     uint64_t reloads_ok, reloads_failed;
     uint64_t worker_restarts;
     int32_t master_pid;
-    uint32_t script_seq;      /* seqlock over the script text */
-    uint32_t script_generation;
-    uint32_t script_len;
-    char *script;             /* STATS_SCRIPT_MAX bytes after the slots */
     struct wstats w[];
 };
 
@@ -98,11 +92,6 @@ void stats_request(int status, uint64_t us);
  * counted in (NULL when the table is full): a caller may keep it and count
  * the next response of the same series with STAT_ADD(e->count, 1). */
 struct ustat *stats_upstream(const char *upstream, const char *server, int status);
-
-/* The master stores a checked script (with its generation); workers copy it
- * out (malloc'd, NUL-terminated). -E2BIG when it is too large. */
-int stats_script_store(const char *text, size_t len, uint32_t generation);
-char *stats_script_copy(size_t *len, uint32_t *generation);
 
 /* A worker publishes its /status fragment; readers copy it consistently. */
 void stats_status_publish(const char *json, size_t len);

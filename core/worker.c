@@ -21,6 +21,8 @@
 #include "exchange.h"
 #include "log.h"
 #include "script.h"
+#include "script_store.h"
+#include "signals.h"
 #include "splice.h"
 #include "stats.h"
 #include "worker_state.h"
@@ -174,7 +176,7 @@ static void reload(void)
 {
     size_t len;
     uint32_t gen;
-    char *text = stats_script_copy(&len, &gen);
+    char *text = script_store_get(&len, &gen);
     if (!text) return log_error("worker %d: reload: no script text", W.id);
     if ((int)gen == script_generation()) {
         free(text);
@@ -236,16 +238,10 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
         log_error("worker %d: epoll: %s", id, strerror(errno));
         return 1;
     }
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    W.signals.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     W.signals.cb = on_signal;
-    if (W.signals.fd == -1 || loop_add(&W.loop, &W.signals, IO_READ)) {
-        log_error("worker %d: signalfd: %s", id, strerror(errno));
+    int rc = signals_open(&W.loop, &W.signals, false);
+    if (rc) {
+        log_error("worker %d: signalfd: %s", id, strerror(-rc));
         goto out;
     }
     /* A signal that arrived before the signalfd existed is still pending. */
@@ -257,12 +253,12 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     char err[1024];
     size_t len;
     uint32_t gen;
-    char *text = stats_script_copy(&len, &gen);
+    char *text = script_store_get(&len, &gen);
     if (!text) {
         log_error("worker %d: no script text", id);
         goto out;
     }
-    int rc = script_load(cfg->script, text, len, (int)gen, err, sizeof(err));
+    rc = script_load(cfg->script, text, len, (int)gen, err, sizeof(err));
     free(text);
     if (rc) {
         log_error("worker %d: %s", id, err);

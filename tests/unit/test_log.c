@@ -2,6 +2,7 @@
  * keeps client-caused messages (rejections) from filling the disk, and the
  * address formatting used in log lines. */
 #include "log.h"
+#include "check_run.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -65,16 +66,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("log");
-    TCase *tc = tcase_create("log");
-    tcase_add_test(tc, budget_allows_up_to_rate_then_refuses);
-    tcase_add_test(tc, budget_new_window_reports_refused);
-    tcase_add_test(tc, budget_flood_is_bounded);
-    tcase_add_test(tc, addr_v4_and_v6);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    const TTest *const tests[] = {
+        budget_allows_up_to_rate_then_refuses,
+        budget_new_window_reports_refused,
+        budget_flood_is_bounded,
+        addr_v4_and_v6,
+    };
+    return check_run_tests("log", NULL, NULL, 0, tests, CHECK_COUNT(tests));
 }

@@ -1,11 +1,11 @@
-/* Unit tests for core/stats.c (shared counters, script text, status
- * seqlock) and core/accesslog.c (the access-log line). */
+/* Unit tests for core/stats.c (shared counters, status seqlock) and
+ * core/accesslog.c (the access-log line). */
 #include "accesslog.h"
 #include "stats.h"
+#include "check_run.h"
 
 #include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,27 +100,6 @@ START_TEST(counters_are_shared_with_children)
 }
 END_TEST
 
-START_TEST(script_text_round_trip_and_limit)
-{
-    const char *text = "function on_get() return 200 end\n";
-    ck_assert_int_eq(stats_script_store(text, strlen(text), 7), 0);
-    size_t len;
-    uint32_t gen;
-    char *copy = stats_script_copy(&len, &gen);
-    ck_assert_ptr_nonnull(copy);
-    ck_assert_uint_eq(len, strlen(text));
-    ck_assert_str_eq(copy, text);
-    ck_assert_uint_eq(gen, 7);
-    free(copy);
-    static char big[STATS_SCRIPT_MAX];
-    ck_assert_int_eq(stats_script_store(big, sizeof(big), 8), -E2BIG);
-    copy = stats_script_copy(&len, &gen); /* the old text is intact */
-    ck_assert_str_eq(copy, text);
-    ck_assert_uint_eq(gen, 7);
-    free(copy);
-}
-END_TEST
-
 START_TEST(status_fragment_and_a_dead_writer)
 {
     stats_attach(1);
@@ -187,21 +166,14 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("stats");
-    TCase *tc = tcase_create("stats");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, histogram_buckets_by_upper_bound);
-    tcase_add_test(tc, out_of_range_status_counts_as_zero);
-    tcase_add_test(tc, upstream_series_are_found_again);
-    tcase_add_test(tc, a_full_series_table_drops_new_series_only);
-    tcase_add_test(tc, counters_are_shared_with_children);
-    tcase_add_test(tc, script_text_round_trip_and_limit);
-    tcase_add_test(tc, status_fragment_and_a_dead_writer);
-    tcase_add_test(tc, access_line_combined_plus_times);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    const TTest *const tests[] = {
+        histogram_buckets_by_upper_bound,
+        out_of_range_status_counts_as_zero,
+        upstream_series_are_found_again,
+        a_full_series_table_drops_new_series_only,
+        counters_are_shared_with_children,
+        status_fragment_and_a_dead_writer,
+        access_line_combined_plus_times,
+    };
+    return check_run_tests("stats", setup, teardown, 0, tests, CHECK_COUNT(tests));
 }
