@@ -41,7 +41,7 @@ CFLAGS   += -std=gnu11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -Icore -Ilua 
 LDFLAGS  += $(SANFLAGS)
 LDLIBS   += -lpthread -lm -ldl
 
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(wildcard core/*.c core/proxy/*.c)
 LUA_SRC  := $(wildcard lua/*.c)
 APP_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(LUA_SRC))
 LIB_OBJ  := $(filter-out $(BUILD)/core/main.o,$(APP_OBJ))
@@ -133,7 +133,7 @@ install: $(BUILD)/luaproxy
 	install -m 644 docs/luaproxy.1 $(DESTDIR)$(PREFIX)/share/man/man1/luaproxy.1
 
 format:
-	clang-format -i core/*.[ch] lua/*.[ch] tests/unit/*.c tests/helpers/*.c
+	clang-format -i core/*.[ch] core/proxy/*.[ch] lua/*.[ch] tests/unit/*.c tests/helpers/*.c
 
 clean:
 	rm -rf build

@@ -155,7 +155,7 @@ void admin_publish(void)
         buf_puts(&b, first ? "{\"name\":\"" : ",{\"name\":\"");
         first = false;
         put_escaped(&b, u->name, true);
-        putf(&b, "\",\"balance\":\"%s\",\"servers\":[", upstream_balance_name(u->balance));
+        putf(&b, "\",\"balance\":\"%s\",\"servers\":[", u->policy->name);
         for (int i = 0; i < u->nservers; i++) {
             const struct server *s = &u->servers[i];
             buf_puts(&b, i ? ",{\"addr\":\"" : "{\"addr\":\"");

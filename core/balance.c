@@ -4,13 +4,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "script.h"
-
 #define RING_POINTS 160 /* virtual nodes per unit of weight */
 
 struct ring_point {
     uint32_t hash;
     uint16_t server;
+};
+
+/* The hash policy's state (upstream.policy_state). */
+struct ring {
+    int n;
+    struct ring_point points[];
 };
 
 /* What every built-in policy asks of a candidate: not yet tried for this
@@ -102,15 +106,16 @@ static int choose_p2c(const struct balance_req *r, struct server **s)
 static struct server *ring_find(const struct balance_req *r, uint32_t key)
 {
     struct upstream *u = r->u;
-    if (u->nring == 0) return NULL;
-    int lo = 0, hi = u->nring;
+    const struct ring *ring = u->policy_state;
+    if (!ring || ring->n == 0) return NULL;
+    int lo = 0, hi = ring->n;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
-        if (u->ring[mid].hash < key) lo = mid + 1;
+        if (ring->points[mid].hash < key) lo = mid + 1;
         else hi = mid;
     }
-    for (int k = 0; k < u->nring; k++) {
-        int i = u->ring[(lo + k) % u->nring].server;
+    for (int k = 0; k < ring->n; k++) {
+        int i = ring->points[(lo + k) % ring->n].server;
         if (usable(r, i)) return &u->servers[i];
     }
     return NULL;
@@ -126,7 +131,7 @@ struct server *balance_hash_find(struct upstream *u, uint32_t key, const bool *t
 static int choose_hash(const struct balance_req *r, struct server **s)
 {
     uint32_t key = 0;
-    if (r->sr && script_hash_key(r->sr, r->u, &key)) return -1;
+    if (r->sr && r->u->hash_key && r->u->hash_key(r->sr, r->u, &key)) return -1;
     *s = ring_find(r, key);
     return 0;
 }
@@ -141,35 +146,28 @@ static int hash_init(struct upstream *u)
 {
     int n = 0;
     for (int i = 0; i < u->nservers; i++) n += RING_POINTS * u->servers[i].weight;
-    u->ring = calloc((size_t)n, sizeof(*u->ring));
-    if (!u->ring) return -ENOMEM;
+    struct ring *ring = calloc(1, sizeof(*ring) + (size_t)n * sizeof(ring->points[0]));
+    if (!ring) return -ENOMEM;
     for (int i = 0; i < u->nservers; i++) {
         /* Points come from the server's address, not its position, so the
          * ring of the others stays the same when one is added or removed. */
         for (int k = 0; k < RING_POINTS * u->servers[i].weight; k++) {
             char label[96];
             int len = snprintf(label, sizeof(label), "%s#%d", u->servers[i].name, k);
-            u->ring[u->nring].hash = upstream_hash(label, (size_t)len);
-            u->ring[u->nring].server = (uint16_t)i;
-            u->nring++;
+            ring->points[ring->n].hash = upstream_hash(label, (size_t)len);
+            ring->points[ring->n].server = (uint16_t)i;
+            ring->n++;
         }
     }
-    qsort(u->ring, (size_t)u->nring, sizeof(*u->ring), cmp_point);
+    qsort(ring->points, (size_t)ring->n, sizeof(ring->points[0]), cmp_point);
+    u->policy_state = ring;
     return 0;
 }
 
 static void hash_destroy(struct upstream *u)
 {
-    free(u->ring);
-    u->ring = NULL;
-    u->nring = 0;
-}
-
-/* The script's balance(req, servers). It sees every server with its
- * up and tried flags and may choose any; a tried one counts as none. */
-static int choose_lua(const struct balance_req *r, struct server **s)
-{
-    return r->sr ? script_balance(r->sr, r->u, r->tried, s) : 0;
+    free(u->policy_state);
+    u->policy_state = NULL;
 }
 
 static const struct balancer policies[] = {
@@ -177,12 +175,11 @@ static const struct balancer policies[] = {
     [BALANCE_LEAST_CONN] = {.name = "least_conn", .choose = choose_least_conn},
     [BALANCE_RANDOM] = {.name = "random", .choose = choose_p2c},
     [BALANCE_HASH] = {.name = "hash", .choose = choose_hash, .init = hash_init, .destroy = hash_destroy},
-    [BALANCE_LUA] = {.name = "lua", .choose = choose_lua},
 };
 
 const struct balancer *balance_policy(enum balance b)
 {
-    return &policies[b];
+    return b < BALANCE_LUA ? &policies[b] : NULL;
 }
 
 int balance_choose(struct script_req *sr, struct upstream *u, const bool *tried, uint64_t now,

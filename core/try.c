@@ -260,7 +260,7 @@ int try_run(const struct config *cfg)
             rc = failed();
             goto end;
         }
-        printf("upstream: %s\nbalance: %s\n", up->name, upstream_balance_name(up->balance));
+        printf("upstream: %s\nbalance: %s\n", up->name, up->policy->name);
         if (s)
             printf("server: %s\n", s->name);
         else

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "balance.h"
 #include "config.h"
 
 uint32_t upstream_hash(const char *s, size_t n)
@@ -22,18 +21,13 @@ uint32_t upstream_hash(const char *s, size_t n)
     return h;
 }
 
-const char *upstream_balance_name(enum balance b)
-{
-    return balance_policy(b)->name;
-}
-
-struct upstream *upstream_new(const char *name, enum balance b)
+struct upstream *upstream_new(const char *name, enum balance b, const struct balancer *policy)
 {
     struct upstream *u = calloc(1, sizeof(*u));
     if (!u) return NULL;
     snprintf(u->name, sizeof(u->name), "%s", name);
     u->balance = b;
-    u->policy = balance_policy(b);
+    u->policy = policy;
     u->keepalive = 32;
     u->keepalive_timeout_ms = 60000;
     u->connect_timeout_ms = 1000;

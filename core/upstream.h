@@ -1,5 +1,5 @@
-/* upstream: a named group of servers, its balancing policy (the policies
- * themselves are in balance.c), passive health (max_fails within
+/* upstream: a named group of servers, the interface of its balancing
+ * policy (the policies themselves are in balance.c and lua/upstreams.c), passive health (max_fails within
  * fail_timeout takes a server out for fail_timeout) and the handover of
  * servers across a reload. State here is per worker: `active` counts this
  * worker's requests in flight. */
@@ -10,8 +10,9 @@
 
 #include "pool.h"
 
-struct balancer;
-struct ring_point;
+struct script_req;
+struct upstream;
+struct server;
 struct ustat;
 
 enum balance {
@@ -21,6 +22,31 @@ enum balance {
     BALANCE_HASH,        /* consistent hash ring on the script's hash_key */
     BALANCE_LUA,         /* the script's balance function */
 };
+
+/* What a balancing policy is asked: one request's choice. */
+struct balance_req {
+    struct upstream *u;
+    const bool *tried;     /* tried[i]: servers[i] already attempted; may be NULL */
+    uint64_t now;          /* ms, against the servers' down_until */
+    struct script_req *sr; /* the request's script side, for hash_key and balance; NULL
+                            * (a unit test) gives hash key 0 and no choice from "lua" */
+};
+
+struct balancer {
+    const char *name; /* as the script spells it: proxy.upstream{balance = name} */
+    /* 0 with the server in *s (NULL: none is available), or -1 when the
+     * script's hook failed (logged). Never a server that is tried. */
+    int (*choose)(const struct balance_req *r, struct server **s);
+    /* Optional: per-upstream state built once its servers are in (the hash
+     * ring), 0 or -ENOMEM; and its release. */
+    int (*init)(struct upstream *u);
+    void (*destroy)(struct upstream *u);
+};
+
+
+/* The script's hash_key(req) for a "hash" upstream, hashed into *key; -1
+ * when the hook failed (logged). Set by whoever creates the upstream. */
+typedef int (*upstream_key_fn)(struct script_req *sr, struct upstream *u, uint32_t *key);
 
 struct server {
     char name[64]; /* "addr:port" as given */
@@ -45,6 +71,8 @@ struct upstream {
     int nservers;
     enum balance balance;
     const struct balancer *policy; /* balance's functions, set by upstream_new() */
+    void *policy_state;      /* the policy's own (the hash ring), from its init */
+    upstream_key_fn hash_key;
     int keepalive;           /* idle pooled connections per server */
     uint64_t keepalive_timeout_ms;
     uint64_t connect_timeout_ms;
@@ -53,8 +81,6 @@ struct upstream {
     int retries;             /* extra servers tried when connecting fails */
     int max_fails;
     uint64_t fail_timeout_ms;
-    struct ring_point *ring; /* BALANCE_HASH: its ring, built by the policy's init */
-    int nring;
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
     int script_ref;          /* the script's handle for hash_key/balance functions */
     bool retired;            /* its script was replaced by a reload */
@@ -62,7 +88,7 @@ struct upstream {
 };
 
 /* Creates an upstream (servers filled by the caller with upstream_add_server). */
-struct upstream *upstream_new(const char *name, enum balance b);
+struct upstream *upstream_new(const char *name, enum balance b, const struct balancer *policy);
 /* "host:port" numeric or resolvable. Returns 0 or -EINVAL. */
 int upstream_add_server(struct upstream *u, const char *addr, int weight);
 /* After the servers are in: sets their back pointers and lets the policy
@@ -84,4 +110,3 @@ static inline bool upstream_server_up(const struct server *s, uint64_t now)
 void upstream_fail(struct server *s, uint64_t now);
 void upstream_ok(struct server *s);
 uint32_t upstream_hash(const char *s, size_t n);
-const char *upstream_balance_name(enum balance b);

@@ -358,16 +358,6 @@ bool script_on_response(struct script_req *r, const struct script_response *res,
     return proxying_on_response(r, res, e);
 }
 
-int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key)
-{
-    return upstreams_hash_key(r, u, key);
-}
-
-int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen)
-{
-    return upstreams_balance(r, u, tried, chosen);
-}
-
 void script_req_end(struct script_req *r)
 {
     if (!r) return;

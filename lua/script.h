@@ -78,17 +78,6 @@ bool script_has_on_response(struct script_req *r);
 /* false (and nothing to do) when the script changed nothing. */
 bool script_req_edits(struct script_req *r, struct script_edits *e);
 
-/* The upstream's hash_key(req), hashed, in *key (nil gives a key that
- * spreads such requests). -1: the hook failed, raised an error or
- * returned something else than a string, a number or nil (logged): the
- * request gets 500, as for any hook. */
-int script_hash_key(struct script_req *r, struct upstream *u, uint32_t *key);
-/* The upstream's balance(req, servers), in *chosen: NULL when it chose
- * nothing (nil: 503) or a server already tried. -1: the hook failed, or
- * returned neither a server of the list, an index of it, nor nil (logged):
- * the request gets 500. */
-int script_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen);
-
 /* Runs on_response(req, res); its res:set_header edits come back in e
  * (valid until script_reply_done()). false when it failed (logged). */
 bool script_on_response(struct script_req *r, const struct script_response *res,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "balance.h"
 #include "lstate.h"
 #include "upstream.h"
 #include "upstreams.h"
@@ -65,7 +66,7 @@ static int upstream_index(lua_State *L)
     struct upstream *u = *(struct upstream **)luaL_checkudata(L, 1, UPSTREAMS_MT);
     const char *k = luaL_checkstring(L, 2);
     if (!strcmp(k, "name")) lua_pushstring(L, u->name);
-    else if (!strcmp(k, "balance")) lua_pushstring(L, upstream_balance_name(u->balance));
+    else if (!strcmp(k, "balance")) lua_pushstring(L, u->policy->name);
     else lua_pushnil(L);
     return 1;
 }
@@ -125,7 +126,8 @@ static int api_upstream(lua_State *L)
     luaL_getmetatable(L, UPSTREAMS_MT);
     lua_setmetatable(L, -2);
     int udi = lua_gettop(L);
-    struct upstream *u = *ud = upstream_new(name, b);
+    struct upstream *u = *ud = upstream_new(name, b, b == BALANCE_LUA ? &upstreams_lua_policy : balance_policy(b));
+    if (u && b == BALANCE_HASH) u->hash_key = upstreams_hash_key;
     if (!u) return luaL_error(L, "proxy.upstream: out of memory");
 
     int n = (int)lua_objlen(L, 2);
@@ -239,7 +241,8 @@ int upstreams_hash_key(struct script_req *r, struct upstream *u, uint32_t *key)
     return rc;
 }
 
-int upstreams_balance(struct script_req *r, struct upstream *u, const bool *tried, struct server **chosen)
+static int upstreams_balance(struct script_req *r, struct upstream *u, const bool *tried, uint64_t now,
+                             struct server **chosen)
 {
     lua_State *L = lstate_use(r->st);
     int top = lua_gettop(L);
@@ -247,7 +250,6 @@ int upstreams_balance(struct script_req *r, struct upstream *u, const bool *trie
     if (!push_upstream_fn(L, u, "balance")) return 0;
     req_push(L, &r->lr);
     lua_createtable(L, u->nservers, 0);
-    uint64_t now = W.loop.now_ms;
     for (int i = 0; i < u->nservers; i++) {
         struct server *s = &u->servers[i];
         lua_createtable(L, 0, 5);
@@ -292,3 +294,13 @@ int upstreams_balance(struct script_req *r, struct upstream *u, const bool *trie
     if (tried && tried[*chosen - u->servers]) *chosen = NULL;
     return 0;
 }
+
+/* The script's balance(req, servers) as a policy: it sees every server
+ * with its up and tried flags and may choose any; a tried one counts as
+ * none. Without a request (a unit test) it chooses nothing. */
+static int choose_lua(const struct balance_req *r, struct server **s)
+{
+    return r->sr ? upstreams_balance(r->sr, r->u, r->tried, r->now, s) : 0;
+}
+
+const struct balancer upstreams_lua_policy = {.name = "lua", .choose = choose_lua};

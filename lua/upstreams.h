@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "lstate.h"
+#include "upstream.h"
 
 struct upstream;
 struct server;
@@ -15,7 +16,12 @@ struct server;
 
 /* Adds proxy.upstream to the proxy module and the upstream metatable. */
 void upstreams_open(lua_State *L);
-/* script_hash_key and script_balance (script.h says what they do). */
+/* The upstream's hash_key(req), hashed, in *key (nil gives a key that
+ * spreads such requests). -1: the hook failed, raised an error or
+ * returned something else than a string, a number or nil (logged): the
+ * request gets 500, as for any hook. A "hash" upstream's hash_key. */
 int upstreams_hash_key(struct script_req *r, struct upstream *u, uint32_t *key);
-int upstreams_balance(struct script_req *r, struct upstream *u, const bool *tried,
-                      struct server **chosen);
+/* The policy of an upstream whose balance is a function: balance(req,
+ * servers) chooses a server of the list, an index of it, or nil (a 503);
+ * anything else, or a failure, is -1 (logged; a 500). */
+extern const struct balancer upstreams_lua_policy;
