@@ -18,12 +18,18 @@ SOAK_SECONDS ?= 60
 LLHTTP_INC := /usr/share/include/llhttp
 LLHTTP_SRC := /usr/share/llhttp
 
+# The binary is linked with link-time optimization: the proxy wing and the
+# Lua side are split into files by concern, and LTO inlines across them as
+# the compiler did when they were one file (about 6 % of a proxied request's
+# instructions). Objects are "fat", so the unit tests link them without it.
 ifeq ($(SANITIZE),1)
 BUILD    := build/asan
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LTO      ?=
 else
 BUILD    := build
 SANFLAGS :=
+LTO      ?= -flto=auto -ffat-lto-objects
 endif
 
 CC       ?= cc
@@ -73,18 +79,18 @@ $(DEPS_MK): scripts/deps.sh
 deps: $(DEPS_MK)
 
 $(BUILD)/luaproxy: $(APP_OBJ) $(LLHTTP_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS)
+	$(CC) $(OPT) $(LTO) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS)
 
 $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LTO) $(LUA_CFLAGS) -c -o $@ $<
 $(BUILD)/lua/%.o: lua/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LTO) $(LUA_CFLAGS) -c -o $@ $<
 # llhttp is generated code from the node-llhttp package: compiled, not copied.
 $(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 $(OPT) -g $(SANFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
+	$(CC) -std=gnu11 $(OPT) $(LTO) -g $(SANFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)

@@ -124,7 +124,7 @@ int main(int argc, char **argv)
                 (unsigned long long)cfg.shm_size, strerror(-rc));
         return 1;
     }
-    script_setup(&cfg, shm, 0, cfg.workers);
+    script_setup(&cfg, shm, 0, cfg.workers, NULL);
     if (cfg.try_request) return try_run(&cfg);
     size_t len;
     char *text = script_read(cfg.script, &len, err, sizeof(err));

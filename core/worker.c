@@ -247,7 +247,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
     /* A signal that arrived before the signalfd existed is still pending. */
     if (getppid() == 1) start_drain();
 
-    script_setup(cfg, shm, id, count);
+    script_setup(cfg, shm, id, count, &W.loop);
     /* The text the master checked last (at start, or at the last reload
      * that passed), not the file, which may have changed since. */
     char err[1024];

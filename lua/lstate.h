@@ -42,6 +42,7 @@ struct lstate_globals {
     const struct config *cfg;
     struct shm *shm;
     int worker_id, worker_count;
+    struct loop *loop;       /* the worker's event loop; NULL outside a worker */
     int generation;         /* of the state being built */
     struct lstate *cur;     /* new requests begin on it */
     struct lstate *st;      /* the state of the call in progress */

@@ -9,7 +9,7 @@
 #include "lstate.h"
 #include "proxy_api.h"
 #include "shm.h"
-#include "worker_state.h"
+#include "loop.h"
 
 #define DICT_MT "luaproxy.shared"
 
@@ -17,7 +17,7 @@ static struct shm_buf scratch; /* values and keys copied out of shared memory */
 
 static double api_now(void)
 {
-    if (W.loop.wall_now > 0) return W.loop.wall_now;
+    if (lstate_g.loop && lstate_g.loop->wall_now > 0) return lstate_g.loop->wall_now;
     struct timeval tv; /* outside a worker loop: the master's check run */
     gettimeofday(&tv, NULL);
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;

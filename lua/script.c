@@ -25,7 +25,7 @@
 #include "script.h"
 #include "upstream.h"
 #include "upstreams.h"
-#include "worker_state.h"
+#include "loop.h"
 
 static struct field_list hdrs; /* a reply's headers, kept for the next */
 
@@ -48,8 +48,9 @@ static int on_panic(lua_State *L)
     _exit(70); /* the master starts a fresh worker */
 }
 
-void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count)
+void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count, struct loop *loop)
 {
+    lstate_g.loop = loop;
     lstate_g.cfg = cfg;
     lstate_g.shm = shm;
     lstate_g.worker_id = worker_id;
@@ -281,7 +282,7 @@ int script_load(const char *path, const char *text, size_t len, int generation, 
          * the new servers too, so what they give back lands there. */
         for (struct lstate *r = lstate_g.retired; r; r = r->next)
             upstream_handover(r->upstreams, st->upstreams, r == old);
-        if (!old->refs) loop_defer(&W.loop, &reaper);
+        if (!old->refs && lstate_g.loop) loop_defer(lstate_g.loop, &reaper);
     }
     return 0;
 }
@@ -368,7 +369,7 @@ void script_req_end(struct script_req *r)
     req_pool = r;
     /* The last request of a retired state: close it after this batch, when
      * nothing up the call stack can still be using it. */
-    if (--st->refs == 0 && st != lstate_g.cur) loop_defer(&W.loop, &reaper);
+    if (--st->refs == 0 && st != lstate_g.cur && lstate_g.loop) loop_defer(lstate_g.loop, &reaper);
 }
 
 static void reply_error(struct script_reply *rep)

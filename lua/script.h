@@ -14,6 +14,7 @@
 #include "http.h"
 #include "script_types.h"
 
+struct loop;
 struct shm;
 struct upstream;
 struct server;
@@ -37,8 +38,10 @@ enum script_decision {
 
 struct script_req; /* the Lua side of one request */
 
-/* Once per process, before any state: limits and the shared memory. */
-void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count);
+/* Once per process, before any state: limits, the shared memory, and the
+ * worker's event loop (NULL outside a worker: --check, --try, the master),
+ * which retiring states and proxy.now use. */
+void script_setup(const struct config *cfg, struct shm *shm, int worker_id, int worker_count, struct loop *loop);
 /* Reads a script file (malloc'd, NUL-terminated); NULL with "cannot open
  * path: reason" in err. */
 char *script_read(const char *path, size_t *len, char *err, size_t errlen);

@@ -11,7 +11,6 @@
 #include "lstate.h"
 #include "upstream.h"
 #include "upstreams.h"
-#include "worker_state.h"
 
 /* ---- proxy.upstream --------------------------------------------------- */
 

@@ -480,7 +480,7 @@ void fz_init(const char *script, bool strict_origin)
     W.admin.fd = W.signals.fd = -1;
     if (loop_init(&W.loop)) fz_fail("epoll: %s", strerror(errno));
     conn_init(on_conn_closed);
-    script_setup(&cfg, shm, 0, 1);
+    script_setup(&cfg, shm, 0, 1, &W.loop);
     size_t len;
     char *text = script_read(cfg.script, &len, err, sizeof(err));
     if (!text || script_load(cfg.script, text, len, 0, err, sizeof(err))) fz_fail("script: %s", err);
