@@ -21,7 +21,8 @@ LLHTTP_SRC := /usr/share/llhttp
 # The binary is linked with link-time optimization: the proxy wing and the
 # Lua side are split into files by concern, and LTO inlines across them as
 # the compiler did when they were one file (about 6 % of a proxied request's
-# instructions). Objects are "fat", so the unit tests link them without it.
+# instructions). Objects are "fat", so the unit tests link them without it
+# (-fno-lto: quick links). Warnings found at link time fail the build too.
 ifeq ($(SANITIZE),1)
 BUILD    := build/asan
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -79,7 +80,7 @@ $(DEPS_MK): scripts/deps.sh
 deps: $(DEPS_MK)
 
 $(BUILD)/luaproxy: $(APP_OBJ) $(LLHTTP_OBJ)
-	$(CC) $(OPT) $(LTO) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS)
+	$(CC) $(OPT) $(LTO) $(WARN) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS)
 
 $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
@@ -94,7 +95,7 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LIB_OBJ) $(LLHTTP_OBJ) \
+	$(CC) $(CFLAGS) -fno-lto $(LUA_CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LIB_OBJ) $(LLHTTP_OBJ) \
 	    $(LDFLAGS) $(CHECK_LIBS) $(LUA_LIBS) $(LDLIBS)
 $(BUILD)/helpers/%: tests/helpers/%.c
 	@mkdir -p $(dir $@)

@@ -108,6 +108,7 @@ llhttp_errno_t http_parse_again(llhttp_t *p, struct http_parse_ctx *ctx, const c
                                 struct slice method, const char **stop)
 {
     http_parser_init(p, ctx);
+    *stop = data; /* nothing taken, unless the parser says otherwise */
     size_t from = 0;
     if (method.len) {
         /* llhttp knows a fixed list of methods: it is given a known one in

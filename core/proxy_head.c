@@ -119,8 +119,8 @@ static void append_header(struct buf *b, const char *name, size_t nlen, const ch
 }
 
 /* Header lines go out as the runs of raw bytes they were received as
- * (names lower-cased in place; the head check let through only well-formed
- * lines): a line starts at its name and ends where the next one starts, the
+ * (names in the case the peer sent them; the head check let through only
+ * well-formed lines): a line starts at its name and ends where the next one starts, the
  * last one at the head's final CRLF. Copying a run of kept lines at once
  * saves four appends per header. */
 struct line_run {
