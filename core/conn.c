@@ -123,20 +123,6 @@ static bool keep_alive(const struct conn *c)
     return c->ctx->req.keep_alive && !c->close_after && !W.draining;
 }
 
-static const char *reject_body(int status)
-{
-    switch (status) {
-    case 400: return "bad request\n";
-    case 408: return "request timeout\n";
-    case 413: return "request body too large\n";
-    case 414: return "request line too long\n";
-    case 431: return "request header too large\n";
-    case 501: return "not implemented\n";
-    case 505: return "http version not supported\n";
-    default: return "error\n";
-    }
-}
-
 /* A client can make rejections at will: each gets one info line, but at
  * most this many a second per worker, and the rest are counted. */
 #define REJECT_LOG_PER_SEC 10
@@ -151,7 +137,7 @@ static void log_rejection(struct conn *c, int status)
     bool take = log_budget_take(&reject_budget, W.loop.now_ms, REJECT_LOG_PER_SEC, &dropped);
     if (dropped) log_info("%u more rejected requests were not logged in the last second", dropped);
     if (!take) return;
-    const char *why = reject_body(status);
+    const char *why = http_error_body(status);
     int why_len = (int)strcspn(why, "\n");
     llhttp_errno_t e = llhttp_get_errno(&c->parser);
     if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE && e != HPE_PAUSED_H2_UPGRADE) {
@@ -174,7 +160,7 @@ static void reject(struct conn *c, int status)
          * the head is bad or incomplete: a HEAD gets no body then either. */
         bool head = ctx->req.head_done ? ctx->req.method == HTTP_HEAD
                                       : ctx->req.url.len && c->parser.method == HTTP_HEAD;
-        http_simple_response(&ctx->out, status, false, head, W.loop.wall_now, reject_body(status));
+        http_simple_response(&ctx->out, status, false, head, W.loop.wall_now, http_error_body(status));
         ctx->status = status;
     }
     ctx->responded = true;

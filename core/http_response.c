@@ -8,6 +8,24 @@
 
 #include "timestamp.h"
 
+const char *http_error_body(int status)
+{
+    switch (status) {
+    case 400: return "bad request\n";
+    case 408: return "request timeout\n";
+    case 413: return "request body too large\n";
+    case 414: return "request line too long\n";
+    case 431: return "request header too large\n";
+    case 500: return "internal server error\n";
+    case 501: return "not implemented\n";
+    case 502: return "bad gateway\n";
+    case 503: return "service unavailable\n";
+    case 504: return "gateway timeout\n";
+    case 505: return "http version not supported\n";
+    default: return "error\n";
+    }
+}
+
 const char *http_reason(int status)
 {
     switch (status) {

@@ -7,6 +7,9 @@
 #include "buf.h"
 
 const char *http_reason(int status);
+/* The body of an error we answer ourselves ("bad gateway\n"), the same
+ * for a request we reject and an exchange that fails. */
+const char *http_error_body(int status);
 /* "Sun, 06 Nov 1994 08:49:37 GMT", cached per second. */
 const char *http_date(double wall_now);
 

@@ -188,15 +188,9 @@ void ex_error(struct exchange *ex, int status, const char *why)
     ex->client_close = ex->client_close || !complete;
     ex->req_done = complete;
     bool keep = !ex->client_close && ex->cl->keep_alive(ex->client);
-    const char *body = status == 400   ? "bad request\n"
-                       : status == 408 ? "request timeout\n"
-                       : status == 500 ? "internal server error\n"
-                       : status == 502 ? "bad gateway\n"
-                       : status == 503 ? "service unavailable\n"
-                                       : "gateway timeout\n";
     /* A body after the head of a HEAD answer would be read by the client
      * as the start of its next response. */
-    http_simple_response(ex->out, status, keep, req->method == HTTP_HEAD, W.loop.wall_now, body);
+    http_simple_response(ex->out, status, keep, req->method == HTTP_HEAD, W.loop.wall_now, http_error_body(status));
     ex->status = status;
     ex->own_answer = true;
     ex->client_close = !keep;
