@@ -36,6 +36,7 @@ static const struct opt opts[] = {
     {"shm-size", 0, OPT_SIZE, OFF(shm_size), "SIZE", "memory for all proxy.shared dicts (64m)"},
     {"lua-time-limit", 0, OPT_DUR, OFF(lua_time_limit_ms), "DUR", "longest single Lua call (1s)"},
     {"lua-memory-limit", 0, OPT_SIZE, OFF(lua_memory_limit), "SIZE", "memory of a worker's Lua state (256m, 0 = none)"},
+    {"max-timers", 0, OPT_INT, OFF(max_timers), "N", "pending Lua timers per worker (4096)"},
     {"access-log", 0, OPT_STR, OFF(access_log), "PATH", "one line per request; - = stdout (off)"},
     {"log-level", 0, OPT_LEVEL, OFF(log_level), "LEVEL", "debug, info, warn, error (info)"},
     {"admin", 0, OPT_ADDR, OFF(admin), "ADDR:PORT", "metrics/status listener (off)"},
@@ -64,6 +65,7 @@ static void config_defaults(struct config *cfg)
     cfg->shm_size = 64 * 1024 * 1024;
     cfg->lua_time_limit_ms = 1000;
     cfg->lua_memory_limit = 256 * 1024 * 1024;
+    cfg->max_timers = 4096;
     cfg->log_level = LOG_INFO;
 }
 

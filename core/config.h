@@ -30,6 +30,7 @@ struct config {
     uint64_t shm_size;
     uint64_t lua_time_limit_ms;
     uint64_t lua_memory_limit; /* bytes one worker's Lua state may hold; 0 = none */
+    int max_timers;            /* pending proxy.timer timers per worker */
     const char *access_log;    /* NULL = off, "-" = stdout */
     enum log_level log_level;
     bool admin_set;

@@ -165,6 +165,7 @@ static void start_drain(void)
     timer_cancel(&W.loop.timers, &W.publish_timer);
     W.draining = true;
     log_info("worker %d draining %d connection(s)", W.id, W.nconns);
+    script_shutdown();
     conn_drain_all();
     W.shutdown_timer.cb = on_shutdown_timer;
     loop_timer(&W.loop, &W.shutdown_timer, W.cfg->shutdown_timeout_ms);

@@ -65,9 +65,12 @@ int lstate_call(struct script_req *r, const char *where, int nargs)
     const char *method = method_of(r, &mlen);
     stats_lua_enter(method, mlen, path, plen); /* named by the master if we die in there */
     st->mem.enforce = true;
+    const char *outer = lstate_g.where;
+    lstate_g.where = where;
     limit_enter(L);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
     bool timed_out = limit_leave(L);
+    lstate_g.where = outer;
     stats_lua_leave();
     st->mem.enforce = false;
     if (rc == 0) return lua_gettop(L) - base;

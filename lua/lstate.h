@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "loop.h"
 #include "limit.h"
 #include "req.h"
 
@@ -23,7 +24,7 @@ struct lstate {
     int upstream_mt_idx; /* the metatable of upstream objects */
     int route_key_idx;   /* the string "route" */
     int handlers_idx;    /* method number -> "on_get", ... */
-    int refs;            /* requests begun on it and not ended */
+    int refs;            /* requests begun on it and not ended, pending timers and runs */
     int generation;
     bool has_route, has_on_response;
     struct upstream *upstreams; /* declared by its top level (upstream->next) */
@@ -49,6 +50,8 @@ struct lstate_globals {
     lua_State *L;           /* st->L */
     struct lstate *loading; /* the state whose top level runs, else NULL */
     struct lstate *retired; /* still serving requests begun before a reload */
+    struct defer *reaper;   /* closes retired states no longer in use (script.c's) */
+    const char *where;      /* the hook or code running now, for "cannot wait in ..." */
 };
 extern struct lstate_globals lstate_g;
 

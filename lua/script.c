@@ -18,6 +18,7 @@
 #include "fields.h"
 #include "hooks.h"
 #include "loader.h"
+#include "ltimer.h"
 #include "log.h"
 #include "lstate.h"
 #include "proxy_api.h"
@@ -68,6 +69,7 @@ static lua_State *state_new(struct limit_mem *m)
     luaL_openlibs(L);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* see limit.c */
     proxy_api_open(L);
+    ltimer_open(L);
     req_open(L);
     upstreams_open(L);
     proxying_open(L);
@@ -123,12 +125,14 @@ static int state_load(struct lstate *st, const char *path, const char *text, siz
     if (rc == 0) {
         struct lstate *prev = lstate_g.loading;
         lstate_g.loading = st; /* proxy.upstream is allowed, and declares there */
+        lstate_g.where = "top-level code";
         st->mem.enforce = true;
         limit_hook_clock(L, lstate_g.cfg->lua_time_limit_ms);
         rc = lua_pcall(L, 0, 0, 0);
         limit_unhook(L);
         st->mem.enforce = false;
         lstate_g.loading = prev;
+        lstate_g.where = NULL;
     }
     if (rc) {
         const char *msg = lua_tostring(L, -1);
@@ -182,6 +186,7 @@ static struct lstate *state_build(const char *path, const char *text, size_t len
     }
     loader_open(st->L, path);
     if (state_load(st, path, text, len, err, errlen)) {
+        ltimer_forget(st);
         lua_close(st->L);
         free(st);
         return NULL;
@@ -211,6 +216,7 @@ static struct lstate *state_build(const char *path, const char *text, size_t len
 
 static void state_close(struct lstate *st)
 {
+    ltimer_forget(st);
     if (lstate_g.st == st) {
         lstate_g.st = NULL;
         lstate_g.L = NULL;
@@ -271,10 +277,12 @@ int script_load(const char *path, const char *text, size_t len, int generation, 
         limit_watchdog_start(st->L, lstate_g.cfg->lua_time_limit_ms);
         watchdog = true;
     }
+    lstate_g.reaper = &reaper;
     struct lstate *old = lstate_g.cur;
     lstate_g.cur = st;
     lstate_use(st);
     if (old) {
+        ltimer_retire(old); /* its pending timers run once, premature */
         old->next = lstate_g.retired;
         lstate_g.retired = old;
         /* Servers that still exist keep their pooled connections (and their
@@ -285,6 +293,12 @@ int script_load(const char *path, const char *text, size_t len, int generation, 
         if (!old->refs && lstate_g.loop) loop_defer(lstate_g.loop, &reaper);
     }
     return 0;
+}
+
+void script_shutdown(void)
+{
+    for (struct lstate *r = lstate_g.retired; r; r = r->next) ltimer_retire(r);
+    if (lstate_g.cur) ltimer_retire(lstate_g.cur);
 }
 
 int script_generation(void)

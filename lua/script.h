@@ -55,6 +55,8 @@ int script_load(const char *path, const char *text, size_t len, int generation, 
  * the master before start and reload). */
 int script_check(const char *path, char *err, size_t errlen);
 int script_check_text(const char *path, const char *text, size_t len, char *err, size_t errlen);
+/* A graceful shutdown begins: pending timers run once, premature. */
+void script_shutdown(void);
 /* Closes every state. */
 void script_unload(void);
 /* The generation of the current state (proxy.generation). */
