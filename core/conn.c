@@ -31,6 +31,11 @@
 static void (*on_conn_closed)(void);
 
 static void exchange_recorded(struct conn *c, const struct exchange_report *r);
+static void script_wait(struct conn *c, bool route);
+static void route_decided(struct conn *c, struct script_reply *rep, struct upstream *up);
+static void request_complete(struct conn *c);
+static void request_end(struct conn *c);
+static void conn_drive(struct conn *c, bool readable, bool hup);
 static const struct exchange_client conn_client;
 
 void conn_init(void (*on_closed)(void))
@@ -40,7 +45,7 @@ void conn_init(void (*on_closed)(void))
 
 const char *conn_state_name(enum conn_state s)
 {
-    static const char *names[] = {"idle", "head", "body", "upstream", "closing", "linger", "closed"};
+    static const char *names[] = {"idle", "head", "body", "script", "upstream", "closing", "linger", "closed"};
     return s <= CONN_CLOSED ? names[s] : "?";
 }
 
@@ -194,6 +199,43 @@ static void update_view(struct req_ctx *ctx)
     ctx->view.body_len = ctx->body.len;
 }
 
+/* The hook waits in Lua: the connection waits with it, reading nothing
+ * more, until the script says it is over (on_script_ready). A client that
+ * goes away meanwhile cancels it (conn_on_io). */
+static void script_wait(struct conn *c, bool route)
+{
+    c->state = CONN_SCRIPT;
+    c->waits_route = route;
+    timer_cancel(&W.loop.timers, &c->timer);
+}
+
+/* The waiting hook is over: go on from where it stopped. */
+static void on_script_ready(struct script_view *v)
+{
+    struct req_ctx *ctx = container_of(v, struct req_ctx, view);
+    struct conn *c = ctx->owner;
+    if (c->state != CONN_SCRIPT) return;
+    struct script_reply rep;
+    if (c->waits_route) {
+        struct upstream *up = NULL;
+        c->state = CONN_HEAD; /* as while route ran */
+        ctx->decision = script_route_resume(ctx->sreq, &rep, &up);
+        if (c->state == CONN_CLOSED) return;
+        route_decided(c, &rep, up);
+        if (c->state == CONN_CLOSED || c->state == CONN_UPSTREAM || c->state == CONN_SCRIPT) return;
+        /* A request without a body was complete when route ran. */
+        if (c->state == CONN_HEAD && ctx->req.message_done) request_complete(c);
+    } else {
+        script_handle_resume(ctx->sreq, &rep);
+        c->state = CONN_BODY; /* request_end decides: idle or closing */
+        write_reply(c, &rep);
+        if (c->state == CONN_CLOSED) return;
+        request_end(c);
+    }
+    if (c->state == CONN_CLOSED || c->state == CONN_SCRIPT || c->state == CONN_UPSTREAM) return;
+    conn_drive(c, false, c->hup);
+}
+
 /* The head is complete: validate it and let the script decide. */
 static void request_route(struct conn *c)
 {
@@ -209,6 +251,8 @@ static void request_route(struct conn *c)
 
     ctx->view.req = &ctx->req;
     ctx->view.peer = &c->peer.sa;
+    ctx->view.ready = on_script_ready;
+    ctx->owner = c;
     ctx->view.body_ready = false;
     update_view(ctx);
     struct script_reply rep;
@@ -225,7 +269,16 @@ static void request_route(struct conn *c)
         ctx->decision = SCRIPT_LOCAL;
     }
     if (c->state == CONN_CLOSED) return;
+    if (ctx->decision == SCRIPT_WAIT) return script_wait(c, true);
+    route_decided(c, &rep, up);
+}
 
+/* The script's decision on a routed request: proxy it, answer it, or read
+ * its body for a handler. */
+static void route_decided(struct conn *c, struct script_reply *rep, struct upstream *up)
+{
+    struct req_ctx *ctx = c->ctx;
+    const struct config *cfg = W.cfg;
     bool body_follows = ctx->req.has_body && !ctx->req.message_done;
     switch (ctx->decision) {
     case SCRIPT_UPSTREAM:
@@ -248,8 +301,9 @@ static void request_route(struct conn *c)
          * client waits for 100-continue and so may never send it. */
         if (body_follows && ctx->req.expect_continue) c->close_after = true;
         ctx->pctx.body = NULL;
-        write_reply(c, &rep);
+        write_reply(c, rep);
         break;
+    case SCRIPT_WAIT: break; /* not here: script_wait */
     case SCRIPT_LOCAL:
         if (!body_follows) break;
         if (!ctx->req.chunked && ctx->req.content_length > cfg->max_body_size) return reject(c, 413);
@@ -288,13 +342,13 @@ static void request_complete(struct conn *c)
     struct req_ctx *ctx = c->ctx;
     if (!ctx->routed) {
         request_route(c);
-        if (c->state >= CONN_UPSTREAM) return;
+        if (c->state >= CONN_SCRIPT) return;
     }
     if (ctx->decision == SCRIPT_LOCAL && !ctx->responded) {
         struct script_reply rep;
         update_view(ctx);
         ctx->view.body_ready = true;
-        script_handle(ctx->sreq, &rep);
+        if (!script_handle(ctx->sreq, &rep)) return script_wait(c, false);
         write_reply(c, &rep);
         if (c->state == CONN_CLOSED) return;
     }
@@ -541,6 +595,14 @@ static void conn_on_io(struct io *io, unsigned events)
     /* Edge-triggered: the FIN is reported once. A read that stops early
      * (buffer full, or in another state) must still find it later. */
     if (events & (IO_HUP | IO_ERROR)) c->hup = true;
+    if (c->state == CONN_SCRIPT) {
+        /* Its hook waits in Lua. A client that went away cancels it: its
+         * sockets close and nothing is written. Bytes that come meanwhile
+         * are read once it is over. */
+        if (events & (IO_HUP | IO_ERROR)) return conn_close(c);
+        if (events & IO_READ) c->read_blocked = true;
+        return;
+    }
     if (c->state == CONN_UPSTREAM) {
         if (events & (IO_READ | IO_HUP | IO_ERROR)) c->read_pending = true;
         return exchange_event(c->ex, events);
@@ -655,6 +717,7 @@ static void conn_on_timer(struct timer *t)
         reject(c, 408);
         if (conn_flush(c) == 0) conn_settle(c);
         break;
+    case CONN_SCRIPT:
     case CONN_UPSTREAM:
         break;
     default: /* idle keep-alive, a client not reading, or the linger is over */

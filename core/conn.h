@@ -26,6 +26,7 @@ enum conn_state {
     CONN_IDLE,     /* between requests (or before the first): no request bytes parsed */
     CONN_HEAD,     /* receiving a request head */
     CONN_BODY,     /* receiving a body for a Lua handler, or discarding one */
+    CONN_SCRIPT,   /* route or the handler waits in Lua (a timer, a socket) */
     CONN_UPSTREAM, /* the request is being proxied; forward owns the exchange */
     CONN_CLOSING,  /* last response queued: write it, then close */
     CONN_LINGER,   /* written and shut down for writing: drain the peer, then close */
@@ -45,6 +46,7 @@ struct conn {
     bool skip_read;    /* the next resume need not read: nothing can be waiting */
     bool served;       /* a request ended: the next head gets a header timeout of its own */
     bool hup;          /* the peer's FIN was reported: read to EOF, not to a short read */
+    bool waits_route;  /* in CONN_SCRIPT: route waits (else the handler) */
     struct timer timer;
     struct defer resume; /* deferred: read or process again on the next turn */
     llhttp_t parser;

@@ -41,6 +41,7 @@ struct req_ctx {
     bool logged;
     const char *up_addr;   /* proxied: the server that answered */
     uint64_t up_us;        /* and how long the exchange took */
+    void *owner;           /* the connection it serves */
     struct req_ctx *next_free;
 };
 

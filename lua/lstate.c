@@ -53,17 +53,27 @@ void lstate_fail(struct script_req *r, const char *where, const char *msg)
     log_error_of(r, where, msg);
 }
 
-int lstate_call(struct script_req *r, const char *where, int nargs)
+void lstate_enter_request(struct script_req *r)
 {
-    struct lstate *st = r->st;
-    lua_State *L = st->L;
-    int base = lua_gettop(L) - nargs - 1;
     const char *path;
     size_t plen;
     path_of(r, &path, &plen);
     size_t mlen;
     const char *method = method_of(r, &mlen);
     stats_lua_enter(method, mlen, path, plen); /* named by the master if we die in there */
+}
+
+void lstate_leave_request(void)
+{
+    stats_lua_leave();
+}
+
+int lstate_call(struct script_req *r, const char *where, int nargs)
+{
+    struct lstate *st = r->st;
+    lua_State *L = st->L;
+    int base = lua_gettop(L) - nargs - 1;
+    lstate_enter_request(r);
     st->mem.enforce = true;
     const char *outer = lstate_g.where;
     lstate_g.where = where;
@@ -71,7 +81,7 @@ int lstate_call(struct script_req *r, const char *where, int nargs)
     int rc = lua_pcall(L, nargs, LUA_MULTRET, st->errfunc_idx);
     bool timed_out = limit_leave(L);
     lstate_g.where = outer;
-    stats_lua_leave();
+    lstate_leave_request();
     st->mem.enforce = false;
     if (rc == 0) return lua_gettop(L) - base;
     lstate_fail(r, where, lua_tostring(L, -1));

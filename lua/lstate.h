@@ -8,6 +8,7 @@
 #include "config.h"
 #include "loop.h"
 #include "limit.h"
+#include "lrun.h"
 #include "req.h"
 
 struct shm;
@@ -25,6 +26,11 @@ struct lstate {
     int route_key_idx;   /* the string "route" */
     int handlers_idx;    /* method number -> "on_get", ... */
     int refs;            /* requests begun on it and not ended, pending timers and runs */
+    /* Coroutines whose run finished, for the next run (lrun.c). */
+#define LSTATE_CO_POOL 32
+    lua_State *free_co[LSTATE_CO_POOL];
+    int free_co_ref[LSTATE_CO_POOL];
+    int nfree_co;
     int generation;
     bool has_route, has_on_response;
     struct upstream *upstreams; /* declared by its top level (upstream->next) */
@@ -35,6 +41,9 @@ struct lstate {
 struct script_req {
     struct lreq lr;    /* what the script's req names, and its view */
     struct lstate *st; /* the state it began on: every call of it goes there */
+    struct lrun run;   /* its route or handler, while that runs or waits */
+    const char *hook;  /* ... its name ("route", "on_get") */
+    bool head_only;    /* ... a HEAD answered by on_get */
     struct script_req *next_free;
 };
 
@@ -67,6 +76,10 @@ static inline lua_State *lstate_use(struct lstate *st)
  * errors are logged (with method and path) and leave nothing. Returns the
  * number of results on the stack, or -1. */
 int lstate_call(struct script_req *r, const char *where, int nargs);
+/* Brackets a stretch of Lua run for r: names the request in the crash
+ * slot the master reads if the worker dies meanwhile. */
+void lstate_enter_request(struct script_req *r);
+void lstate_leave_request(void);
 /* A hook gave something it may not (a bad return value, ...): counted as
  * a Lua error and logged like one. */
 void lstate_fail(struct script_req *r, const char *where, const char *msg);

@@ -1,13 +1,13 @@
-/* ltimer: timers and the coroutines their callbacks run in (ltimer.h). */
+/* ltimer: proxy.timer (ltimer.h); the callbacks run as lrun runs. */
 #include "ltimer.h"
 
 #include <lauxlib.h>
-#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "log.h"
 #include "loop.h"
+#include "lrun.h"
 #include "lstate.h"
 #include "stats.h"
 
@@ -22,19 +22,8 @@ struct ltimer {
     struct ltimer *prev, *next;
 };
 
-/* A callback running in its coroutine, while it runs or waits. */
-struct lrun {
-    struct timer wake; /* ends a proxy.sleep */
-    struct lstate *st;
-    lua_State *co;
-    int co_ref;
-    struct lrun *prev, *next;
-};
-
 static struct ltimer *timers; /* pending, every generation's */
 static int npending;
-static struct lrun *runs;     /* started and not finished */
-static struct lrun *current;  /* the run being resumed, if any */
 static bool closing;          /* the worker shuts down: no new timers */
 
 int ltimer_pending(void)
@@ -49,95 +38,26 @@ static void state_unref(struct lstate *st)
         loop_defer(lstate_g.loop, lstate_g.reaper);
 }
 
-static void run_free(struct lrun *r)
-{
-    if (lstate_g.loop) timer_cancel(&lstate_g.loop->timers, &r->wake);
-    if (r->prev) r->prev->next = r->next;
-    else runs = r->next;
-    if (r->next) r->next->prev = r->prev;
-    luaL_unref(r->st->L, LUA_REGISTRYINDEX, r->co_ref);
-    free(r);
-}
-
-/* Resumes r with nargs values on its stack, under the limits, until it
- * finishes, fails or waits again. */
-static void run_resume(struct lrun *r, int nargs)
-{
-    struct lstate *st = r->st;
-    lstate_use(st);
-    const char *where = lstate_g.where;
-    lstate_g.where = "a timer";
-    struct lrun *outer = current;
-    current = r;
-    st->mem.enforce = true;
-    limit_enter(r->co);
-    int rc = lua_resume(r->co, nargs);
-    bool timed_out = limit_leave(r->co);
-    st->mem.enforce = false;
-    current = outer;
-    lstate_g.where = where;
-    if (rc == LUA_YIELD) return; /* waiting: its wake timer is armed */
-    if (rc != 0) {
-        STAT_ADD(WS->lua_errors, 1);
-        lua_State *L = st->L;
-        const char *msg = lua_tostring(r->co, -1);
-        luaL_traceback(L, r->co, msg ? msg : "(error object is not a string)", 0);
-        log_error("lua error in timer: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        if (rc == LUA_ERRMEM || timed_out) {
-            lua_gc(L, LUA_GCCOLLECT, 0);
-            if (rc == LUA_ERRMEM) malloc_trim(0);
-        }
-    }
-    run_free(r);
-    state_unref(st);
-}
-
-static void on_wake(struct timer *t)
-{
-    struct lrun *r = container_of(t, struct lrun, wake);
-    run_resume(r, 0);
-}
-
-/* Starts t's callback in a fresh coroutine: fn(premature, args...). */
+/* Starts t's callback in a run of its own: fn(premature, args...). */
 static void run_start(struct ltimer *t, bool premature)
 {
     struct lstate *st = t->st;
     lua_State *L = st->L;
-    struct lrun *r = calloc(1, sizeof(*r));
-    if (!r || !lua_checkstack(L, 4)) {
-        free(r);
-        log_error("out of memory starting a timer");
-        return;
-    }
-    r->st = st;
-    r->wake.cb = on_wake;
-    r->co = lua_newthread(L);
-    r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
     lua_getfield(L, -1, "n");
     int nargs = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    if (!lua_checkstack(r->co, nargs + 3)) {
+    if (!lua_checkstack(L, nargs + 3)) {
         lua_pop(L, 1);
-        luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
-        free(r);
         log_error("out of memory starting a timer");
         return;
     }
-    lua_rawgeti(L, -1, 1);
-    lua_xmove(L, r->co, 1);
-    lua_pushboolean(r->co, premature);
-    for (int i = 0; i < nargs; i++) {
-        lua_rawgeti(L, -1, i + 2);
-        lua_xmove(L, r->co, 1);
-    }
-    lua_pop(L, 1);
-    r->next = runs;
-    if (runs) runs->prev = r;
-    runs = r;
-    st->refs++;
-    run_resume(r, nargs + 1);
+    int tbl = lua_gettop(L);
+    lua_rawgeti(L, tbl, 1);
+    lua_pushboolean(L, premature);
+    for (int i = 0; i < nargs; i++) lua_rawgeti(L, tbl, i + 2);
+    lua_remove(L, tbl);
+    lrun_spawn(st, nargs + 1);
 }
 
 static void timer_unlink(struct ltimer *t)
@@ -238,17 +158,6 @@ static int timer_pending_count(lua_State *L)
     return 1;
 }
 
-/* proxy.sleep(seconds): yields the running coroutine; the loop resumes it. */
-static int api_sleep(lua_State *L)
-{
-    lua_Number s = luaL_checknumber(L, 1);
-    if (s < 0 || isnan(s)) return luaL_argerror(L, 1, "must not be negative");
-    if (!current || current->co != L)
-        return luaL_error(L, "cannot wait in %s", lstate_g.where ? lstate_g.where : "this context");
-    loop_timer(lstate_g.loop, &current->wake, (uint64_t)(s * 1000.0 + 0.5));
-    return lua_yield(L, 0);
-}
-
 void ltimer_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -261,8 +170,6 @@ void ltimer_open(lua_State *L)
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
     lua_setfield(L, -2, "timer");
-    lua_pushcfunction(L, api_sleep);
-    lua_setfield(L, -2, "sleep");
     lua_pop(L, 1);
 }
 
@@ -291,12 +198,6 @@ void ltimer_forget(struct lstate *st)
         if (lstate_g.loop) timer_cancel(&lstate_g.loop->timers, &t->t);
         timer_unlink(t);
         timer_free(t);
-        st->refs--;
-    }
-    for (struct lrun *r = runs, *next; r; r = next) {
-        next = r->next;
-        if (r->st != st) continue;
-        run_free(r);
         st->refs--;
     }
 }

@@ -18,6 +18,7 @@
 #include "fields.h"
 #include "hooks.h"
 #include "loader.h"
+#include "lrun.h"
 #include "ltimer.h"
 #include "log.h"
 #include "lstate.h"
@@ -70,6 +71,7 @@ static lua_State *state_new(struct limit_mem *m)
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* see limit.c */
     proxy_api_open(L);
     ltimer_open(L);
+    lrun_open(L);
     req_open(L);
     upstreams_open(L);
     proxying_open(L);
@@ -187,6 +189,7 @@ static struct lstate *state_build(const char *path, const char *text, size_t len
     loader_open(st->L, path);
     if (state_load(st, path, text, len, err, errlen)) {
         ltimer_forget(st);
+        lrun_forget(st);
         lua_close(st->L);
         free(st);
         return NULL;
@@ -217,6 +220,7 @@ static struct lstate *state_build(const char *path, const char *text, size_t len
 static void state_close(struct lstate *st)
 {
     ltimer_forget(st);
+    lrun_forget(st);
     if (lstate_g.st == st) {
         lstate_g.st = NULL;
         lstate_g.L = NULL;
@@ -351,6 +355,8 @@ struct script_req *script_req_begin(struct script_view *view)
     }
     lstate_use(lstate_g.cur);
     r->st = lstate_g.cur;
+    r->run.active = false;
+    r->run.co = NULL;
     r->st->refs++;
     return r;
 }
@@ -377,6 +383,7 @@ void script_req_end(struct script_req *r)
 {
     if (!r) return;
     struct lstate *st = r->st;
+    lrun_cancel(&r->run); /* a hook still waiting: dropped, nothing is written */
     req_unbind(st->L, &r->lr);
     r->st = NULL;
     r->next_free = req_pool;
@@ -464,15 +471,12 @@ static void reply_checked(struct script_req *r, const char *where, int idx, int 
     }
 }
 
-enum script_decision script_route(struct script_req *r, struct script_reply *rep,
-                                  struct upstream **upstream)
+/* route's nres results, on top of the stack: the decision. */
+static enum script_decision route_result(struct script_req *r, int nres, struct script_reply *rep,
+                                         struct upstream **upstream)
 {
     lua_State *L = lstate_use(r->st);
-    lua_pushvalue(L, r->st->route_key_idx);
-    lua_gettable(L, LUA_GLOBALSINDEX);
-    req_push(L, &r->lr);
-    int base = lua_gettop(L) - 1;
-    int nres = lstate_call(r, "route", 1);
+    int base = lua_gettop(L) - nres + 1;
     if (nres < 0) {
         reply_error(rep);
         return SCRIPT_RESPOND;
@@ -497,7 +501,41 @@ enum script_decision script_route(struct script_req *r, struct script_reply *rep
     return SCRIPT_RESPOND;
 }
 
-void script_handle(struct script_req *r, struct script_reply *rep)
+enum script_decision script_route(struct script_req *r, struct script_reply *rep,
+                                  struct upstream **upstream)
+{
+    lua_State *L = lstate_use(r->st);
+    lua_pushvalue(L, r->st->route_key_idx);
+    lua_gettable(L, LUA_GLOBALSINDEX);
+    req_push(L, &r->lr);
+    r->hook = "route";
+    int nres = lrun_call(&r->run, r->st, r, "route", 1);
+    if (nres == LRUN_WAIT) return SCRIPT_WAIT;
+    return route_result(r, nres, rep, upstream);
+}
+
+enum script_decision script_route_resume(struct script_req *r, struct script_reply *rep,
+                                         struct upstream **upstream)
+{
+    lstate_use(r->st);
+    return route_result(r, lrun_collect(&r->run), rep, upstream);
+}
+
+/* A handler's nres results, on top of the stack: the reply. */
+static void handle_result(struct script_req *r, int nres, struct script_reply *rep)
+{
+    lua_State *L = lstate_g.L;
+    int base = lua_gettop(L) - nres + 1;
+    if (nres < 0) return reply_error(rep);
+    if (nres == 0) {
+        lstate_fail(r, r->hook, "handler returned no status");
+        return reply_error(rep);
+    }
+    reply_checked(r, r->hook, base, nres, rep);
+    rep->head_only = r->head_only;
+}
+
+bool script_handle(struct script_req *r, struct script_reply *rep)
 {
     lua_State *L = lstate_use(r->st);
     uint8_t method = r->lr.view->req->method;
@@ -523,18 +561,21 @@ void script_handle(struct script_req *r, struct script_reply *rep)
             rep->headers = hdrs.v;
             rep->nheaders = hdrs.n;
         }
-        return;
+        return true;
     }
     req_push(L, &r->lr);
-    int base = lua_gettop(L) - 1;
-    int nres = lstate_call(r, name, 1);
-    if (nres < 0) return reply_error(rep);
-    if (nres == 0) {
-        lstate_fail(r, name, "handler returned no status");
-        return reply_error(rep);
-    }
-    reply_checked(r, name, base, nres, rep);
-    rep->head_only = head_only;
+    r->hook = name;
+    r->head_only = head_only;
+    int nres = lrun_call(&r->run, r->st, r, name, 1);
+    if (nres == LRUN_WAIT) return false;
+    handle_result(r, nres, rep);
+    return true;
+}
+
+void script_handle_resume(struct script_req *r, struct script_reply *rep)
+{
+    lstate_use(r->st);
+    handle_result(r, lrun_collect(&r->run), rep);
 }
 
 void script_reply_done(void)

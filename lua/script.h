@@ -34,6 +34,7 @@ enum script_decision {
     SCRIPT_LOCAL,    /* route returned nothing: on_<method> handles it */
     SCRIPT_RESPOND,  /* route answered (or failed: a 500 reply) */
     SCRIPT_UPSTREAM, /* proxy to *upstream */
+    SCRIPT_WAIT,     /* the hook waits (a timer, a socket): view->ready says when it is over */
 };
 
 struct script_req; /* the Lua side of one request */
@@ -69,8 +70,13 @@ void script_req_end(struct script_req *r);
 
 enum script_decision script_route(struct script_req *r, struct script_reply *reply,
                                   struct upstream **upstream);
-/* Runs on_<method> (or answers 405); always fills reply. */
-void script_handle(struct script_req *r, struct script_reply *reply);
+/* After SCRIPT_WAIT: route's decision, as script_route gives it. */
+enum script_decision script_route_resume(struct script_req *r, struct script_reply *reply,
+                                         struct upstream **upstream);
+/* Runs on_<method> (or answers 405) and fills reply; false when the
+ * handler waits (view->ready, then script_handle_resume fills it). */
+bool script_handle(struct script_req *r, struct script_reply *reply);
+void script_handle_resume(struct script_req *r, struct script_reply *reply);
 /* Releases the Lua values a reply points into. */
 void script_reply_done(void);
 /* Whether the request's script defines route() (otherwise the core skips

@@ -16,6 +16,11 @@ struct script_view {
     size_t body_len;
     bool body_ready; /* the body was read: req.body is a string, not nil */
     const struct sockaddr *peer;
+    /* A hook that waited (script_route or script_handle said SCRIPT_WAIT)
+     * is over: the core calls script_route_resume / script_handle_resume.
+     * Set by the core; called from the worker's loop, never from inside
+     * the hook's own call. */
+    void (*ready)(struct script_view *v);
 };
 
 struct script_header {
