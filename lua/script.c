@@ -20,6 +20,7 @@
 #include "loader.h"
 #include "log.h"
 #include "lstate.h"
+#include "ngx.h"
 #include "proxy_api.h"
 #include "proxying.h"
 #include "script.h"
@@ -181,6 +182,7 @@ static struct lstate *state_build(const char *path, const char *text, size_t len
         return NULL;
     }
     loader_open(st->L, path);
+    ngx_open(st->L, path); /* last: it maps what proxy has by now */
     if (state_load(st, path, text, len, err, errlen)) {
         lua_close(st->L);
         free(st);
