@@ -15,8 +15,7 @@
 #include "log.h"
 #include "loader.h"
 
-/* The absolute directory of path, in dir; false if it cannot be known. */
-static bool script_dir(const char *path, char *dir, size_t len)
+bool loader_script_dir(const char *path, char *dir, size_t len)
 {
     char real[PATH_MAX];
     if (!realpath(path, real)) return false;
@@ -92,7 +91,7 @@ static int short_require(lua_State *L)
 void loader_open(lua_State *L, const char *script_path)
 {
     char dir[PATH_MAX];
-    if (!script_dir(script_path, dir, sizeof(dir))) {
+    if (!loader_script_dir(script_path, dir, sizeof(dir))) {
         log_warn("%s: cannot resolve the script's directory (%s): require looks in the system "
                  "paths only", script_path, strerror(errno));
         dir[0] = '\0';

@@ -262,6 +262,10 @@ void proxy_api_open(lua_State *L)
     lua_setfield(L, -2, "worker_count");
     lua_pushinteger(L, lstate_g.generation);
     lua_setfield(L, -2, "generation");
+    /* NULL, as OpenResty's ngx.null and lua-cjson's cjson.null are: a
+     * library comparing a reply with either finds them equal. */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     lua_setglobal(L, "proxy");
     lua_pushcfunction(L, api_print);
     lua_setglobal(L, "print");

@@ -22,6 +22,7 @@
 #include "ltimer.h"
 #include "log.h"
 #include "lstate.h"
+#include "ngx.h"
 #include "proxy_api.h"
 #include "proxying.h"
 #include "script.h"
@@ -187,6 +188,7 @@ static struct lstate *state_build(const char *path, const char *text, size_t len
         return NULL;
     }
     loader_open(st->L, path);
+    ngx_open(st->L, path); /* last: it maps what proxy has by now */
     if (state_load(st, path, text, len, err, errlen)) {
         ltimer_forget(st);
         lrun_forget(st);
