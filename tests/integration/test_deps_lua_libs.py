@@ -99,13 +99,13 @@ def test_redis_helper_starts_an_isolated_server():
     # Its own process, port, directory; nothing persisted; loopback only.
     with open("/proc/%d/comm" % r.pid) as f:
         assert f.read().strip() == "redis-server"
-    assert r.command("CONFIG", "GET", "port") == ["port", str(r.port)]
-    assert r.command("CONFIG", "GET", "bind") == ["bind", "127.0.0.1"]
-    assert r.command("CONFIG", "GET", "save") == ["save", ""]
-    assert r.command("CONFIG", "GET", "appendonly") == ["appendonly", "no"]
-    assert r.command("CONFIG", "GET", "dir") == ["dir", os.path.realpath(r.dir)]
+    for key, want in (("port", str(r.port)), ("bind", "127.0.0.1"), ("save", ""),
+                      ("appendonly", "no"), ("dir", os.path.realpath(r.dir))):
+        got = r.command("CONFIG", "GET", key)
+        assert got == [key, want], "CONFIG GET %s: %r, wanted %r" % (key, got, want)
     pid = r.pid
-    assert r.stop() == 0
+    rc = r.stop()
+    assert rc == 0, "stop(): status %r" % rc
     assert not lp.pid_alive(pid), "redis-server %d still exists after stop()" % pid
     assert not lp.port_accepts(r.port), "port %d still accepts after stop()" % r.port
 
@@ -114,7 +114,7 @@ def test_redis_helper_pause_resume():
     r = redis.start()
     r.command("SET", "k", "before")
     r.pause()
-    assert lp.proc_stat(r.pid)[0] == "T"
+    assert lp.proc_stat(r.pid)[0] == "T", "not stopped after pause(): %r" % (lp.proc_stat(r.pid),)
     t0 = time.monotonic()
     try:
         r.command("GET", "k", timeout=0.3)
@@ -126,27 +126,30 @@ def test_redis_helper_pause_resume():
     assert r.command("GET", "k") == "before"
     # A paused server still stops on stop(): SIGTERM, not the SIGKILL fallback.
     r.pause()
-    assert r.stop() == 0
+    rc = r.stop()
+    assert rc == 0, "a paused server did not exit on SIGTERM: status %r" % rc
 
 
 def test_redis_helper_kill_restart():
     r = redis.start()
     port, pid = r.port, r.pid
     r.command("SET", "k", "v")
-    assert r.kill() == -signal.SIGKILL
+    rc = r.kill()
+    assert rc == -signal.SIGKILL, "kill(): status %r" % rc
     try:
         r.command("PING", timeout=1.0)
         raise AssertionError("a killed redis-server answered")
     except ConnectionRefusedError:
         pass
     r.restart()
-    assert r.port == port and r.pid != pid
+    assert r.port == port and r.pid != pid, "restart(): port %d pid %d" % (r.port, r.pid)
     assert r.command("PING") == "PONG"
     assert r.command("GET", "k") is None, "a restarted server kept data: it must persist nothing"
     # restart() of a running server stops it first.
     pid = r.pid
     r.restart()
-    assert not lp.pid_alive(pid) and r.command("PING") == "PONG"
+    assert not lp.pid_alive(pid), "restart() left the old server %d" % pid
+    assert r.command("PING") == "PONG"
     r.stop()
 
 
