@@ -160,6 +160,8 @@ int lrun_collect(struct lrun *r)
 void lrun_cancel(struct lrun *r)
 {
     if (!r->active && !r->co) return;
+    if (r->on_cancel) r->on_cancel(r, r->cancel_arg);
+    r->on_cancel = NULL;
     unlink_run(r);
     if (r->co) co_release(r, false); /* suspended: its frames go with it */
 }
@@ -173,16 +175,29 @@ static void spawn_end(struct lrun *r)
     state_unref(st);
 }
 
-static void on_wake(struct timer *t)
+void lrun_continue(struct lrun *r, int nargs)
 {
-    struct lrun *r = container_of(t, struct lrun, wake);
-    resume(r, 0);
+    if (lstate_g.loop) timer_cancel(&lstate_g.loop->timers, &r->wake);
+    r->on_cancel = NULL;
+    resume(r, nargs);
     if (r->rc == LUA_YIELD) return;
     unlink_run(r);
     if (!r->req) return spawn_end(r);
     /* The request's side collects the results, or the failure. */
     struct script_view *v = r->req->lr.view;
     if (v && v->ready) v->ready(v);
+}
+
+static void on_wake(struct timer *t)
+{
+    lrun_continue(container_of(t, struct lrun, wake), 0);
+}
+
+struct lrun *lrun_current(lua_State *L)
+{
+    if (!current || current->co != L || !lstate_g.loop)
+        luaL_error(L, "cannot wait in %s", lstate_g.where ? lstate_g.where : "this context");
+    return current;
 }
 
 void lrun_spawn(struct lstate *st, int nargs)
@@ -205,6 +220,8 @@ void lrun_forget(struct lstate *st)
     for (struct lrun *r = runs, *next; r; r = next) {
         next = r->next;
         if (r->st != st) continue;
+        if (r->on_cancel) r->on_cancel(r, r->cancel_arg);
+        r->on_cancel = NULL;
         unlink_run(r);
         if (r->co) co_release(r, false);
         if (!r->req) {
@@ -219,10 +236,9 @@ static int api_sleep(lua_State *L)
 {
     lua_Number s = luaL_checknumber(L, 1);
     if (s < 0 || isnan(s)) return luaL_argerror(L, 1, "must not be negative");
-    if (!current || current->co != L || !lstate_g.loop)
-        return luaL_error(L, "cannot wait in %s", lstate_g.where ? lstate_g.where : "this context");
-    current->wake.cb = on_wake;
-    loop_timer(lstate_g.loop, &current->wake, (uint64_t)(s * 1000.0 + 0.5));
+    struct lrun *r = lrun_current(L);
+    r->wake.cb = on_wake;
+    loop_timer(lstate_g.loop, &r->wake, (uint64_t)(s * 1000.0 + 0.5));
     return lua_yield(L, 0);
 }
 

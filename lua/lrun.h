@@ -25,6 +25,10 @@ struct lrun {
     struct script_req *req; /* the request it runs for; NULL: a timer callback */
     int rc;                /* lua_resume's last result: LUA_YIELD while waiting */
     bool active;
+    /* What it waits on, told when the run is dropped while waiting (a
+     * socket lets go of it); set by the call that waits. */
+    void (*on_cancel)(struct lrun *r, void *arg);
+    void *cancel_arg;
     struct lrun *prev, *next; /* every active run of the worker */
 };
 
@@ -46,5 +50,12 @@ void lrun_cancel(struct lrun *r);
 void lrun_spawn(struct lstate *st, int nargs);
 /* Drops every run of st (its state is being closed). */
 void lrun_forget(struct lstate *st);
+/* The run whose coroutine L is, or raises "cannot wait in <where>": for a
+ * C function about to wait. */
+struct lrun *lrun_current(lua_State *L);
+/* Resumes a waiting run with nargs values pushed on its coroutine (what
+ * the call that waited returns), and ends it if it finishes. From the
+ * worker's loop only. */
+void lrun_continue(struct lrun *r, int nargs);
 /* Adds proxy.sleep to the proxy module. */
 void lrun_open(lua_State *L);

@@ -19,6 +19,7 @@
 #include "hooks.h"
 #include "loader.h"
 #include "lrun.h"
+#include "lsock.h"
 #include "ltimer.h"
 #include "log.h"
 #include "lstate.h"
@@ -73,6 +74,7 @@ static lua_State *state_new(struct limit_mem *m)
     proxy_api_open(L);
     ltimer_open(L);
     lrun_open(L);
+    lsock_open(L);
     req_open(L);
     upstreams_open(L);
     proxying_open(L);
@@ -333,6 +335,7 @@ void script_unload(void)
     }
     field_list_free(&hdrs);
     req_free_all();
+    lsock_pool_free();
 }
 
 bool script_has_route(struct script_req *r)

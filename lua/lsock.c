@@ -1,0 +1,690 @@
+/* lsock: cosockets (lsock.h).
+ *
+ * Each method is a small Lua loop around two C primitives: a step that
+ * does what it can without blocking and says WAIT when the socket is not
+ * ready, and `wait`, which yields the coroutine until the socket's next edge
+ * or the timeout. The loop makes continuing after a wait plain Lua, where C
+ * code could not resume. The epoll registration is edge-triggered and made
+ * once; every step reads or writes until EAGAIN before it waits, so the next
+ * edge always comes. */
+#include "lsock.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "loop.h"
+#include "lrun.h"
+#include "lstate.h"
+
+#define SOCK_MT "luaproxy.socket.tcp"
+#define DEFAULT_TIMEOUT_MS 60000
+#define DEFAULT_POOL_SIZE 30
+#define READ_CHUNK 16384
+
+struct lsock {
+    struct io io;          /* fd -1: closed */
+    struct lrun *waiter;   /* the run waiting on it, if any */
+    uint64_t connect_ms, send_ms, read_ms;
+    struct buf rbuf;       /* received, not yet returned: [off, len) */
+    struct buf wbuf;       /* to send: [off, len) */
+    char key[160];         /* its pool's name */
+    int reused;
+    bool connected;
+    bool pooled;           /* idle in the pool */
+    struct timer idle;     /* the pool's max_idle */
+    int pool_size;
+    struct lsock *next;    /* the pool */
+};
+
+/* The userdata: a pointer, so that a pooled connection outlives it. */
+struct sock_ud {
+    struct lsock *s;
+};
+
+static struct lsock *pool;
+static char wait_token; /* WAIT: a light userdata the Lua loops compare with */
+
+static void sock_close(struct lsock *s)
+{
+    if (s->io.fd != -1) {
+        if (lstate_g.loop) loop_close(lstate_g.loop, &s->io);
+        else close(s->io.fd);
+        s->io.fd = -1;
+    }
+    s->connected = false;
+}
+
+static void sock_free(struct lsock *s)
+{
+    sock_close(s);
+    if (lstate_g.loop) timer_cancel(&lstate_g.loop->timers, &s->idle);
+    buf_free(&s->rbuf);
+    buf_free(&s->wbuf);
+    free(s);
+}
+
+static void pool_remove(struct lsock *s)
+{
+    for (struct lsock **pp = &pool; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    s->pooled = false;
+    s->next = NULL;
+    if (lstate_g.loop) timer_cancel(&lstate_g.loop->timers, &s->idle);
+}
+
+void lsock_pool_free(void)
+{
+    while (pool) {
+        struct lsock *s = pool;
+        pool_remove(s);
+        sock_free(s);
+    }
+}
+
+/* ---- waking ------------------------------------------------------------ */
+
+static void on_io(struct io *io, unsigned events)
+{
+    struct lsock *s = container_of(io, struct lsock, io);
+    if (s->pooled) {
+        /* An idle pooled connection has nothing to say: the peer closed it
+         * or sent stray bytes. Either way it is not reused. */
+        if (!(events & (IO_READ | IO_HUP | IO_ERROR))) return;
+        pool_remove(s);
+        sock_free(s);
+        return;
+    }
+    struct lrun *r = s->waiter;
+    if (!r) return; /* no call waits: the next step reads or writes anyway */
+    s->waiter = NULL;
+    lua_pushboolean(r->co, 1);
+    lrun_continue(r, 1);
+}
+
+static void on_timeout(struct timer *t)
+{
+    struct lrun *r = container_of(t, struct lrun, wake);
+    struct lsock *s = r->cancel_arg;
+    if (s) s->waiter = NULL;
+    lua_pushboolean(r->co, 0);
+    lrun_continue(r, 1);
+}
+
+/* The run is dropped while its socket waits (its client went away): the
+ * connection goes with it. */
+static void on_cancel(struct lrun *r, void *arg)
+{
+    struct lsock *s = arg;
+    s->waiter = NULL;
+    sock_close(s);
+}
+
+static void on_idle_timeout(struct timer *t)
+{
+    struct lsock *s = container_of(t, struct lsock, idle);
+    pool_remove(s);
+    sock_free(s);
+}
+
+/* ---- the C steps ------------------------------------------------------- */
+
+static struct lsock *check(lua_State *L)
+{
+    struct sock_ud *ud = luaL_checkudata(L, 1, SOCK_MT);
+    if (!ud->s) {
+        ud->s = calloc(1, sizeof(*ud->s));
+        if (!ud->s) luaL_error(L, "out of memory");
+        ud->s->io.fd = -1;
+        ud->s->connect_ms = ud->s->send_ms = ud->s->read_ms = DEFAULT_TIMEOUT_MS;
+        ud->s->idle.cb = on_idle_timeout;
+    }
+    return ud->s;
+}
+
+static int fail(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+static int sock_new(lua_State *L)
+{
+    struct sock_ud *ud = lua_newuserdata(L, sizeof(*ud));
+    ud->s = NULL;
+    luaL_getmetatable(L, SOCK_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int sock_gc(lua_State *L)
+{
+    struct sock_ud *ud = luaL_checkudata(L, 1, SOCK_MT);
+    if (ud->s && !ud->s->pooled) {
+        if (ud->s->waiter) ud->s->waiter->on_cancel = NULL;
+        sock_free(ud->s);
+    }
+    ud->s = NULL;
+    return 0;
+}
+
+/* A name: a numeric address, or one of /etc/hosts (names that need DNS are
+ * not resolved yet: that comes with the resolver). */
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    FILE *f = fopen("/etc/hosts", "re");
+    if (!f) return -1;
+    char line[512];
+    int rc = -1;
+    while (rc && fgets(line, sizeof(line), f)) {
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char *save, *addr = strtok_r(line, " \t\r\n", &save);
+        if (!addr) continue;
+        for (char *name; (name = strtok_r(NULL, " \t\r\n", &save));)
+            if (!strcasecmp(name, host) && strcmp(addr, host) && resolve(addr, port, ss, len) == 0) {
+                rc = 0;
+                break;
+            }
+    }
+    fclose(f);
+    return rc;
+}
+
+static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_ud *ud)
+{
+    (void)into_ud_slot;
+    for (struct lsock *s = pool; s; s = s->next) {
+        if (strcmp(s->key, key)) continue;
+        pool_remove(s);
+        struct lsock *old = ud->s;
+        s->connect_ms = old->connect_ms;
+        s->send_ms = old->send_ms;
+        s->read_ms = old->read_ms;
+        s->reused++;
+        ud->s = s;
+        sock_free(old);
+        return true;
+    }
+    return false;
+}
+
+/* c.connect(sock, host, port, opts) -> true | nil, err | WAIT */
+static int step_connect(lua_State *L)
+{
+    lrun_current(L); /* only where waiting is allowed */
+    struct lsock *s = check(L);
+    struct sock_ud *ud = lua_touserdata(L, 1);
+    const char *host = luaL_checkstring(L, 2);
+    bool unix_path = !strncmp(host, "unix:", 5);
+    int port = unix_path ? 0 : (int)luaL_checkinteger(L, 3);
+    if (!unix_path && (port < 1 || port > 65535)) return fail(L, "bad port");
+    char key[160];
+    int opts = unix_path ? 3 : 4;
+    const char *pool_name = NULL;
+    if (lua_istable(L, opts)) {
+        lua_getfield(L, opts, "pool");
+        pool_name = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, opts, "pool_size");
+        if (lua_isnumber(L, -1)) s->pool_size = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    if (pool_name) snprintf(key, sizeof(key), "%s", pool_name);
+    else if (unix_path) snprintf(key, sizeof(key), "%s", host);
+    else snprintf(key, sizeof(key), "%s:%d", host, port);
+    if (s->io.fd != -1) sock_close(s);
+    if (pool_take(s, key, ud)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    s = ud->s;
+    snprintf(s->key, sizeof(s->key), "%s", key);
+    struct sockaddr_storage ss;
+    socklen_t slen;
+    if (unix_path) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+        memset(un, 0, sizeof(*un));
+        un->sun_family = AF_UNIX;
+        if (strlen(host + 5) >= sizeof(un->sun_path)) return fail(L, "unix socket path too long");
+        strcpy(un->sun_path, host + 5);
+        slen = sizeof(*un);
+    } else if (resolve(host, port, &ss, &slen)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s could not be resolved", host);
+        return 2;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) return fail(L, strerror(errno));
+    if (!unix_path) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    s->io.fd = fd;
+    s->io.cb = on_io;
+    if (loop_add(lstate_g.loop, &s->io, IO_READ | IO_WRITE)) {
+        int e = errno;
+        close(fd);
+        s->io.fd = -1;
+        return fail(L, strerror(e));
+    }
+    s->rbuf.len = s->rbuf.off = 0;
+    s->reused = 0;
+    if (connect(fd, (struct sockaddr *)&ss, slen) == 0) {
+        s->connected = true;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (errno != EINPROGRESS) {
+        int e = errno;
+        sock_close(s);
+        return fail(L, e == ECONNREFUSED ? "connection refused" : strerror(e));
+    }
+    lua_pushlightuserdata(L, &wait_token);
+    return 1;
+}
+
+/* c.connected(sock) -> true | nil, err (after the wait) */
+static int step_connected(lua_State *L)
+{
+    struct lsock *s = check(L);
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (s->io.fd == -1) return fail(L, "closed");
+    getsockopt(s->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+        sock_close(s);
+        return fail(L, err == ECONNREFUSED ? "connection refused" : strerror(err));
+    }
+    s->connected = true;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* A string, or an array of strings (nested), appended to b. */
+static const char *flatten(lua_State *L, int idx, struct buf *b, int depth)
+{
+    if (depth > 64) return "table nested too deep";
+    int t = lua_type(L, idx);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+        size_t n;
+        const char *p = lua_tolstring(L, idx, &n);
+        return buf_append(b, p, n) ? "out of memory" : NULL;
+    }
+    if (t == LUA_TBOOLEAN || t == LUA_TNIL) {
+        const char *p = t == LUA_TNIL ? "nil" : lua_toboolean(L, idx) ? "true" : "false";
+        return buf_puts(b, p) ? "out of memory" : NULL;
+    }
+    if (t != LUA_TTABLE) return "bad data: a string or an array of strings expected";
+    int n = (int)lua_objlen(L, idx);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        const char *err = flatten(L, lua_gettop(L), b, depth + 1);
+        lua_pop(L, 1);
+        if (err) return err;
+    }
+    return NULL;
+}
+
+/* c.send(sock, data) -> bytes | nil, err | WAIT; c.send(sock) continues. */
+static int step_send(lua_State *L)
+{
+    lrun_current(L);
+    struct lsock *s = check(L);
+    if (s->io.fd == -1 || !s->connected) return fail(L, "closed");
+    if (lua_gettop(L) >= 2) {
+        s->wbuf.len = s->wbuf.off = 0;
+        const char *err = flatten(L, 2, &s->wbuf, 0);
+        if (err) return luaL_argerror(L, 2, err);
+    }
+    size_t total = s->wbuf.len;
+    while (buf_pending(&s->wbuf)) {
+        ssize_t n = send(s->io.fd, s->wbuf.data + s->wbuf.off, buf_pending(&s->wbuf), MSG_NOSIGNAL);
+        if (n > 0) {
+            s->wbuf.off += (size_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1 && errno == EAGAIN) {
+            lua_pushlightuserdata(L, &wait_token);
+            return 1;
+        }
+        int e = errno;
+        sock_close(s);
+        return fail(L, e == EPIPE || e == ECONNRESET ? "closed" : strerror(e));
+    }
+    s->wbuf.len = s->wbuf.off = 0;
+    lua_pushinteger(L, (lua_Integer)total);
+    return 1;
+}
+
+/* Reads what the socket has into rbuf: 1 got bytes, 0 EAGAIN, -1 EOF, -2 error. */
+static int fill(struct lsock *s)
+{
+    if (s->rbuf.off && s->rbuf.off == s->rbuf.len) s->rbuf.off = s->rbuf.len = 0;
+    if (buf_reserve(&s->rbuf, READ_CHUNK)) return -2;
+    for (;;) {
+        ssize_t n = recv(s->io.fd, s->rbuf.data + s->rbuf.len, READ_CHUNK, 0);
+        if (n > 0) {
+            s->rbuf.len += (size_t)n;
+            return 1;
+        }
+        if (n == 0) return -1;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return 0;
+        return -2;
+    }
+}
+
+static int give(lua_State *L, struct lsock *s, size_t n, size_t skip)
+{
+    lua_pushlstring(L, s->rbuf.data + s->rbuf.off, n);
+    s->rbuf.off += n + skip;
+    return 1;
+}
+
+/* The end of the stream or an error: nil, err, partial (all buffered). */
+static int give_up(lua_State *L, struct lsock *s, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    lua_pushlstring(L, s->rbuf.data ? s->rbuf.data + s->rbuf.off : "", buf_pending(&s->rbuf));
+    s->rbuf.off = s->rbuf.len;
+    return 3;
+}
+
+/* c.receive(sock, pattern) -> data | nil, err, partial | WAIT */
+static int step_receive(lua_State *L)
+{
+    lrun_current(L);
+    struct lsock *s = check(L);
+    if (s->io.fd == -1 || !s->connected) return give_up(L, s, "closed");
+    bool all = false, line = true;
+    lua_Integer want = 0;
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        want = lua_tointeger(L, 2);
+        if (want < 0) return luaL_argerror(L, 2, "bad pattern argument");
+        line = false;
+        if (want == 0) {
+            lua_pushliteral(L, "");
+            return 1;
+        }
+    } else if (!lua_isnoneornil(L, 2)) {
+        const char *p = luaL_checkstring(L, 2);
+        if (!strcmp(p, "*a") || !strcmp(p, "a")) all = true, line = false;
+        else if (strcmp(p, "*l") && strcmp(p, "l")) return luaL_argerror(L, 2, "bad pattern argument");
+    }
+    for (;;) {
+        size_t have = buf_pending(&s->rbuf);
+        const char *p = s->rbuf.data + s->rbuf.off;
+        if (line && have) {
+            const char *nl = memchr(p, '\n', have);
+            if (nl) {
+                size_t n = (size_t)(nl - p);
+                size_t cut = n && p[n - 1] == '\r' ? 1 : 0;
+                return give(L, s, n - cut, 1 + cut);
+            }
+        }
+        if (want && have >= (size_t)want) return give(L, s, (size_t)want, 0);
+        int r = fill(s);
+        if (r == 1) continue;
+        if (r == 0) {
+            lua_pushlightuserdata(L, &wait_token);
+            return 1;
+        }
+        if (r == -1) {
+            if (all) {
+                lua_pushlstring(L, s->rbuf.data ? s->rbuf.data + s->rbuf.off : "", buf_pending(&s->rbuf));
+                s->rbuf.off = s->rbuf.len;
+                sock_close(s);
+                return 1;
+            }
+            int n = give_up(L, s, "closed");
+            sock_close(s);
+            return n;
+        }
+        int n = give_up(L, s, strerror(errno));
+        sock_close(s);
+        return n;
+    }
+}
+
+/* c.receive_until(sock, pattern, inclusive) -> data | nil, err, partial | WAIT */
+static int step_receive_until(lua_State *L)
+{
+    lrun_current(L);
+    struct lsock *s = check(L);
+    size_t plen;
+    const char *pat = luaL_checklstring(L, 2, &plen);
+    bool inclusive = lua_toboolean(L, 3);
+    if (s->io.fd == -1 || !s->connected) return give_up(L, s, "closed");
+    for (;;) {
+        size_t have = buf_pending(&s->rbuf);
+        const char *p = s->rbuf.data + s->rbuf.off;
+        const char *at = have >= plen ? memmem(p, have, pat, plen) : NULL;
+        if (at) {
+            size_t n = (size_t)(at - p);
+            return inclusive ? give(L, s, n + plen, 0) : give(L, s, n, plen);
+        }
+        int r = fill(s);
+        if (r == 1) continue;
+        if (r == 0) {
+            lua_pushlightuserdata(L, &wait_token);
+            return 1;
+        }
+        int n = give_up(L, s, r == -1 ? "closed" : strerror(errno));
+        sock_close(s);
+        return n;
+    }
+}
+
+/* c.wait(sock, "r" | "w" | "c") -> true (ready) | false (timeout); yields */
+static int step_wait(lua_State *L)
+{
+    struct lsock *s = check(L);
+    const char *mode = luaL_checkstring(L, 2);
+    struct lrun *r = lrun_current(L);
+    uint64_t ms = mode[0] == 'c' ? s->connect_ms : mode[0] == 'w' ? s->send_ms : s->read_ms;
+    s->waiter = r;
+    r->on_cancel = on_cancel;
+    r->cancel_arg = s;
+    r->wake.cb = on_timeout;
+    loop_timer(lstate_g.loop, &r->wake, ms);
+    return lua_yield(L, 0);
+}
+
+/* c.timed_out(sock, partial_on_timeout) -> nil, "timeout" [, partial] */
+static int step_timed_out(lua_State *L)
+{
+    struct lsock *s = check(L);
+    if (lua_toboolean(L, 2)) {
+        /* OpenResty keeps the socket usable after a read timeout; the bytes
+         * read so far are handed back. */
+        return give_up(L, s, "timeout");
+    }
+    sock_close(s);
+    return fail(L, "timeout");
+}
+
+static uint64_t ms_arg(lua_State *L, int idx, uint64_t def)
+{
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_Number v = luaL_checknumber(L, idx);
+    if (v < 0) luaL_argerror(L, idx, "must not be negative");
+    return v == 0 ? DEFAULT_TIMEOUT_MS : (uint64_t)v;
+}
+
+static int m_settimeout(lua_State *L)
+{
+    struct lsock *s = check(L);
+    s->connect_ms = s->send_ms = s->read_ms = ms_arg(L, 2, DEFAULT_TIMEOUT_MS);
+    return 0;
+}
+
+static int m_settimeouts(lua_State *L)
+{
+    struct lsock *s = check(L);
+    s->connect_ms = ms_arg(L, 2, s->connect_ms);
+    s->send_ms = ms_arg(L, 3, s->send_ms);
+    s->read_ms = ms_arg(L, 4, s->read_ms);
+    return 0;
+}
+
+static int m_getreusedtimes(lua_State *L)
+{
+    struct lsock *s = check(L);
+    if (s->io.fd == -1) return fail(L, "closed");
+    lua_pushinteger(L, s->reused);
+    return 1;
+}
+
+static int m_close(lua_State *L)
+{
+    struct lsock *s = check(L);
+    if (s->io.fd == -1) return fail(L, "closed");
+    sock_close(s);
+    lua_pushinteger(L, 1);
+    return 1;
+}
+
+static int m_setkeepalive(lua_State *L)
+{
+    struct sock_ud *ud = luaL_checkudata(L, 1, SOCK_MT);
+    struct lsock *s = check(L);
+    if (s->io.fd == -1 || !s->connected) return fail(L, "closed");
+    if (buf_pending(&s->rbuf)) {
+        sock_close(s);
+        return fail(L, "unread data in buffer");
+    }
+    uint64_t idle_ms = ms_arg(L, 2, DEFAULT_TIMEOUT_MS);
+    int size = lua_isnumber(L, 3) ? (int)lua_tointeger(L, 3) : s->pool_size ? s->pool_size : DEFAULT_POOL_SIZE;
+    int count = 0;
+    for (struct lsock *p = pool; p; p = p->next)
+        if (!strcmp(p->key, s->key)) count++;
+    if (count >= size) { /* the pool is full: the connection goes */
+        sock_close(s);
+        lua_pushinteger(L, 1);
+        return 1;
+    }
+    /* A stray byte or a close that came meanwhile: not reusable. */
+    char c;
+    ssize_t n = recv(s->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n != -1 || errno != EAGAIN) {
+        sock_close(s);
+        return fail(L, n > 0 ? "unread data in buffer" : "closed");
+    }
+    ud->s = NULL; /* the pool owns it now; the userdata is empty */
+    s->pooled = true;
+    s->waiter = NULL;
+    s->next = pool;
+    pool = s;
+    loop_timer(lstate_g.loop, &s->idle, idle_ms);
+    lua_pushinteger(L, 1);
+    return 1;
+}
+
+/* The methods that may wait, as Lua loops over the C steps (c, WAIT). */
+static const char methods_lua[] =
+    "local c, WAIT = ...\n"
+    "local m = {}\n"
+    "function m.connect(sock, ...)\n"
+    "  local ok, err = c.connect(sock, ...)\n"
+    "  if ok ~= WAIT then return ok, err end\n"
+    "  if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
+    "  return c.connected(sock)\n"
+    "end\n"
+    "function m.send(sock, data)\n"
+    "  local n, err = c.send(sock, data)\n"
+    "  while n == WAIT do\n"
+    "    if not c.wait(sock, 'w') then return c.timed_out(sock) end\n"
+    "    n, err = c.send(sock)\n"
+    "  end\n"
+    "  return n, err\n"
+    "end\n"
+    "function m.receive(sock, pattern)\n"
+    "  while true do\n"
+    "    local data, err, partial = c.receive(sock, pattern)\n"
+    "    if data ~= WAIT then return data, err, partial end\n"
+    "    if not c.wait(sock, 'r') then return c.timed_out(sock, true) end\n"
+    "  end\n"
+    "end\n"
+    "function m.receiveuntil(sock, pattern, opts)\n"
+    "  if type(pattern) ~= 'string' or pattern == '' then error('bad pattern argument', 2) end\n"
+    "  local inclusive = type(opts) == 'table' and opts.inclusive\n"
+    "  return function(size)\n"
+    "    if size then\n"
+    "      error('receiveuntil: the size argument of the iterator is not supported', 2)\n"
+    "    end\n"
+    "    while true do\n"
+    "      local data, err, partial = c.receive_until(sock, pattern, inclusive)\n"
+    "      if data ~= WAIT then return data, err, partial end\n"
+    "      if not c.wait(sock, 'r') then return c.timed_out(sock, true) end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return m\n";
+
+void lsock_open(lua_State *L)
+{
+    static const luaL_Reg steps[] = {
+        {"connect", step_connect},     {"connected", step_connected}, {"send", step_send},
+        {"receive", step_receive},     {"receive_until", step_receive_until},
+        {"wait", step_wait},           {"timed_out", step_timed_out}, {NULL, NULL},
+    };
+    static const luaL_Reg plain[] = {
+        {"settimeout", m_settimeout},       {"settimeouts", m_settimeouts}, {"getreusedtimes", m_getreusedtimes},
+        {"setkeepalive", m_setkeepalive},   {"close", m_close},             {NULL, NULL},
+    };
+    luaL_newmetatable(L, SOCK_MT);
+    int mt = lua_gettop(L);
+    if (luaL_loadbuffer(L, methods_lua, sizeof(methods_lua) - 1, "=proxy.socket")) lua_error(L);
+    lua_newtable(L);
+    luaL_setfuncs(L, steps, 0);
+    lua_pushlightuserdata(L, &wait_token);
+    lua_call(L, 2, 1); /* the methods that wait */
+    luaL_setfuncs(L, plain, 0);
+    lua_setfield(L, mt, "__index");
+    lua_pushcfunction(L, sock_gc);
+    lua_setfield(L, mt, "__gc");
+    lua_pushliteral(L, "socket");
+    lua_setfield(L, mt, "__metatable");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "proxy");
+    lua_newtable(L);
+    lua_pushcfunction(L, sock_new);
+    lua_setfield(L, -2, "tcp");
+    lua_setfield(L, -2, "socket");
+    lua_pop(L, 1);
+}

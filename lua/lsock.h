@@ -1,0 +1,13 @@
+/* lsock: proxy.socket.tcp(), a client socket whose calls wait without
+ * blocking the worker (OpenResty's cosockets): connect, send, receive,
+ * receiveuntil, settimeout(s), setkeepalive with a per-worker pool of idle
+ * connections, getreusedtimes, close. A call that would block yields the
+ * hook's coroutine (lrun.h) until the socket is ready or its timeout runs
+ * out. */
+#pragma once
+#include <lua.h>
+
+/* Adds proxy.socket to the proxy module. */
+void lsock_open(lua_State *L);
+/* Closes the pooled idle connections (at exit, for leak checkers). */
+void lsock_pool_free(void);
