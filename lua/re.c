@@ -31,8 +31,6 @@
 
 #include "re.h"
 
-#define RE_MT "luaproxy.regex"
-#define RE_CTX_MT "luaproxy.re"
 #define RE_CACHE_GEN 512
 #define RE_MATCH_LIMIT 10000000 /* PCRE2's default, and so OpenResty's */
 #define RE_JIT_STACK_MIN (32 * 1024)
@@ -46,14 +44,17 @@ enum {
     RE_NO_UTF_CHECK = 1 << 2, /* "U": UTF-8 trusted, not checked */
 };
 
-/* The state's shared matching resources (upvalue 1 of every function). */
+/* The state's shared matching resources (upvalue 1 of every function;
+ * upvalue 2 is the cache, 3 the metatable of compiled patterns). */
 struct re_ctx {
     pcre2_match_context *mctx; /* match limit and JIT stack; NULL: PCRE2's defaults */
     pcre2_jit_stack *jit_stack;
     int young; /* entries in the young generation of the cache */
 };
 
-/* One compiled pattern (a userdata with RE_MT). */
+/* One compiled pattern: a userdata whose metatable (upvalue 3) frees it.
+ * Scripts never hold one (gmatch's iterator hides it), so neither it nor
+ * the context has a named metatable. */
 struct regex {
     pcre2_code *code;
     pcre2_match_data *md; /* reused by every match: the captures are copied out at once */
@@ -137,7 +138,7 @@ static bool regex_compile(lua_State *L, int idx, uint32_t opts, int flags)
      * whatever error comes next. */
     struct regex *re = lua_newuserdata(L, sizeof(*re));
     memset(re, 0, sizeof(*re));
-    luaL_getmetatable(L, RE_MT);
+    lua_pushvalue(L, lua_upvalueindex(3));
     lua_setmetatable(L, -2);
     int errcode;
     PCRE2_SIZE erroff;
@@ -644,16 +645,10 @@ static int ctx_gc(lua_State *L)
 
 void re_open(lua_State *L)
 {
-    luaL_newmetatable(L, RE_MT);
-    lua_pushcfunction(L, regex_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
-    lua_getglobal(L, "proxy");
-    lua_newtable(L);
+    lua_newtable(L); /* proxy.re */
     struct re_ctx *c = lua_newuserdata(L, sizeof(*c));
     memset(c, 0, sizeof(*c));
-    luaL_newmetatable(L, RE_CTX_MT);
+    lua_createtable(L, 0, 1);
     lua_pushcfunction(L, ctx_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
@@ -670,11 +665,16 @@ void re_open(lua_State *L)
     lua_rawseti(L, -2, 1);
     lua_newtable(L);
     lua_rawseti(L, -2, 2);
+    lua_createtable(L, 0, 1); /* compiled patterns' metatable */
+    lua_pushcfunction(L, regex_gc);
+    lua_setfield(L, -2, "__gc");
     static const luaL_Reg fns[] = {
         {"match", re_match}, {"find", re_find}, {"gmatch", re_gmatch},
         {"sub", re_sub},     {"gsub", re_gsub}, {NULL, NULL},
     };
-    luaL_setfuncs(L, fns, 2);
+    luaL_setfuncs(L, fns, 3);
+    lua_getglobal(L, "proxy");
+    lua_insert(L, -2);
     lua_setfield(L, -2, "re");
     lua_pop(L, 1);
 }
