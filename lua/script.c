@@ -26,6 +26,7 @@
 #include "ngx.h"
 #include "proxy_api.h"
 #include "proxying.h"
+#include "re.h"
 #include "script.h"
 #include "upstream.h"
 #include "upstreams.h"
@@ -78,6 +79,7 @@ static lua_State *state_new(struct limit_mem *m)
     req_open(L);
     upstreams_open(L);
     proxying_open(L);
+    re_open(L);
     return L;
 }
 
