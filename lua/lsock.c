@@ -667,24 +667,23 @@ void lsock_open(lua_State *L)
         {"setkeepalive", m_setkeepalive},   {"close", m_close},             {NULL, NULL},
     };
     luaL_newmetatable(L, SOCK_MT);
-    int mt = lua_gettop(L);
     if (luaL_loadbuffer(L, methods_lua, sizeof(methods_lua) - 1, "=proxy.socket")) lua_error(L);
     lua_newtable(L);
     luaL_setfuncs(L, steps, 0);
     lua_pushlightuserdata(L, &wait_token);
-    lua_call(L, 2, 1); /* the methods that wait */
+    lua_call(L, 2, 1); /* the methods that wait, then the others */
     luaL_setfuncs(L, plain, 0);
-    lua_setfield(L, mt, "__index");
+    lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, sock_gc);
-    lua_setfield(L, mt, "__gc");
+    lua_setfield(L, -2, "__gc");
     lua_pushliteral(L, "socket");
-    lua_setfield(L, mt, "__metatable");
+    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 
+    static const luaL_Reg socket_fns[] = {{"tcp", sock_new}, {NULL, NULL}};
     lua_getglobal(L, "proxy");
     lua_newtable(L);
-    lua_pushcfunction(L, sock_new);
-    lua_setfield(L, -2, "tcp");
+    luaL_setfuncs(L, socket_fns, 0);
     lua_setfield(L, -2, "socket");
     lua_pop(L, 1);
 }

@@ -37,6 +37,7 @@ OBJECTS = {
     "luaproxy.req": "req",
     "luaproxy.res": "res",
     "luaproxy.upstream": "upstream",
+    "luaproxy.socket.tcp": "sock",
 }
 
 
@@ -90,7 +91,7 @@ def reg_tables(src, c_names=False):
 def code_api():
     """{kind: {name: 'field'|'method'}} for kinds proxy, dict, req, res,
     upstream, server, opts; and a set of hook names."""
-    api = {k: {} for k in ("proxy", "dict", "req", "res", "upstream", "server", "opts")}
+    api = {k: {} for k in ("proxy", "dict", "req", "res", "upstream", "server", "opts", "sock")}
     hooks = set()
     all_funcs = {}
     texts = {n: strip_comments(t) for n, t in c_sources().items()}
@@ -129,6 +130,12 @@ def code_api():
                 tm = re.search(r'luaL_setfuncs\(L,\s*(\w+),\s*\d+\);\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
                 if tm:
                     for n in tables.get(tm.group(1), []):
+                        api[kind][n] = "method"
+                # Methods written in Lua: a chunk loaded from a C string
+                # whose functions are m.NAME.
+                for lm in re.finditer(r"luaL_loadbuffer\(L,\s*(\w+)", part):
+                    cm = re.search(r"static const char %s\[\]\s*=(.*?);\n" % lm.group(1), text, re.S)
+                    for n in re.findall(r"function m\.(\w+)\(", cm.group(1) if cm else ""):
                         api[kind][n] = "method"
                 im = re.search(r'lua_push(?:cfunction\(L,\s*(\w+)\)|cclosure\(L,\s*(\w+),\s*\d+\));'
                                r'\s*lua_setfield\(L,\s*-2,\s*"__index"\)', part)
@@ -184,6 +191,7 @@ NAME_PATTERNS = {
     "upstream": r"(?<![\w.])upstream([.:])(\w+)",
     "server": r"(?<![\w.])server([.:])(\w+)",
     "opts": r"(?<![\w.])opts([.:])(\w+)",
+    "sock": r"(?<![\w.])sock([.:])(\w+)",
 }
 
 
@@ -227,7 +235,8 @@ def test_code_extraction_finds_the_api():
                            ("res", {"status", "headers", "set_header"}),
                            ("upstream", {"name"}),
                            ("server", {"addr", "active"}),
-                           ("opts", {"balance", "hash_key", "keepalive"})):
+                           ("opts", {"balance", "hash_key", "keepalive"}),
+                           ("sock", {"setkeepalive", "close", "connect", "receive"})):
         missing = at_least - set(api[kind])
         assert not missing, "reading lua/*.c found no %s.%s: update test_docs.py" % (kind, sorted(missing))
     assert api["req"]["set_header"] == "method" and api["req"]["path"] == "field", api["req"]

@@ -68,7 +68,7 @@ def test_two_instances_share_one_rate_limit_through_redis():
             # Written through one, read through the other.
             lp.expect(lp.get(a.port, "/set?v42"), 200, b"OK\n")
             lp.expect(lp.get(b.port, "/get"), 200, b"v42\n")
-            assert rd.command("GET", "rl:c1") == b"20"
+            assert str(rd.command("GET", "rl:c1")) == "20"
 
 
 def test_pooled_redis_connections_are_reused():
@@ -85,11 +85,7 @@ def test_pooled_redis_connections_are_reused():
         with lp.Proxy(script, env=redis.lua_env()) as p:
             seen = [int(lp.get(p.port, "/").body) for _ in range(8)]
         assert seen == list(range(8)), seen
-        clients = rd.command("CLIENT", "LIST").decode()
-        # One connection carried all eight requests (the list may also hold
-        # the helper's own).
-        assert rd.command("GET", "n") == b"8"
-        del clients
+        assert str(rd.command("GET", "n")) == "8"
 
 
 def test_redis_killed_stopped_and_back():
@@ -122,7 +118,8 @@ def test_redis_killed_stopped_and_back():
             assert result["r"].status == 503 and b"timeout" in result["r"].body, result
             assert 0.25 <= result["t"] < 2.0, result["t"]
             rd.resume()
-            lp.expect(lp.get(p.port, "/limited"), 200, b"ok 2\n")
+            # The INCR that timed out was sent: Redis counts it once it runs.
+            lp.expect(lp.get(p.port, "/limited"), 200, b"ok 3\n")
             assert p.alive()
     finally:
         rd.stop()
@@ -247,10 +244,10 @@ def test_client_gone_while_its_request_waits_on_a_socket():
             import socket
             c = socket.create_connection(("127.0.0.1", p.port))
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            lp.wait_until(lambda: b"cmd=blpop" in rd.command("CLIENT", "LIST"), what="the BLPOP to arrive")
+            lp.wait_until(lambda: "cmd=blpop" in str(rd.command("CLIENT", "LIST")), what="the BLPOP to arrive")
             c.close()
             # The proxy's socket to Redis goes with the cancelled request.
-            lp.wait_until(lambda: b"cmd=blpop" not in rd.command("CLIENT", "LIST"),
+            lp.wait_until(lambda: "cmd=blpop" not in str(rd.command("CLIENT", "LIST")),
                           what="the waiting request's socket to close")
             assert p.alive()
     finally:
