@@ -21,7 +21,7 @@ static void co_release(struct lrun *r, bool reusable)
 {
     struct lstate *st = r->st;
     if (reusable && st->nfree_co < LSTATE_CO_POOL) {
-        lua_settop(r->co, 0);
+        if (lua_gettop(r->co)) lua_settop(r->co, 0);
         st->free_co[st->nfree_co] = r->co;
         st->free_co_ref[st->nfree_co] = r->co_ref;
         st->nfree_co++;
@@ -109,7 +109,9 @@ static int take_results(struct lrun *r)
 {
     lua_State *L = r->st->L;
     int n = lua_gettop(r->co);
-    if (!lua_checkstack(L, n + 1)) {
+    /* The main stack sits near reply_top, with LUA_MINSTACK free: a hook's
+     * usual few results need no check. */
+    if (n > 8 && !lua_checkstack(L, n + 1)) {
         report(r, "out of memory");
         co_release(r, false);
         return -1;
@@ -122,11 +124,17 @@ static int take_results(struct lrun *r)
 int lrun_call(struct lrun *r, struct lstate *st, struct script_req *req, const char *where, int nargs)
 {
     lua_State *L = st->L;
-    memset(r, 0, sizeof(*r));
     r->st = st;
     r->req = req;
     r->where = where;
+    r->co = NULL;
     r->co_ref = LUA_NOREF;
+    r->rc = 0;
+    r->active = false;
+    r->on_cancel = NULL;
+    r->cancel_arg = NULL;
+    r->wake.index = 0; /* not armed */
+    r->prev = r->next = NULL;
     if (!co_take(r)) {
         lua_pop(L, nargs + 1);
         report(r, "out of memory");
