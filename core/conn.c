@@ -214,6 +214,7 @@ static void on_script_ready(struct script_view *v)
 {
     struct req_ctx *ctx = container_of(v, struct req_ctx, view);
     struct conn *c = ctx->owner;
+    if (c->state == CONN_UPSTREAM && c->ex) return exchange_script_ready(c->ex); /* on_response */
     if (c->state != CONN_SCRIPT) return;
     struct script_reply rep;
     if (c->waits_route) {

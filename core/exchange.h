@@ -107,5 +107,8 @@ void exchange_event(struct exchange *ex, unsigned events);
  * are not called). *r: what it answered by then (an answer of ours queued
  * whole; the response body bytes spliced), for the client's log line. */
 void exchange_abort(struct exchange *ex, struct exchange_report *r);
+/* on_response, which waited (a socket, a timer), is over: the response
+ * goes on (called by the client when its script's view says ready). */
+void exchange_script_ready(struct exchange *ex);
 /* Releases pooled memory (at exit, for leak checkers). */
 void exchange_pool_free(void);

@@ -44,6 +44,7 @@ struct script_req {
     struct lrun run;   /* its route or handler, while that runs or waits */
     const char *hook;  /* ... its name ("route", "on_get") */
     bool head_only;    /* ... a HEAD answered by on_get */
+    int res_ref, res_env_ref; /* on_response's res and its edits, while it runs */
     struct script_req *next_free;
 };
 

@@ -150,25 +150,65 @@ void proxying_open(lua_State *L)
     lua_pop(L, 1);
 }
 
-bool proxying_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
+/* on_response ended (n results on the stack, or -1): res dies, and its
+ * edits come from the env, which stays on the stack until
+ * script_reply_done(). */
+static int on_response_done(struct script_req *r, int n, struct script_edits *e)
+{
+    lua_State *L = lstate_g.L;
+    if (n > 0) lua_pop(L, n);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->res_ref);
+    struct lres *lr = lua_touserdata(L, -1);
+    if (lr) lr->res = NULL; /* the script may have kept res: it is dead now */
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->res_env_ref);
+    proxying_req_end(r);
+    if (n < 0) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    edits_from_env(L, e);
+    return 1;
+}
+
+int proxying_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
 {
     lua_State *L = lstate_use(r->st);
-    int top = lua_gettop(L);
-    lua_newtable(L); /* top+1: the env, where res:set_header edits land */
+    lua_newtable(L); /* the env, where res:set_header edits land */
+    lua_pushvalue(L, -1);
+    r->res_env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, LUA_GLOBALSINDEX, "on_response");
     req_push(L, &r->lr);
     struct lres *lr = lua_newuserdata(L, sizeof(*lr));
     lr->res = res;
     luaL_getmetatable(L, RES_MT);
     lua_setmetatable(L, -2);
-    lua_pushvalue(L, top + 1);
+    lua_pushvalue(L, -4);
     lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
-    lua_insert(L, top + 2); /* top+2: a copy of res that outlives the call */
-    int n = lstate_call(r, "on_response", 2);
-    lr->res = NULL; /* the script may have kept res: it is dead now */
-    if (n < 0) return false;
-    lua_settop(L, top + 1); /* the env stays until script_reply_done() */
-    edits_from_env(L, e);
-    return true;
+    r->res_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* res outlives the call, even a wait */
+    lua_remove(L, -4); /* the env: kept by its reference while the hook runs */
+    int n = lrun_call(&r->run, r->st, r, "on_response", 2);
+    if (n == LRUN_WAIT) return -1;
+    return on_response_done(r, n, e);
+}
+
+int proxying_on_response_resume(struct script_req *r, struct script_edits *e)
+{
+    lstate_use(r->st);
+    return on_response_done(r, lrun_collect(&r->run), e);
+}
+
+void proxying_req_end(struct script_req *r)
+{
+    lua_State *L = r->st->L;
+    if (r->res_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->res_ref);
+        struct lres *lr = lua_touserdata(L, -1);
+        if (lr) lr->res = NULL;
+        lua_pop(L, 1);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->res_ref);
+    }
+    if (r->res_env_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, r->res_env_ref);
+    r->res_ref = r->res_env_ref = LUA_NOREF;
 }

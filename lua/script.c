@@ -364,6 +364,7 @@ struct script_req *script_req_begin(struct script_view *view)
     r->st = lstate_g.cur;
     r->run.active = false;
     r->run.co = NULL;
+    r->res_ref = r->res_env_ref = LUA_NOREF;
     r->st->refs++;
     return r;
 }
@@ -381,9 +382,14 @@ bool script_req_edits(struct script_req *r, struct script_edits *e)
     return proxying_req_edits(r, e);
 }
 
-bool script_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
+int script_on_response(struct script_req *r, const struct script_response *res, struct script_edits *e)
 {
     return proxying_on_response(r, res, e);
+}
+
+int script_on_response_resume(struct script_req *r, struct script_edits *e)
+{
+    return proxying_on_response_resume(r, e);
 }
 
 void script_req_end(struct script_req *r)
@@ -391,6 +397,7 @@ void script_req_end(struct script_req *r)
     if (!r) return;
     struct lstate *st = r->st;
     lrun_cancel(&r->run); /* a hook still waiting: dropped, nothing is written */
+    proxying_req_end(r);
     req_unbind(st->L, &r->lr);
     r->st = NULL;
     r->next_free = req_pool;

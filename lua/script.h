@@ -89,10 +89,13 @@ bool script_has_on_response(struct script_req *r);
 /* false (and nothing to do) when the script changed nothing. */
 bool script_req_edits(struct script_req *r, struct script_edits *e);
 
-/* Runs on_response(req, res); its res:set_header edits come back in e
- * (valid until script_reply_done()). false when it failed (logged). */
-bool script_on_response(struct script_req *r, const struct script_response *res,
+/* Runs on_response(req, res): 1 with its res:set_header edits in e
+ * (valid until script_reply_done()); 0 when it failed (logged); -1 when
+ * it waits: res must stay valid until view->ready, then
+ * script_on_response_resume gives the same 1 or 0. */
+int script_on_response(struct script_req *r, const struct script_response *res,
                         struct script_edits *e);
+int script_on_response_resume(struct script_req *r, struct script_edits *e);
 
 /* --try: every script error (runtime error, time or memory limit, bad
  * return value) goes to fn instead of the error log. msg is the error with

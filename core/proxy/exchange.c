@@ -258,6 +258,7 @@ static void on_timer(struct timer *t)
         ex->client_close = true;
         return ex_error(ex, 408, "client stopped sending the request body");
     }
+    if (ex->phase == EX_SCRIPT) return ex_error(ex, 504, "on_response did not finish within read_timeout");
     if (!ex_head_sent(ex)) upstream_fail(ex->srv, W.loop.now_ms);
     ex_error(ex, 504, "no response within read_timeout");
 }
@@ -307,7 +308,7 @@ void exchange_start(const struct exchange_client *cl, void *client, const struct
 void ex_run(struct exchange *ex, bool backend_readable)
 {
     if (ex->phase == EX_TUNNEL) return tunnel_run(ex);
-    if (ex->phase < EX_SENDING_HEAD || ex->phase == EX_DONE) return;
+    if (ex->phase < EX_SENDING_HEAD || ex->phase == EX_SCRIPT || ex->phase == EX_DONE) return;
     bool just_sent = false;
     if (!ex->req_done) {
         if (!backend_send_request(ex)) return;

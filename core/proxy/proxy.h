@@ -33,6 +33,7 @@
 #include "pool.h"
 #include "splice.h"
 #include "timer.h"
+#include "script.h"
 #include "upstream.h"
 
 #define RESP_HEAD_MAX (64 * 1024) /* a larger backend head is a 502 */
@@ -42,14 +43,15 @@
  * through ex_enter (exchange.c), which also arms the phase's timer. The
  * request body may still be streaming when the response head comes (a
  * backend can answer early): req_done tracks that side on its own.
- * A phase where the request waits on the script (a Lua call that waits on
- * a socket or a timer) goes between CHOOSING and CONNECTING. */
+ * EX_SCRIPT is the response's wait on the script: on_response waiting on a
+ * socket or a timer (route waits before the exchange begins, in conn.c). */
 enum ex_phase {
     EX_CHOOSING,      /* picking a server (the balancer) */
     EX_CONNECTING,    /* a non-blocking connect is in progress */
     EX_SENDING_HEAD,  /* the head, and the body bytes that came with it, go out */
     EX_SENDING_BODY,  /* the rest of the request body streams to the backend */
     EX_WAITING,       /* the request went out: waiting for the response head */
+    EX_SCRIPT,        /* the response head came; on_response waits (a socket, a timer) */
     EX_RELAYING,      /* the response head is queued; its body streams back */
     EX_TUNNEL,        /* after a 101: bytes both ways until both sides close */
     EX_DONE,
@@ -67,6 +69,7 @@ struct exchange {
     const struct exchange_client *cl; /* the client's calls, */
     void *client;                     /* and its pointer for them */
     struct exchange_request rq;
+    struct script_response sres;      /* what on_response sees, while it runs */
     struct buf *out;                  /* the client's output (cl->out) */
     struct upstream *up;
     struct server *srv;

@@ -78,29 +78,12 @@ void response_init(struct exchange *ex)
 
 /* ---- the head ---------------------------------------------------------- */
 
-/* false: on_response failed (logged). */
-static bool build_response_head(struct exchange *ex)
+/* The client's head, with on_response's edits (or none). */
+static void write_response_head(struct exchange *ex, const struct script_edits *e)
 {
     const char *base = ex->resp_buf.data;
     int status = ex->rp.status_code;
     bool switching = status == 101 && ex->upgrade;
-    struct script_edits ed, *e = NULL;
-
-    if (status >= 200 && script_has_on_response(ex->rq.sreq)) {
-        struct script_response res = {
-            .status = status,
-            .headers = ex->resp.headers,
-            .nheaders = ex->resp.nheaders,
-            .base = base,
-            .server = ex->srv->name,
-        };
-        if (!script_on_response(ex->rq.sreq, &res, &ed)) {
-            script_reply_done();
-            return false;
-        }
-        e = &ed;
-    }
-
     struct proxy_response_head h = {
         .status = status,
         .resp = &ex->resp,
@@ -115,7 +98,33 @@ static bool build_response_head(struct exchange *ex)
     };
     proxy_head_response(ex->out, &h);
     script_reply_done();
-    return true;
+}
+
+/* 1: the head is queued; 0: on_response failed (logged); -1: on_response
+ * waits (the exchange waits in EX_SCRIPT; exchange_script_ready goes on). */
+static int build_response_head(struct exchange *ex)
+{
+    struct script_edits ed, *e = NULL;
+    int status = ex->rp.status_code;
+    if (status >= 200 && script_has_on_response(ex->rq.sreq)) {
+        /* In the exchange: res must outlive a wait. */
+        ex->sres = (struct script_response){
+            .status = status,
+            .headers = ex->resp.headers,
+            .nheaders = ex->resp.nheaders,
+            .base = ex->resp_buf.data,
+            .server = ex->srv->name,
+        };
+        int rc = script_on_response(ex->rq.sreq, &ex->sres, &ed);
+        if (rc < 0) return -1;
+        if (!rc) {
+            script_reply_done();
+            return 0;
+        }
+        e = &ed;
+    }
+    write_response_head(ex, e);
+    return 1;
 }
 
 /* Decides how the body travels and whether each side stays reusable. */
@@ -214,6 +223,8 @@ static bool relay_buffered(struct exchange *ex)
     return true;
 }
 
+static bool response_head_queued(struct exchange *ex);
+
 static bool on_response_head(struct exchange *ex)
 {
     int status = ex->rp.status_code;
@@ -239,8 +250,7 @@ static bool on_response_head(struct exchange *ex)
          * client, which must not get one (RFC 9110 15.2); the final one
          * follows. */
         ex->interim_seen = true;
-        if (ex->rq.req->http_minor > 0 && !build_response_head(ex))
-            return ex_error(ex, 500, "on_response failed"), false;
+        if (ex->rq.req->http_minor > 0) write_response_head(ex, NULL); /* on_response sees final ones */
         llhttp_resume(&ex->rp);
         memmove(ex->resp_buf.data, ex->resp_buf.data + ex->resp_parsed, ex->resp_buf.len - ex->resp_parsed);
         ex->resp_buf.len -= ex->resp_parsed;
@@ -255,10 +265,23 @@ static bool on_response_head(struct exchange *ex)
         return ex_error(ex, 502, "101 without Upgrade and Connection: upgrade"), false;
     upstream_ok(ex->srv);
     plan_body(ex);
-    size_t head_at = ex->out->len;
-    if (!build_response_head(ex)) return ex_error(ex, 500, "on_response failed"), false;
+    ex->head_at = ex->out->len;
+    int rc = build_response_head(ex);
+    if (rc == 0) return ex_error(ex, 500, "on_response failed"), false;
+    if (rc < 0) {
+        /* on_response waits: the response stays in resp_buf, unread bytes
+         * in the backend's socket, until exchange_script_ready. */
+        ex_enter(ex, EX_SCRIPT);
+        return false;
+    }
+    return response_head_queued(ex);
+}
+
+/* The final response head is queued: relay what came with it. */
+static bool response_head_queued(struct exchange *ex)
+{
+    int status = ex->rp.status_code;
     ex->status = status;
-    ex->head_at = head_at;
     ex->head_unflushed = true;
     if (status == 101) {
         tunnel_start(ex);
@@ -270,6 +293,22 @@ static bool on_response_head(struct exchange *ex)
     bool ok = relay_buffered(ex);
     ex->head_unflushed = false;
     return ok;
+}
+
+void exchange_script_ready(struct exchange *ex)
+{
+    if (ex->phase != EX_SCRIPT) return;
+    struct script_edits ed;
+    int rc = script_on_response_resume(ex->rq.sreq, &ed);
+    if (!rc) {
+        script_reply_done();
+        ex_enter(ex, EX_WAITING);
+        return ex_error(ex, 500, "on_response failed");
+    }
+    write_response_head(ex, &ed);
+    if (!response_head_queued(ex)) return;
+    /* Edges that came while on_response waited were not acted on: look. */
+    ex_run(ex, true);
 }
 
 /* Reads the response head. Returns false when the exchange ended. */

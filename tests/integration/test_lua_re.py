@@ -268,7 +268,9 @@ return tostring(n)
 
 
 def test_cache_is_bounded_and_evicted_patterns_in_use_survive():
-    with lp.Proxy(SCRIPT) as p:
+    # 5,000 compilations in one call: on a loaded machine that can pass the
+    # default 1 s time limit, which is not what this test is about.
+    with lp.Proxy(SCRIPT, args=["--lua-time-limit", "20s"]) as p:
         [worker] = p.wait_workers(1)
         # Distinct patterns, each compiled and JIT-compiled: the cache keeps
         # at most about a thousand, the rest is collected.
