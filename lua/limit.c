@@ -138,10 +138,25 @@ int limit_watchdog_start(lua_State *L, uint64_t limit_ms)
  * ordered by release, no locked instructions on every call. */
 void limit_enter(lua_State *L)
 {
+    limit_enter_spent(L, 0);
+}
+
+void limit_enter_spent(lua_State *L, uint64_t spent_ms)
+{
     running_L = L;
     atomic_store_explicit(&call_seq, atomic_load_explicit(&call_seq, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    atomic_store_explicit(&call_started, mono_ms(), memory_order_release);
+    /* The watchdog sees a call that began spent_ms earlier: the earlier
+     * stretches of the same hook count (never 0: that means no call). */
+    uint64_t now = mono_ms();
+    atomic_store_explicit(&call_started, now > spent_ms ? now - spent_ms : 1, memory_order_release);
+}
+
+uint64_t limit_spent(void)
+{
+    uint64_t started = atomic_load_explicit(&call_started, memory_order_relaxed);
+    uint64_t now = mono_ms();
+    return started && now > started ? now - started : 0;
 }
 
 bool limit_leave(lua_State *L)

@@ -16,6 +16,12 @@ void *limit_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 int limit_watchdog_start(lua_State *L, uint64_t limit_ms);
 /* Brackets a call into user code. */
 void limit_enter(lua_State *L);
+/* The same for one stretch of a hook that waits: spent_ms of Lua time it
+ * already ran count against the limit (SPEC: the stretches are added up). */
+void limit_enter_spent(lua_State *L, uint64_t spent_ms);
+/* Inside a call: its Lua time so far, earlier stretches included. Read it
+ * before limit_leave. */
+uint64_t limit_spent(void);
 /* Returns true when the call was stopped by the time limit. */
 bool limit_leave(lua_State *L);
 /* For top-level code (load, check): a count hook checking the clock. */

@@ -85,8 +85,9 @@ static void resume(struct lrun *r, int nargs)
     current = r;
     if (r->req) lstate_enter_request(r->req);
     st->mem.enforce = true;
-    limit_enter(r->co);
+    limit_enter_spent(r->co, r->spent_ms);
     r->rc = lua_resume(r->co, nargs);
+    if (r->rc == LUA_YIELD) r->spent_ms = limit_spent();
     bool timed_out = limit_leave(r->co);
     st->mem.enforce = false;
     if (r->req) lstate_leave_request();
@@ -130,6 +131,7 @@ int lrun_call(struct lrun *r, struct lstate *st, struct script_req *req, const c
     r->co = NULL;
     r->co_ref = LUA_NOREF;
     r->rc = 0;
+    r->spent_ms = 0;
     r->active = false;
     r->on_cancel = NULL;
     r->cancel_arg = NULL;

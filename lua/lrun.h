@@ -10,6 +10,7 @@
 #pragma once
 #include <lua.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "timer.h"
 
@@ -24,6 +25,7 @@ struct lrun {
     const char *where;     /* "route", "on_get", "a timer": for errors and "cannot wait in" */
     struct script_req *req; /* the request it runs for; NULL: a timer callback */
     int rc;                /* lua_resume's last result: LUA_YIELD while waiting */
+    uint64_t spent_ms;     /* Lua time of its stretches so far (the time limit adds them up) */
     bool active;
     /* What it waits on, told when the run is dropped while waiting (a
      * socket lets go of it); set by the call that waits. */

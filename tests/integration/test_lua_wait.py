@@ -101,3 +101,18 @@ def test_a_client_gone_while_its_handler_waits_cancels_it():
         # And one that stays counts.
         lp.expect(lp.get(p.port, "/handler-sleeps"), 200)
         lp.expect(lp.get(p.port, "/count"), 200, b"1")
+
+
+def test_time_limit_adds_up_the_stretches_between_waits():
+    # Each stretch runs 150 ms, under the 400 ms limit; waiting does not
+    # count; but the third stretch takes the hook past it: added up, 450 ms.
+    script = ('local function busy(s) local t = os.clock() while os.clock() - t < s do end end\n'
+              'function on_get(req)\n'
+              '  local n = tonumber(req.query) or 1\n'
+              '  for i = 1, n do busy(0.15); proxy.sleep(0.3) end\n'
+              '  return 200, "done " .. n\n'
+              'end\n')
+    with lp.Proxy(script, args=["--lua-time-limit", "400ms"]) as p:
+        lp.expect(lp.get(p.port, "/?2"), 200, b"done 2")  # 300 ms of Lua, 600 of waiting
+        lp.expect(lp.get(p.port, "/?3"), 500)             # 450 ms of Lua
+        p.wait_stderr("lua time limit exceeded")
