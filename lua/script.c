@@ -397,7 +397,7 @@ void script_req_end(struct script_req *r)
     if (!r) return;
     struct lstate *st = r->st;
     lrun_cancel(&r->run); /* a hook still waiting: dropped, nothing is written */
-    proxying_req_end(r);
+    if (r->res_ref != LUA_NOREF || r->res_env_ref != LUA_NOREF) proxying_req_end(r);
     req_unbind(st->L, &r->lr);
     r->st = NULL;
     r->next_free = req_pool;
