@@ -37,6 +37,7 @@ static const struct opt opts[] = {
     {"lua-time-limit", 0, OPT_DUR, OFF(lua_time_limit_ms), "DUR", "longest single Lua call (1s)"},
     {"lua-memory-limit", 0, OPT_SIZE, OFF(lua_memory_limit), "SIZE", "memory of a worker's Lua state (256m, 0 = none)"},
     {"max-timers", 0, OPT_INT, OFF(max_timers), "N", "pending Lua timers per worker (4096)"},
+    {"resolver", 0, OPT_STR, OFF(resolver), "ADDR[:PORT]", "DNS server for names in scripts (/etc/resolv.conf)"},
     {"access-log", 0, OPT_STR, OFF(access_log), "PATH", "one line per request; - = stdout (off)"},
     {"log-level", 0, OPT_LEVEL, OFF(log_level), "LEVEL", "debug, info, warn, error (info)"},
     {"admin", 0, OPT_ADDR, OFF(admin), "ADDR:PORT", "metrics/status listener (off)"},

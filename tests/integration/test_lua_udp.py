@@ -7,41 +7,22 @@ import socket
 import threading
 
 import lp
+from polledserver import PolledServer
 
 
-class Echo:
-    """A UDP server on 127.0.0.1 that answers each datagram with "echo:" and
-    the datagram, unless it starts with "quiet" (then no answer)."""
+class Echo(PolledServer):
+    """A UDP server that answers each datagram with "echo:" and the
+    datagram, unless it starts with "quiet" (then no answer)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.seen = []
-        self.stop = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+        PolledServer.__init__(self, socket.SOCK_DGRAM)
 
-    def run(self):
-        while not self.stop:
-            try:
-                data, peer = self.sock.recvfrom(70000)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.seen.append(data)
-            if not data.startswith(b"quiet"):
-                self.sock.sendto(b"echo:" + data, peer)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join(5)
-        self.sock.close()
+    def serve_one(self):
+        data, peer = self.sock.recvfrom(70000)
+        self.seen.append(data)
+        if not data.startswith(b"quiet"):
+            self.sock.sendto(b"echo:" + data, peer)
 
 
 SCRIPT = '''
