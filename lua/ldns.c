@@ -240,7 +240,10 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     if (status == ARES_SUCCESS && !q->addr[0]) q->status = ARES_ENODATA;
     if (!q->waiting) return; /* answered at once: ldns_wait takes it */
     if (!q->r || status == ARES_EDESTRUCTION) {
-        if (q->r) q->r->on_cancel = NULL;
+        if (q->r) { /* the channel goes (at exit) before the run: it stops waiting on q */
+            q->r->on_cancel = NULL;
+            timer_cancel(&lstate_g.loop->timers, &q->r->wake);
+        }
         free(q);
         return;
     }

@@ -1,8 +1,8 @@
 """A tiny DNS server for tests: UDP on 127.0.0.1, a free port. It answers A
 questions from `records` (name -> IPv4 address, changeable while it runs)
 with `ttl`; a known name has no other records (an empty NOERROR answer), an
-unknown one is NXDOMAIN. `answering = False` makes it read and drop every
-question. `questions` lists (name, qtype) as they came."""
+unknown one is NXDOMAIN. `answering = False` makes it read and hold every
+question unanswered; release() then answers the held ones. `questions` lists (name, qtype) as they came."""
 
 import socket
 import struct
@@ -18,6 +18,7 @@ class DnsServer(PolledServer):
         self.ttl = ttl
         self.answering = True
         self.questions = []
+        self.held = []
         PolledServer.__init__(self, socket.SOCK_DGRAM)
         self.addr = "127.0.0.1:%d" % self.port
 
@@ -29,6 +30,14 @@ class DnsServer(PolledServer):
         reply = self._answer(data)
         if reply and self.answering:
             self.sock.sendto(reply, peer)
+        elif reply:
+            self.held.append((data, peer))
+
+    def release(self):
+        """Answers the questions held so far (as the records are now)."""
+        held, self.held = self.held, []
+        for data, peer in held:
+            self.sock.sendto(self._answer(data), peer)
 
     def _answer(self, data):
         if len(data) < 12:
