@@ -38,10 +38,10 @@ OPT      ?= -O2
 RUN_FLAGS ?=
 # Recursive (=) on purpose: pkg-config runs only in recipes, so after the
 # dependency step below has installed luajit, pcre2 and check on a fresh
-# machine. The Lua side's libraries are LuaJIT and PCRE2 (proxy.re): every
-# link of lua/ objects needs both.
-LUA_CFLAGS   = $(shell pkg-config --cflags luajit libpcre2-8)
-LUA_LIBS     = $(shell pkg-config --libs luajit libpcre2-8)
+# machine. The Lua side's libraries are LuaJIT, PCRE2 (proxy.re) and c-ares
+# (names for the scripts' sockets): every link of lua/ objects needs them.
+LUA_CFLAGS   = $(shell pkg-config --cflags luajit libpcre2-8 libcares)
+LUA_LIBS     = $(shell pkg-config --libs luajit libpcre2-8 libcares)
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS   = $(shell pkg-config --libs check)
 

@@ -12,7 +12,7 @@
 
 /* OPT_ARG and OPT_HEADER are the --try request's parts: command line only,
  * as they describe one run rather than configure a server. */
-enum opt_kind { OPT_LISTEN, OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER };
+enum opt_kind { OPT_LISTEN, OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER, OPT_RESOLVER };
 
 struct opt {
     const char *name; /* long name; the env name is derived from it */
@@ -37,6 +37,7 @@ static const struct opt opts[] = {
     {"lua-time-limit", 0, OPT_DUR, OFF(lua_time_limit_ms), "DUR", "longest single Lua call (1s)"},
     {"lua-memory-limit", 0, OPT_SIZE, OFF(lua_memory_limit), "SIZE", "memory of a worker's Lua state (256m, 0 = none)"},
     {"max-timers", 0, OPT_INT, OFF(max_timers), "N", "pending Lua timers per worker (4096)"},
+    {"resolver", 0, OPT_RESOLVER, OFF(resolver), "ADDR[:PORT]", "DNS server for names in scripts (/etc/resolv.conf)"},
     {"access-log", 0, OPT_STR, OFF(access_log), "PATH", "one line per request; - = stdout (off)"},
     {"log-level", 0, OPT_LEVEL, OFF(log_level), "LEVEL", "debug, info, warn, error (info)"},
     {"admin", 0, OPT_ADDR, OFF(admin), "ADDR:PORT", "metrics/status listener (off)"},
@@ -208,8 +209,37 @@ static const char *kind_hint(enum opt_kind k)
     case OPT_DUR: return "expected a duration such as 250ms, 10s, 2m or plain milliseconds";
     case OPT_SIZE: return "expected a size such as 512, 16k, 1m or 1g";
     case OPT_LEVEL: return "expected debug, info, warn or error";
+    case OPT_RESOLVER: return "expected an IP address, optionally with :PORT, e.g. 127.0.0.1:53 or [::1]:53";
     default: return "bad value";
     }
+}
+
+/* --resolver: an IP address (no name: it would need a resolver itself),
+ * optionally with :PORT; IPv6 with a port in brackets. */
+static int check_resolver(const char *s)
+{
+    unsigned char bin[16];
+    char host[64];
+    const char *port = NULL;
+    size_t hlen = strlen(s);
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || (rb[1] && rb[1] != ':')) return -EINVAL;
+        hlen = (size_t)(rb - s - 1);
+        s++;
+        port = rb[1] ? rb + 2 : NULL;
+    } else if (inet_pton(AF_INET6, s, bin) != 1) {
+        const char *colon = strrchr(s, ':');
+        if (colon) hlen = (size_t)(colon - s), port = colon + 1;
+    }
+    if (hlen == 0 || hlen >= sizeof(host)) return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1) return -EINVAL;
+    uint64_t p;
+    const char *end;
+    if (port && (parse_u64(port, &p, &end) || *end || p < 1 || p > 65535)) return -EINVAL;
+    return 0;
 }
 
 /* One --listen value, or a comma-separated list of them (the environment's
@@ -276,6 +306,10 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, const
     case OPT_STR:
         if (!*val) rc = -EINVAL;
         else *(const char **)field = val;
+        break;
+    case OPT_RESOLVER:
+        rc = check_resolver(val);
+        if (!rc) *(const char **)field = val;
         break;
     case OPT_FLAG: *(bool *)field = true; break;
     case OPT_ARG: *(const char **)field = val; break;

@@ -36,6 +36,7 @@ struct config {
     bool admin_set;
     struct listen_addr admin;
     const char *pid_file;
+    const char *resolver;      /* --resolver: DNS servers for c-ares; NULL = /etc/resolv.conf */
     const char *script;
     bool check_only; /* -t: validate the script and exit */
     const char *try_request; /* --try "METHOD TARGET": a routing dry run (core/try.c) */

@@ -26,10 +26,13 @@
 #include "buf.h"
 #include "log.h"
 #include "loop.h"
+#include "ldns.h"
 #include "lrun.h"
 #include "lstate.h"
 
 #define SOCK_MT "luaproxy.socket.tcp"
+#define UDP_MT "luaproxy.socket.udp"
+#define UDP_MAX 65536
 #define DEFAULT_TIMEOUT_MS 60000
 #define DEFAULT_POOL_SIZE 30
 #define READ_CHUNK 16384
@@ -56,6 +59,7 @@ struct sock_ud {
 
 static struct lsock *pool;
 static char wait_token; /* WAIT: a light userdata the Lua loops compare with */
+static char resolve_token; /* RESOLVE: the name needs DNS (c.resolve, then again) */
 
 static void sock_close(struct lsock *s)
 {
@@ -144,9 +148,11 @@ static void on_idle_timeout(struct timer *t)
 
 /* ---- the C steps ------------------------------------------------------- */
 
+/* The socket of argument 1, a tcp or a udp one. */
 static struct lsock *check(lua_State *L)
 {
-    struct sock_ud *ud = luaL_checkudata(L, 1, SOCK_MT);
+    struct sock_ud *ud = luaL_testudata(L, 1, SOCK_MT);
+    if (!ud) ud = luaL_checkudata(L, 1, UDP_MT);
     if (!ud->s) {
         ud->s = calloc(1, sizeof(*ud->s));
         if (!ud->s) luaL_error(L, "out of memory");
@@ -164,18 +170,28 @@ static int fail(lua_State *L, const char *err)
     return 2;
 }
 
-static int sock_new(lua_State *L)
+static int sock_new_mt(lua_State *L, const char *mt)
 {
     struct sock_ud *ud = lua_newuserdata(L, sizeof(*ud));
     ud->s = NULL;
-    luaL_getmetatable(L, SOCK_MT);
+    luaL_getmetatable(L, mt);
     lua_setmetatable(L, -2);
     return 1;
 }
 
+static int sock_new(lua_State *L)
+{
+    return sock_new_mt(L, SOCK_MT);
+}
+
+static int udp_new(lua_State *L)
+{
+    return sock_new_mt(L, UDP_MT);
+}
+
 static int sock_gc(lua_State *L)
 {
-    struct sock_ud *ud = luaL_checkudata(L, 1, SOCK_MT);
+    struct sock_ud *ud = lua_touserdata(L, 1);
     if (ud->s && !ud->s->pooled) {
         if (ud->s->waiter) ud->s->waiter->on_cancel = NULL;
         sock_free(ud->s);
@@ -220,6 +236,41 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, sock
     }
     fclose(f);
     return rc;
+}
+
+/* The address of host:port, or of "unix:/path", into ss: 0. Otherwise
+ * what the step returns is pushed (RESOLVE when the name needs DNS, or nil,
+ * err), and its count returned. addr: what c.resolve found for host. */
+static int peer_address(lua_State *L, const char *host, int port, const char *addr, struct sockaddr_storage *ss,
+                        socklen_t *slen)
+{
+    if (!strncmp(host, "unix:", 5)) {
+        struct sockaddr_un *un = (struct sockaddr_un *)ss;
+        memset(un, 0, sizeof(*un));
+        un->sun_family = AF_UNIX;
+        if (strlen(host + 5) >= sizeof(un->sun_path)) return fail(L, "unix socket path too long");
+        strcpy(un->sun_path, host + 5);
+        *slen = sizeof(*un);
+        return 0;
+    }
+    if (resolve(addr ? addr : host, port, ss, slen) == 0) return 0;
+    if (!addr) {
+        lua_pushlightuserdata(L, &resolve_token);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s could not be resolved (bad address %s)", host, addr);
+    return 2;
+}
+
+/* peer_address, then a non-blocking socket of type for it in *fd. */
+static int peer_open(lua_State *L, const char *host, int port, const char *addr, int type,
+                     struct sockaddr_storage *ss, socklen_t *slen, int *fd)
+{
+    int nret = peer_address(L, host, port, addr, ss, slen);
+    if (nret) return nret;
+    *fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return *fd == -1 ? fail(L, strerror(errno)) : 0;
 }
 
 static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_ud *ud)
@@ -273,20 +324,8 @@ static int step_connect(lua_State *L)
     snprintf(s->key, sizeof(s->key), "%s", key);
     struct sockaddr_storage ss;
     socklen_t slen;
-    if (unix_path) {
-        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-        memset(un, 0, sizeof(*un));
-        un->sun_family = AF_UNIX;
-        if (strlen(host + 5) >= sizeof(un->sun_path)) return fail(L, "unix socket path too long");
-        strcpy(un->sun_path, host + 5);
-        slen = sizeof(*un);
-    } else if (resolve(host, port, &ss, &slen)) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s could not be resolved", host);
-        return 2;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) return fail(L, strerror(errno));
+    int fd, nret = peer_open(L, host, port, lua_tostring(L, 5), SOCK_STREAM, &ss, &slen, &fd);
+    if (nret) return nret;
     if (!unix_path) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -357,17 +396,26 @@ static const char *flatten(lua_State *L, int idx, struct buf *b, int depth)
     return NULL;
 }
 
-/* c.send(sock, data) -> bytes | nil, err | WAIT; c.send(sock) continues. */
-static int step_send(lua_State *L)
+/* The socket of a send step, with its data (argument 2, when given: a
+ * first call, not a continuation) in wbuf; NULL when it is closed. */
+static struct lsock *send_prepare(lua_State *L)
 {
     lrun_current(L);
     struct lsock *s = check(L);
-    if (s->io.fd == -1 || !s->connected) return fail(L, "closed");
+    if (s->io.fd == -1 || !s->connected) return NULL;
     if (lua_gettop(L) >= 2) {
         s->wbuf.len = s->wbuf.off = 0;
         const char *err = flatten(L, 2, &s->wbuf, 0);
-        if (err) return luaL_argerror(L, 2, err);
+        if (err) luaL_argerror(L, 2, err);
     }
+    return s;
+}
+
+/* c.send(sock, data) -> bytes | nil, err | WAIT; c.send(sock) continues. */
+static int step_send(lua_State *L)
+{
+    struct lsock *s = send_prepare(L);
+    if (!s) return fail(L, "closed");
     size_t total = s->wbuf.len;
     while (buf_pending(&s->wbuf)) {
         ssize_t n = send(s->io.fd, s->wbuf.data + s->wbuf.off, buf_pending(&s->wbuf), MSG_NOSIGNAL);
@@ -537,6 +585,97 @@ static int step_timed_out(lua_State *L)
     return fail(L, "timeout");
 }
 
+/* ---- udp --------------------------------------------------------------- */
+
+/* c.setpeername(sock, host, port, nil [, addr]) -> 1 | nil, err | RESOLVE */
+static int step_setpeername(lua_State *L)
+{
+    struct lsock *s = check(L);
+    const char *host = luaL_checkstring(L, 2);
+    bool unix_path = !strncmp(host, "unix:", 5);
+    int port = unix_path ? 0 : (int)luaL_checkinteger(L, 3);
+    if (!unix_path && (port < 1 || port > 65535)) return fail(L, "bad port");
+    if (s->io.fd != -1) sock_close(s);
+    struct sockaddr_storage ss;
+    socklen_t slen;
+    int fd, nret = peer_open(L, host, port, lua_tostring(L, 5), SOCK_DGRAM, &ss, &slen, &fd);
+    if (nret) return nret;
+    s->io.fd = fd;
+    s->io.cb = on_io;
+    s->rbuf.len = s->rbuf.off = 0;
+    int rc = loop_add(lstate_g.loop, &s->io, IO_READ | IO_WRITE);
+    /* A datagram socket's connect only fixes the peer: it does not wait. */
+    if (rc == 0 && connect(fd, (struct sockaddr *)&ss, slen) == -1) rc = -errno;
+    if (rc) {
+        sock_close(s);
+        return fail(L, strerror(-rc));
+    }
+    s->connected = true;
+    lua_pushinteger(L, 1);
+    return 1;
+}
+
+/* What a refused datagram (an ICMP port unreachable) or other error says. */
+static int udp_fail(lua_State *L, int e)
+{
+    return fail(L, e == ECONNREFUSED ? "connection refused" : strerror(e));
+}
+
+/* c.usend(sock [, data]) -> 1 | nil, err | WAIT: the data is one datagram. */
+static int step_usend(lua_State *L)
+{
+    struct lsock *s = send_prepare(L);
+    if (!s) return fail(L, "closed");
+    for (;;) {
+        ssize_t n = send(s->io.fd, s->wbuf.data ? s->wbuf.data : "", s->wbuf.len, MSG_NOSIGNAL);
+        if (n >= 0) break;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+            lua_pushlightuserdata(L, &wait_token);
+            return 1;
+        }
+        return udp_fail(L, errno);
+    }
+    s->wbuf.len = s->wbuf.off = 0;
+    lua_pushinteger(L, 1);
+    return 1;
+}
+
+/* c.ureceive(sock [, size]) -> datagram | nil, err | WAIT. A datagram
+ * longer than size is cut, as recv does. */
+static int step_ureceive(lua_State *L)
+{
+    lrun_current(L);
+    struct lsock *s = check(L);
+    lua_Integer size = luaL_optinteger(L, 2, UDP_MAX);
+    if (size <= 0) return luaL_argerror(L, 2, "bad size");
+    if (size > UDP_MAX) size = UDP_MAX;
+    if (s->io.fd == -1 || !s->connected) return fail(L, "closed");
+    s->rbuf.len = s->rbuf.off = 0;
+    if (buf_reserve(&s->rbuf, (size_t)size)) return fail(L, "out of memory");
+    for (;;) {
+        ssize_t n = recv(s->io.fd, s->rbuf.data, (size_t)size, 0);
+        if (n >= 0) {
+            lua_pushlstring(L, s->rbuf.data, (size_t)n);
+            return 1;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+            lua_pushlightuserdata(L, &wait_token);
+            return 1;
+        }
+        return udp_fail(L, errno);
+    }
+}
+
+/* c.resolve(sock, name) -> address | nil, err; waits for the answer as
+ * long as the connect timeout. */
+static int step_resolve(lua_State *L)
+{
+    struct lsock *s = check(L);
+    return ldns_wait(L, luaL_checkstring(L, 2), s->connect_ms);
+}
+
 static uint64_t ms_arg(lua_State *L, int idx, uint64_t def)
 {
     if (lua_isnoneornil(L, idx)) return def;
@@ -616,10 +755,15 @@ static int m_setkeepalive(lua_State *L)
 
 /* The methods that may wait, as Lua loops over the C steps (c, WAIT). */
 static const char methods_lua[] =
-    "local c, WAIT = ...\n"
+    "local c, WAIT, RESOLVE = ...\n"
     "local m = {}\n"
-    "function m.connect(sock, ...)\n"
-    "  local ok, err = c.connect(sock, ...)\n"
+    "function m.connect(sock, host, port, opts)\n"
+    "  local ok, err = c.connect(sock, host, port, opts)\n"
+    "  if ok == RESOLVE then\n"
+    "    local addr, rerr = c.resolve(sock, host)\n"
+    "    if not addr then return nil, rerr end\n"
+    "    ok, err = c.connect(sock, host, port, opts, addr)\n"
+    "  end\n"
     "  if ok ~= WAIT then return ok, err end\n"
     "  if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
     "  return c.connected(sock)\n"
@@ -655,32 +799,86 @@ static const char methods_lua[] =
     "end\n"
     "return m\n";
 
-void lsock_open(lua_State *L)
+/* The udp methods, as methods_lua's. */
+static const char udp_methods_lua[] =
+    "local c, WAIT, RESOLVE = ...\n"
+    "local m = {}\n"
+    "function m.setpeername(sock, host, port)\n"
+    "  local ok, err = c.setpeername(sock, host, port)\n"
+    "  if ok ~= RESOLVE then return ok, err end\n"
+    "  local addr, rerr = c.resolve(sock, host)\n"
+    "  if not addr then return nil, rerr end\n"
+    "  return c.setpeername(sock, host, port, nil, addr)\n"
+    "end\n"
+    "function m.send(sock, data)\n"
+    "  local n, err = c.usend(sock, data)\n"
+    "  while n == WAIT do\n"
+    "    if not c.wait(sock, 'w') then return nil, 'timeout' end\n"
+    "    n, err = c.usend(sock)\n"
+    "  end\n"
+    "  return n, err\n"
+    "end\n"
+    "function m.receive(sock, size)\n"
+    "  while true do\n"
+    "    local data, err = c.ureceive(sock, size)\n"
+    "    if data ~= WAIT then return data, err end\n"
+    "    if not c.wait(sock, 'r') then return nil, 'timeout' end\n"
+    "  end\n"
+    "end\n"
+    "return m\n";
+
+/* Pushes a methods chunk's arguments (c, WAIT, RESOLVE) and calls it. */
+static void call_methods(lua_State *L)
 {
     static const luaL_Reg steps[] = {
         {"connect", step_connect},     {"connected", step_connected}, {"send", step_send},
         {"receive", step_receive},     {"receive_until", step_receive_until},
-        {"wait", step_wait},           {"timed_out", step_timed_out}, {NULL, NULL},
+        {"wait", step_wait},           {"timed_out", step_timed_out}, {"setpeername", step_setpeername},
+        {"usend", step_usend},         {"ureceive", step_ureceive},   {"resolve", step_resolve},
+        {NULL, NULL},
     };
-    static const luaL_Reg plain[] = {
-        {"settimeout", m_settimeout},       {"settimeouts", m_settimeouts}, {"getreusedtimes", m_getreusedtimes},
-        {"setkeepalive", m_setkeepalive},   {"close", m_close},             {NULL, NULL},
-    };
-    luaL_newmetatable(L, SOCK_MT);
-    if (luaL_loadbuffer(L, methods_lua, sizeof(methods_lua) - 1, "=proxy.socket")) lua_error(L);
     lua_newtable(L);
     luaL_setfuncs(L, steps, 0);
     lua_pushlightuserdata(L, &wait_token);
-    lua_call(L, 2, 1); /* the methods that wait, then the others */
-    luaL_setfuncs(L, plain, 0);
-    lua_setfield(L, -2, "__index");
+    lua_pushlightuserdata(L, &resolve_token);
+    lua_call(L, 3, 1);
+}
+
+/* __gc and __metatable of the metatable on top. */
+static void finish_metatable(lua_State *L)
+{
     lua_pushcfunction(L, sock_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushliteral(L, "socket");
     lua_setfield(L, -2, "__metatable");
+}
+
+void lsock_open(lua_State *L)
+{
+    static const luaL_Reg plain[] = {
+        {"settimeout", m_settimeout},       {"settimeouts", m_settimeouts}, {"getreusedtimes", m_getreusedtimes},
+        {"setkeepalive", m_setkeepalive},   {"close", m_close},             {NULL, NULL},
+    };
+    static const luaL_Reg udp_plain[] = {
+        {"settimeout", m_settimeout}, {"close", m_close}, {NULL, NULL},
+    };
+    luaL_newmetatable(L, SOCK_MT);
+    if (luaL_loadbuffer(L, methods_lua, sizeof(methods_lua) - 1, "=proxy.socket")) lua_error(L);
+    call_methods(L); /* the methods that wait, then the others */
+    luaL_setfuncs(L, plain, 0);
+    lua_setfield(L, -2, "__index");
+    finish_metatable(L);
     lua_pop(L, 1);
 
-    static const luaL_Reg socket_fns[] = {{"tcp", sock_new}, {NULL, NULL}};
+    luaL_newmetatable(L, UDP_MT);
+    if (luaL_loadbuffer(L, udp_methods_lua, sizeof(udp_methods_lua) - 1, "=proxy.socket.udp")) lua_error(L);
+    call_methods(L);
+    luaL_setfuncs(L, udp_plain, 0);
+    lua_setfield(L, -2, "__index");
+    finish_metatable(L);
+    lua_pop(L, 1);
+
+    static const luaL_Reg socket_fns[] = {{"tcp", sock_new}, {"udp", udp_new}, {NULL, NULL}};
     lua_getglobal(L, "proxy");
     lua_newtable(L);
     luaL_setfuncs(L, socket_fns, 0);

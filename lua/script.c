@@ -19,6 +19,7 @@
 #include "hooks.h"
 #include "loader.h"
 #include "lrun.h"
+#include "ldns.h"
 #include "lsock.h"
 #include "ltimer.h"
 #include "log.h"
@@ -338,6 +339,7 @@ void script_unload(void)
     field_list_free(&hdrs);
     req_free_all();
     lsock_pool_free();
+    ldns_free();
 }
 
 bool script_has_route(struct script_req *r)

@@ -38,6 +38,7 @@ OBJECTS = {
     "luaproxy.res": "res",
     "luaproxy.upstream": "upstream",
     "luaproxy.socket.tcp": "sock",
+    "luaproxy.socket.udp": "sock",
 }
 
 

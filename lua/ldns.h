@@ -1,0 +1,14 @@
+/* ldns: names resolved for the scripts' sockets without blocking the
+ * worker: /etc/hosts (lsock.c looks there first), then DNS through c-ares,
+ * whose sockets and timer the worker's loop drives. --resolver names the
+ * server; otherwise /etc/resolv.conf does. */
+#pragma once
+#include <lua.h>
+#include <stdint.h>
+
+/* For a C function of a run (lrun.h): resolves name, waiting at most
+ * timeout_ms, and returns what the function returns: an address string,
+ * or nil, "<name> could not be resolved (<reason>)". It may yield. */
+int ldns_wait(lua_State *L, const char *name, uint64_t timeout_ms);
+/* Drops the resolver and its cache (at exit, for leak checkers). */
+void ldns_free(void);
