@@ -21,10 +21,20 @@
 #   luaproxy-kv     examples/kvstore.lua answering GET /k itself
 #   nginx-lua-kv    content_by_lua_block reading a lua_shared_dict
 #   luaproxy-w1     luaproxy with one worker, for the scaling figure
+#   luaproxy-redis  Redis on the path: route() does INCR + EXPIRE through
+#                   nginx.redis on a pooled connection, then the small origin
+#   nginx-lua-redis the same library and calls in access_by_lua_block
+#   luaproxy-waiting, nginx-lua-waiting  GET /sleep waits in proxy.sleep /
+#                   ngx.sleep until released (the waiting-requests case)
 # Cases are BODY-cCONNECTIONS: small (100 B), 1m, 64m (files), kv (GET /k of
-# a 100-byte value, only for the -kv proxies). Each proxy runs the cases that
-# apply to it: nginx-lua the small ones, the splice variants the files,
-# luaproxy-w1 only BENCH_SCALING_CASE.
+# a 100-byte value, only for the -kv proxies), redis (the small origin
+# behind an INCR + EXPIRE, only for the -redis proxies), waiting (not a wrk
+# run: N requests that all wait in Lua at once, the growth of the proxy's
+# summed RSS per request; only for the -waiting proxies). Each proxy runs the
+# cases that apply to it: nginx-lua the small ones, the splice variants the
+# files, luaproxy-w1 only BENCH_SCALING_CASE. A redis-server of the run's own
+# (no persistence, a free port) serves the redis case; the Lua library is
+# the lua-nginx-redis that scripts/deps.sh unpacks into build/lua-libs.
 #
 # Environment (all optional):
 #   BENCH_WORKERS=2     worker processes (nginx, luaproxy), threads (HAProxy)
@@ -32,8 +42,11 @@
 #   BENCH_WARMUP=2      seconds of unmeasured load before each run, so that
 #                       Lua code is compiled (nginx-lua) and pools are full
 #   BENCH_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice
-#                  haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1"
-#   BENCH_CASES="small-c50 small-c200 1m-c10 64m-c2 kv-c50"
+#                  haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1
+#                  luaproxy-redis nginx-lua-redis luaproxy-waiting
+#                  nginx-lua-waiting"
+#   BENCH_CASES="small-c50 small-c200 1m-c10 64m-c2 kv-c50 redis-c50
+#                waiting-c10000"
 #   BENCH_SCALING_CASE=small-c50   the case luaproxy-w1 runs
 #   BENCH_MEM_PROXIES="luaproxy nginx haproxy"   the idle-connection case
 #                       ("" skips it)
@@ -61,13 +74,21 @@ WORKERS=${BENCH_WORKERS:-2}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
-PROXIES=${BENCH_PROXIES-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1}
-CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10 64m-c2 kv-c50}
+PROXIES=${BENCH_PROXIES-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1 luaproxy-redis nginx-lua-redis luaproxy-waiting nginx-lua-waiting}
+CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10 64m-c2 kv-c50 redis-c50 waiting-c10000}
 SCALING_CASE=${BENCH_SCALING_CASE:-small-c50}
+# The most requests a waiting case holds: luaproxy-waiting takes that many
+# connections per worker and more (its default --max-connections is 10,000).
+WAITING_MAX=0
+for c in $CASES; do
+    [[ $c == waiting-c* && ${c#waiting-c} =~ ^[0-9]+$ ]] && ((${c#waiting-c} > WAITING_MAX)) && WAITING_MAX=${c#waiting-c}
+done
 MEM_PROXIES=${BENCH_MEM_PROXIES-luaproxy nginx haproxy}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 KEEPALIVE=${BENCH_KEEPALIVE:-256}
-KNOWN_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1"
+KNOWN_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1 luaproxy-redis nginx-lua-redis luaproxy-waiting nginx-lua-waiting"
+# The redis case's library: lua-nginx-redis as scripts/deps.sh unpacks it.
+LUA_LIBS=$ROOT/build/lua-libs/usr/share/lua/5.1
 # The local-handler case: one key, a 100-byte value, as the small origin's.
 KV_KEY=/k
 KV_BODY=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789
@@ -76,11 +97,13 @@ OUT_DIR=$ROOT/build/bench
 LOG_DIR=$OUT_DIR/logs
 RESULTS_TSV=$OUT_DIR/results.tsv
 MEM_TSV=$OUT_DIR/memory.tsv
+WAIT_TSV=$OUT_DIR/waiting.tsv
 CLK_TCK=$(getconf CLK_TCK)
 
 STARTED_PIDS=() # roots of every process tree we started and have not reaped
-ORIGIN_PIDS=()
+ORIGIN_PIDS=() # the origins and redis-server: their CPU is not "other processes"
 TMP=""
+REDIS_PORT=0
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -253,7 +276,8 @@ render() {
         -e "s|@WORKERS@|$WORKERS|g" -e "s|@SMALL_PORT@|$SMALL_PORT|g" \
         -e "s|@BIG_PORT@|$BIG_PORT|g" -e "s|@USER_LINE@|$USER_LINE|g" \
         -e "s|@KV_KEY@|$KV_KEY|g" -e "s|@KV_BODY@|$KV_BODY|g" -e "s|@KEEPALIVE@|$KEEPALIVE|g" \
-        -e "s|@MODULE_DIR@|$MODULE_DIR|g" "$BENCH_DIR/$1" >"$out" || return 1
+        -e "s|@MODULE_DIR@|$MODULE_DIR|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
+        -e "s|@LUA_LIBS@|$LUA_LIBS|g" "$BENCH_DIR/$1" >"$out" || return 1
     if grep -q '@[A-Z_]*@' "$out"; then
         die "$1 has a placeholder that bench.sh does not fill: $(grep -o '@[A-Z_]*@' "$out" | head -1)"
     fi
@@ -327,7 +351,7 @@ setup() {
     # files; the second one stops here instead.
     exec 9>"$OUT_DIR/.lock"
     flock -n 9 || die "another bench.sh is running (lock $OUT_DIR/.lock)"
-    rm -rf "$LOG_DIR" "$RESULTS_TSV" "$MEM_TSV"
+    rm -rf "$LOG_DIR" "$RESULTS_TSV" "$MEM_TSV" "$WAIT_TSV"
     mkdir -p "$LOG_DIR"
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/luaproxy-bench.XXXXXX") || die "mktemp failed"
 
@@ -359,13 +383,15 @@ setup() {
         log "$BUSY_NOTE"
     fi
 
-    # Two origins, then one port per proxy, then one per memory run.
+    # Two origins, then one port per proxy, then one per memory run; the
+    # last one is redis-server's.
     local nports
-    nports=$((2 + $(wc -w <<<"$PROXIES $MEM_PROXIES")))
+    nports=$((3 + $(wc -w <<<"$PROXIES $MEM_PROXIES")))
     read -r -a PORTS <<<"$(free_ports "$nports")"
     ((${#PORTS[@]} == nports)) || die "could not find $nports free ports on 127.0.0.1"
     SMALL_PORT=${PORTS[0]}
     BIG_PORT=${PORTS[1]}
+    REDIS_PORT=${PORTS[nports - 1]}
 }
 
 # --- origins ----------------------------------------------------------------
@@ -389,6 +415,42 @@ start_origins() {
     start_origin origin-small origin-small.conf.in "$SMALL_PORT" /
     start_origin origin-big origin-big.conf.in "$BIG_PORT" /1m
     log "origins: 100 B on :$SMALL_PORT, /1m and /64m on :$BIG_PORT"
+    wants_redis && start_redis
+}
+
+# Whether a proxy that runs the redis case is in this run.
+wants_redis() {
+    local proxy case
+    for proxy in $PROXIES; do
+        for case in $CASES; do
+            [[ $proxy == *-redis && ${case%-c*} == redis ]] && return 0
+        done
+    done
+    return 1
+}
+
+# A redis-server of the run's own, on loopback, nothing persisted; ready
+# when it answers PING. Without one the -redis proxies fail to start.
+start_redis() {
+    local dir=$TMP/redis i
+    mkdir -p "$dir"
+    if ! command -v redis-server >/dev/null; then
+        log "redis-server is not installed (bash scripts/deps.sh): no redis case"
+        return
+    fi
+    launch "$dir/output.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+        --appendonly no --dir "$dir" --daemonize no --logfile "" --databases 1
+    ORIGIN_PIDS+=("$LAUNCHED")
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+        [[ $(redis_ping) == +PONG* ]] && break
+        sleep 0.1
+    done
+    [[ $(redis_ping) == +PONG* ]] || die "redis-server did not answer PING on :$REDIS_PORT: $(log_tail "$dir/output.log")"
+    log "redis-server on :$REDIS_PORT"
+}
+
+redis_ping() {
+    timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$1 && printf "PING\r\n" >&3 && head -c 5 <&3' _ "$REDIS_PORT" 2>/dev/null
 }
 
 # --- proxies ----------------------------------------------------------------
@@ -401,28 +463,37 @@ start_proxy() {
     local dir=$TMP/$label ready_path=/ ready_codes=200
     mkdir -p "$dir"
     case $name in
-    luaproxy | luaproxy-w1 | luaproxy-kv)
+    luaproxy | luaproxy-w1 | luaproxy-kv | luaproxy-redis | luaproxy-waiting)
         if [[ ! -x $LUAPROXY ]]; then
             FAIL_REASON="$LUAPROXY is not built"
             return 1
         fi
         local workers=$WORKERS script=$dir/proxy.lua
+        local -a extra=()
         [[ $name == luaproxy-w1 ]] && workers=1
         if [[ $name == luaproxy-kv ]]; then
             script=$ROOT/examples/kvstore.lua
             # Empty at start: any answer means it is up; the key comes next.
             ready_path=$KV_KEY
             ready_codes='200|404'
+        elif [[ $name == luaproxy-redis ]]; then
+            if ! lua_libs_present; then return 1; fi
+            render proxy-redis.lua.in "$script" "$dir" "$port"
+        elif [[ $name == luaproxy-waiting ]]; then
+            render waiting.lua.in "$script" "$dir" "$port"
+            # Room for every waiting request and the holder's own questions.
+            extra=(--max-connections $((WAITING_MAX + 100)))
         else
             render proxy.lua.in "$script" "$dir" "$port"
         fi
-        launch "$dir/output.log" "$LUAPROXY" -w "$workers" --listen "127.0.0.1:$port" "$script"
+        launch "$dir/output.log" env LUA_PATH="$LUA_LIBS/?.lua;;" \
+            "$LUAPROXY" -w "$workers" --listen "127.0.0.1:$port" "${extra[@]}" "$script"
         ;;
     nginx)
         render nginx-proxy.conf.in "$dir/nginx.conf" "$dir" "$port"
         start_nginx "$dir"
         ;;
-    nginx-lua | nginx-lua-kv)
+    nginx-lua | nginx-lua-kv | nginx-lua-redis | nginx-lua-waiting)
         if [[ -z $MODULE_DIR ]]; then
             FAIL_REASON="ndk_http_module.so / ngx_http_lua_module.so not found (package libnginx-mod-http-lua)"
             return 1
@@ -430,6 +501,11 @@ start_proxy() {
         if [[ $name == nginx-lua-kv ]]; then
             render nginx-lua-kv.conf.in "$dir/nginx.conf" "$dir" "$port"
             ready_path=$KV_KEY
+        elif [[ $name == nginx-lua-redis ]]; then
+            if ! lua_libs_present; then return 1; fi
+            render nginx-lua-redis.conf.in "$dir/nginx.conf" "$dir" "$port"
+        elif [[ $name == nginx-lua-waiting ]]; then
+            render nginx-lua-waiting.conf.in "$dir/nginx.conf" "$dir" "$port"
         else
             render nginx-lua.conf.in "$dir/nginx.conf" "$dir" "$port"
         fi
@@ -464,6 +540,19 @@ start_proxy() {
         [[ -n ${why// /} ]] && FAIL_REASON+="; log: ${why# }"
         stop_tree "$PROXY_PID"
         save_logs "$label"
+        return 1
+    fi
+}
+
+# The redis case needs nginx.redis (scripts/deps.sh unpacks it) and a
+# redis-server (start_redis); sets FAIL_REASON when either is missing.
+lua_libs_present() {
+    if [[ ! -f $LUA_LIBS/nginx/redis.lua ]]; then
+        FAIL_REASON="$LUA_LIBS/nginx/redis.lua is missing (run bash scripts/deps.sh)"
+        return 1
+    fi
+    if [[ $(redis_ping) != +PONG* ]]; then
+        FAIL_REASON="no redis-server answers on :$REDIS_PORT"
         return 1
     fi
 }
@@ -606,6 +695,8 @@ case_path() {
     1m) echo /1m ;;
     64m) echo /64m ;;
     kv) echo "$KV_KEY" ;;
+    redis) echo / ;;
+    waiting) echo /sleep ;;
     esac
 }
 
@@ -616,10 +707,12 @@ applies() { # PROXY CASE
     local body=${2%-c*}
     case $1 in
     *-kv) [[ $body == kv ]] ;;
+    *-redis) [[ $body == redis ]] ;;
+    *-waiting) [[ $body == waiting ]] ;;
     luaproxy-w1) [[ $2 == "$SCALING_CASE" ]] ;;
     nginx-lua) [[ $body == small ]] ;;
     haproxy-splice*) [[ $body == 1m || $body == 64m ]] ;;
-    *) [[ $body != kv ]] ;;
+    *) [[ $body != kv && $body != redis && $body != waiting ]] ;;
     esac
 }
 
@@ -631,7 +724,12 @@ run_case() {
     conns=${case##*-c}
     path=$(case_path "$body")
     if [[ -z $path || ! $conns =~ ^[0-9]+$ ]]; then
-        record "$proxy" "$case" failed 0 0 0 0 0 "unknown case (use small-cN, 1m-cN, 64m-cN or kv-cN)"
+        record "$proxy" "$case" failed 0 0 0 0 0 \
+            "unknown case (use small-cN, 1m-cN, 64m-cN, kv-cN, redis-cN or waiting-cN)"
+        return
+    fi
+    if [[ $body == waiting ]]; then
+        run_waiting "$proxy" "$pid" "$port" "$conns"
         return
     fi
     local url=http://127.0.0.1:$port$path
@@ -775,6 +873,49 @@ run_memory() { # PROXY PORT
     save_logs "$label"
 }
 
+# One row of waiting.tsv: proxy status requests rss_before_kb rss_after_kb
+# notes.
+record_wait() {
+    local IFS=$'\t'
+    echo "$*" >>"$WAIT_TSV"
+}
+
+# The waiting case: RSS of the proxy's tree, then COUNT requests that all
+# wait in Lua at once (waiting.py holds them), RSS again; then they are
+# released and must all answer 200.
+run_waiting() { # PROXY PID PORT COUNT
+    local proxy=$1 pid=$2 port=$3 count=$4 holder before after line i notes="" out
+    out=$LOG_DIR/$proxy.waiting-c$count.txt
+    curl -s -o /dev/null --noproxy '*' --max-time 2 "http://127.0.0.1:$port/" # a first request
+    sleep 1
+    before=$(tree_rss_kb "$pid")
+    local hold=$((START_TIMEOUT + count / 200 + 60))
+    log "$proxy: $count requests waiting in Lua"
+    launch "$out" python3 "$BENCH_DIR/waiting.py" "$port" "$count" "$hold"
+    holder=$LAUNCHED
+    line=""
+    for ((i = 0; i < (hold - 30) * 10; i++)); do
+        line=$(head -n 1 "$out" 2>/dev/null)
+        [[ -n $line ]] && break
+        running "$holder" || break
+        sleep 0.1
+    done
+    if [[ $line != "ready $count" ]]; then
+        record_wait "$proxy" failed 0 "$before" 0 "holder: ${line:-no answer}"
+        stop_tree "$holder"
+        return
+    fi
+    sleep 1 # whatever the last arrivals left to do
+    after=$(tree_rss_kb "$pid")
+    kill -USR1 "$holder" 2>/dev/null
+    wait "$holder"
+    forget_pid "$holder"
+    line=$(sed -n 2p "$out")
+    [[ $line == "done $count of $count" ]] || notes="after release: ${line:-no answer}"
+    running "$pid" || notes+="${notes:+; }proxy exited during the run"
+    record_wait "$proxy" ok "$count" "$before" "$after" "$notes"
+}
+
 run_memory_all() {
     local proxy
     for proxy in $MEM_PROXIES; do
@@ -790,7 +931,7 @@ report() {
     luaproxy_version=$(timeout 2 "$LUAPROXY" -V 2>/dev/null </dev/null | head -1)
     [[ $luaproxy_version == luaproxy* ]] || luaproxy_version="luaproxy (version unknown)"
     python3 "$BENCH_DIR/report.py" "$RESULTS_TSV" "$MEM_TSV" "$OUT_DIR/results.md" "$CLK_TCK" \
-        "$WORKERS" "$SCALING_CASE" \
+        "$WORKERS" "$SCALING_CASE" --waiting="$WAIT_TSV" \
         "Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
         "Machine: \`nproc\` = $(nproc), $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)" \
         "Versions: $luaproxy_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?'); HAProxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'); wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')" \

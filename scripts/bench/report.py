@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Turns bench.sh's raw results into tables, printed and saved as markdown.
 
-    report.py RESULTS.tsv MEMORY.tsv OUT.md CLK_TCK WORKERS SCALING_CASE [HEADER_LINE ...]
+    report.py RESULTS.tsv MEMORY.tsv OUT.md CLK_TCK WORKERS SCALING_CASE [--waiting=WAITING.tsv]
+              [HEADER_LINE ...]
 
 RESULTS.tsv rows: proxy case status requests seconds bytes p99_ms cputicks
 notes split usersys (split: the CPU ticks of each worker, "/"-joined;
 usersys: the user and the system ticks of cputicks, "user/system"; either
 may be empty, and rows from before usersys existed end at split).
 MEMORY.tsv rows: proxy status connections rss_before_kb rss_after_kb notes.
+WAITING.tsv rows: proxy status requests rss_before_kb rss_after_kb notes
+(requests that all waited in Lua at once: luaproxy-waiting against
+nginx-lua-waiting).
 
 Three tables: every measured run; the idle-connection memory; and the
 performance targets, each with luaproxy's figure, the reference figure from
@@ -22,7 +26,8 @@ import sys
 
 from benchlib import markdown_table
 
-BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB", "kv": "kv GET"}
+BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB", "kv": "kv GET",
+          "redis": "Redis INCR+EXPIRE, 100 B"}
 # Below this many clock ticks the CPU figure is too coarse to compare.
 MIN_TICKS = 50
 MEM_REFERENCE = "nginx"
@@ -35,7 +40,11 @@ THRU, CPU, USER, SYSTEM = 0, 3, 5, 6  # indexes into derive()'s tuple
 
 def reference_for(case):
     """The proxy every row of CASE is compared to in the main table."""
-    return "nginx-lua-kv" if case.startswith("kv-") else "nginx"
+    if case.startswith("kv-"):
+        return "nginx-lua-kv"
+    if case.startswith("redis-"):
+        return "nginx-lua-redis"
+    return "nginx"
 
 
 def case_label(case):
@@ -58,7 +67,7 @@ def derive(row, clk_tck):
     """(throughput, unit, p99_ms, cpu, cpu_unit, user, system) for a measured
     row; user and system are in cpu_unit too, or None when not recorded."""
     req, secs, nbytes = int(row["requests"]), float(row["seconds"]), float(row["bytes"])
-    if row["case"].startswith(("small-", "kv-")):
+    if row["case"].startswith(("small-", "kv-", "redis-")):
         thru, unit, cpu_unit, scale = req / secs, "req/s", "µs/req", 1e6 / req
     else:
         thru, unit, cpu_unit, scale = nbytes / secs / 1e6, "MB/s", "s/GB", 1e9 / nbytes
@@ -136,9 +145,14 @@ def memory_figures(mem_rows):
     return out
 
 
-def memory_table(mem_rows, per_conn):
-    table = [["proxy", "idle connections", "RSS before", "RSS after", "per connection", "vs nginx", "notes"]]
-    ref = per_conn.get(MEM_REFERENCE)
+WAIT_MINE, WAIT_REF = "luaproxy-waiting", "nginx-lua-waiting"
+
+
+def memory_table(mem_rows, per_conn, what="idle connections", per="per connection", ref_name=MEM_REFERENCE):
+    """The RSS growth per connection (or per waiting request) of each proxy,
+    against ref_name's."""
+    table = [["proxy", what, "RSS before", "RSS after", per, f"vs {ref_name}", "notes"]]
+    ref = per_conn.get(ref_name)
     for r in mem_rows:
         if r["proxy"] not in per_conn:
             table.append([r["proxy"], "—", "—", "—", "—", "", r["notes"]])
@@ -232,7 +246,7 @@ class Targets:
                 f"{more}{fmt(cut)} of its {fmt(user)} of user time{share} would have to go")
 
 
-def targets_table(measured, cases, per_conn, workers, scaling_case):
+def targets_table(measured, cases, per_conn, workers, scaling_case, per_req=None):
     t = Targets()
     cpu_fmt = lambda v: f"{v:.1f} µs/req"
     gb_fmt = lambda v: f"{v:.2f} s/GB"
@@ -253,6 +267,12 @@ def targets_table(measured, cases, per_conn, workers, scaling_case):
                            ">=", 1.0, rps_fmt)
             t.ratio_target("Lua route: CPU/req vs nginx access_by_lua", label, measured, mine,
                            ("nginx-lua", case), CPU, "<=", 0.7, cpu_fmt)
+        elif body == "redis":
+            mine = ("luaproxy-redis", case)
+            t.ratio_target("Redis on the path: CPU/req vs nginx-lua", label, measured, mine,
+                           ("nginx-lua-redis", case), CPU, "<=", 0.7, cpu_fmt)
+            t.ratio_target("Redis on the path: req/s vs nginx-lua", label, measured, mine,
+                           ("nginx-lua-redis", case), THRU, ">=", 1.0, rps_fmt)
         elif body == "kv":
             t.ratio_target("local handler: CPU/req vs nginx content_by_lua", label, measured,
                            ("luaproxy-kv", case), ("nginx-lua-kv", case), CPU, "<=", 0.7, cpu_fmt)
@@ -283,6 +303,17 @@ def targets_table(measured, cases, per_conn, workers, scaling_case):
             if t.add(what, "idle keep-alive", mine, ref, ref_name, mine, goal,
                      lambda v, g=goal_kib: v <= g, kib_fmt) == "MISS":
                 t.miss(what, "idle keep-alive", mine, goal_kib, goal, unit=" KiB")
+    if per_req:
+        kib_fmt = lambda v: f"{v:.2f} KiB"
+        mine, ref = per_req.get(WAIT_MINE), per_req.get(WAIT_REF)
+        what = "waiting requests: KiB/req (RSS) vs nginx-lua ngx.sleep"
+        if t.add(what, "in proxy.sleep", mine, ref, WAIT_REF, mine / ref if mine is not None and ref else None,
+                 "≤ 0.50×", lambda v: v <= 0.5, kib_fmt) == "MISS":
+            t.miss(what, "in proxy.sleep", mine / ref, 0.5, "≤ 0.50×")
+        what = "waiting requests: KiB/req (RSS)"
+        if t.add(what, "in proxy.sleep", mine, None, "", mine, "≤ 4.00 KiB", lambda v: v <= 4.0,
+                 kib_fmt) == "MISS":
+            t.miss(what, "in proxy.sleep", mine, 4.0, "≤ 4.00 KiB", unit=" KiB")
     one = measured.get(("luaproxy-w1", scaling_case))
     many = measured.get(("luaproxy", scaling_case))
     if workers > 1 and (one or many):
@@ -307,6 +338,9 @@ def main():
     tsv, mem_tsv, out_md, clk_tck = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     workers, scaling_case = int(sys.argv[5]), sys.argv[6]
     header_lines = sys.argv[7:]
+    wait_tsv = None
+    if header_lines and header_lines[0].startswith("--waiting="):
+        wait_tsv = header_lines.pop(0)[len("--waiting="):]
     rows = read_tsv(tsv, ["proxy", "case", "status", "requests", "seconds", "bytes", "p99", "ticks",
                           "notes", "split", "usersys"])
     mem_rows = read_tsv(mem_tsv, ["proxy", "status", "conns", "before", "after", "notes"])
@@ -319,9 +353,11 @@ def main():
         if row["status"] == "ok":
             measured[(row["proxy"], row["case"])] = derive(row, clk_tck)
     per_conn = memory_figures(mem_rows)
+    wait_rows = read_tsv(wait_tsv, ["proxy", "status", "conns", "before", "after", "notes"]) if wait_tsv else []
+    per_req = memory_figures(wait_rows)
 
     sections = []
-    targets = targets_table(measured, cases, per_conn, workers, scaling_case)
+    targets = targets_table(measured, cases, per_conn, workers, scaling_case, per_req)
     if len(targets.table) > 1:
         text = markdown_table(targets.table)
         if targets.miss_lines:
@@ -354,6 +390,17 @@ def main():
                          "divided by the connections. Kernel socket buffers are not in RSS; memory "
                          "a proxy allocates at start for every possible connection (nginx's "
                          "connection table, worker_connections 16000) is in \"before\"."))
+
+    if wait_rows:
+        sections.append(("Requests waiting in Lua", markdown_table(memory_table(
+            wait_rows, per_req, "waiting requests", "per request", WAIT_REF)),
+                         "Each proxy with a Lua handler that waits (luaproxy: proxy.sleep in on_get; "
+                         "nginx: ngx.sleep in content_by_lua_block) until released. RSS summed over "
+                         "all its processes after one request; then the requests were sent, each on "
+                         "a connection of its own, and once the proxy counted all of them in, RSS "
+                         "was summed again. per request: the growth divided by the requests, "
+                         "connection included. Then they were released; the notes say if any did "
+                         "not answer 200."))
 
     print()
     for h in header_lines:

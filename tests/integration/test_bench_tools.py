@@ -14,7 +14,7 @@ BENCH = lp.repo_path("scripts", "bench")
 CLK_TCK = 100
 
 
-def run_report(rows, mem_rows, workers=2, scaling="small-c50", md_too=False):
+def run_report(rows, mem_rows, workers=2, scaling="small-c50", md_too=False, extra_args=()):
     d = lp.make_tmpdir()
     tsv, mem, md = os.path.join(d, "r.tsv"), os.path.join(d, "m.tsv"), os.path.join(d, "r.md")
     with open(tsv, "w") as f:
@@ -24,7 +24,8 @@ def run_report(rows, mem_rows, workers=2, scaling="small-c50", md_too=False):
         for r in mem_rows:
             f.write("\t".join(str(x) for x in r) + "\n")
     p = subprocess.run([sys.executable, os.path.join(BENCH, "report.py"), tsv, mem, md, str(CLK_TCK),
-                        str(workers), scaling, "Date: test"], capture_output=True, text=True, timeout=20)
+                        str(workers), scaling, *extra_args, "Date: test"], capture_output=True, text=True,
+                       timeout=20)
     assert p.returncode == 0, p.stderr
     with open(md) as f:
         md_text = f.read()

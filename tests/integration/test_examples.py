@@ -13,6 +13,7 @@ import shlex
 import time
 
 import lp
+import redis
 from origin import Origin, dead_port
 
 EXAMPLES = lp.repo_path("examples")
@@ -73,7 +74,7 @@ def test_every_example_has_a_header_saying_how_to_try_it():
 
 def test_every_example_passes_check():
     for name in example_files():
-        r = lp.run_cli(["--check", example(name)])
+        r = lp.run_cli(["--check", example(name)], env=redis.lua_env())  # nginx.redis
         assert r.returncode == 0 and r.stdout.strip() == "ok", "%s: %r" % (name, r)
 
 
@@ -87,7 +88,7 @@ def test_the_dry_runs_in_the_headers_work():
             words = shlex.split(line.strip())
             at = words.index("luaproxy")
             env = dict(w.split("=", 1) for w in words[:at])
-            r = lp.run_cli(words[at + 1:], env=env)
+            r = lp.run_cli(words[at + 1:], env=redis.lua_env(env))
             assert r.returncode == 0, "%s: %s: %r" % (name, line.strip(), r)
             assert r.stdout.startswith(("upstream: ", "local: ")), "%s: %r" % (name, r)
             ran += 1
