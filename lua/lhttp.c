@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "balance.h"
+#include "lsock.h"
 #include "lstate.h"
 #include "upstream.h"
 #include "upstreams.h"
@@ -138,6 +139,13 @@ static int h_is_upstream(lua_State *L)
 {
     lua_pushboolean(L, luaL_testudata(L, 1, UPSTREAMS_MT) != NULL);
     return 1;
+}
+
+/* c.deadline(sock, at): no wait of sock goes past at (loop ms). */
+static int h_deadline(lua_State *L)
+{
+    lsock_deadline(L, 1, (uint64_t)luaL_checknumber(L, 2));
+    return 0;
 }
 
 static int h_now(lua_State *L)
@@ -441,6 +449,7 @@ static const char client_lua[] =
     "  for _ = 1, 2 do -- twice when a pooled connection turns out closed\n"
     "    local sock, host, pick = open(target, deadline)\n"
     "    if not sock then return nil, host end\n"
+    "    c.deadline(sock, deadline)\n"
     "    parts[2] = own_host and '' or 'Host: ' .. host .. '\\r\\n'\n"
     "    local res, reusable, retry = exchange(sock, concat(parts), deadline, method, max)\n"
     "    if res and reusable then\n"
@@ -466,7 +475,7 @@ void lhttp_open(lua_State *L)
 {
     static const luaL_Reg steps[] = {
         {"pick", h_pick},   {"release", h_release},         {"keepalive", h_keepalive}, {"now", h_now},
-        {"max_body", h_max_body}, {"is_upstream", h_is_upstream}, {NULL, NULL},
+        {"max_body", h_max_body}, {"deadline", h_deadline}, {"is_upstream", h_is_upstream}, {NULL, NULL},
     };
     luaL_newmetatable(L, PICK_MT);
     lua_pushcfunction(L, pick_gc);

@@ -38,6 +38,7 @@ struct lsock {
     struct io io;          /* fd -1: closed */
     struct lrun *waiter;   /* the run waiting on it, if any */
     uint64_t connect_ms, send_ms, read_ms;
+    uint64_t deadline;     /* loop ms no wait may pass (lsock_deadline); 0: none */
     struct buf rbuf;       /* received, not yet returned: [off, len) */
     struct buf wbuf;       /* to send: [off, len) */
     char key[160];         /* its pool's name */
@@ -233,6 +234,7 @@ static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_u
         s->send_ms = old->send_ms;
         s->read_ms = old->read_ms;
         s->reused++;
+        s->deadline = 0; /* its last user's */
         ud->s = s;
         sock_free(old);
         return true;
@@ -516,6 +518,10 @@ static int step_wait(lua_State *L)
     const char *mode = luaL_checkstring(L, 2);
     struct lrun *r = lrun_current(L);
     uint64_t ms = mode[0] == 'c' ? s->connect_ms : mode[0] == 'w' ? s->send_ms : s->read_ms;
+    if (s->deadline) { /* a bytewise trickle re-arms each wait: the deadline does not move */
+        uint64_t now = lstate_g.loop->now_ms, left = s->deadline > now ? s->deadline - now : 0;
+        if (left < ms) ms = left;
+    }
     s->waiter = r;
     r->on_cancel = on_cancel;
     r->cancel_arg = s;
@@ -543,6 +549,12 @@ static uint64_t ms_arg(lua_State *L, int idx, uint64_t def)
     lua_Number v = luaL_checknumber(L, idx);
     if (v < 0) luaL_argerror(L, idx, "must not be negative");
     return v == 0 ? DEFAULT_TIMEOUT_MS : (uint64_t)v;
+}
+
+void lsock_deadline(lua_State *L, int idx, uint64_t at_ms)
+{
+    struct sock_ud *ud = luaL_checkudata(L, idx, SOCK_MT);
+    if (ud->s) ud->s->deadline = at_ms;
 }
 
 static int m_settimeout(lua_State *L)

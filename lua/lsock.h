@@ -6,8 +6,13 @@
  * out. */
 #pragma once
 #include <lua.h>
+#include <stdint.h>
 
 /* Adds proxy.socket to the proxy module. */
 void lsock_open(lua_State *L);
+/* Bounds every wait of the socket at idx to end by at_ms (the loop's
+ * clock), so that a call made of many reads has one deadline (proxy.http);
+ * 0 removes it. A connection taken from the pool starts without one. */
+void lsock_deadline(lua_State *L, int idx, uint64_t at_ms);
 /* Closes the pooled idle connections (at exit, for leak checkers). */
 void lsock_pool_free(void);

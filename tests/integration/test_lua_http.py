@@ -6,6 +6,7 @@ extensions and trailers, read-until-close, 1xx, 204/304, malformed, none at
 all. It records what it received and on which connection, so keep-alive
 reuse and the request's head are checked from the server's side."""
 
+import threading
 import time
 
 import lp
@@ -196,6 +197,56 @@ def test_upstream_form_tries_the_next_server_when_one_refuses():
                 assert res.err is None and res.body == "live", res.err
 
 
+def test_upstream_with_a_balance_function_takes_its_first_server_that_is_up():
+    """The script's balance(req, servers) needs a request; a call has none
+    (it may come from a timer), so the first server that is up serves."""
+    with RawOrigin(lambda req: ok(b"first")) as a, RawOrigin(lambda req: ok(b"second")) as b:
+        script = upstream_script(a.port, b.port).replace(
+            '"127.0.0.1:%d" })' % b.port, '"127.0.0.1:%d" }, { balance = function(req, servers) return 2 end })' % b.port)
+        assert "balance = function" in script
+        with lp.Proxy(script) as p:
+            assert [call(p).body for _ in range(3)] == ["first"] * 3
+
+
+def test_a_call_counts_as_in_flight_on_its_server():
+    """While a call waits on a server, the server's active count (what
+    least_conn and balance functions see) includes it; afterwards not."""
+    release = threading.Event()
+
+    def respond(req):
+        if req["target"] == "/slow":
+            release.wait(10)
+        return ok(b"done")
+    with RawOrigin(respond) as o:
+        script = '''
+local d = proxy.shared("t")
+local up = proxy.upstream("u", { "127.0.0.1:%d" },
+  { balance = function(req, servers) d:set("active", servers[1].active) return 1 end })
+function route(req)
+  if req.path == "/proxied" then return up end
+end
+function on_get(req)
+  if req.path == "/active" then return 200, tostring(d:get("active")) end
+  local res, err = proxy.http.request{ upstream = up, path = "/slow" }
+  return 200, res and res.body or err
+end
+''' % o.port
+        with lp.Proxy(script) as p:
+            done = []
+            t = threading.Thread(target=lambda: done.append(lp.get(p.port, "/call", timeout=10)))
+            t.start()
+            try:
+                lp.wait_until(lambda: any(r["target"] == "/slow" for r in o.requests), what="the call to arrive")
+                assert lp.get(p.port, "/proxied").status == 200
+                assert lp.get(p.port, "/active").body == b"1", "a call in flight was not counted"
+            finally:
+                release.set()
+                t.join(10)
+            assert done and done[0].body == b"done"
+            assert lp.get(p.port, "/proxied").status == 200
+            assert lp.get(p.port, "/active").body == b"0", "a finished call still counts"
+
+
 def test_chunked_response_with_extensions_and_trailers_then_the_connection_is_reused():
     chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5;ext=1\r\nhello\r\n1\r\n \r\n0005\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
@@ -279,7 +330,7 @@ def test_timeout_covers_a_slow_drip_not_each_read():
     stop = []
 
     def drip(sock):
-        for ch in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
+        for ch in b"HTTP/1.1 200 " + b"a" * 100:  # one line that never ends in time
             if stop:
                 return
             time.sleep(0.1)
