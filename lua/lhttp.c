@@ -18,8 +18,6 @@
 #include "upstream.h"
 #include "upstreams.h"
 
-#define PICK_MT "luaproxy.http.server"
-
 /* A server chosen for one call: counted in s->active until released (by
  * the call, or by __gc when the call is dropped half way). Its environment
  * holds the upstream's userdata, so *ud stays readable; the upstream itself
@@ -48,9 +46,11 @@ static void pick_release(struct pick *p, int health)
     else if (health < 0) upstream_fail(s, now_ms());
 }
 
+/* Picks have an unnamed metatable (upvalue 1 of the functions below): they
+ * are the client's own, never a script's. */
 static int pick_gc(lua_State *L)
 {
-    pick_release(luaL_checkudata(L, 1, PICK_MT), 0);
+    pick_release(lua_touserdata(L, 1), 0);
     return 0;
 }
 
@@ -108,7 +108,7 @@ static int h_pick(lua_State *L)
     p->ud = ud;
     p->idx = (int)(s - u->servers);
     p->done = false;
-    luaL_getmetatable(L, PICK_MT);
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_setmetatable(L, -2);
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, 1);
@@ -121,7 +121,9 @@ static int h_pick(lua_State *L)
 /* c.release(pick, ok): ok true (connected), false (could not), nil. */
 static int h_release(lua_State *L)
 {
-    struct pick *p = luaL_checkudata(L, 1, PICK_MT);
+    struct pick *p = lua_touserdata(L, 1);
+    bool is_pick = lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(1));
+    if (!is_pick) return luaL_argerror(L, 1, "a server chosen by pick expected");
     pick_release(p, lua_isnoneornil(L, 2) ? 0 : lua_toboolean(L, 2) ? 1 : -1);
     return 0;
 }
@@ -477,24 +479,25 @@ void lhttp_open(lua_State *L)
         {"pick", h_pick},   {"release", h_release},         {"keepalive", h_keepalive}, {"now", h_now},
         {"max_body", h_max_body}, {"deadline", h_deadline}, {"is_upstream", h_is_upstream}, {NULL, NULL},
     };
-    luaL_newmetatable(L, PICK_MT);
-    lua_pushcfunction(L, pick_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
     if (luaL_loadbuffer(L, client_lua, sizeof(client_lua) - 1, "=proxy.http")) lua_error(L);
     lua_newtable(L);
-    luaL_setfuncs(L, steps, 0);
+    lua_createtable(L, 0, 2); /* the picks' metatable */
+    lua_pushcfunction(L, pick_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, "proxy.http server");
+    lua_setfield(L, -2, "__metatable");
+    luaL_setfuncs(L, steps, 1);
     lua_getglobal(L, "proxy");
     lua_getfield(L, -1, "socket");
     lua_getfield(L, -1, "tcp");
     lua_replace(L, -3);
     lua_pop(L, 1);
-    lua_call(L, 2, 1);
-    lua_getglobal(L, "proxy");
+    lua_call(L, 2, 1); /* the client's request function */
     lua_createtable(L, 0, 1);
-    lua_pushvalue(L, -3);
+    lua_insert(L, -2);
     lua_setfield(L, -2, "request");
+    lua_getglobal(L, "proxy");
+    lua_insert(L, -2);
     lua_setfield(L, -2, "http");
-    lua_pop(L, 2);
+    lua_pop(L, 1);
 }

@@ -296,6 +296,27 @@ def test_interim_1xx_skipped_and_204_304_have_no_body():
         assert o.conns == 1, "the connection was not reused after bodiless responses"
 
 
+def test_head_response_has_no_body_whatever_its_content_length():
+    script = SHOW + '''
+function on_get(req)
+  local method = req.path == "/head" and "HEAD" or "GET"
+  return show(proxy.http.request{ url = "http://127.0.0.1:%d" .. req.path, method = method })
+end
+'''
+
+    def respond(req):
+        if req["method"] == "HEAD":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        return ok(b"after")
+    with RawOrigin(respond) as o:
+        with lp.Proxy(script % o.port) as p:
+            res = call(p, "/head")
+            assert res.err is None and res.status == 200 and res.body == "", res.err
+            assert res.headers["content-length"] == "5"
+            assert call(p, "/get").body == "after"
+            assert o.conns == 1 and o.requests[0]["method"] == "HEAD"
+
+
 def test_keep_alive_connection_is_pooled_and_reused_by_later_calls():
     with RawOrigin(lambda req: ok(b"r")) as o, lp.Proxy(url_script(o.port)) as p:
         for _ in range(5):
