@@ -143,10 +143,11 @@ static int h_is_upstream(lua_State *L)
     return 1;
 }
 
-/* c.deadline(sock, at): no wait of sock goes past at (loop ms). */
-static int h_deadline(lua_State *L)
+/* c.limits(sock, at, max_line): no wait of sock goes past at (loop ms);
+ * no line it reads is longer than max_line. */
+static int h_limits(lua_State *L)
 {
-    lsock_deadline(L, 1, (uint64_t)luaL_checknumber(L, 2));
+    lsock_limits(L, 1, (uint64_t)luaL_checknumber(L, 2), (size_t)luaL_checknumber(L, 3));
     return 0;
 }
 
@@ -242,7 +243,9 @@ static const char client_lua[] =
     "\n"
     "local function line(sock, deadline)\n"
     "  if not arm(sock, deadline) then return nil, 'timeout' end\n"
-    "  return sock:receive('*l')\n"
+    "  local l, err, partial = sock:receive('*l')\n"
+    "  if err == 'line too long' then err = 'malformed response: line too long' end\n"
+    "  return l, err, partial\n"
     "end\n"
     "\n"
     "local function bytes(sock, deadline, n)\n"
@@ -451,7 +454,7 @@ static const char client_lua[] =
     "  for _ = 1, 2 do -- twice when a pooled connection turns out closed\n"
     "    local sock, host, pick = open(target, deadline)\n"
     "    if not sock then return nil, host end\n"
-    "    c.deadline(sock, deadline)\n"
+    "    c.limits(sock, deadline, MAX_HEAD)\n"
     "    parts[2] = own_host and '' or 'Host: ' .. host .. '\\r\\n'\n"
     "    local res, reusable, retry = exchange(sock, concat(parts), deadline, method, max)\n"
     "    if res and reusable then\n"
@@ -477,7 +480,7 @@ void lhttp_open(lua_State *L)
 {
     static const luaL_Reg steps[] = {
         {"pick", h_pick},   {"release", h_release},         {"keepalive", h_keepalive}, {"now", h_now},
-        {"max_body", h_max_body}, {"deadline", h_deadline}, {"is_upstream", h_is_upstream}, {NULL, NULL},
+        {"max_body", h_max_body}, {"limits", h_limits}, {"is_upstream", h_is_upstream}, {NULL, NULL},
     };
     if (luaL_loadbuffer(L, client_lua, sizeof(client_lua) - 1, "=proxy.http")) lua_error(L);
     lua_newtable(L);

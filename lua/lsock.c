@@ -38,7 +38,8 @@ struct lsock {
     struct io io;          /* fd -1: closed */
     struct lrun *waiter;   /* the run waiting on it, if any */
     uint64_t connect_ms, send_ms, read_ms;
-    uint64_t deadline;     /* loop ms no wait may pass (lsock_deadline); 0: none */
+    uint64_t deadline;     /* loop ms no wait may pass (lsock_limits); 0: none */
+    size_t max_line;       /* receive("*l") gives up past it (lsock_limits); 0: none */
     struct buf rbuf;       /* received, not yet returned: [off, len) */
     struct buf wbuf;       /* to send: [off, len) */
     char key[160];         /* its pool's name */
@@ -235,6 +236,7 @@ static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_u
         s->read_ms = old->read_ms;
         s->reused++;
         s->deadline = 0; /* its last user's */
+        s->max_line = 0;
         ud->s = s;
         sock_free(old);
         return true;
@@ -459,6 +461,11 @@ static int step_receive(lua_State *L)
             }
         }
         if (want && have >= (size_t)want) return give(L, s, (size_t)want, 0);
+        if (line && s->max_line && have > s->max_line) { /* a line without end: not in memory */
+            int n = give_up(L, s, "line too long");
+            sock_close(s);
+            return n;
+        }
         int r = fill(s);
         if (r == 1) continue;
         if (r == 0) {
@@ -551,10 +558,13 @@ static uint64_t ms_arg(lua_State *L, int idx, uint64_t def)
     return v == 0 ? DEFAULT_TIMEOUT_MS : (uint64_t)v;
 }
 
-void lsock_deadline(lua_State *L, int idx, uint64_t at_ms)
+void lsock_limits(lua_State *L, int idx, uint64_t at_ms, size_t max_line)
 {
     struct sock_ud *ud = luaL_checkudata(L, idx, SOCK_MT);
-    if (ud->s) ud->s->deadline = at_ms;
+    if (ud->s) {
+        ud->s->deadline = at_ms;
+        ud->s->max_line = max_line;
+    }
 }
 
 static int m_settimeout(lua_State *L)

@@ -406,6 +406,17 @@ def test_malformed_responses_give_a_clear_error():
         assert call(p, "/chunk").err == "malformed response: bad chunk size"
 
 
+def test_a_line_without_end_is_refused_before_it_fills_memory():
+    def endless(sock):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        for _ in range(64):  # 4 MiB, and the connection stays open
+            sock.sendall(b"a" * 65536)
+    with RawOrigin(lambda req: endless) as o, lp.Proxy(url_script(o.port)) as p:
+        t0 = time.monotonic()
+        assert call(p).err == "malformed response: line too long"
+        assert time.monotonic() - t0 < 5
+
+
 def test_https_and_bad_arguments_give_errors():
     script = SHOW + '''
 function on_get(req)
