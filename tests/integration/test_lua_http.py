@@ -197,6 +197,18 @@ def test_upstream_form_tries_the_next_server_when_one_refuses():
                 assert res.err is None and res.body == "live", res.err
 
 
+def test_a_server_that_answers_garbage_counts_as_failed_for_passive_health():
+    with RawOrigin(lambda req: b"garbage\r\n\r\n") as bad, RawOrigin(lambda req: ok(b"good")) as good:
+        script = upstream_script(bad.port, good.port).replace(
+            '"127.0.0.1:%d" })' % good.port, '"127.0.0.1:%d" }, { max_fails = 1, fail_timeout = "60s" })' % good.port)
+        assert "max_fails" in script
+        with lp.Proxy(script) as p:
+            results = [call(p) for _ in range(6)]
+            errors = [r.err for r in results if r.err]
+            assert errors == ["malformed response: bad status line"], errors
+            assert len(bad.requests) == 1
+
+
 def test_upstream_with_a_balance_function_takes_its_first_server_that_is_up():
     """The script's balance(req, servers) needs a request; a call has none
     (it may come from a timer), so the first server that is up serves."""
