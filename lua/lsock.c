@@ -41,6 +41,8 @@ struct lsock {
     struct io io;          /* fd -1: closed */
     struct lrun *waiter;   /* the run waiting on it, if any */
     uint64_t connect_ms, send_ms, read_ms;
+    uint64_t deadline;     /* loop ms no wait may pass (lsock_limits); 0: none */
+    size_t max_line;       /* receive("*l") gives up past it (lsock_limits); 0: none */
     struct buf rbuf;       /* received, not yet returned: [off, len) */
     struct buf wbuf;       /* to send: [off, len) */
     char key[160];         /* its pool's name */
@@ -284,6 +286,8 @@ static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_u
         s->send_ms = old->send_ms;
         s->read_ms = old->read_ms;
         s->reused++;
+        s->deadline = 0; /* its last user's */
+        s->max_line = 0;
         ud->s = s;
         sock_free(old);
         return true;
@@ -505,6 +509,11 @@ static int step_receive(lua_State *L)
             }
         }
         if (want && have >= (size_t)want) return give(L, s, (size_t)want, 0);
+        if (line && s->max_line && have > s->max_line) { /* a line without end: not in memory */
+            int n = give_up(L, s, "line too long");
+            sock_close(s);
+            return n;
+        }
         int r = fill(s);
         if (r == 1) continue;
         if (r == 0) {
@@ -564,6 +573,10 @@ static int step_wait(lua_State *L)
     const char *mode = luaL_checkstring(L, 2);
     struct lrun *r = lrun_current(L);
     uint64_t ms = mode[0] == 'c' ? s->connect_ms : mode[0] == 'w' ? s->send_ms : s->read_ms;
+    if (s->deadline) { /* a bytewise trickle re-arms each wait: the deadline does not move */
+        uint64_t now = lstate_g.loop->now_ms, left = s->deadline > now ? s->deadline - now : 0;
+        if (left < ms) ms = left;
+    }
     s->waiter = r;
     r->on_cancel = on_cancel;
     r->cancel_arg = s;
@@ -682,6 +695,15 @@ static uint64_t ms_arg(lua_State *L, int idx, uint64_t def)
     lua_Number v = luaL_checknumber(L, idx);
     if (v < 0) luaL_argerror(L, idx, "must not be negative");
     return v == 0 ? DEFAULT_TIMEOUT_MS : (uint64_t)v;
+}
+
+void lsock_limits(lua_State *L, int idx, uint64_t at_ms, size_t max_line)
+{
+    struct sock_ud *ud = luaL_checkudata(L, idx, SOCK_MT);
+    if (ud->s) {
+        ud->s->deadline = at_ms;
+        ud->s->max_line = max_line;
+    }
 }
 
 static int m_settimeout(lua_State *L)

@@ -17,6 +17,7 @@
 
 #include "fields.h"
 #include "hooks.h"
+#include "lhttp.h"
 #include "loader.h"
 #include "lrun.h"
 #include "ldns.h"
@@ -77,6 +78,7 @@ static lua_State *state_new(struct limit_mem *m)
     ltimer_open(L);
     lrun_open(L);
     lsock_open(L);
+    lhttp_open(L);
     req_open(L);
     upstreams_open(L);
     proxying_open(L);
