@@ -444,3 +444,91 @@ def test_header_rewriting_both_ways():
             other = "127.0.0.1:%d" % (o.port + 1 if o.port < 65535 else o.port - 1)
             r = lp.expect(lp.get(p.port, "/headers?Location=http%%3A%%2F%%2F%s%%2Fx" % other), 200)
             assert r.headers.get("location") == "http://%s/x" % other, r
+
+
+# --------------------------------------------------------------------------
+# auth_callout.lua and dynamic_routes.lua: small HTTP services of the test
+
+
+class _Service:
+    """A threaded HTTP server on 127.0.0.1 whose GET answers come from
+    answer(path, headers) -> (status, body); it counts the calls."""
+
+    def __init__(self, answer):
+        import http.server
+        import threading
+        svc = self
+        self.calls = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                svc.calls += 1
+                status, body = answer(self.path, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_auth_callout_asks_the_service_and_caches_its_answer():
+    def answer(path, headers):
+        return (200, b"yes") if headers.get("Authorization") == "Bearer good" else (401, b"no")
+
+    with Origin(name="app") as app, _Service(answer) as auth:
+        env = {"APP_ADDRS": app.addr, "AUTH_URL": "http://127.0.0.1:%d/check" % auth.port, "AUTH_TTL": "60"}
+        with lp.Proxy(example("auth_callout.lua"), env=env) as p:
+            r = lp.expect(lp.get(p.port, "/x"), 401)
+            assert r.headers.get("www-authenticate") == "Bearer", r
+            for _ in range(3):
+                r = lp.expect(lp.get(p.port, "/x", headers={"Authorization": "Bearer good"}), 200)
+                assert served_by(r) == "app", r
+            lp.expect(lp.get(p.port, "/x", headers={"Authorization": "Bearer bad"}), 403)
+            assert auth.calls == 2, "the verdicts were not cached: %d calls" % auth.calls
+            assert len(received(app)) == 3
+        # The service down: 503, never the app.
+        env["AUTH_URL"] = "http://127.0.0.1:%d/check" % dead_port()
+        with lp.Proxy(example("auth_callout.lua"), env=env) as p:
+            lp.expect(lp.get(p.port, "/x", headers={"Authorization": "Bearer good"}), 503)
+            assert len(received(app)) == 3
+
+
+def test_dynamic_routes_follow_the_endpoint_without_a_reload():
+    table = {"text": b"/api blue\n/shop green\n"}
+
+    def answer(path, headers):
+        return (200, table["text"]) if path == "/routes" else (404, b"")
+
+    with Origin(name="blue") as blue, Origin(name="green") as green, _Service(answer) as svc:
+        env = {"BLUE_ADDRS": blue.addr, "GREEN_ADDRS": green.addr,
+               "ROUTES_URL": "http://127.0.0.1:%d/routes" % svc.port, "ROUTES_EVERY": "0.2"}
+        with lp.Proxy(example("dynamic_routes.lua"), env=env) as p:
+            lp.wait_until(lambda: lp.get(p.port, "/api/x").status == 200, what="the first table")
+            assert served_by(lp.get(p.port, "/api/x")) == "blue"
+            assert served_by(lp.get(p.port, "/shop/cart")) == "green"
+            lp.expect(lp.get(p.port, "/other"), 404)
+            table["text"] = b"/api green\n"
+            lp.wait_until(lambda: served_by(lp.get(p.port, "/api/x")) == "green", what="the new table")
+            lp.expect(lp.get(p.port, "/shop/cart"), 404)
+            # Nonsense keeps the last good table.
+            table["text"] = b"/api purple\n"
+            time.sleep(0.5)
+            assert served_by(lp.get(p.port, "/api/x")) == "green"
+            p.wait_stderr("routes: keeping the last table")
