@@ -52,7 +52,24 @@ struct lsock {
     struct timer idle;     /* the pool's max_idle */
     int pool_size;
     struct lsock *next;    /* the pool */
+    struct pool_limit *limit; /* the limited pool its connection counts in */
+    bool queued;           /* its connect waits in limit's queue */
+    struct lsock *qnext;
 };
+
+/* A pool that limits its connections (connect's backlog option, as in
+ * OpenResty): at most `size` open, in use or idle; connects past that wait
+ * in a queue of at most `backlog`, each woken when a connection of the pool
+ * closes or comes back idle, or failing at its connect timeout. */
+struct pool_limit {
+    char key[160];
+    int size, backlog;
+    int open;
+    struct lsock *queue, **queue_tail;
+    int queued;
+    struct pool_limit *next;
+};
+static struct pool_limit *limits;
 
 /* The userdata: a pointer, so that a pooled connection outlives it. */
 struct sock_ud {
@@ -62,13 +79,79 @@ struct sock_ud {
 static struct lsock *pool;
 static char wait_token; /* WAIT: a light userdata the Lua loops compare with */
 static char resolve_token; /* RESOLVE: the name needs DNS (c.resolve, then again) */
+static char queued_token;  /* QUEUED: the connect waits in its pool's backlog */
+
+static void queue_remove(struct lsock *s)
+{
+    struct pool_limit *l = s->limit;
+    if (!s->queued || !l) return;
+    for (struct lsock **pp = &l->queue; *pp; pp = &(*pp)->qnext)
+        if (*pp == s) {
+            *pp = s->qnext;
+            if (!*pp) l->queue_tail = pp;
+            break;
+        }
+    s->queued = false;
+    s->qnext = NULL;
+    s->limit = NULL;
+    l->queued--;
+}
+
+static void on_queue_ready(struct timer *t)
+{
+    struct lrun *r = container_of(t, struct lrun, wake);
+    struct lsock *s = r->cancel_arg;
+    if (s) s->waiter = NULL;
+    lua_pushboolean(r->co, 1);
+    lrun_continue(r, 1);
+}
+
+/* Room in l (a connection closed, or one came back idle): the first queued
+ * connect tries again, on the next turn of the loop (never from inside the
+ * call that made room). */
+static void limit_wake(struct pool_limit *l)
+{
+    struct lsock *s = l->queue;
+    if (!s) return;
+    queue_remove(s);
+    if (s->waiter && lstate_g.loop) {
+        s->waiter->wake.cb = on_queue_ready;
+        loop_timer(lstate_g.loop, &s->waiter->wake, 0);
+    }
+}
+
+static struct pool_limit *limit_get(const char *key, int size, int backlog)
+{
+    for (struct pool_limit *l = limits; l; l = l->next)
+        if (!strcmp(l->key, key)) {
+            l->size = size;
+            l->backlog = backlog;
+            return l;
+        }
+    struct pool_limit *l = calloc(1, sizeof(*l));
+    if (!l) return NULL;
+    snprintf(l->key, sizeof(l->key), "%s", key);
+    l->size = size;
+    l->backlog = backlog;
+    l->queue_tail = &l->queue;
+    l->next = limits;
+    limits = l;
+    return l;
+}
 
 static void sock_close(struct lsock *s)
 {
+    queue_remove(s);
     if (s->io.fd != -1) {
         if (lstate_g.loop) loop_close(lstate_g.loop, &s->io);
         else close(s->io.fd);
         s->io.fd = -1;
+        if (s->limit) { /* room in its pool */
+            struct pool_limit *l = s->limit;
+            s->limit = NULL;
+            l->open--;
+            limit_wake(l);
+        }
     }
     s->connected = false;
 }
@@ -100,6 +183,11 @@ void lsock_pool_free(void)
         struct lsock *s = pool;
         pool_remove(s);
         sock_free(s);
+    }
+    while (limits) {
+        struct pool_limit *l = limits;
+        limits = l->next;
+        free(l);
     }
 }
 
@@ -307,6 +395,7 @@ static int step_connect(lua_State *L)
     if (!unix_path && (port < 1 || port > 65535)) return fail(L, "bad port");
     char key[160];
     int opts = unix_path ? 3 : 4;
+    int backlog = -1;
     const char *pool_name = NULL;
     if (lua_istable(L, opts)) {
         lua_getfield(L, opts, "pool");
@@ -315,6 +404,11 @@ static int step_connect(lua_State *L)
         lua_getfield(L, opts, "pool_size");
         if (lua_isnumber(L, -1)) s->pool_size = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
+        lua_getfield(L, opts, "backlog");
+        if (lua_isnumber(L, -1)) backlog = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        if (backlog < -1) return luaL_argerror(L, opts, "backlog must not be negative");
+        if (s->pool_size < 0) return luaL_argerror(L, opts, "pool_size must be positive");
     }
     if (pool_name) snprintf(key, sizeof(key), "%s", pool_name);
     else if (unix_path) snprintf(key, sizeof(key), "%s", host);
@@ -326,6 +420,22 @@ static int step_connect(lua_State *L)
     }
     s = ud->s;
     snprintf(s->key, sizeof(s->key), "%s", key);
+    struct pool_limit *limit = NULL;
+    if (backlog >= 0) {
+        limit = limit_get(key, s->pool_size > 0 ? s->pool_size : DEFAULT_POOL_SIZE, backlog);
+        if (!limit) return fail(L, "out of memory");
+        if (limit->open >= limit->size) {
+            if (limit->queued >= limit->backlog) return fail(L, "too many waiting connect operations");
+            s->limit = limit;
+            s->queued = true;
+            s->qnext = NULL;
+            *limit->queue_tail = s;
+            limit->queue_tail = &s->qnext;
+            limit->queued++;
+            lua_pushlightuserdata(L, &queued_token);
+            return 1;
+        }
+    }
     struct sockaddr_storage ss;
     socklen_t slen;
     int fd, nret = peer_open(L, host, port, lua_tostring(L, 5), SOCK_STREAM, &ss, &slen, &fd);
@@ -336,6 +446,10 @@ static int step_connect(lua_State *L)
     }
     s->io.fd = fd;
     s->io.cb = on_io;
+    if (limit) { /* counts in its pool from now until it closes */
+        s->limit = limit;
+        limit->open++;
+    }
     if (loop_add(lstate_g.loop, &s->io, IO_READ | IO_WRITE)) {
         int e = errno;
         close(fd);
@@ -545,15 +659,35 @@ static int step_receive_until(lua_State *L)
     size_t plen;
     const char *pat = luaL_checklstring(L, 2, &plen);
     bool inclusive = lua_toboolean(L, 3);
+    /* With a size, the data before the pattern comes in chunks of that many
+     * bytes (the last one shorter); at the pattern: false (consumed), or
+     * with inclusive the pattern itself and true. */
+    lua_Integer size = luaL_optinteger(L, 4, 0);
+    if (size < 0) return luaL_argerror(L, 4, "size must not be negative");
     if (s->io.fd == -1 || !s->connected) return give_up(L, s, "closed");
     for (;;) {
         size_t have = buf_pending(&s->rbuf);
         const char *p = s->rbuf.data + s->rbuf.off;
         const char *at = have >= plen ? memmem(p, have, pat, plen) : NULL;
-        if (at) {
+        if (at && !size) {
             size_t n = (size_t)(at - p);
             return inclusive ? give(L, s, n + plen, 0) : give(L, s, n, plen);
         }
+        if (at) {
+            size_t n = (size_t)(at - p);
+            if (n) return give(L, s, n < (size_t)size ? n : (size_t)size, 0);
+            if (!inclusive) {
+                s->rbuf.off += plen;
+                lua_pushboolean(L, 0);
+                return 1;
+            }
+            give(L, s, plen, 0);
+            lua_pushboolean(L, 1);
+            return 2;
+        }
+        /* No pattern yet: bytes that cannot start it may go, size at a time. */
+        size_t safe = have >= plen ? have - (plen - 1) : 0;
+        if (size && safe >= (size_t)size) return give(L, s, (size_t)size, 0);
         int r = fill(s);
         if (r == 1) continue;
         if (r == 0) {
@@ -771,24 +905,31 @@ static int m_setkeepalive(lua_State *L)
     s->next = pool;
     pool = s;
     loop_timer(lstate_g.loop, &s->idle, idle_ms);
+    if (s->limit) limit_wake(s->limit); /* a queued connect may take it */
     lua_pushinteger(L, 1);
     return 1;
 }
 
 /* The methods that may wait, as Lua loops over the C steps (c, WAIT). */
 static const char methods_lua[] =
-    "local c, WAIT, RESOLVE = ...\n"
+    "local c, WAIT, RESOLVE, QUEUED = ...\n"
     "local m = {}\n"
     "function m.connect(sock, host, port, opts)\n"
-    "  local ok, err = c.connect(sock, host, port, opts)\n"
-    "  if ok == RESOLVE then\n"
-    "    local addr, rerr = c.resolve(sock, host)\n"
-    "    if not addr then return nil, rerr end\n"
-    "    ok, err = c.connect(sock, host, port, opts, addr)\n"
+    "  while true do\n"
+    "    local ok, err = c.connect(sock, host, port, opts)\n"
+    "    if ok == RESOLVE then\n"
+    "      local addr, rerr = c.resolve(sock, host)\n"
+    "      if not addr then return nil, rerr end\n"
+    "      ok, err = c.connect(sock, host, port, opts, addr)\n"
+    "    end\n"
+    "    if ok ~= QUEUED then\n"
+    "      if ok ~= WAIT then return ok, err end\n"
+    "      if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
+    "      return c.connected(sock)\n"
+    "    end\n"
+    "    -- in the pool's backlog: try again when a connection is free\n"
+    "    if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
     "  end\n"
-    "  if ok ~= WAIT then return ok, err end\n"
-    "  if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
-    "  return c.connected(sock)\n"
     "end\n"
     "function m.send(sock, data)\n"
     "  local n, err = c.send(sock, data)\n"
@@ -808,13 +949,16 @@ static const char methods_lua[] =
     "function m.receiveuntil(sock, pattern, opts)\n"
     "  if type(pattern) ~= 'string' or pattern == '' then error('bad pattern argument', 2) end\n"
     "  local inclusive = type(opts) == 'table' and opts.inclusive\n"
+    "  local ended = false\n"
     "  return function(size)\n"
-    "    if size then\n"
-    "      error('receiveuntil: the size argument of the iterator is not supported', 2)\n"
-    "    end\n"
+    "    if size and ended then ended = false; return nil end\n"
     "    while true do\n"
-    "      local data, err, partial = c.receive_until(sock, pattern, inclusive)\n"
-    "      if data ~= WAIT then return data, err, partial end\n"
+    "      local data, err, partial = c.receive_until(sock, pattern, inclusive, size)\n"
+    "      if data == false then return nil end -- the pattern, consumed: this part is over\n"
+    "      if data ~= WAIT then\n"
+    "        if err == true then ended = true; return data end -- the pattern itself (inclusive)\n"
+    "        return data, err, partial\n"
+    "      end\n"
     "      if not c.wait(sock, 'r') then return c.timed_out(sock, true) end\n"
     "    end\n"
     "  end\n"
@@ -849,7 +993,7 @@ static const char udp_methods_lua[] =
     "end\n"
     "return m\n";
 
-/* Pushes a methods chunk's arguments (c, WAIT, RESOLVE) and calls it. */
+/* Pushes a methods chunk's arguments (c, WAIT, RESOLVE, QUEUED) and calls it. */
 static void call_methods(lua_State *L)
 {
     static const luaL_Reg steps[] = {
@@ -863,7 +1007,8 @@ static void call_methods(lua_State *L)
     luaL_setfuncs(L, steps, 0);
     lua_pushlightuserdata(L, &wait_token);
     lua_pushlightuserdata(L, &resolve_token);
-    lua_call(L, 3, 1);
+    lua_pushlightuserdata(L, &queued_token);
+    lua_call(L, 4, 1);
 }
 
 /* __gc and __metatable of the metatable on top. */

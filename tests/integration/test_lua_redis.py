@@ -155,6 +155,11 @@ def test_socket_calls_and_their_failures():
                 break
             if line == b"silent":
                 continue
+            if line == b"boundary":
+                c.sendall(b"hello, world\r\n--abcedhb")
+                time.sleep(0.05)
+                c.sendall(b"next part\r\n--abcedhbtail")
+                continue
             c.sendall(b"got " + line + b"\r\n--END--tail")
         c.close()
 
@@ -188,6 +193,24 @@ def test_socket_calls_and_their_failures():
               '    local data, err, partial = s:receive()\n'
               '    return 200, tostring(data) .. " " .. err .. " [" .. partial .. "]"\n'
               '  end\n'
+              '  if req.path == "/chunks" then\n'
+              '    s:send("boundary\\n")\n'
+              '    local incl = req.query == "inclusive"\n'
+              '    local reader = s:receiveuntil("\\r\\n--abcedhb", {inclusive = incl})\n'
+              '    local out = {}\n'
+              '    for part = 1, 2 do\n'
+              '      while true do\n'
+              '        local data, err = reader(4)\n'
+              '        if not data then\n'
+              '          if err then return 200, "error " .. err end\n'
+              '          out[#out + 1] = "|"\n'
+              '          break\n'
+              '        end\n'
+              '        out[#out + 1] = "[" .. data .. "]"\n'
+              '      end\n'
+              '    end\n'
+              '    return 200, table.concat(out) .. s:receive(4)\n'
+              '  end\n'
               '  if req.path == "/all" then\n'
               '    s:send("x\\nbye\\n")\n'
               '    return 200, s:receive("*a")\n'
@@ -206,6 +229,10 @@ def test_socket_calls_and_their_failures():
             lp.expect(lp.get(p.port, "/timeout"), 200, b"nil timeout []")
             lp.expect(lp.get(p.port, "/partial"), 200, b"nil closed [half a li]")
             lp.expect(lp.get(p.port, "/all"), 200, b"got x\r\n--END--tail")
+            # OpenResty's documented example of the iterator with a size.
+            lp.expect(lp.get(p.port, "/chunks"), 200, b"[hell][o, w][orld]|[next][ par][t]|tail")
+            lp.expect(lp.get(p.port, "/chunks?inclusive"), 200,
+                      b"[hell][o, w][orld][\r\n--abcedhb]|[next][ par][t][\r\n--abcedhb]|tail")
             lp.expect(lp.get(p.port, "/unread"), 200, b"nil unread data in buffer")
     finally:
         stop.set()
@@ -252,3 +279,73 @@ def test_client_gone_while_its_request_waits_on_a_socket():
             assert p.alive()
     finally:
         rd.stop()
+
+
+def test_connect_backlog_queues_past_the_pool_size():
+    # A line server that answers each line after 300 ms, on one connection
+    # after another; it counts the connections it accepts.
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    accepted = []
+    stop = threading.Event()
+
+    def handle(c):
+        f = c.makefile("rb")
+        for line in f:
+            time.sleep(0.3)
+            c.sendall(b"ok " + line.strip() + b"\r\n")
+        c.close()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            accepted.append(c)
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    script = ('function on_get(req)\n'
+              '  local s = proxy.socket.tcp()\n'
+              '  s:settimeouts(tonumber(req.query) or 2000, 2000, 2000)\n'
+              '  local ok, err = s:connect("127.0.0.1", %d, {pool_size = 1, backlog = 1})\n'
+              '  if not ok then return 200, "connect: " .. err end\n'
+              '  local reused = s:getreusedtimes()\n'
+              '  s:send("x\\n")\n'
+              '  local line = s:receive()\n'
+              '  s:setkeepalive()\n'
+              '  return 200, line .. " reused=" .. reused\n'
+              'end\n') % port
+    try:
+        with lp.Proxy(script) as p:
+            results = [None] * 3
+
+            def call(i, q=""):
+                results[i] = lp.get(p.port, "/" + q, timeout=10).body.decode()
+            ts = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+            for t in ts:
+                t.start()
+                time.sleep(0.05)
+            for t in ts:
+                t.join(10)
+            assert sorted(results) == sorted(["ok x reused=0", "ok x reused=1",
+                                              "connect: too many waiting connect operations"]), results
+            assert len(accepted) == 1, "the pool of size 1 opened %d connections" % len(accepted)
+            # Queued longer than its connect timeout: "timeout".
+            t = threading.Thread(target=call, args=(0,))
+            t.start()
+            time.sleep(0.05)
+            call(1, "?100")
+            t.join(10)
+            assert results[1] == "connect: timeout", results
+            assert results[0] == "ok x reused=2", results
+    finally:
+        stop.set()
+        th.join(2)
+        srv.close()
