@@ -97,14 +97,7 @@ static void queue_remove(struct lsock *s)
     l->queued--;
 }
 
-static void on_queue_ready(struct timer *t)
-{
-    struct lrun *r = container_of(t, struct lrun, wake);
-    struct lsock *s = r->cancel_arg;
-    if (s) s->waiter = NULL;
-    lua_pushboolean(r->co, 1);
-    lrun_continue(r, 1);
-}
+static void on_queue_ready(struct timer *t);
 
 /* Room in l (a connection closed, or one came back idle): the first queued
  * connect tries again, on the next turn of the loop (never from inside the
@@ -211,13 +204,24 @@ static void on_io(struct io *io, unsigned events)
     lrun_continue(r, 1);
 }
 
-static void on_timeout(struct timer *t)
+/* The run's wake timer: the wait is over, ready (true) or not (false). */
+static void wake_run(struct timer *t, bool ready)
 {
     struct lrun *r = container_of(t, struct lrun, wake);
     struct lsock *s = r->cancel_arg;
     if (s) s->waiter = NULL;
-    lua_pushboolean(r->co, 0);
+    lua_pushboolean(r->co, ready);
     lrun_continue(r, 1);
+}
+
+static void on_timeout(struct timer *t)
+{
+    wake_run(t, false);
+}
+
+static void on_queue_ready(struct timer *t)
+{
+    wake_run(t, true);
 }
 
 /* The run is dropped while its socket waits (its client went away): the

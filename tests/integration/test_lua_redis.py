@@ -10,6 +10,36 @@ import time
 import lp
 import redis
 
+
+def line_server(handle, accepted=None):
+    """A TCP server on 127.0.0.1 calling handle(conn) in a thread per
+    connection; returns (port, stop)."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop_flag = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop_flag.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            if accepted is not None:
+                accepted.append(c)
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+
+    def stop():
+        stop_flag.set()
+        th.join(2)
+        srv.close()
+    return srv.getsockname()[1], stop
+
 LIMITER = '''
 local redis = require "nginx.redis"
 local PORT = %d
@@ -128,22 +158,6 @@ def test_redis_killed_stopped_and_back():
 def test_socket_calls_and_their_failures():
     # A tiny line server: echoes "got <line>", closes on "bye", sends a
     # partial line then closes on "partial".
-    import socket
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    port = srv.getsockname()[1]
-    stop = threading.Event()
-
-    def serve():
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
     def handle(c):
         f = c.makefile("rb")
         for line in f:
@@ -163,8 +177,7 @@ def test_socket_calls_and_their_failures():
             c.sendall(b"got " + line + b"\r\n--END--tail")
         c.close()
 
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
+    port, stop = line_server(handle)
     dead = lp.free_port()
     script = ('local PORT, DEAD = %d, %d\n'
               'function on_get(req)\n'
@@ -235,9 +248,7 @@ def test_socket_calls_and_their_failures():
                       b"[hell][o, w][orld][\r\n--abcedhb]|[next][ par][t][\r\n--abcedhb]|tail")
             lp.expect(lp.get(p.port, "/unread"), 200, b"nil unread data in buffer")
     finally:
-        stop.set()
-        th.join(2)
-        srv.close()
+        stop()
 
 
 def test_unix_socket_redis():
@@ -284,13 +295,7 @@ def test_client_gone_while_its_request_waits_on_a_socket():
 def test_connect_backlog_queues_past_the_pool_size():
     # A line server that answers each line after 300 ms, on one connection
     # after another; it counts the connections it accepts.
-    import socket
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    port = srv.getsockname()[1]
     accepted = []
-    stop = threading.Event()
 
     def handle(c):
         f = c.makefile("rb")
@@ -299,18 +304,7 @@ def test_connect_backlog_queues_past_the_pool_size():
             c.sendall(b"ok " + line.strip() + b"\r\n")
         c.close()
 
-    def serve():
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                continue
-            accepted.append(c)
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
+    port, stop = line_server(handle, accepted)
     script = ('function on_get(req)\n'
               '  local s = proxy.socket.tcp()\n'
               '  s:settimeouts(tonumber(req.query) or 2000, 2000, 2000)\n'
@@ -346,6 +340,4 @@ def test_connect_backlog_queues_past_the_pool_size():
             assert results[1] == "connect: timeout", results
             assert results[0] == "ok x reused=2", results
     finally:
-        stop.set()
-        th.join(2)
-        srv.close()
+        stop()
