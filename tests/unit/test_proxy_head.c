@@ -13,7 +13,7 @@
 #include "head_parse.h"
 #include "script_types.h"
 
-#define XFF_V4 "x-forwarded-for: 192.0.2.7\r\n"
+#define XFF_V4 "x-forwarded-for: 127.0.0.7\r\n"
 #define PROTO "x-forwarded-proto: http\r\n"
 
 static struct buf out;
@@ -24,7 +24,7 @@ static void setup(void)
 {
     memset(&out, 0, sizeof(out));
     peer4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(40000)};
-    ck_assert_int_eq(inet_pton(AF_INET, "192.0.2.7", &peer4.sin_addr), 1);
+    ck_assert_int_eq(inet_pton(AF_INET, "127.0.0.7", &peer4.sin_addr), 1);
 }
 
 static void teardown(void)
@@ -113,7 +113,7 @@ END_TEST
 
 START_TEST(request_underscore_names_dropped)
 {
-    forwards_as("GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nX-Ok: 1\r\n"
+    forwards_as("GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 127.6.6.6\r\nX-Ok: 1\r\n"
                 "Transfer_Encoding: chunked\r\n\r\n",
                 "GET / HTTP/1.1\r\nHost: h\r\nX-Ok: 1\r\n" XFF_V4 PROTO "\r\n");
 }
@@ -123,14 +123,14 @@ START_TEST(request_forwarded_for_appended)
 {
     /* Every X-Forwarded-For of the client, in order, then its address; its
      * X-Forwarded-Proto is replaced by ours. */
-    forwards_as("GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nHost: h\r\n"
-                "X-Forwarded-Proto: https\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\n\r\n",
+    forwards_as("GET / HTTP/1.1\r\nX-Forwarded-For: 127.0.0.11\r\nHost: h\r\n"
+                "X-Forwarded-Proto: https\r\nx-forwarded-for: 127.0.0.12, 127.0.0.13\r\n\r\n",
                 "GET / HTTP/1.1\r\nHost: h\r\n"
-                "x-forwarded-for: 10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7\r\n" PROTO "\r\n");
+                "x-forwarded-for: 127.0.0.11, 127.0.0.12, 127.0.0.13, 127.0.0.7\r\n" PROTO "\r\n");
 
     /* Each octet width (the IPv4 address is formatted by hand). */
-    static const char *const addrs[] = {"0.9.10.99", "100.199.200.255", "255.255.255.255",
-                                        "0.0.0.0"};
+    static const char *const addrs[] = {"127.9.10.99", "127.199.200.255", "127.255.255.255",
+                                        "127.0.0.0"};
     for (size_t i = 0; i < CHECK_COUNT(addrs); i++) {
         ck_assert_int_eq(inet_pton(AF_INET, addrs[i], &peer4.sin_addr), 1);
         forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", NULL, false);
@@ -145,8 +145,8 @@ END_TEST
 START_TEST(request_forwarded_for_ipv6)
 {
     struct sockaddr_in6 p6 = {.sin6_family = AF_INET6, .sin6_port = htons(40000)};
-    ck_assert_int_eq(inet_pton(AF_INET6, "2001:db8::1", &p6.sin6_addr), 1);
-    head_parse_request(&hp, "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n");
+    ck_assert_int_eq(inet_pton(AF_INET6, "::1", &p6.sin6_addr), 1);
+    head_parse_request(&hp, "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 127.0.0.11\r\n\r\n");
     struct proxy_request_head h = {
         .req = &hp.msg,
         .base = hp.data,
@@ -155,7 +155,7 @@ START_TEST(request_forwarded_for_ipv6)
         .default_host = "unused",
     };
     ck_assert_int_eq(proxy_head_request(&out, &h), 0);
-    expect_out("GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-for: 10.0.0.1, 2001:db8::1\r\n" PROTO
+    expect_out("GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-for: 127.0.0.11, ::1\r\n" PROTO
                "\r\n");
 }
 END_TEST
@@ -229,16 +229,16 @@ START_TEST(request_script_forwarded_headers_and_host)
     /* The script's X-Forwarded-For/-Proto replace ours; a removed one is
      * not added back. A Host the script removes is replaced by the
      * server's, one it sets is the only one. */
-    struct script_header set[] = {hdr("X-Forwarded-For", "1.2.3.4"),
+    struct script_header set[] = {hdr("X-Forwarded-For", "127.1.2.3"),
                                   hdr("X-Forwarded-Proto", "https"), hdr("Host", "h2")};
     struct script_edits e = {.headers = set, .nheaders = CHECK_COUNT(set)};
-    forward("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n", &e, false);
-    expect_out("GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nHost: "
+    forward("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 127.0.0.11\r\n\r\n", &e, false);
+    expect_out("GET / HTTP/1.1\r\nX-Forwarded-For: 127.1.2.3\r\nX-Forwarded-Proto: https\r\nHost: "
                "h2\r\n\r\n");
 
     struct script_header del[] = {hdr("x-forwarded-for", NULL), hdr("HOST", NULL)};
     struct script_edits d = {.headers = del, .nheaders = CHECK_COUNT(del)};
-    forward("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n", &d, false);
+    forward("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 127.0.0.11\r\n\r\n", &d, false);
     expect_out("GET / HTTP/1.1\r\nhost: backend.local:8080\r\n" PROTO "\r\n");
 }
 END_TEST
