@@ -9,6 +9,8 @@
  * edge always comes. */
 #include "lsock.h"
 
+#include "lsock_parts.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -31,31 +33,10 @@
 #include "lstate.h"
 
 #define SOCK_MT "luaproxy.socket.tcp"
-#define UDP_MT "luaproxy.socket.udp"
-#define UDP_MAX 65536
 #define DEFAULT_TIMEOUT_MS 60000
 #define DEFAULT_POOL_SIZE 30
 #define READ_CHUNK 16384
 
-struct lsock {
-    struct io io;          /* fd -1: closed */
-    struct lrun *waiter;   /* the run waiting on it, if any */
-    uint64_t connect_ms, send_ms, read_ms;
-    uint64_t deadline;     /* loop ms no wait may pass (lsock_limits); 0: none */
-    size_t max_line;       /* receive("*l") gives up past it (lsock_limits); 0: none */
-    struct buf rbuf;       /* received, not yet returned: [off, len) */
-    struct buf wbuf;       /* to send: [off, len) */
-    char key[160];         /* its pool's name */
-    int reused;
-    bool connected;
-    bool pooled;           /* idle in the pool */
-    struct timer idle;     /* the pool's max_idle */
-    int pool_size;
-    struct lsock *next;    /* the pool */
-    struct pool_limit *limit; /* the limited pool its connection counts in */
-    bool queued;           /* its connect waits in limit's queue */
-    struct lsock *qnext;
-};
 
 /* A pool that limits its connections (connect's backlog option, as in
  * OpenResty): at most `size` open, in use or idle; connects past that wait
@@ -78,6 +59,7 @@ struct sock_ud {
 
 static struct lsock *pool;
 static char wait_token; /* WAIT: a light userdata the Lua loops compare with */
+void *const lsock_wait_token = &wait_token;
 static char resolve_token; /* RESOLVE: the name needs DNS (c.resolve, then again) */
 static char queued_token;  /* QUEUED: the connect waits in its pool's backlog */
 
@@ -132,7 +114,7 @@ static struct pool_limit *limit_get(const char *key, int size, int backlog)
     return l;
 }
 
-static void sock_close(struct lsock *s)
+void lsock_close(struct lsock *s)
 {
     queue_remove(s);
     if (s->io.fd != -1) {
@@ -151,7 +133,7 @@ static void sock_close(struct lsock *s)
 
 static void sock_free(struct lsock *s)
 {
-    sock_close(s);
+    lsock_close(s);
     if (lstate_g.loop) timer_cancel(&lstate_g.loop->timers, &s->idle);
     buf_free(&s->rbuf);
     buf_free(&s->wbuf);
@@ -186,7 +168,7 @@ void lsock_pool_free(void)
 
 /* ---- waking ------------------------------------------------------------ */
 
-static void on_io(struct io *io, unsigned events)
+void lsock_on_io(struct io *io, unsigned events)
 {
     struct lsock *s = container_of(io, struct lsock, io);
     if (s->pooled) {
@@ -230,7 +212,7 @@ static void on_cancel(struct lrun *r, void *arg)
 {
     struct lsock *s = arg;
     s->waiter = NULL;
-    sock_close(s);
+    lsock_close(s);
 }
 
 static void on_idle_timeout(struct timer *t)
@@ -243,10 +225,10 @@ static void on_idle_timeout(struct timer *t)
 /* ---- the C steps ------------------------------------------------------- */
 
 /* The socket of argument 1, a tcp or a udp one. */
-static struct lsock *check(lua_State *L)
+struct lsock *lsock_check(lua_State *L)
 {
     struct sock_ud *ud = luaL_testudata(L, 1, SOCK_MT);
-    if (!ud) ud = luaL_checkudata(L, 1, UDP_MT);
+    if (!ud) ud = luaL_checkudata(L, 1, LSOCK_UDP_MT);
     if (!ud->s) {
         ud->s = calloc(1, sizeof(*ud->s));
         if (!ud->s) luaL_error(L, "out of memory");
@@ -257,14 +239,14 @@ static struct lsock *check(lua_State *L)
     return ud->s;
 }
 
-static int fail(lua_State *L, const char *err)
+int lsock_fail(lua_State *L, const char *err)
 {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
 }
 
-static int sock_new_mt(lua_State *L, const char *mt)
+int lsock_new(lua_State *L, const char *mt)
 {
     struct sock_ud *ud = lua_newuserdata(L, sizeof(*ud));
     ud->s = NULL;
@@ -275,12 +257,7 @@ static int sock_new_mt(lua_State *L, const char *mt)
 
 static int sock_new(lua_State *L)
 {
-    return sock_new_mt(L, SOCK_MT);
-}
-
-static int udp_new(lua_State *L)
-{
-    return sock_new_mt(L, UDP_MT);
+    return lsock_new(L, SOCK_MT);
 }
 
 static int sock_gc(lua_State *L)
@@ -294,44 +271,6 @@ static int sock_gc(lua_State *L)
     return 0;
 }
 
-/* A name: a numeric address, or one of /etc/hosts (names that need DNS are
- * not resolved yet: that comes with the resolver). */
-static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    struct sockaddr_in *in = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)port);
-        *len = sizeof(*in);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        *len = sizeof(*in6);
-        return 0;
-    }
-    FILE *f = fopen("/etc/hosts", "re");
-    if (!f) return -1;
-    char line[512];
-    int rc = -1;
-    while (rc && fgets(line, sizeof(line), f)) {
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
-        char *save, *addr = strtok_r(line, " \t\r\n", &save);
-        if (!addr) continue;
-        for (char *name; (name = strtok_r(NULL, " \t\r\n", &save));)
-            if (!strcasecmp(name, host) && strcmp(addr, host) && resolve(addr, port, ss, len) == 0) {
-                rc = 0;
-                break;
-            }
-    }
-    fclose(f);
-    return rc;
-}
-
 /* The address of host:port, or of "unix:/path", into ss: 0. Otherwise
  * what the step returns is pushed (RESOLVE when the name needs DNS, or nil,
  * err), and its count returned. addr: what c.resolve found for host. */
@@ -342,12 +281,12 @@ static int peer_address(lua_State *L, const char *host, int port, const char *ad
         struct sockaddr_un *un = (struct sockaddr_un *)ss;
         memset(un, 0, sizeof(*un));
         un->sun_family = AF_UNIX;
-        if (strlen(host + 5) >= sizeof(un->sun_path)) return fail(L, "unix socket path too long");
+        if (strlen(host + 5) >= sizeof(un->sun_path)) return lsock_fail(L, "unix socket path too long");
         strcpy(un->sun_path, host + 5);
         *slen = sizeof(*un);
         return 0;
     }
-    if (resolve(addr ? addr : host, port, ss, slen) == 0) return 0;
+    if (lsock_resolve(addr ? addr : host, port, ss, slen) == 0) return 0;
     if (!addr) {
         lua_pushlightuserdata(L, &resolve_token);
         return 1;
@@ -358,13 +297,13 @@ static int peer_address(lua_State *L, const char *host, int port, const char *ad
 }
 
 /* peer_address, then a non-blocking socket of type for it in *fd. */
-static int peer_open(lua_State *L, const char *host, int port, const char *addr, int type,
+int lsock_peer_open(lua_State *L, const char *host, int port, const char *addr, int type,
                      struct sockaddr_storage *ss, socklen_t *slen, int *fd)
 {
     int nret = peer_address(L, host, port, addr, ss, slen);
     if (nret) return nret;
     *fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    return *fd == -1 ? fail(L, strerror(errno)) : 0;
+    return *fd == -1 ? lsock_fail(L, strerror(errno)) : 0;
 }
 
 static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_ud *ud)
@@ -391,12 +330,12 @@ static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_u
 static int step_connect(lua_State *L)
 {
     lrun_current(L); /* only where waiting is allowed */
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     struct sock_ud *ud = lua_touserdata(L, 1);
     const char *host = luaL_checkstring(L, 2);
     bool unix_path = !strncmp(host, "unix:", 5);
     int port = unix_path ? 0 : (int)luaL_checkinteger(L, 3);
-    if (!unix_path && (port < 1 || port > 65535)) return fail(L, "bad port");
+    if (!unix_path && (port < 1 || port > 65535)) return lsock_fail(L, "bad port");
     char key[160];
     int opts = unix_path ? 3 : 4;
     int backlog = -1;
@@ -417,7 +356,7 @@ static int step_connect(lua_State *L)
     if (pool_name) snprintf(key, sizeof(key), "%s", pool_name);
     else if (unix_path) snprintf(key, sizeof(key), "%s", host);
     else snprintf(key, sizeof(key), "%s:%d", host, port);
-    if (s->io.fd != -1) sock_close(s);
+    if (s->io.fd != -1) lsock_close(s);
     if (pool_take(s, key, ud)) {
         lua_pushboolean(L, 1);
         return 1;
@@ -427,9 +366,9 @@ static int step_connect(lua_State *L)
     struct pool_limit *limit = NULL;
     if (backlog >= 0) {
         limit = limit_get(key, s->pool_size > 0 ? s->pool_size : DEFAULT_POOL_SIZE, backlog);
-        if (!limit) return fail(L, "out of memory");
+        if (!limit) return lsock_fail(L, "out of memory");
         if (limit->open >= limit->size) {
-            if (limit->queued >= limit->backlog) return fail(L, "too many waiting connect operations");
+            if (limit->queued >= limit->backlog) return lsock_fail(L, "too many waiting connect operations");
             s->limit = limit;
             s->queued = true;
             s->qnext = NULL;
@@ -442,14 +381,14 @@ static int step_connect(lua_State *L)
     }
     struct sockaddr_storage ss;
     socklen_t slen;
-    int fd, nret = peer_open(L, host, port, lua_tostring(L, 5), SOCK_STREAM, &ss, &slen, &fd);
+    int fd, nret = lsock_peer_open(L, host, port, lua_tostring(L, 5), SOCK_STREAM, &ss, &slen, &fd);
     if (nret) return nret;
     if (!unix_path) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     s->io.fd = fd;
-    s->io.cb = on_io;
+    s->io.cb = lsock_on_io;
     if (limit) { /* counts in its pool from now until it closes */
         s->limit = limit;
         limit->open++;
@@ -458,7 +397,7 @@ static int step_connect(lua_State *L)
         int e = errno;
         close(fd);
         s->io.fd = -1;
-        return fail(L, strerror(e));
+        return lsock_fail(L, strerror(e));
     }
     s->rbuf.len = s->rbuf.off = 0;
     s->reused = 0;
@@ -469,8 +408,8 @@ static int step_connect(lua_State *L)
     }
     if (errno != EINPROGRESS) {
         int e = errno;
-        sock_close(s);
-        return fail(L, e == ECONNREFUSED ? "connection refused" : strerror(e));
+        lsock_close(s);
+        return lsock_fail(L, e == ECONNREFUSED ? "connection refused" : strerror(e));
     }
     lua_pushlightuserdata(L, &wait_token);
     return 1;
@@ -479,55 +418,30 @@ static int step_connect(lua_State *L)
 /* c.connected(sock) -> true | nil, err (after the wait) */
 static int step_connected(lua_State *L)
 {
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     int err = 0;
     socklen_t len = sizeof(err);
-    if (s->io.fd == -1) return fail(L, "closed");
+    if (s->io.fd == -1) return lsock_fail(L, "closed");
     getsockopt(s->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err) {
-        sock_close(s);
-        return fail(L, err == ECONNREFUSED ? "connection refused" : strerror(err));
+        lsock_close(s);
+        return lsock_fail(L, err == ECONNREFUSED ? "connection refused" : strerror(err));
     }
     s->connected = true;
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* A string, or an array of strings (nested), appended to b. */
-static const char *flatten(lua_State *L, int idx, struct buf *b, int depth)
-{
-    if (depth > 64) return "table nested too deep";
-    int t = lua_type(L, idx);
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-        size_t n;
-        const char *p = lua_tolstring(L, idx, &n);
-        return buf_append(b, p, n) ? "out of memory" : NULL;
-    }
-    if (t == LUA_TBOOLEAN || t == LUA_TNIL) {
-        const char *p = t == LUA_TNIL ? "nil" : lua_toboolean(L, idx) ? "true" : "false";
-        return buf_puts(b, p) ? "out of memory" : NULL;
-    }
-    if (t != LUA_TTABLE) return "bad data: a string or an array of strings expected";
-    int n = (int)lua_objlen(L, idx);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, idx, i);
-        const char *err = flatten(L, lua_gettop(L), b, depth + 1);
-        lua_pop(L, 1);
-        if (err) return err;
-    }
-    return NULL;
-}
-
 /* The socket of a send step, with its data (argument 2, when given: a
  * first call, not a continuation) in wbuf; NULL when it is closed. */
-static struct lsock *send_prepare(lua_State *L)
+struct lsock *lsock_send_prepare(lua_State *L)
 {
     lrun_current(L);
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     if (s->io.fd == -1 || !s->connected) return NULL;
     if (lua_gettop(L) >= 2) {
         s->wbuf.len = s->wbuf.off = 0;
-        const char *err = flatten(L, 2, &s->wbuf, 0);
+        const char *err = lsock_flatten(L, 2, &s->wbuf, 0);
         if (err) luaL_argerror(L, 2, err);
     }
     return s;
@@ -536,8 +450,8 @@ static struct lsock *send_prepare(lua_State *L)
 /* c.send(sock, data) -> bytes | nil, err | WAIT; c.send(sock) continues. */
 static int step_send(lua_State *L)
 {
-    struct lsock *s = send_prepare(L);
-    if (!s) return fail(L, "closed");
+    struct lsock *s = lsock_send_prepare(L);
+    if (!s) return lsock_fail(L, "closed");
     size_t total = s->wbuf.len;
     while (buf_pending(&s->wbuf)) {
         ssize_t n = send(s->io.fd, s->wbuf.data + s->wbuf.off, buf_pending(&s->wbuf), MSG_NOSIGNAL);
@@ -551,8 +465,8 @@ static int step_send(lua_State *L)
             return 1;
         }
         int e = errno;
-        sock_close(s);
-        return fail(L, e == EPIPE || e == ECONNRESET ? "closed" : strerror(e));
+        lsock_close(s);
+        return lsock_fail(L, e == EPIPE || e == ECONNRESET ? "closed" : strerror(e));
     }
     s->wbuf.len = s->wbuf.off = 0;
     lua_pushinteger(L, (lua_Integer)total);
@@ -598,7 +512,7 @@ static int give_up(lua_State *L, struct lsock *s, const char *err)
 static int step_receive(lua_State *L)
 {
     lrun_current(L);
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     if (s->io.fd == -1 || !s->connected) return give_up(L, s, "closed");
     bool all = false, line = true;
     lua_Integer want = 0;
@@ -629,7 +543,7 @@ static int step_receive(lua_State *L)
         if (want && have >= (size_t)want) return give(L, s, (size_t)want, 0);
         if (line && s->max_line && have > s->max_line) { /* a line without end: not in memory */
             int n = give_up(L, s, "line too long");
-            sock_close(s);
+            lsock_close(s);
             return n;
         }
         int r = fill(s);
@@ -642,15 +556,15 @@ static int step_receive(lua_State *L)
             if (all) {
                 lua_pushlstring(L, s->rbuf.data ? s->rbuf.data + s->rbuf.off : "", buf_pending(&s->rbuf));
                 s->rbuf.off = s->rbuf.len;
-                sock_close(s);
+                lsock_close(s);
                 return 1;
             }
             int n = give_up(L, s, "closed");
-            sock_close(s);
+            lsock_close(s);
             return n;
         }
         int n = give_up(L, s, strerror(errno));
-        sock_close(s);
+        lsock_close(s);
         return n;
     }
 }
@@ -659,7 +573,7 @@ static int step_receive(lua_State *L)
 static int step_receive_until(lua_State *L)
 {
     lrun_current(L);
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     size_t plen;
     const char *pat = luaL_checklstring(L, 2, &plen);
     bool inclusive = lua_toboolean(L, 3);
@@ -699,7 +613,7 @@ static int step_receive_until(lua_State *L)
             return 1;
         }
         int n = give_up(L, s, r == -1 ? "closed" : strerror(errno));
-        sock_close(s);
+        lsock_close(s);
         return n;
     }
 }
@@ -707,7 +621,7 @@ static int step_receive_until(lua_State *L)
 /* c.wait(sock, "r" | "w" | "c") -> true (ready) | false (timeout); yields */
 static int step_wait(lua_State *L)
 {
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     const char *mode = luaL_checkstring(L, 2);
     struct lrun *r = lrun_current(L);
     uint64_t ms = mode[0] == 'c' ? s->connect_ms : mode[0] == 'w' ? s->send_ms : s->read_ms;
@@ -726,104 +640,21 @@ static int step_wait(lua_State *L)
 /* c.timed_out(sock, partial_on_timeout) -> nil, "timeout" [, partial] */
 static int step_timed_out(lua_State *L)
 {
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     if (lua_toboolean(L, 2)) {
         /* OpenResty keeps the socket usable after a read timeout; the bytes
          * read so far are handed back. */
         return give_up(L, s, "timeout");
     }
-    sock_close(s);
-    return fail(L, "timeout");
-}
-
-/* ---- udp --------------------------------------------------------------- */
-
-/* c.setpeername(sock, host, port, nil [, addr]) -> 1 | nil, err | RESOLVE */
-static int step_setpeername(lua_State *L)
-{
-    struct lsock *s = check(L);
-    const char *host = luaL_checkstring(L, 2);
-    bool unix_path = !strncmp(host, "unix:", 5);
-    int port = unix_path ? 0 : (int)luaL_checkinteger(L, 3);
-    if (!unix_path && (port < 1 || port > 65535)) return fail(L, "bad port");
-    if (s->io.fd != -1) sock_close(s);
-    struct sockaddr_storage ss;
-    socklen_t slen;
-    int fd, nret = peer_open(L, host, port, lua_tostring(L, 5), SOCK_DGRAM, &ss, &slen, &fd);
-    if (nret) return nret;
-    s->io.fd = fd;
-    s->io.cb = on_io;
-    s->rbuf.len = s->rbuf.off = 0;
-    int rc = loop_add(lstate_g.loop, &s->io, IO_READ | IO_WRITE);
-    /* A datagram socket's connect only fixes the peer: it does not wait. */
-    if (rc == 0 && connect(fd, (struct sockaddr *)&ss, slen) == -1) rc = -errno;
-    if (rc) {
-        sock_close(s);
-        return fail(L, strerror(-rc));
-    }
-    s->connected = true;
-    lua_pushinteger(L, 1);
-    return 1;
-}
-
-/* What a refused datagram (an ICMP port unreachable) or other error says. */
-static int udp_fail(lua_State *L, int e)
-{
-    return fail(L, e == ECONNREFUSED ? "connection refused" : strerror(e));
-}
-
-/* c.usend(sock [, data]) -> 1 | nil, err | WAIT: the data is one datagram. */
-static int step_usend(lua_State *L)
-{
-    struct lsock *s = send_prepare(L);
-    if (!s) return fail(L, "closed");
-    for (;;) {
-        ssize_t n = send(s->io.fd, s->wbuf.data ? s->wbuf.data : "", s->wbuf.len, MSG_NOSIGNAL);
-        if (n >= 0) break;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-            lua_pushlightuserdata(L, &wait_token);
-            return 1;
-        }
-        return udp_fail(L, errno);
-    }
-    s->wbuf.len = s->wbuf.off = 0;
-    lua_pushinteger(L, 1);
-    return 1;
-}
-
-/* c.ureceive(sock [, size]) -> datagram | nil, err | WAIT. A datagram
- * longer than size is cut, as recv does. */
-static int step_ureceive(lua_State *L)
-{
-    lrun_current(L);
-    struct lsock *s = check(L);
-    lua_Integer size = luaL_optinteger(L, 2, UDP_MAX);
-    if (size <= 0) return luaL_argerror(L, 2, "bad size");
-    if (size > UDP_MAX) size = UDP_MAX;
-    if (s->io.fd == -1 || !s->connected) return fail(L, "closed");
-    s->rbuf.len = s->rbuf.off = 0;
-    if (buf_reserve(&s->rbuf, (size_t)size)) return fail(L, "out of memory");
-    for (;;) {
-        ssize_t n = recv(s->io.fd, s->rbuf.data, (size_t)size, 0);
-        if (n >= 0) {
-            lua_pushlstring(L, s->rbuf.data, (size_t)n);
-            return 1;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-            lua_pushlightuserdata(L, &wait_token);
-            return 1;
-        }
-        return udp_fail(L, errno);
-    }
+    lsock_close(s);
+    return lsock_fail(L, "timeout");
 }
 
 /* c.resolve(sock, name) -> address | nil, err; waits for the answer as
  * long as the connect timeout. */
 static int step_resolve(lua_State *L)
 {
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     return ldns_wait(L, luaL_checkstring(L, 2), s->connect_ms);
 }
 
@@ -844,16 +675,16 @@ void lsock_limits(lua_State *L, int idx, uint64_t at_ms, size_t max_line)
     }
 }
 
-static int m_settimeout(lua_State *L)
+int lsock_m_settimeout(lua_State *L)
 {
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     s->connect_ms = s->send_ms = s->read_ms = ms_arg(L, 2, DEFAULT_TIMEOUT_MS);
     return 0;
 }
 
 static int m_settimeouts(lua_State *L)
 {
-    struct lsock *s = check(L);
+    struct lsock *s = lsock_check(L);
     s->connect_ms = ms_arg(L, 2, s->connect_ms);
     s->send_ms = ms_arg(L, 3, s->send_ms);
     s->read_ms = ms_arg(L, 4, s->read_ms);
@@ -862,17 +693,17 @@ static int m_settimeouts(lua_State *L)
 
 static int m_getreusedtimes(lua_State *L)
 {
-    struct lsock *s = check(L);
-    if (s->io.fd == -1) return fail(L, "closed");
+    struct lsock *s = lsock_check(L);
+    if (s->io.fd == -1) return lsock_fail(L, "closed");
     lua_pushinteger(L, s->reused);
     return 1;
 }
 
-static int m_close(lua_State *L)
+int lsock_m_close(lua_State *L)
 {
-    struct lsock *s = check(L);
-    if (s->io.fd == -1) return fail(L, "closed");
-    sock_close(s);
+    struct lsock *s = lsock_check(L);
+    if (s->io.fd == -1) return lsock_fail(L, "closed");
+    lsock_close(s);
     lua_pushinteger(L, 1);
     return 1;
 }
@@ -880,11 +711,11 @@ static int m_close(lua_State *L)
 static int m_setkeepalive(lua_State *L)
 {
     struct sock_ud *ud = luaL_checkudata(L, 1, SOCK_MT);
-    struct lsock *s = check(L);
-    if (s->io.fd == -1 || !s->connected) return fail(L, "closed");
+    struct lsock *s = lsock_check(L);
+    if (s->io.fd == -1 || !s->connected) return lsock_fail(L, "closed");
     if (buf_pending(&s->rbuf)) {
-        sock_close(s);
-        return fail(L, "unread data in buffer");
+        lsock_close(s);
+        return lsock_fail(L, "unread data in buffer");
     }
     uint64_t idle_ms = ms_arg(L, 2, DEFAULT_TIMEOUT_MS);
     int size = lua_isnumber(L, 3) ? (int)lua_tointeger(L, 3) : s->pool_size ? s->pool_size : DEFAULT_POOL_SIZE;
@@ -892,7 +723,7 @@ static int m_setkeepalive(lua_State *L)
     for (struct lsock *p = pool; p; p = p->next)
         if (!strcmp(p->key, s->key)) count++;
     if (count >= size) { /* the pool is full: the connection goes */
-        sock_close(s);
+        lsock_close(s);
         lua_pushinteger(L, 1);
         return 1;
     }
@@ -900,8 +731,8 @@ static int m_setkeepalive(lua_State *L)
     char c;
     ssize_t n = recv(s->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n != -1 || errno != EAGAIN) {
-        sock_close(s);
-        return fail(L, n > 0 ? "unread data in buffer" : "closed");
+        lsock_close(s);
+        return lsock_fail(L, n > 0 ? "unread data in buffer" : "closed");
     }
     ud->s = NULL; /* the pool owns it now; the userdata is empty */
     s->pooled = true;
@@ -914,100 +745,14 @@ static int m_setkeepalive(lua_State *L)
     return 1;
 }
 
-/* The methods that may wait, as Lua loops over the C steps (c, WAIT). */
-static const char methods_lua[] =
-    "local c, WAIT, RESOLVE, QUEUED = ...\n"
-    "local m = {}\n"
-    "function m.connect(sock, host, port, opts)\n"
-    "  while true do\n"
-    "    local ok, err = c.connect(sock, host, port, opts)\n"
-    "    if ok == RESOLVE then\n"
-    "      local addr, rerr = c.resolve(sock, host)\n"
-    "      if not addr then return nil, rerr end\n"
-    "      ok, err = c.connect(sock, host, port, opts, addr)\n"
-    "    end\n"
-    "    if ok ~= QUEUED then\n"
-    "      if ok ~= WAIT then return ok, err end\n"
-    "      if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
-    "      return c.connected(sock)\n"
-    "    end\n"
-    "    -- in the pool's backlog: try again when a connection is free\n"
-    "    if not c.wait(sock, 'c') then return c.timed_out(sock) end\n"
-    "  end\n"
-    "end\n"
-    "function m.send(sock, data)\n"
-    "  local n, err = c.send(sock, data)\n"
-    "  while n == WAIT do\n"
-    "    if not c.wait(sock, 'w') then return c.timed_out(sock) end\n"
-    "    n, err = c.send(sock)\n"
-    "  end\n"
-    "  return n, err\n"
-    "end\n"
-    "function m.receive(sock, pattern)\n"
-    "  while true do\n"
-    "    local data, err, partial = c.receive(sock, pattern)\n"
-    "    if data ~= WAIT then return data, err, partial end\n"
-    "    if not c.wait(sock, 'r') then return c.timed_out(sock, true) end\n"
-    "  end\n"
-    "end\n"
-    "function m.receiveuntil(sock, pattern, opts)\n"
-    "  if type(pattern) ~= 'string' or pattern == '' then error('bad pattern argument', 2) end\n"
-    "  local inclusive = type(opts) == 'table' and opts.inclusive\n"
-    "  local ended = false\n"
-    "  return function(size)\n"
-    "    if size and ended then ended = false; return nil end\n"
-    "    while true do\n"
-    "      local data, err, partial = c.receive_until(sock, pattern, inclusive, size)\n"
-    "      if data == false then return nil end -- the pattern, consumed: this part is over\n"
-    "      if data ~= WAIT then\n"
-    "        if err == true then ended = true; return data end -- the pattern itself (inclusive)\n"
-    "        return data, err, partial\n"
-    "      end\n"
-    "      if not c.wait(sock, 'r') then return c.timed_out(sock, true) end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return m\n";
-
-/* The udp methods, as methods_lua's. */
-static const char udp_methods_lua[] =
-    "local c, WAIT, RESOLVE = ...\n"
-    "local m = {}\n"
-    "function m.setpeername(sock, host, port)\n"
-    "  local ok, err = c.setpeername(sock, host, port)\n"
-    "  if ok ~= RESOLVE then return ok, err end\n"
-    "  local addr, rerr = c.resolve(sock, host)\n"
-    "  if not addr then return nil, rerr end\n"
-    "  return c.setpeername(sock, host, port, nil, addr)\n"
-    "end\n"
-    "function m.send(sock, data)\n"
-    "  local n, err = c.usend(sock, data)\n"
-    "  while n == WAIT do\n"
-    "    if not c.wait(sock, 'w') then return nil, 'timeout' end\n"
-    "    n, err = c.usend(sock)\n"
-    "  end\n"
-    "  return n, err\n"
-    "end\n"
-    "function m.receive(sock, size)\n"
-    "  while true do\n"
-    "    local data, err = c.ureceive(sock, size)\n"
-    "    if data ~= WAIT then return data, err end\n"
-    "    if not c.wait(sock, 'r') then return nil, 'timeout' end\n"
-    "  end\n"
-    "end\n"
-    "return m\n";
-
 /* Pushes a methods chunk's arguments (c, WAIT, RESOLVE, QUEUED) and calls it. */
-static void call_methods(lua_State *L)
+void lsock_methods(lua_State *L, const luaL_Reg *steps)
 {
-    static const luaL_Reg steps[] = {
-        {"connect", step_connect},     {"connected", step_connected}, {"send", step_send},
-        {"receive", step_receive},     {"receive_until", step_receive_until},
-        {"wait", step_wait},           {"timed_out", step_timed_out}, {"setpeername", step_setpeername},
-        {"usend", step_usend},         {"ureceive", step_ureceive},   {"resolve", step_resolve},
-        {NULL, NULL},
+    static const luaL_Reg common[] = {
+        {"wait", step_wait}, {"timed_out", step_timed_out}, {"resolve", step_resolve}, {NULL, NULL},
     };
     lua_newtable(L);
+    luaL_setfuncs(L, common, 0);
     luaL_setfuncs(L, steps, 0);
     lua_pushlightuserdata(L, &wait_token);
     lua_pushlightuserdata(L, &resolve_token);
@@ -1016,7 +761,7 @@ static void call_methods(lua_State *L)
 }
 
 /* __gc and __metatable of the metatable on top. */
-static void finish_metatable(lua_State *L)
+void lsock_finish_metatable(lua_State *L)
 {
     lua_pushcfunction(L, sock_gc);
     lua_setfield(L, -2, "__gc");
@@ -1026,30 +771,23 @@ static void finish_metatable(lua_State *L)
 
 void lsock_open(lua_State *L)
 {
-    static const luaL_Reg plain[] = {
-        {"settimeout", m_settimeout},       {"settimeouts", m_settimeouts}, {"getreusedtimes", m_getreusedtimes},
-        {"setkeepalive", m_setkeepalive},   {"close", m_close},             {NULL, NULL},
+    static const luaL_Reg steps[] = {
+        {"connect", step_connect}, {"connected", step_connected}, {"send", step_send},
+        {"receive", step_receive}, {"receive_until", step_receive_until}, {NULL, NULL},
     };
-    static const luaL_Reg udp_plain[] = {
-        {"settimeout", m_settimeout}, {"close", m_close}, {NULL, NULL},
+    static const luaL_Reg plain[] = {
+        {"settimeout", lsock_m_settimeout},       {"settimeouts", m_settimeouts}, {"getreusedtimes", m_getreusedtimes},
+        {"setkeepalive", m_setkeepalive},   {"close", lsock_m_close},             {NULL, NULL},
     };
     luaL_newmetatable(L, SOCK_MT);
-    if (luaL_loadbuffer(L, methods_lua, sizeof(methods_lua) - 1, "=proxy.socket")) lua_error(L);
-    call_methods(L); /* the methods that wait, then the others */
+    if (luaL_loadbuffer(L, lsock_tcp_lua, lsock_tcp_lua_len, "=proxy.socket")) lua_error(L);
+    lsock_methods(L, steps); /* the methods that wait, then the others */
     luaL_setfuncs(L, plain, 0);
     lua_setfield(L, -2, "__index");
-    finish_metatable(L);
+    lsock_finish_metatable(L);
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, UDP_MT);
-    if (luaL_loadbuffer(L, udp_methods_lua, sizeof(udp_methods_lua) - 1, "=proxy.socket.udp")) lua_error(L);
-    call_methods(L);
-    luaL_setfuncs(L, udp_plain, 0);
-    lua_setfield(L, -2, "__index");
-    finish_metatable(L);
-    lua_pop(L, 1);
-
-    static const luaL_Reg socket_fns[] = {{"tcp", sock_new}, {"udp", udp_new}, {NULL, NULL}};
+    static const luaL_Reg socket_fns[] = {{"tcp", sock_new}, {NULL, NULL}};
     lua_getglobal(L, "proxy");
     lua_newtable(L);
     luaL_setfuncs(L, socket_fns, 0);

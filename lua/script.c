@@ -22,6 +22,7 @@
 #include "lrun.h"
 #include "ldns.h"
 #include "lsock.h"
+#include "lsock_udp.h"
 #include "ltimer.h"
 #include "log.h"
 #include "lstate.h"
@@ -78,6 +79,7 @@ static lua_State *state_new(struct limit_mem *m)
     ltimer_open(L);
     lrun_open(L);
     lsock_open(L);
+    lsock_udp_open(L);
     lhttp_open(L);
     req_open(L);
     upstreams_open(L);

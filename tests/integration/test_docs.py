@@ -135,7 +135,9 @@ def code_api():
                 # Methods written in Lua: a chunk loaded from a C string
                 # whose functions are m.NAME.
                 for lm in re.finditer(r"luaL_loadbuffer\(L,\s*(\w+)", part):
-                    cm = re.search(r"static const char %s\[\]\s*=(.*?);\n" % lm.group(1), text, re.S)
+                    # The chunk may be defined in another file of lua/.
+                    cm = re.search(r"(?:static )?const char %s\[\]\s*=(.*?);\n" % lm.group(1),
+                                   "\n".join(texts.values()), re.S)
                     for n in re.findall(r"function m\.(\w+)\(", cm.group(1) if cm else ""):
                         api[kind][n] = "method"
                 im = re.search(r'lua_push(?:cfunction\(L,\s*(\w+)\)|cclosure\(L,\s*(\w+),\s*\d+\));'
