@@ -53,45 +53,45 @@ static int build_request(struct exchange *ex)
     return 0;
 }
 
-static void start_on(struct exchange *ex, struct bconn *b, bool reused)
+/* true: a pooled connection, ready: the caller runs the exchange on it. */
+static bool start_on(struct exchange *ex, struct bconn *b, bool reused)
 {
-    ex_take_backend(ex, b);
+    ex->b = b;
+    b->ex = ex;
+    b->on_event = ex->on_backend_event;
     ex->reused = reused;
     ex->srv->active++;
     /* A replay starts the request over; only an unstarted body gets here. */
     ex->req_head.off = 0;
     ex->req_done = false;
-    if (reused) {
-        ex_enter(ex, EX_SENDING_HEAD);
-        ex_run(ex, false);
-    } else {
-        ex_enter(ex, EX_CONNECTING);
-    }
+    ex_enter(ex, reused ? EX_SENDING_HEAD : EX_CONNECTING);
+    return reused;
 }
 
-void backend_try_server(struct exchange *ex)
+bool backend_try_server(struct exchange *ex)
 {
     struct upstream *u = ex->up;
     ex_enter(ex, EX_CHOOSING);
     for (;;) {
-        if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed");
+        if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed"), false;
         struct server *s;
         if (balance_choose(ex->rq.sreq, u, ex->tried, W.loop.now_ms, &s))
-            return ex_error(ex, 500, "the script's balancing hook failed");
+            return ex_error(ex, 500, "the script's balancing hook failed"), false;
         if (!s) {
             bool any_up = false;
             for (int i = 0; i < u->nservers; i++)
                 if (upstream_server_up(&u->servers[i], W.loop.now_ms)) any_up = true;
             if (ex->attempts == 0)
                 return ex_error(ex, 503, any_up || u->balance == BALANCE_LUA ? "no server chosen"
-                                                                                : "every server is down");
-            return ex_error(ex, 502, "every server tried failed");
+                                                                                : "every server is down"),
+                       false;
+            return ex_error(ex, 502, "every server tried failed"), false;
         }
         ex->attempts++;
         ex->tried[s - u->servers] = true;
         ex->srv = s;
         if (ex->attempts == 1 || !ex->req_head.len) {
-            if (build_request(ex)) return ex_error(ex, 502, "out of memory");
+            if (build_request(ex)) return ex_error(ex, 502, "out of memory"), false;
         }
         struct bconn *b = pool_get(&s->pool);
         if (b) return start_on(ex, b, true);
@@ -103,19 +103,19 @@ void backend_try_server(struct exchange *ex)
     }
 }
 
-bool backend_connected(struct exchange *ex, int err)
+bool backend_connect_failed(struct exchange *ex, int err)
 {
-    if (err) {
-        log_warn("upstream %s server %s: connect: %s", ex->up->name, ex->srv->name, strerror(err));
-        upstream_fail(ex->srv, W.loop.now_ms);
-        ex_release_backend(ex, false);
-        ex->srv = NULL;
-        backend_try_server(ex);
-        return false;
-    }
+    log_warn("upstream %s server %s: connect: %s", ex->up->name, ex->srv->name, strerror(err));
+    upstream_fail(ex->srv, W.loop.now_ms);
+    ex_release_backend(ex, false);
+    ex->srv = NULL;
+    return backend_try_server(ex);
+}
+
+void backend_connected(struct exchange *ex)
+{
     ex->b->connected = true;
     ex_enter(ex, EX_SENDING_HEAD);
-    return true;
 }
 
 /* RFC 9110 §9.2.2: the methods a client may expect to be repeated. */
@@ -156,7 +156,10 @@ void backend_failed(struct exchange *ex, const char *why)
         ex_release_backend(ex, false);
         int err = 0;
         struct bconn *b = bconn_connect(ex->srv, &err);
-        if (b) return start_on(ex, b, false);
+        if (b) {
+            start_on(ex, b, false);
+            return;
+        }
     }
     upstream_fail(ex->srv, W.loop.now_ms);
     if (ex->phase == EX_CONNECTING || replay) {
@@ -164,7 +167,10 @@ void backend_failed(struct exchange *ex, const char *why)
         log_warn("upstream %s server %s: %s", ex->up->name, ex->srv->name, why);
         ex_release_backend(ex, false);
         ex->srv = NULL;
-        return backend_try_server(ex);
+        /* Deep in a send or a read: the caller unwinds, and ex_run goes on
+         * with the pooled connection this may have taken. */
+        ex->restart = backend_try_server(ex);
+        return;
     }
     ex_error(ex, 502, why);
 }

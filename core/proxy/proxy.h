@@ -2,7 +2,8 @@
  * Nothing outside them includes this header; the seam to the client is
  * exchange.h.
  *
- *   exchange.c   the exchange's life: start, phases, timer, errors, end
+ *   exchange.c   the top: start, timer, driving on events
+ *   ending.c     the bottom: memory, phases (ex_enter), errors, the end
  *   backend.c    choosing a server, connecting, the pool, sending the
  *                request, retries
  *   response.c   reading the response head, deciding how the body
@@ -81,6 +82,10 @@ struct exchange {
     int attempts;
     bool reused;           /* b came from the pool */
     bool fresh_retry_done; /* the one retry after a stale pooled connection */
+    bool restart;          /* backend_failed moved to a pooled connection: run on */
+    /* exchange.c's handler of the backend connection's events, given to
+     * each connection the exchange takes (backend.c). */
+    void (*on_backend_event)(struct bconn *b, unsigned events);
     bool upgrade;          /* the client asked for Connection: upgrade */
     uint64_t started_us;
     int status;           /* answered to the client (backend's or ours) */
@@ -119,14 +124,15 @@ struct exchange {
     struct exchange *next_free;
 };
 
-/* exchange.c */
+/* ending.c: memory, phases, and the end; every file of the wing calls it */
+/* An exchange from the pool, zeroed but for its buffers; back with ex_put. */
+struct exchange *ex_get(void);
+void ex_put(struct exchange *ex);
+/* The client goes: report, release, and let it close (cl->failed). */
+void ex_drop_client(struct exchange *ex, bool answered);
 /* Moves to phase p, (re)arming or cancelling the exchange's timer. */
 void ex_enter(struct exchange *ex, enum ex_phase p);
-/* Drives the exchange as far as it goes now; backend_readable: for an
- * event of the backend's socket that may carry bytes to read. */
-void ex_run(struct exchange *ex, bool backend_readable);
-/* b serves the exchange from now on: its events come here. */
-void ex_take_backend(struct exchange *ex, struct bconn *b);
+
 /* A response head (the backend's or ours) is queued for the client. */
 static inline bool ex_head_sent(const struct exchange *ex)
 {
@@ -146,12 +152,16 @@ void ex_release_backend(struct exchange *ex, bool reusable);
 
 /* backend.c */
 bool backend_ensure_tried(struct exchange *ex);
-/* Picks the next server and starts on it; 502/503 when none is left. */
-void backend_try_server(struct exchange *ex);
-/* The connect finished (err: its SO_ERROR): true when the exchange goes
- * on with it, false when it moved on (another server, or an answer). */
-bool backend_connected(struct exchange *ex, int err);
-/* A connection failed before any response byte: retry or answer. */
+/* Picks the next server and starts on it; 502/503 when none is left.
+ * true: it took a pooled connection, ready: the caller runs the exchange. */
+bool backend_try_server(struct exchange *ex);
+/* The connect finished; or it failed (its SO_ERROR), and the exchange
+ * moved on: true as for backend_try_server. */
+void backend_connected(struct exchange *ex);
+bool backend_connect_failed(struct exchange *ex, int err);
+/* A connection failed before any response byte: retry or answer. A retry
+ * on a pooled connection sets ex->restart: the caller returns "stopped"
+ * and ex_run goes on. */
 void backend_failed(struct exchange *ex, const char *why);
 /* Sends what is left of the request. false when the exchange ended. */
 bool backend_send_request(struct exchange *ex);
@@ -162,6 +172,9 @@ void response_init(struct exchange *ex);
 bool response_read_head(struct exchange *ex);
 /* Relays the body until blocked. false when the exchange ended. */
 bool response_relay(struct exchange *ex);
+/* on_response, which waited, is over: the head goes out. false when the
+ * exchange ended. */
+bool response_script_ready(struct exchange *ex);
 
 /* tunnel.c */
 /* The response head (a 101) went out: bytes the client sent after its

@@ -295,20 +295,17 @@ static bool response_head_queued(struct exchange *ex)
     return ok;
 }
 
-void exchange_script_ready(struct exchange *ex)
+bool response_script_ready(struct exchange *ex)
 {
-    if (ex->phase != EX_SCRIPT) return;
     struct script_edits ed;
     int rc = script_on_response_resume(ex->rq.sreq, &ed);
     if (!rc) {
         script_reply_done();
         ex_enter(ex, EX_WAITING);
-        return ex_error(ex, 500, "on_response failed");
+        return ex_error(ex, 500, "on_response failed"), false;
     }
     write_response_head(ex, &ed);
-    if (!response_head_queued(ex)) return;
-    /* Edges that came while on_response waited were not acted on: look. */
-    ex_run(ex, true);
+    return response_head_queued(ex);
 }
 
 /* Reads the response head. Returns false when the exchange ended. */
