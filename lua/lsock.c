@@ -306,9 +306,10 @@ int lsock_peer_open(lua_State *L, const char *host, int port, const char *addr, 
     return *fd == -1 ? lsock_fail(L, strerror(errno)) : 0;
 }
 
-static bool pool_take(struct lsock *into_ud_slot, const char *key, struct sock_ud *ud)
+/* An idle connection of the pool named key, moved into ud (whose empty
+ * socket goes): true; false when the pool has none. */
+static bool pool_take(const char *key, struct sock_ud *ud)
 {
-    (void)into_ud_slot;
     for (struct lsock *s = pool; s; s = s->next) {
         if (strcmp(s->key, key)) continue;
         pool_remove(s);
@@ -357,7 +358,7 @@ static int step_connect(lua_State *L)
     else if (unix_path) snprintf(key, sizeof(key), "%s", host);
     else snprintf(key, sizeof(key), "%s:%d", host, port);
     if (s->io.fd != -1) lsock_close(s);
-    if (pool_take(s, key, ud)) {
+    if (pool_take(key, ud)) {
         lua_pushboolean(L, 1);
         return 1;
     }
