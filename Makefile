@@ -40,8 +40,8 @@ RUN_FLAGS ?=
 # dependency step below has installed luajit, pcre2 and check on a fresh
 # machine. The Lua side's libraries are LuaJIT, PCRE2 (proxy.re) and c-ares
 # (names for the scripts' sockets): every link of lua/ objects needs them.
-LUA_CFLAGS   = $(shell pkg-config --cflags luajit libpcre2-8 libcares)
-LUA_LIBS     = $(shell pkg-config --libs luajit libpcre2-8 libcares)
+LUA_CFLAGS   = $(shell pkg-config --cflags luajit libpcre2-8 libcares openssl)
+LUA_LIBS     = $(shell pkg-config --libs luajit libpcre2-8 libcares openssl)
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS   = $(shell pkg-config --libs check)
 

@@ -6,6 +6,7 @@
 #
 #   scripts/deps.sh            build + test dependencies
 #   scripts/deps.sh bench      also the benchmark peers (nginx, haproxy, ...)
+#   scripts/deps.sh tls        also testssl.sh (make check-tls)
 #   scripts/deps.sh callgrind  also valgrind and an nginx origin (make bench-callgrind)
 #   scripts/deps.sh profile    also perf, strace, wrk and an nginx origin (make bench-profile)
 #
@@ -17,8 +18,9 @@
 set -eu
 
 pkgs="build-essential pkg-config libluajit2-5.1-dev node-llhttp check libsubunit-dev curl python3 wrk groff-base"
-pkgs="$pkgs libpcre2-dev libc-ares-dev redis-server lua-resty-lrucache lua-nginx-dns"
+pkgs="$pkgs libpcre2-dev libc-ares-dev redis-server lua-resty-lrucache lua-nginx-dns libssl-dev openssl"
 [ "${1:-}" = bench ] && pkgs="$pkgs nginx haproxy libnginx-mod-http-lua"
+[ "${1:-}" = tls ] && pkgs="$pkgs testssl.sh"
 [ "${1:-}" = callgrind ] && pkgs="$pkgs nginx valgrind"
 [ "${1:-}" = profile ] && pkgs="$pkgs nginx linux-perf strace"
 
