@@ -290,7 +290,7 @@ int master_run(const struct config *cfg, struct shm *shm)
         M.slots[i].restart.cb = on_restart;
         spawn(&M.slots[i]);
     }
-    char on[CONFIG_MAX_LISTEN * 66] = "";
+    char on[CONFIG_MAX_LISTEN * 80] = ""; /* "https://" + 64 + ", " each */
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
         n += snprintf(on + n, sizeof(on) - (size_t)n, "%s%s%s", i ? ", " : "", cfg->listen[i].tls ? "https://" : "", cfg->listen[i].text);
     log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, on, cfg->script);

@@ -133,7 +133,7 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
 
 /* ---- SNI ----------------------------------------------------------------- */
 
-static bool name_matches(const char *pattern, const char *host)
+bool tls_name_matches(const char *pattern, const char *host)
 {
     if (!strcasecmp(pattern, host)) return true;
     if (pattern[0] != '*' || pattern[1] != '.') return false;
@@ -148,7 +148,7 @@ static const struct cert *cert_for(const struct cert_set *set, const char *host)
             if (set->v[i].names[j][0] != '*' && !strcasecmp(set->v[i].names[j], host)) return &set->v[i];
     for (int i = 0; i < set->n; i++)
         for (int j = 0; j < set->v[i].nnames; j++)
-            if (name_matches(set->v[i].names[j], host)) return &set->v[i];
+            if (tls_name_matches(set->v[i].names[j], host)) return &set->v[i];
     return NULL;
 }
 

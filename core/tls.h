@@ -39,6 +39,10 @@ int tls_init(void);
 int tls_server_load(const struct config *cfg, bool install, char *err, size_t errlen);
 void tls_server_free(void);
 
+/* Whether a certificate's name (exact, or "*.a.b" for one label) covers
+ * host; case does not matter. */
+bool tls_name_matches(const char *pattern, const char *host);
+
 /* An accepted socket of a TLS listener: t becomes a TLS transport whose
  * handshake runs within its first reads. 0, or -1 (out of memory). */
 int tls_accept(struct transport *t);
