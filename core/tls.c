@@ -225,6 +225,9 @@ static SSL_CTX *server_ctx(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    /* One recv() takes what has come (several records, or a record whole)
+     * instead of a header and then its body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"luaproxy", 8);
     /* Resumption is by tickets only, which any worker can decrypt; a

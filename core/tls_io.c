@@ -63,7 +63,17 @@ void tls_note_error(struct transport *t, int ssl_error)
         snprintf(transport_tls_error, sizeof(transport_tls_error), "TLS %s: connection closed by the peer",
                  handshaking ? "handshake" : "error");
     }
-    if (handshaking && SSL_is_server(t->ssl)) STAT_ADD(WS->tls_failed[fail_reason(e, ssl_error)], 1);
+    if (handshaking && SSL_is_server(t->ssl)) {
+        enum tls_fail why = fail_reason(e, ssl_error);
+        STAT_ADD(WS->tls_failed[why], 1);
+        if (why == TLS_FAIL_HTTP) { /* as nginx does: say so, in plain HTTP, once, then close */
+            static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                                         "Content-Length: 50\r\nConnection: close\r\n\r\n"
+                                         "The plain HTTP request was sent to an HTTPS port.\n";
+            if (send(t->io.fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* best effort */
+            }
+        }
+    }
     ERR_clear_error();
     t->handshake_failed = handshaking;
 }
@@ -237,6 +247,9 @@ struct ssl_ctx_st *tls_client_new(bool verify, const char *ca, char *err, size_t
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    /* One recv() takes what has come (several records, or a record whole)
+     * instead of a header and then its body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_sess_set_new_cb(ctx, new_session);
     static const unsigned char alpn[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
