@@ -182,6 +182,10 @@ static void tls_shutdown(struct transport *t)
 
 static void tls_release(struct transport *t)
 {
+    /* A connection we close ourselves ended well: its session stays
+     * resumable (SSL_free alone would drop it from every cache). */
+    if (!t->handshake_failed && SSL_is_init_finished(t->ssl))
+        SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(t->ssl);
     t->ssl = NULL;
 }
