@@ -92,7 +92,7 @@ def test_wrong_ca_is_502_with_one_log_line():
                                   what="a log line about the verification; stderr:\n%s" % p.stderr_text())
             assert len(lines) == 1, "one failure, %d log lines: %r" % (len(lines), lines)
             r = lp.get(p.port, "/echo")
-            assert r.status == 502
+            assert r.status == 502, "second request: %r" % r
             lp.wait_until(lambda: len(_verif_lines(p)) == 2, 2, what="a second log line for the second failure")
 
 
@@ -102,7 +102,7 @@ def test_verify_false_accepts_any_certificate():
                                                                       sni="wrong.test"))) as p:
         for i in range(3):
             _ok(lp.get(p.port, "/echo?i=%d" % i), "verify = false, GET %d" % i)
-        assert o.requests == 3
+        assert o.requests == 3, "the backend saw %d requests" % o.requests
         o.assert_clean()
 
 

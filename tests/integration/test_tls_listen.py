@@ -71,7 +71,7 @@ def test_https_local_handler_scheme_and_tls_fields():
         with TLSConn(p.tls_port, sni="localhost") as t:
             assert t.tls.selected_alpn_protocol() == "http/1.1", \
                 "ALPN: server chose %r" % t.tls.selected_alpn_protocol()
-            assert served_fingerprint(t.tls) == c.fingerprint("localhost")
+            assert served_fingerprint(t.tls) == c.fingerprint("localhost"), "not the localhost certificate"
             r = _ok(t.request("GET", "/"), "GET over TLS")
             want = "https|%s|%s|localhost" % (t.tls.version(), t.tls.cipher()[0])
             assert r.body.decode() == want, "req.scheme|req.tls: %r, client negotiated %r" % (r.body, want)
@@ -178,7 +178,7 @@ def test_tls12_and_tls13_work_older_refused():
         out = subprocess.run(["openssl", "s_client", "-connect", "%s:%d" % (lp.HOST, p.tls_port), "-tls1_1",
                               "-cipher", "DEFAULT@SECLEVEL=0"], stdin=subprocess.DEVNULL,
                              capture_output=True, text=True, timeout=10)
-        assert out.returncode != 0 and "Protocol  : TLSv1.1" not in out.stdout, \
+        assert out.returncode != 0 and "Cipher is (NONE)" in out.stdout, \
             "s_client -tls1_1: exit %d %s %s" % (out.returncode, out.stdout[-600:], out.stderr[-600:])
         # The worker is fine.
         _ok(https_request(p.tls_port, "GET", "/")[0], "GET after the refusals")
@@ -189,7 +189,7 @@ def test_min_version_13_refuses_12():
     with tls_proxy(SEES, c.path("localhost"), args=["--tls-min-version", "1.3"]) as p:
         _handshake_fails(p.tls_port, client_context(max_version=TLS12))
         with TLSConn(p.tls_port, ctx=client_context(min_version=TLS13)) as t:
-            assert t.tls.version() == "TLSv1.3"
+            assert t.tls.version() == "TLSv1.3", t.tls.version()
             _ok(t.request("GET", "/"), "GET over TLS 1.3")
 
 
@@ -258,7 +258,7 @@ def test_resumption_across_two_workers():
                         assert s.session_reused, ("%s: a session of worker %d was not resumed on worker %d "
                                                   "(connection %d)" % (s.version(), issuer, resumer, i))
                         s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+                        assert s.recv(65536).startswith(b"HTTP/1.1 200"), "no 200 on a resumed connection"
                     finally:
                         s.close()
 
@@ -282,7 +282,9 @@ def test_100_requests_on_one_keepalive_tls_connection():
     some pipelined: all answered in order, the connection never closed."""
     with Origin() as o:
         script = ('local up = proxy.upstream("b", { "%s" })\n'
-                  'function route(req) if req.path:find("^/up/") then return up end end\n' % o.addr) + SEES
+                  'function route(req)\n'
+                  '  if req.path:find("^/up/") then req:set_path(req.path:sub(4)) return up end\n'
+                  'end\n' % o.addr) + SEES
         with tls_proxy(script, certs().path("localhost")) as p, TLSConn(p.tls_port) as t:
             rnd = random.Random(7)
             i = 0
@@ -297,7 +299,7 @@ def test_100_requests_on_one_keepalive_tls_connection():
                     assert r.status == 200 and r.body == body, (i, r.status, len(r.body))
                 elif kind == 2:
                     r = t.request("GET", "/up/echo?i=%d" % i)
-                    assert r.status == 200 and json.loads(r.body)["target"] == "/up/echo?i=%d" % i, (i, r)
+                    assert r.status == 200 and json.loads(r.body)["target"] == "/echo?i=%d" % i, (i, r)
                 else:
                     # Three pipelined in one write.
                     t.send(b"".join(lp.build_request("GET", "/up/size/%d?i=%d" % (1000 * k, i)) for k in range(3)))
@@ -366,42 +368,43 @@ def test_stalled_handshakes_closed_in_header_timeout_worker_serves():
 
 def test_garbage_and_plain_http_on_tls_port():
     """Garbage and a plain HTTP request on the TLS port: the connection is
-    closed promptly (well before the header timeout), no request reaches
-    the script, the worker survives and serves TLS and plain clients."""
-    hits = []
+    closed promptly, well before the header timeout (a record that never
+    completes: by the timeout), no request reaches the backend, no 200
+    comes back, and the worker survives to serve TLS and plain clients."""
     with Origin() as o, tls_proxy(upstream_script([o]), certs().path("localhost"),
-                                  args=["--header-timeout", "5s"]) as p:
+                                  args=["--header-timeout", "2s"]) as p:
         worker = p.wait_workers(1)
         rnd = random.Random(3)
-        payloads = [("garbage", bytes(rnd.randrange(256) for _ in range(3000))),
-                    ("zeros", b"\0" * 600),
-                    ("a TLS record header claiming 16 KiB, then garbage", b"\x16\x03\x01\x40\x00" + b"x" * 100),
-                    ("plain HTTP", b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")]
-        for name, data in payloads:
+        payloads = [("garbage", bytes(rnd.randrange(256) for _ in range(3000)), 1.5),
+                    ("zeros", b"\0" * 600, 1.5),
+                    ("plain HTTP", b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 1.5),
+                    ("a TLS record header announcing 16 KiB, then 100 bytes", b"\x16\x03\x01\x40\x00" + b"x" * 100, 4.0)]
+        socks = []
+        for name, data, limit in payloads:
             s = socket.create_connection((lp.HOST, p.tls_port))
-            t0 = time.monotonic()
             try:
                 s.sendall(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+            socks.append((name, s, limit, time.monotonic()))
+        for name, s, limit, t0 in socks:
             got = b""
-            s.settimeout(3)
+            closed = False
             try:
-                while True:
+                while time.monotonic() - t0 < limit:
+                    s.settimeout(max(0.01, limit - (time.monotonic() - t0)))
                     d = s.recv(65536)
                     if not d:
+                        closed = True
                         break
                     got += d
-            except (ConnectionResetError, socket.timeout):
+            except ConnectionResetError:
+                closed = True
+            except socket.timeout:
                 pass
-            took = time.monotonic() - t0
             s.close()
-            # The 16 KiB record never completes: that one waits for the timeout.
-            limit = 3 if "16 KiB" not in name else None
-            if limit is not None:
-                assert took < limit, "%s: connection still open after %.1fs" % (name, took)
+            assert closed, "%s: connection still open after %.1fs (header timeout 2s); got %r" % (name, limit, got[:100])
             assert b" 200 " not in got[:20], "%s: answered %r" % (name, got[:200])
-            hits.append((name, got[:40]))
         assert o.requests == 0, "a request reached the backend from a non-TLS connection: %r" % o.records
         assert p.worker_pids() == worker, "the worker was replaced"
         _ok(https_request(p.tls_port, "GET", "/echo")[0], "TLS GET afterwards")
@@ -489,14 +492,14 @@ def test_tls_metrics_handshakes_resumptions_failures():
         lp.wait_until(lambda: lp.port_accepts(admin), what="the admin listener")
         m0 = tlscerts.metrics(admin)
         for name in ("luaproxy_tls_handshakes_total", "luaproxy_tls_resumptions_total"):
-            assert name in m0, "%s missing from /metrics" % name
+            assert any(k.split("{")[0] == name for k in m0), "%s missing from /metrics" % name
         ctx = client_context(min_version=TLS13)
         with TLSConn(p.tls_port, ctx=ctx) as t:
             _ok(t.request("GET", "/"), "first")
             sess = t.tls.session
         for _ in range(3):
             with TLSConn(p.tls_port, ctx=ctx, session=sess) as t:
-                assert t.tls.session_reused
+                assert t.tls.session_reused, "a session of this server was not resumed"
                 _ok(t.request("GET", "/"), "resumed")
         _handshake_fails(p.tls_port, client_context(max_version=TLS12, ciphers="ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"))
         with socket.create_connection((lp.HOST, p.tls_port)) as s:
@@ -505,8 +508,10 @@ def test_tls_metrics_handshakes_resumptions_failures():
 
         def grown():
             m = tlscerts.metrics(admin)
-            full = m["luaproxy_tls_handshakes_total"] - m0["luaproxy_tls_handshakes_total"]
-            res = m["luaproxy_tls_resumptions_total"] - m0["luaproxy_tls_resumptions_total"]
+            full = tlscerts.metric_sum(m, "luaproxy_tls_handshakes_total") - \
+                tlscerts.metric_sum(m0, "luaproxy_tls_handshakes_total")
+            res = tlscerts.metric_sum(m, "luaproxy_tls_resumptions_total") - \
+                tlscerts.metric_sum(m0, "luaproxy_tls_resumptions_total")
             fail = tlscerts.metric_sum(m, "luaproxy_tls_handshake_failures_total") - \
                 tlscerts.metric_sum(m0, "luaproxy_tls_handshake_failures_total")
             return (full >= 4 and res == 3 and fail >= 2) and m

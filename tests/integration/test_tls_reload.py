@@ -68,7 +68,7 @@ def test_reload_serves_new_certificate_open_connections_survive():
             r = old.request("GET", "/")
             assert r.status == 200 and r.body == b"gen=1", \
                 "a keep-alive TLS connection opened before the reload: %r" % r
-            assert served_fingerprint(old.tls) == c.fingerprint("localhost")
+            assert served_fingerprint(old.tls) == c.fingerprint("localhost"), "the old connection's certificate"
         finally:
             old.close()
 
@@ -83,7 +83,8 @@ def test_reload_with_broken_certificate_keeps_every_old_one():
     path = files["ab"]
     with tls_proxy(SCRIPT, [files["localhost"], path], workers=2) as p:
         p.wait_workers(2)
-        assert _all_serve(p, "ab", sni="a.test") and _all_serve(p, "localhost", sni="localhost")
+        assert _all_serve(p, "ab", sni="a.test"), "SNI a.test before any reload: not ab's certificate"
+        assert _all_serve(p, "localhost", sni="localhost"), "SNI localhost before any reload: not localhost's"
         for broken in ("mismatched", "expired", None):
             if broken is None:
                 os.unlink(path)
@@ -116,7 +117,7 @@ def test_reload_adds_directory_certificate_tickets_survive():
     c.copy({"localhost": "10-localhost.pem"}, d)
     with tls_proxy(SCRIPT, d, workers=2) as p:
         p.wait_workers(2)
-        assert _all_serve(p, "localhost", sni="a.test")
+        assert _all_serve(p, "localhost", sni="a.test"), "SNI a.test with only the default loaded"
         with TLSConn(p.tls_port, sni="localhost") as t:
             assert t.request("GET", "/").status == 200
             sess = t.tls.session
