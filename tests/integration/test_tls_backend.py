@@ -9,7 +9,7 @@ records the SNI of every handshake and counts handshakes and resumptions."""
 import json
 
 import lp
-from origin import upstream_script
+from origin import pattern_chunks, upstream_script
 from tlscerts import TLSOrigin, big_bodies_both_ways, certs, https_request, tls_proxy
 
 
@@ -164,4 +164,31 @@ def test_tls_both_sides_bodies_and_forwarded_proto():
         r, _ = https_request(p.tls_port, "GET", "/echo")
         assert _header(_ok(r, "GET"), "x-forwarded-proto") == ["https"], r.body
         big_bodies_both_ways(p.tls_port, n)
+        o.assert_clean()
+
+
+def test_tls_backend_pooled_mixed_framing():
+    """One pooled TLS backend connection stays in step through every kind of
+    framing (Content-Length, chunked, HEAD, 204, 304, bodies up), a
+    response written in 100-byte pieces (many TLS records), and a body
+    that ends when the backend closes."""
+    c = certs()
+    seq = [("GET", "/size/1000", None, 200, 1000), ("HEAD", "/size/5000", None, 200, 0),
+           ("POST", "/echo", b"x" * 3000, 200, None), ("GET", "/status/204", None, 204, 0),
+           ("GET", "/chunked/70000", None, 200, 70000), ("GET", "/status/304", None, 304, 0),
+           ("HEAD", "/chunked/100", None, 200, 0), ("GET", "/status/404", None, 404, None)]
+    with TLSOrigin() as o, lp.Proxy(upstream_script([_https(o)], _opts(ca=c.ca)), workers=1) as p, \
+            lp.Conn(p.port) as cl:
+        for rnd in range(3):
+            for m, t, b, status, n in seq:
+                r = cl.request(m, t, body=b)
+                assert r.status == status, "round %d %s %s: %r" % (rnd, m, t, r)
+                if n is not None:
+                    assert len(r.body) == n, "round %d %s %s: %d body bytes" % (rnd, m, t, len(r.body))
+        assert o.connections == 1, "%d requests in step used %d backend connections" % (o.requests, o.connections)
+        r = cl.request("GET", "/size/20000", headers={"X-Origin-Trickle": "100"})
+        assert r.status == 200 and r.body == b"".join(pattern_chunks(20000)), (r.status, len(r.body))
+        r = cl.request("GET", "/eof/100000")
+        assert r.status == 200 and r.body == b"".join(pattern_chunks(100000)), \
+            "a body ended by the TLS backend's close: %d of 100000 bytes" % len(r.body)
         o.assert_clean()

@@ -9,6 +9,7 @@ side of it) and `openssl s_client`. Certificates: tests/helpers/tlscerts.py."""
 import json
 import os
 import random
+import signal
 import socket
 import ssl
 import subprocess
@@ -310,6 +311,62 @@ def test_100_requests_on_one_keepalive_tls_connection():
                 i += 1
             assert not t.eof, "the server closed the keep-alive TLS connection"
         o.assert_clean()
+
+
+WS_HEAD = (b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_upgrade_tunnel_over_tls():
+    """Connection: Upgrade through the TLS listener to a plain backend: the
+    101 arrives, then 1 MiB goes through the tunnel and back (the backend
+    echoes), in pieces of varying size, intact and in order."""
+    n = 1 << 20
+    data = b"".join(pattern_chunks(n, offset=999))
+    with Origin() as o, tls_proxy(upstream_script([o]), certs().path("localhost")) as p, \
+            TLSConn(p.tls_port, timeout=10) as t:
+        t.send(WS_HEAD)
+        r = t.read_response(head=True)
+        assert r.status == 101 and r.header("upgrade", "").lower() == "websocket", "expected a 101: %r" % r
+        # One thread (an ssl socket is not for two): send a piece, read its echo.
+        rnd = random.Random(5)
+        off = 0
+        got = bytearray(t.buf)
+        t.buf = b""
+        while off < n:
+            k = min(rnd.randint(1, 60000), n - off)
+            t.send(data[off:off + k])
+            off += k
+            while len(got) < off:
+                t.sock.settimeout(10)
+                d = t.sock.recv(65536)
+                assert d, "tunnel closed after %d of %d bytes" % (len(got), n)
+                got += d
+        assert bytes(got) == data, "the tunnel over TLS changed the bytes (%d received)" % len(got)
+        o.assert_clean()
+
+
+def test_graceful_shutdown_with_tls_connections():
+    """SIGTERM: an idle keep-alive TLS connection is closed, a request in
+    flight over TLS completes (with Connection: close), exit 0."""
+    with Origin() as o:
+        p = tls_proxy(upstream_script([o]), certs().path("localhost"))
+        idle = TLSConn(p.tls_port)
+        busy = TLSConn(p.tls_port, timeout=10)
+        try:
+            _ok(idle.request("GET", "/echo?idle"), "idle connection's first request")
+            busy.send(lp.build_request("GET", "/slow/600"))
+            o.wait_requests(2)
+            p.send_signal(signal.SIGTERM)
+            r = busy.read_response()
+            assert r.status == 200 and "close" in r.connection_tokens(), \
+                "the request in flight at SIGTERM: %r" % r
+            assert idle.closed_by_peer(timeout=3), "idle TLS keep-alive connection not closed on SIGTERM"
+            assert p.wait(5) == 0, "exit status %r after SIGTERM" % p.returncode
+        finally:
+            idle.close()
+            busy.close()
+            p.kill()
 
 
 # --------------------------------------------------------------------------
