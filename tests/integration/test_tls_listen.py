@@ -211,6 +211,18 @@ def test_default_ciphers_intermediate_and_tls_ciphers():
         _handshake_fails(p.tls_port, client_context(max_version=TLS12, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"))
 
 
+def test_server_cipher_order_tls12():
+    """TLS 1.2: the server's order decides (testssl.sh rates a server
+    without one HIGH): a client that lists AES-256-GCM before AES-128-GCM
+    gets AES-128-GCM, the first of the intermediate profile."""
+    with tls_proxy(SEES, certs().path("localhost")) as p:
+        ctx = client_context(max_version=TLS12,
+                             ciphers="ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256")
+        with TLSConn(p.tls_port, ctx=ctx) as t:
+            assert t.tls.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256", \
+                "the client's first choice won: %s (no server cipher order)" % t.tls.cipher()[0]
+
+
 # --------------------------------------------------------------------------
 # Resumption
 
