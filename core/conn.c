@@ -24,6 +24,7 @@
 #include "log.h"
 #include "reply.h"
 #include "stats.h"
+#include "tls.h"
 #include "worker_state.h"
 
 #define LINGER_MS 2000           /* how long a closing connection is drained */
@@ -102,6 +103,8 @@ static void conn_close(struct conn *c)
     log_debug("conn fd=%d closed in state %s", c->tp.io.fd, conn_state_name(c->state));
     c->state = CONN_CLOSED;
     timer_cancel(&W.loop.timers, &c->timer);
+    tls_handshake_abandoned(&c->tp, false);
+    transport_release(&c->tp);
     loop_close(&W.loop, &c->tp.io);
     if (c->ctx) req_ctx_put(c->ctx);
     c->ctx = NULL;
@@ -252,6 +255,13 @@ static void request_route(struct conn *c)
 
     ctx->view.req = &ctx->req;
     ctx->view.peer = &c->peer.sa;
+    struct tls_info ti;
+    ctx->view.https = tls_info(&c->tp, &ti);
+    if (ctx->view.https) {
+        ctx->view.tls.version = ti.version;
+        ctx->view.tls.cipher = ti.cipher;
+        ctx->view.tls.sni = ti.sni;
+    }
     ctx->view.ready = on_script_ready;
     ctx->owner = c;
     ctx->view.body_ready = false;
@@ -293,6 +303,7 @@ static void route_decided(struct conn *c, struct script_reply *rep, struct upstr
             .head_len = ctx->head_len,
             .sreq = ctx->sreq,
             .peer = &c->peer.sa,
+            .https = ctx->view.https,
             .transport = &c->tp,
         };
         exchange_start(&conn_client, c, &xr, up, &c->ex);
@@ -531,7 +542,7 @@ static int conn_flush(struct conn *c)
         conn_close(c);
         return -1;
     }
-    return loop_mod(&W.loop, &c->tp.io, IO_READ);
+    return loop_mod(&W.loop, &c->tp.io, c->tp.read_wants_write ? IO_READ | IO_WRITE : IO_READ);
 }
 
 /* After reading, processing and writing: the transitions that depend on
@@ -546,7 +557,7 @@ static void conn_settle(struct conn *c)
     if (c->state == CONN_CLOSING && !out_pending) {
         /* Half-close, then drain: closing with unread input would make the
          * kernel send a reset that can destroy the answer in flight. */
-        shutdown(c->tp.io.fd, SHUT_WR);
+        transport_shutdown(&c->tp);
         c->state = CONN_LINGER;
         loop_timer(&W.loop, &c->timer, LINGER_MS);
         conn_read(c, true);
@@ -608,7 +619,8 @@ static void conn_on_io(struct io *io, unsigned events)
         if (events & (IO_READ | IO_HUP | IO_ERROR)) c->read_pending = true;
         return exchange_event(c->ex, events);
     }
-    conn_drive(c, events & IO_READ, c->hup);
+    /* A TLS handshake message waited for room: the read goes on. */
+    conn_drive(c, (events & IO_READ) || ((events & IO_WRITE) && c->tp.read_wants_write), c->hup);
 }
 
 /* ---- the client's side of the exchange seam (exchange.h) -------------- */
@@ -722,12 +734,13 @@ static void conn_on_timer(struct timer *t)
     case CONN_UPSTREAM:
         break;
     default: /* idle keep-alive, a client not reading, or the linger is over */
+        tls_handshake_abandoned(&c->tp, true);
         conn_close(c);
         break;
     }
 }
 
-void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin)
+void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin, bool tls)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -738,6 +751,12 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
     c->tp.io.fd = fd;
     c->tp.io.cb = conn_on_io;
     c->tp.ops = &transport_plain;
+    if (tls && tls_accept(&c->tp)) {
+        log_error("out of memory for a TLS connection");
+        close(fd);
+        free(c);
+        return;
+    }
     c->admin = admin;
     memcpy(&c->peer, peer, plen < sizeof(c->peer) ? plen : sizeof(c->peer));
     c->timer.cb = conn_on_timer;
@@ -745,6 +764,7 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
     http_parser_init(&c->parser, NULL); /* the setup the unit tests check */
     if (loop_add(&W.loop, &c->tp.io, IO_READ)) {
         log_error("epoll_ctl: %s", strerror(errno));
+        transport_release(&c->tp);
         close(fd);
         free(c);
         return;

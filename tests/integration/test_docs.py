@@ -161,8 +161,9 @@ def code_api():
                 for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body):
                     api["server"][fm.group(1)] = "field"
 
-        # proxy.upstream's options (its third argument).
-        for om in re.finditer(r'(?:opt_\w+|lua_getfield)\(L,\s*3,\s*"(\w+)"', text):
+        # proxy.upstream's options (its third argument: index 3, or a
+        # helper's parameter named up_opts).
+        for om in re.finditer(r'(?:opt_\w+|lua_getfield)\(L,\s*(?:3|up_opts),\s*"(\w+)"', text):
             api["opts"][om.group(1)] = "field"
         # Hooks: globals the C side looks up.
         for hm in re.finditer(r'(?:lua_getfield\(L,\s*LUA_GLOBALSINDEX,|lua_getglobal\(L,|has_function\(L,)\s*"(\w+)"',
