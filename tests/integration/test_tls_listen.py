@@ -276,6 +276,35 @@ def test_resumption_across_two_workers():
                         s.close()
 
 
+def test_resumption_with_openssl_s_client():
+    """openssl s_client, -w 2: a session saved with -sess_out is reused by
+    every later s_client that offers it with -sess_in ("Reused")."""
+    c = certs()
+    d = lp.make_tmpdir()
+    sess = os.path.join(d, "session.pem")
+    with tls_proxy(SEES, c.path("localhost"), workers=2) as p:
+        p.wait_workers(2)
+
+        def s_client(*extra):
+            out = subprocess.run(["openssl", "s_client", "-connect", "%s:%d" % (lp.HOST, p.tls_port),
+                                  "-servername", "localhost", "-CAfile", c.ca, "-verify_return_error",
+                                  "-ign_eof"] + list(extra),
+                                 input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                                 capture_output=True, timeout=10)
+            text = out.stdout.decode("latin-1")
+            assert out.returncode == 0 and "HTTP/1.1 200" in text, \
+                "s_client %s: exit %d\n%s\n%s" % (" ".join(extra), out.returncode, text[-800:],
+                                                  out.stderr.decode("latin-1")[-400:])
+            return text
+        for v in ("-tls1_3", "-tls1_2"):
+            first = s_client(v, "-sess_out", sess)
+            assert "New, TLSv1." in first, first[-800:]
+            for i in range(6):
+                text = s_client(v, "-sess_in", sess)
+                assert "Reused, TLSv1." in text, "s_client %s -sess_in, connection %d: not reused\n%s" % (
+                    v, i, "\n".join(l for l in text.split("\n") if "New" in l or "Reused" in l or "Protocol" in l))
+
+
 # --------------------------------------------------------------------------
 # Bodies and keep-alive
 
