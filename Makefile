@@ -8,6 +8,7 @@
 #   make bench           benchmarks against nginx and HAProxy: every performance target, PASS/MISS
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
 #   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
+#   make check-tls       testssl.sh against an HTTPS listener: fails on any HIGH or CRITICAL finding
 #   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/fuzz.mk)
 #   make install PREFIX=/usr/local
@@ -130,6 +131,13 @@ bench-callgrind: $(BUILD)/luaproxy
 bench-profile: $(BUILD)/luaproxy
 	@bash scripts/deps.sh profile
 	@python3 scripts/bench/perfprofile.py $(BUILD)/luaproxy build/bench
+
+# testssl.sh --fast (about a minute) against a luaproxy TLS listener with
+# the tests' certificate; scripts/check_tls.py judges its JSON findings.
+.PHONY: check-tls
+check-tls: $(BUILD)/luaproxy
+	@bash scripts/deps.sh tls
+	@LUAPROXY=$(BUILD)/luaproxy python3 scripts/check_tls.py
 
 soak: $(BUILD)/luaproxy
 	@LUAPROXY=$(BUILD)/luaproxy SOAK_SECONDS=$(SOAK_SECONDS) python3 tests/soak/soak.py
