@@ -142,7 +142,7 @@ void pool_put(struct bconn *b)
     struct server *s = b->srv;
     b->ex = NULL;
     /* Since a reload: the same server in the new script takes it. */
-    if (s->successor) s = b->srv = s->successor;
+    while (s->successor) s = b->srv = s->successor; /* or a replacement (upstream_set.h) */
     struct pool *p = &s->pool;
     if (p->count >= s->up->keepalive || W.draining || s->up->retired) {
         bconn_close(b);

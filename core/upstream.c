@@ -72,6 +72,11 @@ void upstream_free(struct upstream *u)
 {
     if (!u) return;
     for (int i = 0; i < u->nservers; i++) pool_close_all(&u->servers[i].pool);
+    while (u->husks) { /* old server arrays (upstream_set.c): no request is left on them */
+        struct upstream *h = u->husks;
+        u->husks = h->next;
+        upstream_free(h);
+    }
     if (u->policy->destroy) u->policy->destroy(u);
     free(u->servers);
     free(u);

@@ -50,6 +50,7 @@ typedef int (*upstream_key_fn)(struct script_req *sr, struct upstream *u, uint32
 
 struct server {
     char name[64]; /* "addr:port" as given */
+    char host[64]; /* default Host header when not name: the name it was resolved from */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int weight;
@@ -85,6 +86,11 @@ struct upstream {
     int script_ref;          /* the script's handle for hash_key/balance functions */
     bool retired;            /* its script was replaced by a reload */
     struct upstream *next;   /* the other upstreams of the same script */
+    /* Servers replaced at run time (upstream_set.h): */
+    uint32_t servers_gen;    /* moves on with each replacement */
+    uint32_t grace;          /* a husk's: the grace period it waits for */
+    struct upstream *husks;  /* old server arrays still in use */
+    struct upstream_dyn *dyn; /* the script's side: names, set_servers */
 };
 
 /* Creates an upstream (servers filled by the caller with upstream_add_server). */

@@ -1,6 +1,6 @@
 """A tiny DNS server for tests: UDP on 127.0.0.1, a free port. It answers A
-questions from `records` (name -> IPv4 address, changeable while it runs)
-with `ttl`; a known name has no other records (an empty NOERROR answer), an
+questions from `records` (name -> IPv4 address, or a list of them: one
+A record each; changeable while it runs) with `ttl`; a known name has no other records (an empty NOERROR answer), an
 unknown one is NXDOMAIN. `answering = False` makes it read and hold every
 question unanswered; release() then answers the held ones. `questions` lists (name, qtype) as they came."""
 
@@ -62,9 +62,10 @@ class DnsServer(PolledServer):
         answers = b""
         ancount = 0
         if known and qtype == QTYPE_A:
-            answers = struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, self.ttl, 4) + \
-                socket.inet_aton(self.records[name])
-            ancount = 1
+            addrs = self.records[name]
+            for a in [addrs] if isinstance(addrs, str) else addrs:
+                answers += struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, self.ttl, 4) + socket.inet_aton(a)
+                ancount += 1
         rcode = 0 if known else 3
         header = struct.pack("!HHHHHH", qid, 0x8000 | 0x0400 | rd | 0x0080 | rcode, 1, ancount, 0, 0)
         return header + question + answers
