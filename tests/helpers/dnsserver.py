@@ -2,7 +2,9 @@
 questions from `records` (name -> IPv4 address, or a list of them: one
 A record each; changeable while it runs) with `ttl`; a known name has no other records (an empty NOERROR answer), an
 unknown one is NXDOMAIN. `answering = False` makes it read and hold every
-question unanswered; release() then answers the held ones. `questions` lists (name, qtype) as they came."""
+question unanswered; release() then answers the held ones. `questions` lists (name, qtype) as they came;
+`queries(name)` counts distinct A queries (a resolver's retransmission keeps
+its query id, a new query has a new one)."""
 
 import socket
 import struct
@@ -18,12 +20,16 @@ class DnsServer(PolledServer):
         self.ttl = ttl
         self.answering = True
         self.questions = []
+        self.ids = []
         self.held = []
         PolledServer.__init__(self, socket.SOCK_DGRAM)
         self.addr = "127.0.0.1:%d" % self.port
 
     def a_questions(self, name):
         return sum(1 for n, t in self.questions if n == name.lower() and t == QTYPE_A)
+
+    def queries(self, name):
+        return len({i for n, t, i in self.ids if n == name.lower() and t == QTYPE_A})
 
     def serve_one(self):
         data, peer = self.sock.recvfrom(4096)
@@ -57,6 +63,7 @@ class DnsServer(PolledServer):
         question = data[12:i + 4]
         name = ".".join(labels).lower()
         self.questions.append((name, qtype))
+        self.ids.append((name, qtype, qid))
         rd = flags & 0x0100
         known = name in self.records
         answers = b""
