@@ -588,7 +588,7 @@ static struct upstream *check_up(lua_State *L)
     return u;
 }
 
-static int up_set_servers(lua_State *L)
+int upstream_names_set_servers(lua_State *L)
 {
     struct upstream *u = check_up(L);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -611,7 +611,7 @@ void upstream_names_push_server(lua_State *L, const struct server *s, uint64_t n
     lua_setfield(L, -2, "up");
 }
 
-static int up_servers(lua_State *L)
+int upstream_names_servers(lua_State *L)
 {
     struct upstream *u = check_up(L);
     lua_createtable(L, u->nservers, 0);
@@ -620,12 +620,4 @@ static int up_servers(lua_State *L)
         lua_rawseti(L, -2, i + 1);
     }
     return 1;
-}
-
-bool upstream_names_method(lua_State *L, const char *k)
-{
-    if (!strcmp(k, "set_servers")) lua_pushcfunction(L, up_set_servers);
-    else if (!strcmp(k, "servers")) lua_pushcfunction(L, up_servers);
-    else return false;
-    return true;
 }

@@ -15,6 +15,6 @@ int upstream_names_load(lua_State *L, struct upstream *u, int idx);
 void upstream_names_free(struct upstream *u);
 /* Pushes { addr, weight, up } for s (with room for extra fields more). */
 void upstream_names_push_server(lua_State *L, const struct server *s, uint64_t now, int extra);
-/* Pushes the method k of upstream objects (set_servers, servers) and says
- * true, or pushes nothing. */
-bool upstream_names_method(lua_State *L, const char *k);
+/* The upstream methods up:servers() and up:set_servers(list). */
+int upstream_names_servers(lua_State *L);
+int upstream_names_set_servers(lua_State *L);

@@ -68,7 +68,9 @@ static int upstream_index(lua_State *L)
     const char *k = luaL_checkstring(L, 2);
     if (!strcmp(k, "name")) lua_pushstring(L, u->name);
     else if (!strcmp(k, "balance")) lua_pushstring(L, u->policy->name);
-    else if (!upstream_names_method(L, k)) lua_pushnil(L);
+    else if (!strcmp(k, "servers")) lua_pushcfunction(L, upstream_names_servers);
+    else if (!strcmp(k, "set_servers")) lua_pushcfunction(L, upstream_names_set_servers);
+    else lua_pushnil(L);
     return 1;
 }
 
