@@ -593,6 +593,9 @@ int upstream_names_set_servers(lua_State *L)
     struct upstream *u = check_up(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (lstate_g.loading) return luaL_error(L, "set_servers: not at the top level (declare the servers instead)");
+    /* Those run inside a choice over the very array a change replaces. */
+    const char *w = lstate_g.where ? lstate_g.where : "";
+    if (!strcmp(w, "balance") || !strcmp(w, "hash_key")) return luaL_error(L, "set_servers: not in %s", w);
     struct uentry *e;
     int n = entries_from_lua(L, 2, "set_servers", &e);
     adopt(u->dyn, e, n);

@@ -121,3 +121,20 @@ def test_unix_socket_servers_are_pooled():
         assert o.requests == 30
         assert o.connections <= 2, o.connections
         o.assert_clean()
+
+
+def test_set_servers_is_refused_inside_balance():
+    # balance chooses over the very array a change would replace.
+    with Origin(name="a") as a:
+        script = '''
+local api
+api = proxy.upstream("api", { "%s" }, { balance = function(req, servers)
+  api:set_servers({ "%s" })
+  return 1
+end })
+function route(req) return api end
+''' % (a.addr, a.addr)
+        with lp.Proxy(script) as p:
+            lp.expect(lp.get(p.port, "/x"), 500)
+            p.wait_stderr("set_servers: not in balance")
+            assert a.requests == 0
