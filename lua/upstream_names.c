@@ -240,10 +240,11 @@ static int resolve_now(struct uentry *e, const char **why)
     for (int waited = 0; !a.done && waited < RESOLVE_LOAD_MS;) {
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         struct pollfd pf[ARES_GETSOCK_MAXNUM];
-        int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM), np = 0;
-        for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-            short ev = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-                               (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+        /* Unsigned: c-ares's own ARES_GETSOCK_WRITABLE shifts 1 into the sign bit. */
+        unsigned bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+        int np = 0;
+        for (unsigned i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
+            short ev = (short)((bits & (1u << i) ? POLLIN : 0) | (bits & (1u << (i + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
             if (ev) pf[np++] = (struct pollfd){.fd = socks[i], .events = ev};
         }
         struct timeval tv, *t = ares_timeout(ch, NULL, &tv);
