@@ -138,3 +138,38 @@ function route(req) return api end
             lp.expect(lp.get(p.port, "/x"), 500)
             p.wait_stderr("set_servers: not in balance")
             assert a.requests == 0
+
+
+def test_requests_in_flight_survive_changes_of_the_list():
+    # 20 changes while 6 clients keep slow requests in flight: every one is
+    # answered, by one of the two (old arrays stay until their requests end).
+    import threading
+    with Origin(name="a") as a, Origin(name="b") as b, lp.Proxy(SCRIPT % a.addr, workers=2) as p:
+        stop, bad, done = threading.Event(), [], []
+
+        def client():
+            c = lp.Conn(p.port)
+            try:
+                while not stop.is_set():
+                    r = c.request("GET", "/slow/30")
+                    if r.status != 200 or r.header("X-Origin") not in ("a", "b"):
+                        bad.append(r)
+                    done.append(1)
+            finally:
+                c.close()
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(20):
+                lp.expect(lp.post(p.port, "/_set", (b if i % 2 == 0 else a).addr + ",127.0.0.1:%d=2" % (
+                    b.port if i % 3 else a.port)), 200)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        assert not bad, bad[:3]
+        assert len(done) >= 20, len(done)
+        a.assert_clean()
+        b.assert_clean()
