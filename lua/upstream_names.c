@@ -373,7 +373,7 @@ static int entries_from_text(const char *s, size_t len, struct uentry **out, dou
 {
     char *copy = strndup(s, len), *save = NULL;
     if (!copy) return -ENOMEM;
-    int n = 0, cap = 8, rc = 0;
+    int n = 0, cap = 8;
     struct uentry *e = calloc((size_t)cap, sizeof(*e));
     char *line = strtok_r(copy, "\n", &save);
     *version = line ? strtod(line, NULL) : 0;
@@ -391,7 +391,7 @@ static int entries_from_text(const char *s, size_t len, struct uentry **out, dou
     free(copy);
     if (!e) return -ENOMEM;
     *out = e;
-    return rc ? rc : n;
+    return n;
 }
 
 /* Takes a new list of entries: names already known keep their addresses
@@ -420,22 +420,32 @@ static void adopt(struct upstream_dyn *d, struct uentry *e, int n)
     resolve_due(d);
 }
 
+static struct shm_buf buf;
+
+/* The count of set_servers calls in shared memory (0: none yet). */
+static double shared_version(void)
+{
+    struct shm_dict *dt = dict();
+    struct shm_value v;
+    if (!dt || shm_get(dt, "v", 1, shm_now_ms(), &v, &buf) || v.type != SHM_NUMBER) return 0;
+    return v.num;
+}
+
 static void shm_check(void)
 {
     struct shm_dict *dt = dict();
     if (!dt || !lstate_g.cur) return;
-    static struct shm_buf buf;
     struct shm_value v;
     uint64_t now = shm_now_ms();
-    if (shm_get(dt, "v", 1, now, &v, &buf) || v.type != SHM_NUMBER || v.num == seen_version) return;
-    seen_version = v.num;
+    double version = shared_version();
+    if (version == seen_version) return;
+    seen_version = version;
     for (struct upstream *u = lstate_g.cur->upstreams; u; u = u->next) {
         struct upstream_dyn *d = u->dyn;
         char k[128];
         int kl = d ? shm_key(k, sizeof(k), d) : 0;
         if (!d || shm_get(dt, k, (size_t)kl, now, &v, &buf) || v.type != SHM_STRING) continue;
         struct uentry *e;
-        double version;
         int n = entries_from_text(v.str, v.len, &e, &version);
         if (n < 0) continue;
         if (version <= d->applied) {
@@ -563,11 +573,12 @@ int upstream_names_load(lua_State *L, struct upstream *u, int idx)
         if (upstream_add_spec(u, &specs[i])) n = -1;
     free(specs);
     if (n < 0) return luaL_error(L, "proxy.upstream: out of memory");
-    /* One worker alone hears of set_servers from itself; without names it
-     * needs no tick until a change leaves a husk (rebuild). */
+    /* One worker alone hears of set_servers from itself (or, restarted,
+     * from its predecessor: then shared memory has a version); without
+     * names it needs no tick until a change leaves a husk (rebuild). */
     bool named = false;
     for (int i = 0; i < d->n; i++) named = named || d->e[i].named;
-    if (named || lstate_g.worker_count > 1) tick_start();
+    if (named || lstate_g.worker_count > 1 || shared_version() > 0) tick_start();
     return 0;
 }
 

@@ -173,3 +173,13 @@ def test_requests_in_flight_survive_changes_of_the_list():
         assert len(done) >= 20, len(done)
         a.assert_clean()
         b.assert_clean()
+
+
+def test_a_restarted_worker_takes_the_changed_list():
+    with Origin(name="a") as a, Origin(name="b") as b, lp.Proxy(SCRIPT % a.addr, workers=1) as p:
+        lp.expect(lp.post(p.port, "/_set", b.addr), 200)
+        (old,) = p.wait_workers(1)
+        os.kill(old, signal.SIGKILL)
+        lp.wait_until(lambda: (lambda w: len(w) == 1 and w[0] != old)(p.worker_pids()), what="a new worker")
+        lp.wait_until(lambda: lp.get(p.port, "/_servers").body.decode().strip() == "%s number 1 true" % b.addr,
+                      timeout=3, what="the new worker on b")
