@@ -12,7 +12,8 @@
 
 /* ---- addresses ---------------------------------------------------------- */
 
-int server_spec_parse(const char *text, struct server_spec *out, char *host, size_t hostlen, int *port)
+int server_spec_parse(const char *text, struct server_spec *out, char *host, size_t hostlen,
+                      int *port)
 {
     memset(out, 0, sizeof(*out));
     out->weight = 1;
@@ -46,7 +47,8 @@ int server_spec_parse(const char *text, struct server_spec *out, char *host, siz
     char *end;
     errno = 0;
     long p = strtol(colon + 1, &end, 10);
-    if (hlen == 0 || hlen >= hostlen || colon[1] < '0' || colon[1] > '9' || *end || errno || p < 1 || p > 65535)
+    if (hlen == 0 || hlen >= hostlen || colon[1] < '0' || colon[1] > '9' || *end || errno ||
+        p < 1 || p > 65535)
         return -EINVAL;
     memcpy(host, h, hlen);
     host[hlen] = '\0';
@@ -69,7 +71,7 @@ int server_spec_parse(const char *text, struct server_spec *out, char *host, siz
     return -EAGAIN;
 }
 
-void server_spec_from_addr(struct server_spec *out, const struct sockaddr *sa, socklen_t len, const char *name,
+void server_spec_from_addr(struct server_spec *out, const struct sockaddr *sa, const char *name,
                            int port, int weight)
 {
     memset(out, 0, sizeof(*out));
@@ -91,7 +93,6 @@ void server_spec_from_addr(struct server_spec *out, const struct sockaddr *sa, s
         inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
         snprintf(out->name, sizeof(out->name), "%s:%d", a, port);
     }
-    (void)len;
     snprintf(out->host, sizeof(out->host), "%s:%d", name, port);
     out->weight = weight;
 }
@@ -118,10 +119,10 @@ int upstream_add_spec(struct upstream *u, const struct server_spec *sp)
 
 /* ---- the grace period -------------------------------------------------- */
 
-static unsigned live[2];         /* exchanges in flight, by the epoch they began in */
-static uint8_t epoch;            /* new exchanges count here */
+static unsigned live[2];             /* exchanges in flight, by the epoch they began in */
+static uint8_t epoch;                /* new exchanges count here */
 static uint32_t gp_started, gp_done; /* grace periods begun and over */
-static bool gp_wanted;           /* a husk made during a grace period waits for the next */
+static bool gp_wanted;               /* a husk made during a grace period waits for the next */
 
 uint8_t upstream_epoch_enter(void)
 {
@@ -218,8 +219,10 @@ struct upstream *upstream_replace(struct upstream *u, const struct server_spec *
             t->stat_code = s->stat_code;
         }
     }
-    for (int k = 0; k < n; k++) fresh[k].successor = NULL;
-    for (int i = 0; i < husk->nservers; i++) pool_move(&husk->servers[i].pool, husk->servers[i].successor);
+    for (int k = 0; k < n; k++)
+        fresh[k].successor = NULL;
+    for (int i = 0; i < husk->nservers; i++)
+        pool_move(&husk->servers[i].pool, husk->servers[i].successor);
     /* Older husks of u point at servers that are in this husk now. */
     upstream_repoint(u->husks, husk);
     husk->grace = grace_for_new_husk();
@@ -255,7 +258,8 @@ void upstream_reap(struct upstream *u)
             continue;
         }
         *pp = h->next;
-        for (int i = 0; i < h->nservers; i++) pool_close_all(&h->servers[i].pool);
+        for (int i = 0; i < h->nservers; i++)
+            pool_close_all(&h->servers[i].pool);
         free(h->servers);
         free(h);
     }

@@ -34,10 +34,11 @@ struct server_spec {
  * "localhost" for a unix socket). 0; -EINVAL (malformed); -EAGAIN: a name
  * ("host:port" with a host that is no address), whose host and port are
  * then in host/port (hostlen bytes of room). */
-int server_spec_parse(const char *text, struct server_spec *out, char *host, size_t hostlen, int *port);
+int server_spec_parse(const char *text, struct server_spec *out, char *host, size_t hostlen,
+                      int *port);
 /* The spec of address sa (family, address and port) found for name:port:
  * named as the address, Host as the name. */
-void server_spec_from_addr(struct server_spec *out, const struct sockaddr *sa, socklen_t len, const char *name,
+void server_spec_from_addr(struct server_spec *out, const struct sockaddr *sa, const char *name,
                            int port, int weight);
 
 /* Appends a server to an upstream being built (before upstream_finish). */

@@ -43,15 +43,15 @@ struct uentry {
     char text[128];
     int weight;
     bool named;
-    struct server_spec spec; /* !named */
-    char host[128];          /* named: the name, */
-    int port;                /* its port, */
+    struct server_spec spec;   /* !named */
+    char host[128];            /* named: the name, */
+    int port;                  /* its port, */
     struct server_spec *addrs; /* its last addresses (NULL: never resolved) */
     int naddrs;
-    uint64_t ttl_ms;           /* the last answer's, capped */
-    uint64_t due_ms;           /* when to resolve it again */
-    bool querying;             /* a query is out */
-    bool failing;              /* the last resolution failed (warned once) */
+    uint64_t ttl_ms; /* the last answer's, capped */
+    uint64_t due_ms; /* when to resolve it again */
+    bool querying;   /* a query is out */
+    bool failing;    /* the last resolution failed (warned once) */
 };
 
 struct dyn_query;
@@ -68,12 +68,12 @@ struct upstream_dyn {
 struct dyn_query {
     struct upstream_dyn *d; /* NULL once the upstream is gone */
     struct dyn_query *next;
-    uint64_t deadline;      /* QUERY_MS after it left */
-    bool abandoned;         /* past it: its answer is ignored */
-    char text[128]; /* the entry it is for */
+    uint64_t deadline; /* QUERY_MS after it left */
+    bool abandoned;    /* past it: its answer is ignored */
+    char text[128];    /* the entry it is for */
 };
 
-static struct timer tick;   /* armed while an upstream lives (ndyn) */
+static struct timer tick; /* armed while an upstream lives (ndyn) */
 static int ndyn;
 static void tick_start(void);
 static double seen_version; /* of the shared "v" counter, last looked at */
@@ -107,7 +107,8 @@ static void entry_clear(struct uentry *e)
 
 static void entries_free(struct uentry *e, int n)
 {
-    for (int i = 0; i < n; i++) entry_clear(&e[i]);
+    for (int i = 0; i < n; i++)
+        entry_clear(&e[i]);
     free(e);
 }
 
@@ -134,12 +135,14 @@ static int entry_take(struct uentry *e, const struct ares_addrinfo *res)
     if (!a) return -ENOMEM;
     int n = 0, ttl = -1;
     for (int pass = 0; pass < 2; pass++) {
-        for (const struct ares_addrinfo_node *p = res ? res->nodes : NULL; p && n < MAX_ADDRS; p = p->ai_next) {
+        for (const struct ares_addrinfo_node *p = res ? res->nodes : NULL; p && n < MAX_ADDRS;
+             p = p->ai_next) {
             if ((p->ai_family == AF_INET) != (pass == 0)) continue;
             if (p->ai_family != AF_INET && p->ai_family != AF_INET6) continue;
-            server_spec_from_addr(&a[n], p->ai_addr, p->ai_addrlen, e->host, e->port, e->weight);
+            server_spec_from_addr(&a[n], p->ai_addr, e->host, e->port, e->weight);
             bool dup = false;
-            for (int k = 0; k < n && !dup; k++) dup = !strcmp(a[k].name, a[n].name);
+            for (int k = 0; k < n && !dup; k++)
+                dup = !strcmp(a[k].name, a[n].name);
             if (dup) continue;
             if (ttl < 0 || p->ai_ttl < ttl) ttl = p->ai_ttl;
             n++;
@@ -150,7 +153,8 @@ static int entry_take(struct uentry *e, const struct ares_addrinfo *res)
         return -ENOENT;
     }
     bool same = n == e->naddrs;
-    for (int i = 0; i < n && same; i++) same = !strcmp(a[i].name, e->addrs[i].name);
+    for (int i = 0; i < n && same; i++)
+        same = !strcmp(a[i].name, e->addrs[i].name);
     entry_clear(e);
     e->addrs = a;
     e->naddrs = n;
@@ -164,14 +168,16 @@ static int entry_take(struct uentry *e, const struct ares_addrinfo *res)
 static int specs_of(const struct upstream_dyn *d, struct server_spec **out)
 {
     int n = 0;
-    for (int i = 0; i < d->n; i++) n += d->e[i].named ? d->e[i].naddrs : 1;
+    for (int i = 0; i < d->n; i++)
+        n += d->e[i].named ? d->e[i].naddrs : 1;
     struct server_spec *s = calloc(n > 0 ? (size_t)n : 1, sizeof(*s));
     if (!s) return -ENOMEM;
     int k = 0;
     for (int i = 0; i < d->n; i++) {
         const struct uentry *e = &d->e[i];
         if (!e->named) s[k++] = e->spec;
-        for (int j = 0; e->named && j < e->naddrs; j++) s[k++] = e->addrs[j];
+        for (int j = 0; e->named && j < e->naddrs; j++)
+            s[k++] = e->addrs[j];
     }
     *out = s;
     return n;
@@ -188,12 +194,14 @@ static void rebuild(struct upstream_dyn *d)
     tick_start(); /* which frees the husk */
     /* Older scripts' servers hand their connections to these ones. */
     if (lstate_g.cur) upstream_repoint(lstate_g.cur->upstreams, husk);
-    for (struct lstate *r = lstate_g.retired; r; r = r->next) upstream_repoint(r->upstreams, husk);
+    for (struct lstate *r = lstate_g.retired; r; r = r->next)
+        upstream_repoint(r->upstreams, husk);
     char list[512];
     size_t off = 0;
     list[0] = '\0';
     for (int i = 0; i < d->u->nservers && off < sizeof(list); i++)
-        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i ? " " : "", d->u->servers[i].name);
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i ? " " : "",
+                                d->u->servers[i].name);
     log_info("upstream %s: servers now %s", d->u->name, d->u->nservers ? list : "(none)");
 }
 
@@ -214,7 +222,8 @@ static void on_sync_answer(void *arg, int status, int timeouts, struct ares_addr
     a->res = res;
 }
 
-static const struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+static const struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC,
+                                                 .ai_socktype = SOCK_STREAM};
 
 /* Resolves a name at load, blocking at most RESOLVE_LOAD_MS: on its own
  * channel, which the loop does not watch (the master has no loop). */
@@ -244,7 +253,8 @@ static int resolve_now(struct uentry *e, const char **why)
         unsigned bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
         int np = 0;
         for (unsigned i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-            short ev = (short)((bits & (1u << i) ? POLLIN : 0) | (bits & (1u << (i + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
+            short ev = (short)((bits & (1u << i) ? POLLIN : 0) |
+                               (bits & (1u << (i + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
             if (ev) pf[np++] = (struct pollfd){.fd = socks[i], .events = ev};
         }
         struct timeval tv, *t = ares_timeout(ch, NULL, &tv);
@@ -255,15 +265,20 @@ static int resolve_now(struct uentry *e, const char **why)
         if (r == -1 && errno != EINTR) break;
         waited += ms; /* at most: a reply may come sooner */
         for (int i = 0; i < np; i++)
-            ares_process_fd(ch, pf[i].revents & (POLLIN | POLLERR | POLLHUP) ? pf[i].fd : ARES_SOCKET_BAD,
-                            pf[i].revents & (POLLOUT | POLLERR) ? pf[i].fd : ARES_SOCKET_BAD);
+            ares_process_fd(
+                ch, pf[i].revents & (POLLIN | POLLERR | POLLHUP) ? pf[i].fd : ARES_SOCKET_BAD,
+                pf[i].revents & (POLLOUT | POLLERR) ? pf[i].fd : ARES_SOCKET_BAD);
         if (np == 0 || r == 0) ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
     }
     int ok = -1;
-    if (!a.done) *why = "timeout";
-    else if (a.status != ARES_SUCCESS) *why = ares_strerror(a.status);
-    else if (entry_take(e, a.res) < 0) *why = "no address";
-    else ok = 0;
+    if (!a.done)
+        *why = "timeout";
+    else if (a.status != ARES_SUCCESS)
+        *why = ares_strerror(a.status);
+    else if (entry_take(e, a.res) < 0)
+        *why = "no address";
+    else
+        ok = 0;
     ares_destroy(ch); /* a query still out gets its answer now, as a failure */
     if (a.res) ares_freeaddrinfo(a.res);
     ares_library_cleanup();
@@ -285,8 +300,8 @@ static void entry_failed(struct upstream_dyn *d, struct uentry *e, const char *w
 {
     e->querying = false;
     if (!e->failing)
-        log_warn("upstream %s: %s could not be resolved again (%s); keeping its %d address(es)", d->u->name, e->text,
-                 why, e->naddrs);
+        log_warn("upstream %s: %s could not be resolved again (%s); keeping its %d address(es)",
+                 d->u->name, e->text, why, e->naddrs);
     e->failing = true;
     e->due_ms = now_ms() + (e->ttl_ms ? e->ttl_ms : ttl_cap(0));
 }
@@ -311,7 +326,8 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     int rc = e && status == ARES_SUCCESS ? entry_take(e, res) : -1;
     if (res) ares_freeaddrinfo(res);
     if (!e) return;
-    if (rc < 0) return entry_failed(d, e, status == ARES_SUCCESS ? "no address" : ares_strerror(status));
+    if (rc < 0)
+        return entry_failed(d, e, status == ARES_SUCCESS ? "no address" : ares_strerror(status));
     e->querying = false;
     if (e->failing) {
         e->failing = false;
@@ -342,7 +358,8 @@ static void resolve_due(struct upstream_dyn *d)
         struct dyn_query *q = ch ? calloc(1, sizeof(*q)) : NULL;
         if (!q) {
             e->due_ms = now + ttl_cap(0);
-            log_warn("upstream %s: cannot resolve %s (%s)", d->u->name, e->text, err ? err : "out of memory");
+            log_warn("upstream %s: cannot resolve %s (%s)", d->u->name, e->text,
+                     err ? err : "out of memory");
             continue;
         }
         q->d = d;
@@ -406,7 +423,8 @@ static void adopt(struct upstream_dyn *d, struct uentry *e, int n)
             if (e[i].addrs) {
                 memcpy(e[i].addrs, old->addrs, (size_t)old->naddrs * sizeof(*old->addrs));
                 e[i].naddrs = old->naddrs;
-                for (int k = 0; k < e[i].naddrs; k++) e[i].addrs[k].weight = e[i].weight;
+                for (int k = 0; k < e[i].naddrs; k++)
+                    e[i].addrs[k].weight = e[i].weight;
             }
             e[i].ttl_ms = old->ttl_ms;
             e[i].due_ms = old->due_ms;
@@ -468,7 +486,8 @@ static void shm_publish(struct upstream_dyn *d)
     char *s = malloc(cap);
     if (!s) goto full;
     off = (size_t)snprintf(s, cap, "%.0f\n", version);
-    for (int i = 0; i < d->n; i++) off += (size_t)snprintf(s + off, cap - off, "%d %s\n", d->e[i].weight, d->e[i].text);
+    for (int i = 0; i < d->n; i++)
+        off += (size_t)snprintf(s + off, cap - off, "%d %s\n", d->e[i].weight, d->e[i].text);
     char k[128];
     int kl = shm_key(k, sizeof(k), d);
     struct shm_value v = {.type = SHM_STRING, .str = s, .len = off};
@@ -480,7 +499,8 @@ static void shm_publish(struct upstream_dyn *d)
     d->applied = version;
     return;
 full:
-    log_error("upstream %s: set_servers: no room in shared memory (--shm-size): other workers keep their servers",
+    log_error("upstream %s: set_servers: no room in shared memory (--shm-size): other workers keep "
+              "their servers",
               d->u->name);
 }
 
@@ -496,7 +516,8 @@ static void on_tick(struct timer *t)
             upstream_reap(u);
         }
     for (struct lstate *r = lstate_g.retired; r; r = r->next)
-        for (struct upstream *u = r->upstreams; u; u = u->next) upstream_reap(u);
+        for (struct upstream *u = r->upstreams; u; u = u->next)
+            upstream_reap(u);
     shm_check();
     loop_timer(lstate_g.loop, t, TICK_MS);
 }
@@ -528,8 +549,9 @@ static int entries_from_lua(lua_State *L, int idx, const char *who, struct uentr
             addr = lua_tostring(L, -1);
         } else if (lua_istable(L, -1)) {
             lua_getfield(L, -1, "weight");
-            if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || lua_tonumber(L, -1) != (int)lua_tonumber(L, -1) ||
-                                      lua_tonumber(L, -1) < 1))
+            if (!lua_isnil(L, -1) &&
+                (!lua_isnumber(L, -1) || lua_tonumber(L, -1) != (int)lua_tonumber(L, -1) ||
+                 lua_tonumber(L, -1) < 1))
                 return luaL_error(L, "%s: server %d: weight must be a whole number >= 1", who, i);
             if (!lua_isnil(L, -1)) w = lua_tonumber(L, -1);
             lua_getfield(L, -2, "addr");
@@ -537,10 +559,14 @@ static int entries_from_lua(lua_State *L, int idx, const char *who, struct uentr
             lua_pop(L, 2); /* addr stays anchored by the server table */
         }
         if (!addr)
-            return luaL_error(L, "%s: server %d must be \"host:port\", \"unix:/path\" or { addr = ..., weight = ... }",
+            return luaL_error(L,
+                              "%s: server %d must be \"host:port\", \"unix:/path\" or { addr = "
+                              "..., weight = ... }",
                               who, i);
         if (entry_parse(addr, (int)w, &e[i - 1]))
-            return luaL_error(L, "%s: server %d: bad address '%s' (expected host:port or unix:/path)", who, i, addr);
+            return luaL_error(L,
+                              "%s: server %d: bad address '%s' (expected host:port or unix:/path)",
+                              who, i, addr);
         lua_pop(L, 1);
     }
     struct uentry *copy = malloc((size_t)n * sizeof(*e));
@@ -564,8 +590,8 @@ int upstream_names_load(lua_State *L, struct upstream *u, int idx)
         struct uentry *e = &d->e[i];
         const char *why = NULL;
         if (e->named && resolve_now(e, &why))
-            return luaL_error(L, "proxy.upstream: '%s': server %d: %s does not resolve (%s)", u->name, i + 1, e->text,
-                              why);
+            return luaL_error(L, "proxy.upstream: '%s': server %d: %s does not resolve (%s)",
+                              u->name, i + 1, e->text, why);
     }
     struct server_spec *specs;
     int n = specs_of(d, &specs);
@@ -577,7 +603,8 @@ int upstream_names_load(lua_State *L, struct upstream *u, int idx)
      * from its predecessor: then shared memory has a version); without
      * names it needs no tick until a change leaves a husk (rebuild). */
     bool named = false;
-    for (int i = 0; i < d->n; i++) named = named || d->e[i].named;
+    for (int i = 0; i < d->n; i++)
+        named = named || d->e[i].named;
     if (named || lstate_g.worker_count > 1 || shared_version() > 0) tick_start();
     return 0;
 }
@@ -586,7 +613,8 @@ void upstream_names_free(struct upstream *u)
 {
     struct upstream_dyn *d = u ? u->dyn : NULL;
     if (!d) return;
-    for (struct dyn_query *q = d->queries; q; q = q->next) q->d = NULL; /* on_answer frees them */
+    for (struct dyn_query *q = d->queries; q; q = q->next)
+        q->d = NULL; /* on_answer frees them */
     entries_free(d->e, d->n);
     free(d);
     u->dyn = NULL;
@@ -604,10 +632,12 @@ int upstream_names_set_servers(lua_State *L)
 {
     struct upstream *u = check_up(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (lstate_g.loading) return luaL_error(L, "set_servers: not at the top level (declare the servers instead)");
+    if (lstate_g.loading)
+        return luaL_error(L, "set_servers: not at the top level (declare the servers instead)");
     /* Those run inside a choice over the very array a change replaces. */
     const char *w = lstate_g.where ? lstate_g.where : "";
-    if (!strcmp(w, "balance") || !strcmp(w, "hash_key")) return luaL_error(L, "set_servers: not in %s", w);
+    if (!strcmp(w, "balance") || !strcmp(w, "hash_key"))
+        return luaL_error(L, "set_servers: not in %s", w);
     struct uentry *e;
     int n = entries_from_lua(L, 2, "set_servers", &e);
     adopt(u->dyn, e, n);

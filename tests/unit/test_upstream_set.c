@@ -41,7 +41,8 @@ static struct upstream *make(enum balance b, const char *const *addrs, int n)
 static struct upstream *replace(struct upstream *u, const char *const *addrs, int n)
 {
     struct server_spec specs[8];
-    for (int i = 0; i < n; i++) specs[i] = spec(addrs[i]);
+    for (int i = 0; i < n; i++)
+        specs[i] = spec(addrs[i]);
     struct upstream *husk = upstream_replace(u, specs, n);
     ck_assert_ptr_nonnull(husk);
     return husk;
@@ -64,13 +65,19 @@ START_TEST(addresses_unix_sockets_and_names)
     ck_assert_str_eq(s.name, "unix:/run/app.sock");
     ck_assert_str_eq(s.host, "localhost");
     /* A name: its host and port, to be resolved. */
-    ck_assert_int_eq(server_spec_parse("api.internal:9000", &s, host, sizeof(host), &port), -EAGAIN);
+    ck_assert_int_eq(server_spec_parse("api.internal:9000", &s, host, sizeof(host), &port),
+                     -EAGAIN);
     ck_assert_str_eq(host, "api.internal");
     ck_assert_int_eq(port, 9000);
-    const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:80x",
-                         "unix:relative.sock", "unix:", "[::1]80", "[zz]:80", ":80", "a:b:80"};
+    const char *bad[] = {"127.0.0.1",     "127.0.0.1:",
+                         "127.0.0.1:0",   "127.0.0.1:65536",
+                         "127.0.0.1:80x", "unix:relative.sock",
+                         "unix:",         "[::1]80",
+                         "[zz]:80",       ":80",
+                         "a:b:80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        ck_assert_msg(server_spec_parse(bad[i], &s, host, sizeof(host), &port) == -EINVAL, "%s accepted", bad[i]);
+        ck_assert_msg(server_spec_parse(bad[i], &s, host, sizeof(host), &port) == -EINVAL,
+                      "%s accepted", bad[i]);
 }
 END_TEST
 
@@ -79,7 +86,7 @@ START_TEST(a_name_answer_becomes_servers_named_by_address)
     struct sockaddr_in a = {.sin_family = AF_INET};
     inet_pton(AF_INET, "127.0.0.3", &a.sin_addr);
     struct server_spec s;
-    server_spec_from_addr(&s, (struct sockaddr *)&a, sizeof(a), "api.test", 8080, 3);
+    server_spec_from_addr(&s, (struct sockaddr *)&a, "api.test", 8080, 3);
     ck_assert_str_eq(s.name, "127.0.0.3:8080");
     ck_assert_str_eq(s.host, "api.test:8080"); /* the Host the backend is sent */
     ck_assert_int_eq(s.weight, 3);
@@ -108,7 +115,7 @@ START_TEST(what_stays_keeps_its_health_what_goes_drains)
     ck_assert_ptr_eq(husk->servers, old);
     ck_assert(husk->retired);
     ck_assert_ptr_eq(old[0].up, husk);
-    ck_assert_ptr_null(old[0].successor);            /* gone: drains */
+    ck_assert_ptr_null(old[0].successor);               /* gone: drains */
     ck_assert_ptr_eq(old[1].successor, &u->servers[0]); /* stays */
     upstream_free(u);
 }
@@ -157,7 +164,8 @@ END_TEST
 
 START_TEST(the_hash_ring_is_rebuilt_and_no_servers_choose_none)
 {
-    const char *a[] = {"127.0.0.1:80", "127.0.0.2:80"}, *b[] = {"127.0.0.3:80", "127.0.0.4:80", "127.0.0.5:80"};
+    const char *a[] = {"127.0.0.1:80", "127.0.0.2:80"},
+               *b[] = {"127.0.0.3:80", "127.0.0.4:80", "127.0.0.5:80"};
     struct upstream *u = make(BALANCE_HASH, a, 2);
     replace(u, b, 3);
     for (uint32_t key = 0; key < 200; key++) {
