@@ -10,6 +10,8 @@
 
 #include "pool.h"
 
+#define UPSTREAM_RETRY_ON_MAX 16 /* statuses in retry_on */
+
 struct script_req;
 struct upstream;
 struct server;
@@ -79,6 +81,9 @@ struct upstream {
     uint64_t read_timeout_ms;
     uint64_t send_timeout_ms;
     int retries;             /* extra servers tried when connecting fails */
+    uint16_t retry_on[UPSTREAM_RETRY_ON_MAX]; /* answers that send an idempotent request on */
+    int nretry_on;
+    struct upstream *mirror; /* gets a copy of every request (mirror.c); NULL: none */
     int max_fails;
     uint64_t fail_timeout_ms;
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
@@ -105,6 +110,13 @@ void upstream_handover(struct upstream *old_list, struct upstream *new_list, boo
 static inline bool upstream_server_up(const struct server *s, uint64_t now)
 {
     return s->down_until == 0 || s->down_until <= now;
+}
+/* Whether the upstream's retry_on lists this status. */
+static inline bool upstream_retries_on(const struct upstream *u, int status)
+{
+    for (int i = 0; i < u->nretry_on; i++)
+        if (u->retry_on[i] == status) return true;
+    return false;
 }
 /* Passive health. */
 void upstream_fail(struct server *s, uint64_t now);

@@ -175,6 +175,31 @@ void backend_failed(struct exchange *ex, const char *why)
     ex_error(ex, 502, why);
 }
 
+bool backend_may_retry_answer(const struct exchange *ex, int status)
+{
+    const struct upstream *u = ex->up;
+    if (!u->nretry_on || !upstream_retries_on(u, status) || ex->attempts > u->retries) return false;
+    /* The body must be replayable: held whole (none, or it came with the
+     * head), never spliced or relayed from the client; and no interim
+     * answer went to the client. POST and the like are never repeated. */
+    if (!idempotent(ex->rq.req->method) || !ex->req_done || ex->req_started || ex->interim_seen) return false;
+    /* The last server's answer goes to the client as it is. */
+    for (int i = 0; i < u->nservers; i++)
+        if (!ex->tried[i] && (u->balance == BALANCE_LUA || upstream_server_up(&u->servers[i], W.loop.now_ms)))
+            return true;
+    return false;
+}
+
+void backend_retry_answer(struct exchange *ex, int status, bool reusable)
+{
+    log_info("upstream %s server %s answered %d: trying the next server (retry_on)", ex->up->name,
+             ex->srv->name, status);
+    upstream_fail(ex->srv, W.loop.now_ms);
+    ex_release_backend(ex, reusable);
+    ex->srv = NULL;
+    ex->restart = backend_try_server(ex);
+}
+
 /* ---- sending ----------------------------------------------------------- */
 
 /* Sends what the backend takes of [p, p + n): the count (> 0); 0 when it

@@ -163,6 +163,11 @@ bool backend_connect_failed(struct exchange *ex, int err);
  * on a pooled connection sets ex->restart: the caller returns "stopped"
  * and ex_run goes on. */
 void backend_failed(struct exchange *ex, const char *why);
+/* retry_on: whether an answer with this status (nothing of it sent to the
+ * client) sends the request to the next server; and doing so, the answer's
+ * connection pooled when reusable. Sets ex->restart as backend_failed. */
+bool backend_may_retry_answer(const struct exchange *ex, int status);
+void backend_retry_answer(struct exchange *ex, int status, bool reusable);
 /* Sends what is left of the request. false when the exchange ended. */
 bool backend_send_request(struct exchange *ex);
 
