@@ -47,9 +47,9 @@ static int opt_int(lua_State *L, int t, const char *key, int def, int min)
 
 /* retry_on = { 502, 503, 504 }: the answers that send an idempotent
  * request on to the next server. */
-static void opt_retry_on(lua_State *L, int t, struct upstream *u)
+static void opt_retry_on(lua_State *L, int t, const char *key, struct upstream *u)
 {
-    lua_getfield(L, t, "retry_on");
+    lua_getfield(L, t, key);
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1)) luaL_error(L, "proxy.upstream: retry_on must be a list of status codes");
         int n = (int)lua_objlen(L, -1);
@@ -69,9 +69,9 @@ static void opt_retry_on(lua_State *L, int t, struct upstream *u)
 
 /* mirror = other_upstream (the object, or the name of one declared
  * before): it gets a copy of every request. */
-static void opt_mirror(lua_State *L, int t, int registry, struct upstream *u)
+static void opt_mirror(lua_State *L, int t, const char *key, int registry, struct upstream *u)
 {
-    lua_getfield(L, t, "mirror");
+    lua_getfield(L, t, key);
     if (lua_type(L, -1) == LUA_TSTRING) {
         lua_getfield(L, registry, lua_tostring(L, -1));
         if (!lua_istable(L, -1))
@@ -200,8 +200,8 @@ static int api_upstream(lua_State *L)
     u->connect_timeout_ms = opt_duration(L, 3, "connect_timeout", u->connect_timeout_ms);
     u->read_timeout_ms = opt_duration(L, 3, "read_timeout", u->read_timeout_ms);
     u->fail_timeout_ms = opt_duration(L, 3, "fail_timeout", u->fail_timeout_ms);
-    opt_retry_on(L, 3, u);
-    opt_mirror(L, 3, registry, u);
+    opt_retry_on(L, 3, "retry_on", u);
+    opt_mirror(L, 3, "mirror", registry, u);
     if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");
 
     /* registry.luaproxy.upstreams[name] = { ud, balance = f, hash_key = f }:
