@@ -72,9 +72,23 @@ void upstream_free(struct upstream *u)
 {
     if (!u) return;
     for (int i = 0; i < u->nservers; i++) pool_close_all(&u->servers[i].pool);
+    if (u->holds) {
+        u->orphaned = true;
+        return;
+    }
     if (u->policy->destroy) u->policy->destroy(u);
     free(u->servers);
     free(u);
+}
+
+void upstream_hold(struct upstream *u)
+{
+    u->holds++;
+}
+
+void upstream_release(struct upstream *u)
+{
+    if (--u->holds == 0 && u->orphaned) upstream_free(u);
 }
 
 static struct server *find_successor(const struct server *s, struct upstream *new_list)

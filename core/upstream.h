@@ -89,6 +89,8 @@ struct upstream {
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
     int script_ref;          /* the script's handle for hash_key/balance functions */
     bool retired;            /* its script was replaced by a reload */
+    int holds;               /* users past their request's life (mirror copies) */
+    bool orphaned;           /* freed by its script while held: the last release frees it */
     struct upstream *next;   /* the other upstreams of the same script */
 };
 
@@ -100,6 +102,11 @@ int upstream_add_server(struct upstream *u, const char *addr, int weight);
  * build its state (the hash ring). 0 or -ENOMEM. */
 int upstream_finish(struct upstream *u);
 void upstream_free(struct upstream *u);
+/* A user that may outlive the script's state (a mirror's copy still on its
+ * way when its request ended) holds the upstream; upstream_free then waits
+ * for the last release. */
+void upstream_hold(struct upstream *u);
+void upstream_release(struct upstream *u);
 /* A reload: every server of the old list finds its successor in the new
  * one (same upstream name, same address) or none. Idle pooled connections
  * move to the successor or are closed; carry_health also copies the

@@ -92,6 +92,7 @@ bool backend_try_server(struct exchange *ex)
         ex->srv = s;
         if (ex->attempts == 1 || !ex->req_head.len) {
             if (build_request(ex)) return ex_error(ex, 502, "out of memory"), false;
+            if (ex->up->mirror) mirror_start(ex);
         }
         struct bconn *b = pool_get(&s->pool);
         if (b) return start_on(ex, b, true);
@@ -232,6 +233,7 @@ static bool send_spliced_body(struct exchange *ex, bool *blocked)
     uint64_t moved = 0;
     enum pump_result r = PUMP_DONE;
     if (ex->req_pipe.rd == -1 && pipe_take(&ex->req_pipe)) r = PUMP_ERROR;
+    else if (ex->mirror) r = mirror_pump(ex, &moved);
     else r = transport_pump(ex->rq.transport, &ex->b->tp, &ex->req_pipe, &ex->req_left, &moved);
     if (moved || ex->req_pipe.len) ex->req_started = true;
     STAT_ADD(WS->spliced_bytes, moved);
@@ -271,12 +273,14 @@ static bool send_chunked_body(struct exchange *ex, bool *blocked)
             }
             ex->req_started = true;
             loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+            if (ex->mirror) mirror_copy(ex, p, (size_t)w);
             ex->cl->chunked_sent(ex->client, (size_t)w);
             continue;
         }
         case CHUNKED_END:
             ex->chunk_pending = false;
             ex->req_chunked = false;
+            if (ex->mirror) mirror_body_end(ex);
             return true;
         case CHUNKED_WAIT:
             ex->chunk_pending = false;
