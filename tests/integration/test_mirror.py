@@ -6,7 +6,9 @@ costs the client nothing (each request timed), and the copies it could not
 take are counted in luaproxy_mirror_dropped_total{upstream}."""
 
 import hashlib
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -252,3 +254,28 @@ def test_a_mirror_that_is_not_an_upstream_is_a_load_error():
         text = 'proxy.upstream("u", { "127.0.0.1:1" }, { %s })\nfunction route() end\n' % bad
         r = lp.run_cli(["--check", lp.write_script(text)])
         assert r.returncode != 0 and "mirror" in r.stderr, (bad, r)
+
+
+def test_copies_in_flight_outlive_a_reload():
+    # The mirror answers late: when the reload retires the script, the
+    # copies still wait for their answers, on servers of the old script's
+    # upstream, which must stay until they are done.
+    with Origin(name="real") as real, Origin(name="copy", delay_ms=700) as copy:
+        with lp.Proxy(script(real, copy.addr), workers=1) as p:
+            for i in range(3):
+                assert lp.get(p.port, "/echo?before-%d" % i).status == 200
+            lp.wait_until(lambda: copy.requests == 3, timeout=5, what="three copies at the mirror")
+            assert copy.responses == 0, "the mirror answered before the reload"
+            tmp = p.script_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(script(real, copy.addr) + "-- v2\n")
+            os.rename(tmp, p.script_path)
+            p.send_signal(signal.SIGHUP)
+            p.wait_stderr("generation 1 loaded")
+            lp.wait_until(lambda: copy.responses == 3, timeout=5, what="the mirror's three answers")
+            # the copies read their answers and went; the new script mirrors
+            for i in range(3):
+                assert lp.get(p.port, "/echo?after-%d" % i).status == 200
+            lp.wait_until(lambda: copy.requests == 6, timeout=5, what="three more copies")
+            assert p.alive()
+            assert p.stop() == 0
