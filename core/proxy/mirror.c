@@ -154,9 +154,11 @@ static bool mirror_flush(struct mirror *m)
         if (r == PUMP_WANT_WRITE) return want_write(m, true), true;
         if (r == PUMP_ERROR) return mirror_drop(m, strerror(errno)), false;
     }
+    /* Nothing waits: writability would only wake the worker for nothing
+     * (every ACK that frees send buffer is an edge) until bytes block. */
+    want_write(m, false);
     if (m->body_left || m->body_open) return true; /* the exchange brings more */
     m->sent = true;
-    want_write(m, false);
     loop_timer(&W.loop, &m->timer, m->up->read_timeout_ms);
     return true;
 }
