@@ -116,6 +116,32 @@ static void tls_series(struct buf *b)
     putf(b, "luaproxy_upstream_tls_verify_failures_total %llu\n", (unsigned long long)SUM(tls_up_verify_failed));
 }
 
+/* luaproxy_mirror_dropped_total: each mirror upstream once, summed over
+ * the workers (a name is listed where it first appears). */
+static void mirror_series(struct buf *b)
+{
+    metric_head(b, "luaproxy_mirror_dropped_total", "counter",
+                "Request copies a mirror upstream did not get (its pipe full, its connection not ready or failed).");
+    for (uint32_t w = 0; w < ST->nworkers; w++)
+        for (int i = 0; i < STATS_MIRROR_SLOTS; i++) {
+            const struct mstat *e = &ST->w[w].mirror[i];
+            if (!__atomic_load_n(&e->used, __ATOMIC_ACQUIRE)) continue;
+            bool seen = false;
+            uint64_t total = 0;
+            for (uint32_t v = 0; v < ST->nworkers && !seen; v++)
+                for (int j = 0; j < STATS_MIRROR_SLOTS; j++) {
+                    const struct mstat *f = &ST->w[v].mirror[j];
+                    if (!__atomic_load_n(&f->used, __ATOMIC_ACQUIRE) || strcmp(f->upstream, e->upstream)) continue;
+                    if (v < w || (v == w && j < i)) seen = true;
+                    total += STAT_GET(f->dropped);
+                }
+            if (seen) continue;
+            buf_puts(b, "luaproxy_mirror_dropped_total{upstream=\"");
+            put_escaped(b, e->upstream, false);
+            putf(b, "\"} %llu\n", (unsigned long long)total);
+        }
+}
+
 static void render_metrics(struct buf *b)
 {
     metric_head(b, "luaproxy_requests_total", "counter", "Requests answered, by status code.");
@@ -140,6 +166,7 @@ static void render_metrics(struct buf *b)
     metric_head(b, "luaproxy_upstream_requests_total", "counter",
                 "Proxied requests by upstream, server and status code.");
     upstream_series(b);
+    mirror_series(b);
 
     int64_t active = 0;
     for (uint32_t w = 0; w < ST->nworkers; w++) active += STAT_GET(ST->w[w].connections_active);

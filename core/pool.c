@@ -56,6 +56,7 @@ void bconn_close(struct bconn *b)
     transport_release(&b->tp);
     loop_close(&W.loop, &b->tp.io);
     b->ex = NULL;
+    b->user = NULL;
     loop_defer(&W.loop, &b->free_later);
 }
 
@@ -69,7 +70,7 @@ static void on_io(struct io *io, unsigned events)
         bconn_close(b);
         return;
     }
-    if (b->ex && b->on_event) b->on_event(b, events);
+    if ((b->ex || b->user) && b->on_event) b->on_event(b, events);
 }
 
 static void on_idle_timeout(struct timer *t)
@@ -165,6 +166,7 @@ void pool_put(struct bconn *b)
 {
     struct server *s = b->srv;
     b->ex = NULL;
+    b->user = NULL;
     /* Since a reload: the same server in the new script takes it. */
     while (s->successor) s = b->srv = s->successor; /* or a replacement (upstream_set.h) */
     struct pool *p = &s->pool;

@@ -23,6 +23,7 @@ struct bconn {
     /* The owner's handler for events while in use, set when it takes the
      * connection: the pool knows no more of its user than this. */
     void (*on_event)(struct bconn *b, unsigned events);
+    void *user;                /* a user other than an exchange (a mirror's copy), ex NULL */
     bool idle;                 /* in the pool */
     bool connected;            /* the connect completed */
     uint32_t requests;         /* requests carried, for logs and metrics */

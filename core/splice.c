@@ -78,7 +78,31 @@ static enum pump_result drain(int dst, struct pipe_pair *p, uint64_t *moved)
     return PUMP_DONE;
 }
 
-enum pump_result splice_pump(int src, int dst, struct pipe_pair *p, uint64_t *left, uint64_t *moved)
+/* The chunk just read into p (all it holds) is duplicated into the copy's
+ * pipe. tee() takes no bytes from p; with SPLICE_F_NONBLOCK it says EAGAIN
+ * (or copies less) when the copy's pipe is full, and the copy fails rather
+ * than wait: its reader is best effort. */
+static void copy_chunk(const struct pipe_pair *p, struct splice_copy *c)
+{
+    if (c->failed) return;
+    if (c->dst != -1 && drain(c->dst, c->pipe, &c->moved) == PUMP_ERROR) {
+        c->failed = true;
+        return;
+    }
+    ssize_t n = tee(p->rd, c->pipe->wr, p->len, SPLICE_F_NONBLOCK);
+    if (n > 0) {
+        c->pipe->len += (size_t)n;
+        c->teed += (uint64_t)n;
+    }
+    if (n != (ssize_t)p->len) {
+        c->failed = true;
+        return;
+    }
+    if (c->dst != -1 && drain(c->dst, c->pipe, &c->moved) == PUMP_ERROR) c->failed = true;
+}
+
+static enum pump_result pump(int src, int dst, struct pipe_pair *p, struct splice_copy *copy, uint64_t *left,
+                             uint64_t *moved)
 {
     for (;;) {
         enum pump_result r = drain(dst, p, moved);
@@ -89,6 +113,7 @@ enum pump_result splice_pump(int src, int dst, struct pipe_pair *p, uint64_t *le
         if (n > 0) {
             p->len += (size_t)n;
             *left -= (uint64_t)n;
+            if (copy) copy_chunk(p, copy);
             continue;
         }
         if (n == 0) return PUMP_EOF;
@@ -97,6 +122,17 @@ enum pump_result splice_pump(int src, int dst, struct pipe_pair *p, uint64_t *le
         if (errno == EAGAIN) return PUMP_WANT_READ;
         return PUMP_ERROR;
     }
+}
+
+enum pump_result splice_pump(int src, int dst, struct pipe_pair *p, uint64_t *left, uint64_t *moved)
+{
+    return pump(src, dst, p, NULL, left, moved);
+}
+
+enum pump_result splice_pump_tee(int src, int dst, struct pipe_pair *p, struct splice_copy *copy, uint64_t *left,
+                                 uint64_t *moved)
+{
+    return pump(src, dst, p, copy, left, moved);
 }
 
 enum pump_result splice_stream(int src, int dst, struct pipe_pair *p, uint64_t *moved)

@@ -8,6 +8,7 @@
  * destination's send buffer is full. A pipe holding bytes belongs to its
  * transfer until drained; only empty pipes go back to the pool. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -17,6 +18,10 @@ struct pipe_pair {
     size_t len;  /* bytes inside (or in relay) */
     char *relay; /* transports that cannot splice: a user-space buffer instead (transport.h) */
     size_t roff; /* where relay's bytes start */
+    /* Relayed bytes are also shown to tap as they are read (a mirror's
+     * copy of a body that cannot be tee()d); NULL: none. */
+    void (*tap)(void *arg, const char *p, size_t n);
+    void *tap_arg;
 };
 
 enum pump_result {
@@ -36,5 +41,19 @@ void pipe_pool_free(void);
 /* Moves up to *left bytes from src to dst through p, until done or blocked.
  * *left and *moved are updated; *moved counts bytes delivered to dst. */
 enum pump_result splice_pump(int src, int dst, struct pipe_pair *p, uint64_t *left, uint64_t *moved);
+/* A second destination for what splice_pump_tee moves: each chunk read
+ * from src is duplicated with tee() into pipe (no copy through user space)
+ * and drained from there to dst, as far as dst takes it. The copy never
+ * slows the transfer: when pipe cannot take a whole chunk, or dst fails,
+ * failed turns true and the copy stops there (the transfer goes on). */
+struct splice_copy {
+    struct pipe_pair *pipe;
+    int dst;        /* -1: not ready to take bytes (they wait in pipe) */
+    bool failed;    /* the copy is incomplete from here on */
+    uint64_t teed;  /* bytes duplicated into pipe */
+    uint64_t moved; /* bytes delivered to dst */
+};
+enum pump_result splice_pump_tee(int src, int dst, struct pipe_pair *p, struct splice_copy *copy, uint64_t *left,
+                                 uint64_t *moved);
 /* Moves whatever src has (no length known: tunnels), until blocked or EOF. */
 enum pump_result splice_stream(int src, int dst, struct pipe_pair *p, uint64_t *moved);

@@ -96,6 +96,22 @@ struct ustat *stats_upstream(const char *upstream, const char *server, int statu
     return NULL;
 }
 
+void stats_mirror_dropped(const char *upstream)
+{
+    /* A few mirror upstreams at most: a scan beats hashing. */
+    for (int i = 0; i < STATS_MIRROR_SLOTS; i++) {
+        struct mstat *e = &WS->mirror[i];
+        if (e->used) {
+            if (!strcmp(e->upstream, upstream)) return STAT_ADD(e->dropped, 1);
+            continue;
+        }
+        strncpy(e->upstream, upstream, sizeof(e->upstream) - 1);
+        STAT_SET(e->dropped, 1);
+        __atomic_store_n(&e->used, 1, __ATOMIC_RELEASE);
+        return;
+    }
+}
+
 void stats_status_publish(const char *json, size_t len)
 {
     if (len > STATS_STATUS_MAX) len = 0;

@@ -20,6 +20,7 @@
 #define STATS_UPSTREAM_SLOTS 512 /* (upstream, server, code) series per worker */
 #define STATS_TLS_FAIL_REASONS 7
 #define STATS_STATUS_MAX 32768   /* a worker's /status fragment (JSON) */
+#define STATS_MIRROR_SLOTS 32     /* mirror upstreams with drops counted, per worker */
 
 /* Upper bounds of the histogram buckets, in microseconds. */
 extern const uint64_t stats_bucket_us[STATS_BUCKETS - 1];
@@ -30,6 +31,13 @@ struct ustat {
     char upstream[64];
     char server[64];
     uint64_t count;
+};
+
+/* Copies of requests a mirror upstream could not take, by its name. */
+struct mstat {
+    uint32_t used; /* published last (release); readers skip 0 */
+    char upstream[64];
+    uint64_t dropped;
 };
 
 /* The request a worker is running Lua for, if any: written by the worker
@@ -62,6 +70,7 @@ struct wstats {
     uint64_t tls_up_handshakes, tls_up_resumed, tls_up_verify_failed; /* backend connections */
     struct lua_running lua;
     struct ustat up[STATS_UPSTREAM_SLOTS];
+    struct mstat mirror[STATS_MIRROR_SLOTS];
     uint32_t status_seq;         /* seqlock over status: odd while it is written */
     uint32_t status_len;
     char status[STATS_STATUS_MAX];
@@ -96,6 +105,9 @@ void stats_request(int status, uint64_t us);
  * counted in (NULL when the table is full): a caller may keep it and count
  * the next response of the same series with STAT_ADD(e->count, 1). */
 struct ustat *stats_upstream(const char *upstream, const char *server, int status);
+
+/* One request copy the mirror upstream `upstream` did not get. */
+void stats_mirror_dropped(const char *upstream);
 
 /* A worker publishes its /status fragment; readers copy it consistently. */
 void stats_status_publish(const char *json, size_t len);

@@ -69,6 +69,7 @@ static enum pump_result relay(struct transport *from, struct transport *to, stru
             p->roff = 0;
             p->len = (size_t)n;
             if (left) *left -= (uint64_t)n;
+            if (p->tap) p->tap(p->tap_arg, p->relay, (size_t)n);
             continue;
         }
         if (n == -1 && errno == EINTR) continue;

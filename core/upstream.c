@@ -91,20 +91,32 @@ int upstream_finish(struct upstream *u)
 void upstream_free(struct upstream *u)
 {
     if (!u) return;
-    for (int i = 0; i < u->nservers; i++) {
-        pool_close_all(&u->servers[i].pool);
-        tls_session_free(u->servers[i].tls_session);
+    for (int i = 0; i < u->nservers; i++) pool_close_all(&u->servers[i].pool);
+    if (u->holds) { /* mirror copies in flight: the last one's release frees it */
+        u->orphaned = true;
+        return;
     }
+    for (int i = 0; i < u->nservers; i++) tls_session_free(u->servers[i].tls_session);
     while (u->husks) { /* old server arrays (upstream_set.c): no request is left on them */
         struct upstream *h = u->husks;
         u->husks = h->next;
         upstream_free(h);
     }
-    tls_client_free(u->tls_ctx); /* NULL in a husk: the upstream's own */
+    tls_client_free(u->tls_ctx);
     free(u->tls_ca);
     if (u->policy->destroy) u->policy->destroy(u);
     free(u->servers);
     free(u);
+}
+
+void upstream_hold(struct upstream *u)
+{
+    u->holds++;
+}
+
+void upstream_release(struct upstream *u)
+{
+    if (--u->holds == 0 && u->orphaned) upstream_free(u);
 }
 
 static struct server *find_successor(const struct server *s, struct upstream *new_list)

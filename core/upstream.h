@@ -10,6 +10,8 @@
 
 #include "pool.h"
 
+#define UPSTREAM_RETRY_ON_MAX 16 /* statuses in retry_on */
+
 struct script_req;
 struct upstream;
 struct server;
@@ -84,6 +86,9 @@ struct upstream {
     uint64_t read_timeout_ms;
     uint64_t send_timeout_ms;
     int retries;             /* extra servers tried when connecting fails */
+    uint16_t retry_on[UPSTREAM_RETRY_ON_MAX]; /* answers that send an idempotent request on */
+    int nretry_on;
+    struct upstream *mirror; /* gets a copy of every request (mirror.c); NULL: none */
     int max_fails;
     uint64_t fail_timeout_ms;
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
@@ -94,6 +99,8 @@ struct upstream {
     char *tls_ca;            /* ca = "path.pem", or NULL: the system store */
     char sni[256];           /* sni = "...": instead of each server's host */
     bool retired;            /* its script was replaced by a reload */
+    int holds;               /* users past their request's life (mirror copies) */
+    bool orphaned;           /* freed by its script while held: the last release frees it */
     struct upstream *next;   /* the other upstreams of the same script */
     /* Servers replaced at run time (upstream_set.h): */
     uint32_t servers_gen;    /* moves on with each replacement */
@@ -114,6 +121,11 @@ void upstream_tls_name(const struct server *s, char *out, size_t n);
  * build its state (the hash ring). 0 or -ENOMEM. */
 int upstream_finish(struct upstream *u);
 void upstream_free(struct upstream *u);
+/* A user that may outlive the script's state (a mirror's copy still on its
+ * way when its request ended) holds the upstream; upstream_free then waits
+ * for the last release. */
+void upstream_hold(struct upstream *u);
+void upstream_release(struct upstream *u);
 /* A reload: every server of the old list finds its successor in the new
  * one (same upstream name, same address) or none. Idle pooled connections
  * move to the successor or are closed; carry_health also copies the
@@ -124,6 +136,13 @@ void upstream_handover(struct upstream *old_list, struct upstream *new_list, boo
 static inline bool upstream_server_up(const struct server *s, uint64_t now)
 {
     return s->down_until == 0 || s->down_until <= now;
+}
+/* Whether the upstream's retry_on lists this status. */
+static inline bool upstream_retries_on(const struct upstream *u, int status)
+{
+    for (int i = 0; i < u->nretry_on; i++)
+        if (u->retry_on[i] == status) return true;
+    return false;
 }
 /* Passive health. */
 void upstream_fail(struct server *s, uint64_t now);

@@ -47,6 +47,50 @@ static int opt_int(lua_State *L, int t, const char *key, int def, int min)
     return v;
 }
 
+/* retry_on = { 502, 503, 504 }: the answers that send an idempotent
+ * request on to the next server. */
+static void opt_retry_on(lua_State *L, int t, const char *key, struct upstream *u)
+{
+    lua_getfield(L, t, key);
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1)) luaL_error(L, "proxy.upstream: retry_on must be a list of status codes");
+        int n = (int)lua_objlen(L, -1);
+        if (n > UPSTREAM_RETRY_ON_MAX) luaL_error(L, "proxy.upstream: retry_on lists more than %d statuses",
+                                                  UPSTREAM_RETRY_ON_MAX);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            lua_Number v = lua_tonumber(L, -1);
+            if (!lua_isnumber(L, -1) || v != (int)v || v < 400 || v > 599)
+                luaL_error(L, "proxy.upstream: retry_on: item %d is not a status code from 400 to 599", i);
+            u->retry_on[u->nretry_on++] = (uint16_t)v;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* mirror = other_upstream (the object, or the name of one declared
+ * before): it gets a copy of every request. */
+static void opt_mirror(lua_State *L, int t, const char *key, int registry, struct upstream *u)
+{
+    lua_getfield(L, t, key);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_getfield(L, registry, lua_tostring(L, -1));
+        if (!lua_istable(L, -1))
+            luaL_error(L, "proxy.upstream: mirror: no upstream '%s' declared before", lua_tostring(L, -2));
+        lua_rawgeti(L, -1, 1);
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+    }
+    if (!lua_isnil(L, -1)) {
+        struct upstream **m = luaL_testudata(L, -1, UPSTREAMS_MT);
+        if (!m || !*m) luaL_error(L, "proxy.upstream: mirror must be an upstream (or the name of one)");
+        if (*m == u) luaL_error(L, "proxy.upstream: an upstream cannot mirror itself");
+        u->mirror = *m;
+    }
+    lua_pop(L, 1);
+}
+
 static int upstream_gc(lua_State *L)
 {
     struct upstream **ud = luaL_checkudata(L, 1, UPSTREAMS_MT);
@@ -166,6 +210,8 @@ static int api_upstream(lua_State *L)
     u->connect_timeout_ms = opt_duration(L, 3, "connect_timeout", u->connect_timeout_ms);
     u->read_timeout_ms = opt_duration(L, 3, "read_timeout", u->read_timeout_ms);
     u->fail_timeout_ms = opt_duration(L, 3, "fail_timeout", u->fail_timeout_ms);
+    opt_retry_on(L, 3, "retry_on", u);
+    opt_mirror(L, 3, "mirror", registry, u);
     const char *tls_err = tls_options(L, 3, u);
     if (tls_err) return luaL_error(L, "proxy.upstream: '%s': %s", name, tls_err);
     if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");

@@ -26,6 +26,9 @@
 #   nginx-lua-redis the same library and calls in access_by_lua_block
 #   luaproxy-waiting, nginx-lua-waiting  GET /sleep waits in proxy.sleep /
 #                   ngx.sleep until released (the waiting-requests case)
+#   luaproxy-mirror, nginx-mirror  a POST of 1 MiB to an upload origin, and a
+#                   copy of it to the same origin as a mirror (luaproxy's
+#                   `mirror` option; nginx's mirror directive)
 # Cases are BODY-cCONNECTIONS: small (100 B), 1m, 64m (files), kv (GET /k of
 # a 100-byte value, only for the -kv proxies), redis (the small origin
 # behind an INCR + EXPIRE, only for the -redis proxies), waiting (not a wrk
@@ -35,6 +38,9 @@
 # files, luaproxy-w1 only BENCH_SCALING_CASE. A redis-server of the run's own
 # (no persistence, a free port) serves the redis case; the Lua library is
 # the lua-nginx-redis that scripts/deps.sh unpacks into build/lua-libs.
+# mirror-cN (only for the -mirror proxies) posts 1 MiB bodies (wrk -s
+# post-1m.lua) to a third origin that reads each body whole (nginx with
+# lua-nginx-module); its CPU figure is per GB of request bodies.
 #
 # Environment (all optional):
 #   BENCH_WORKERS=2     worker processes (nginx, luaproxy), threads (HAProxy)
@@ -74,8 +80,8 @@ WORKERS=${BENCH_WORKERS:-2}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
-PROXIES=${BENCH_PROXIES-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1 luaproxy-redis nginx-lua-redis luaproxy-waiting nginx-lua-waiting}
-CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10 64m-c2 kv-c50 redis-c50 waiting-c10000}
+PROXIES=${BENCH_PROXIES-luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1 luaproxy-redis nginx-lua-redis luaproxy-waiting nginx-lua-waiting luaproxy-mirror nginx-mirror}
+CASES=${BENCH_CASES:-small-c50 small-c200 1m-c10 64m-c2 kv-c50 redis-c50 waiting-c10000 mirror-c10}
 SCALING_CASE=${BENCH_SCALING_CASE:-small-c50}
 # The most requests a waiting case holds: luaproxy-waiting takes that many
 # connections per worker and more (its default --max-connections is 10,000).
@@ -86,7 +92,10 @@ done
 MEM_PROXIES=${BENCH_MEM_PROXIES-luaproxy nginx haproxy}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 KEEPALIVE=${BENCH_KEEPALIVE:-256}
-KNOWN_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1 luaproxy-redis nginx-lua-redis luaproxy-waiting nginx-lua-waiting"
+KNOWN_PROXIES="luaproxy nginx nginx-lua haproxy haproxy-splice haproxy-splice-response luaproxy-kv nginx-lua-kv luaproxy-w1 luaproxy-redis nginx-lua-redis luaproxy-waiting nginx-lua-waiting luaproxy-mirror nginx-mirror"
+# The mirroring case's request body (post-1m.lua sends this many bytes).
+UPLOAD_BYTES=1048576
+UPLOAD_PORT=0
 # The redis case's library: lua-nginx-redis as scripts/deps.sh unpacks it.
 LUA_LIBS=$ROOT/build/lua-libs/usr/share/lua/5.1
 # The local-handler case: one key, a 100-byte value, as the small origin's.
@@ -277,7 +286,7 @@ render() {
         -e "s|@BIG_PORT@|$BIG_PORT|g" -e "s|@USER_LINE@|$USER_LINE|g" \
         -e "s|@KV_KEY@|$KV_KEY|g" -e "s|@KV_BODY@|$KV_BODY|g" -e "s|@KEEPALIVE@|$KEEPALIVE|g" \
         -e "s|@MODULE_DIR@|$MODULE_DIR|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-        -e "s|@LUA_LIBS@|$LUA_LIBS|g" "$BENCH_DIR/$1" >"$out" || return 1
+        -e "s|@LUA_LIBS@|$LUA_LIBS|g" -e "s|@UPLOAD_PORT@|$UPLOAD_PORT|g" "$BENCH_DIR/$1" >"$out" || return 1
     if grep -q '@[A-Z_]*@' "$out"; then
         die "$1 has a placeholder that bench.sh does not fill: $(grep -o '@[A-Z_]*@' "$out" | head -1)"
     fi
@@ -384,14 +393,15 @@ setup() {
     fi
 
     # Two origins, then one port per proxy, then one per memory run; the
-    # last one is redis-server's.
+    # last two are the upload origin's and redis-server's.
     local nports
-    nports=$((3 + $(wc -w <<<"$PROXIES $MEM_PROXIES")))
+    nports=$((4 + $(wc -w <<<"$PROXIES $MEM_PROXIES")))
     read -r -a PORTS <<<"$(free_ports "$nports")"
     ((${#PORTS[@]} == nports)) || die "could not find $nports free ports on 127.0.0.1"
     SMALL_PORT=${PORTS[0]}
     BIG_PORT=${PORTS[1]}
     REDIS_PORT=${PORTS[nports - 1]}
+    UPLOAD_PORT=${PORTS[nports - 2]}
 }
 
 # --- origins ----------------------------------------------------------------
@@ -416,6 +426,14 @@ start_origins() {
     start_origin origin-big origin-big.conf.in "$BIG_PORT" /1m
     log "origins: 100 B on :$SMALL_PORT, /1m and /64m on :$BIG_PORT"
     wants_redis && start_redis
+    if [[ " $PROXIES " == *-mirror\ * && " $CASES " == *" mirror-c"* ]]; then
+        if [[ -n $MODULE_DIR ]]; then
+            start_origin origin-upload origin-upload.conf.in "$UPLOAD_PORT" /
+            log "origin: uploads read whole on :$UPLOAD_PORT"
+        else
+            log "no lua-nginx-module: no upload origin, no mirror case"
+        fi
+    fi
 }
 
 # Whether a proxy that runs the redis case is in this run.
@@ -463,7 +481,7 @@ start_proxy() {
     local dir=$TMP/$label ready_path=/ ready_codes=200
     mkdir -p "$dir"
     case $name in
-    luaproxy | luaproxy-w1 | luaproxy-kv | luaproxy-redis | luaproxy-waiting)
+    luaproxy | luaproxy-w1 | luaproxy-kv | luaproxy-redis | luaproxy-waiting | luaproxy-mirror)
         if [[ ! -x $LUAPROXY ]]; then
             FAIL_REASON="$LUAPROXY is not built"
             return 1
@@ -483,14 +501,20 @@ start_proxy() {
             render waiting.lua.in "$script" "$dir" "$port"
             # Room for every waiting request and the holder's own questions.
             extra=(--max-connections $((WAITING_MAX + 100)))
+        elif [[ $name == luaproxy-mirror ]]; then
+            render proxy-mirror.lua.in "$script" "$dir" "$port"
         else
             render proxy.lua.in "$script" "$dir" "$port"
         fi
         launch "$dir/output.log" env LUA_PATH="$LUA_LIBS/?.lua;;" \
             "$LUAPROXY" -w "$workers" --listen "127.0.0.1:$port" "${extra[@]}" "$script"
         ;;
-    nginx)
-        render nginx-proxy.conf.in "$dir/nginx.conf" "$dir" "$port"
+    nginx | nginx-mirror)
+        if [[ $name == nginx-mirror ]]; then
+            render nginx-mirror.conf.in "$dir/nginx.conf" "$dir" "$port"
+        else
+            render nginx-proxy.conf.in "$dir/nginx.conf" "$dir" "$port"
+        fi
         start_nginx "$dir"
         ;;
     nginx-lua | nginx-lua-kv | nginx-lua-redis | nginx-lua-waiting)
@@ -655,10 +679,10 @@ parse_wrk() {
     ' "$1"
 }
 
-run_wrk() { # CONNECTIONS SECONDS URL OUTPUT
+run_wrk() { # CONNECTIONS SECONDS URL OUTPUT [WRK_SCRIPT]
     # timeout: a wedged proxy must not hold the whole benchmark hostage.
     launch "$4" timeout -k 5 $(($2 + 30)) \
-        wrk -t1 -c"$1" -d"$2s" --timeout 5s --latency "$3"
+        wrk -t1 -c"$1" -d"$2s" --timeout 5s --latency ${5:+-s "$5"} "$3"
     local pid=$LAUNCHED
     wait "$pid"
     forget_pid "$pid"
@@ -697,6 +721,7 @@ case_path() {
     kv) echo "$KV_KEY" ;;
     redis) echo / ;;
     waiting) echo /sleep ;;
+    mirror) echo /upload ;;
     esac
 }
 
@@ -709,10 +734,11 @@ applies() { # PROXY CASE
     *-kv) [[ $body == kv ]] ;;
     *-redis) [[ $body == redis ]] ;;
     *-waiting) [[ $body == waiting ]] ;;
+    *-mirror) [[ $body == mirror ]] ;;
     luaproxy-w1) [[ $2 == "$SCALING_CASE" ]] ;;
     nginx-lua) [[ $body == small ]] ;;
     haproxy-splice*) [[ $body == 1m || $body == 64m ]] ;;
-    *) [[ $body != kv && $body != redis && $body != waiting ]] ;;
+    *) [[ $body != kv && $body != redis && $body != waiting && $body != mirror ]] ;;
     esac
 }
 
@@ -732,11 +758,12 @@ run_case() {
         run_waiting "$proxy" "$pid" "$port" "$conns"
         return
     fi
-    local url=http://127.0.0.1:$port$path
+    local url=http://127.0.0.1:$port$path wrk_script=""
+    [[ $body == mirror ]] && wrk_script=$BENCH_DIR/post-1m.lua
     out=$LOG_DIR/$proxy.$case.wrk.txt
     log "$proxy: $case: wrk -c$conns ${DURATION}s $url"
     if ((WARMUP > 0)); then
-        run_wrk "$conns" "$WARMUP" "$url" "$out"
+        run_wrk "$conns" "$WARMUP" "$url" "$out" "$wrk_script"
     fi
     # The proxy's CPU is read right around the measured run only. The rest
     # of the machine's busy time, less the origins', wrk's and this
@@ -748,7 +775,7 @@ run_case() {
     read -r t0 u0 y0 <<<"$(tree_ticks "$pid")"
     own_ticks
     s0=$OWN_TICKS
-    run_wrk "$conns" "$DURATION" "$url" "$out"
+    run_wrk "$conns" "$DURATION" "$url" "$out" "$wrk_script"
     read -r t1 u1 y1 <<<"$(tree_ticks "$pid")"
     w1=$(child_ticks "$pid")
     o1=$(origin_ticks)
@@ -757,6 +784,8 @@ run_case() {
     b1=$(system_busy_ticks)
     other=$(((b1 - b0) - (t1 - t0) - (o1 - o0) - (s1 - s0)))
     read -r req secs bytes p99 non2xx errs <<<"$(parse_wrk "$out")"
+    # Uploads: the bytes that matter went up, not the 100-byte answers.
+    [[ $body == mirror ]] && bytes=$((req * UPLOAD_BYTES))
     # Reported past a fifth of one CPU, as a percentage of one CPU.
     if ((other * 100 > CLK_TCK * DURATION * 20)); then
         notes+="other processes took $((other * 100 / (CLK_TCK * DURATION)))% of a CPU; "
@@ -953,6 +982,7 @@ main() {
     run_memory_all
     save_logs origin-small
     save_logs origin-big
+    save_logs origin-upload
     report
 }
 

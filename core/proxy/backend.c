@@ -98,6 +98,7 @@ bool backend_try_server(struct exchange *ex)
         ex->srv = s;
         if (ex->attempts == 1 || !ex->req_head.len) {
             if (build_request(ex)) return ex_error(ex, 502, "out of memory"), false;
+            if (ex->up->mirror) mirror_start(ex);
         }
         struct bconn *b = pool_get(&s->pool);
         if (b) return start_on(ex, b, true);
@@ -181,6 +182,31 @@ void backend_failed(struct exchange *ex, const char *why)
     ex_error(ex, 502, why);
 }
 
+bool backend_may_retry_answer(const struct exchange *ex, int status)
+{
+    const struct upstream *u = ex->up;
+    if (!u->nretry_on || !upstream_retries_on(u, status) || ex->attempts > u->retries) return false;
+    /* The body must be replayable: held whole (none, or it came with the
+     * head), never spliced or relayed from the client; and no interim
+     * answer went to the client. POST and the like are never repeated. */
+    if (!idempotent(ex->rq.req->method) || !ex->req_done || ex->req_started || ex->interim_seen) return false;
+    /* The last server's answer goes to the client as it is. */
+    for (int i = 0; i < u->nservers; i++)
+        if (!ex->tried[i] && (u->balance == BALANCE_LUA || upstream_server_up(&u->servers[i], W.loop.now_ms)))
+            return true;
+    return false;
+}
+
+void backend_retry_answer(struct exchange *ex, int status, bool reusable)
+{
+    log_info("upstream %s server %s answered %d: trying the next server (retry_on)", ex->up->name,
+             ex->srv->name, status);
+    upstream_fail(ex->srv, W.loop.now_ms);
+    ex_release_backend(ex, reusable);
+    ex->srv = NULL;
+    ex->restart = backend_try_server(ex);
+}
+
 /* ---- sending ----------------------------------------------------------- */
 
 /* Sends what the backend takes of [p, p + n): the count (> 0); 0 when it
@@ -213,6 +239,7 @@ static bool send_spliced_body(struct exchange *ex, bool *blocked)
     uint64_t moved = 0;
     enum pump_result r = PUMP_DONE;
     if (ex->req_pipe.rd == -1 && pipe_take(&ex->req_pipe)) r = PUMP_ERROR;
+    else if (ex->mirror) r = mirror_pump(ex, &moved);
     else r = transport_pump(ex->rq.transport, &ex->b->tp, &ex->req_pipe, &ex->req_left, &moved);
     if (moved || ex->req_pipe.len) ex->req_started = true;
     if (transport_can_splice(ex->rq.transport, &ex->b->tp)) STAT_ADD(WS->spliced_bytes, moved);
@@ -252,12 +279,14 @@ static bool send_chunked_body(struct exchange *ex, bool *blocked)
             }
             ex->req_started = true;
             loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
+            if (ex->mirror) mirror_copy(ex, p, (size_t)w);
             ex->cl->chunked_sent(ex->client, (size_t)w);
             continue;
         }
         case CHUNKED_END:
             ex->chunk_pending = false;
             ex->req_chunked = false;
+            if (ex->mirror) mirror_body_end(ex);
             return true;
         case CHUNKED_WAIT:
             ex->chunk_pending = false;

@@ -51,6 +51,7 @@ void ex_put(struct exchange *ex)
 
 void exchange_pool_free(void)
 {
+    mirror_close_all();
     while (ex_pool) {
         struct exchange *ex = ex_pool;
         ex_pool = ex->next_free;
@@ -99,6 +100,7 @@ static void ex_release(struct exchange *ex, bool backend_reusable)
 {
     ex_enter(ex, EX_DONE);
     ex->restart = false;
+    mirror_detach(ex);
     ex_release_backend(ex, backend_reusable);
     upstream_epoch_leave(ex->epoch);
     pipe_give(&ex->req_pipe);

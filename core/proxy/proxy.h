@@ -9,6 +9,7 @@
  *   response.c   reading the response head, deciding how the body
  *                travels, relaying it
  *   tunnel.c     after a 101: bytes both ways
+ *   mirror.c     a copy of each request for the upstream's mirror
  *   proxy_head.c the request and response heads as they are forwarded
  *
  * Request side:  head (rewritten, plus the body bytes that came with it) in
@@ -124,6 +125,7 @@ struct exchange {
     struct pipe_pair resp_pipe;
     struct pipe_pair up_pipe; /* tunnel: client -> backend */
     bool tun_client_eof, tun_backend_eof;
+    struct mirror *mirror;    /* the copy for the upstream's mirror (mirror.c), while fed */
     struct exchange *next_free;
 };
 
@@ -166,6 +168,11 @@ bool backend_connect_failed(struct exchange *ex, int err);
  * on a pooled connection sets ex->restart: the caller returns "stopped"
  * and ex_run goes on. */
 void backend_failed(struct exchange *ex, const char *why);
+/* retry_on: whether an answer with this status (nothing of it sent to the
+ * client) sends the request to the next server; and doing so, the answer's
+ * connection pooled when reusable. Sets ex->restart as backend_failed. */
+bool backend_may_retry_answer(const struct exchange *ex, int status);
+void backend_retry_answer(struct exchange *ex, int status, bool reusable);
 /* Sends what is left of the request. false when the exchange ended. */
 bool backend_send_request(struct exchange *ex);
 
@@ -178,6 +185,21 @@ bool response_relay(struct exchange *ex);
 /* on_response, which waited, is over: the head goes out. false when the
  * exchange ended. */
 bool response_script_ready(struct exchange *ex);
+
+/* mirror.c: a copy of the request for the upstream's mirror, best effort */
+/* The head is built: the copy starts (head and the body bytes with it). */
+void mirror_start(struct exchange *ex);
+/* send_spliced_body's pump when a copy is fed: each chunk also tee()d. */
+enum pump_result mirror_pump(struct exchange *ex, uint64_t *moved);
+/* Body bytes that are not spliced (chunked, relayed) went to the backend:
+ * copied; and the end of a chunked body. */
+void mirror_copy(struct exchange *ex, const char *p, size_t n);
+void mirror_body_end(struct exchange *ex);
+/* The exchange ends: a copy still missing body bytes is abandoned, a whole
+ * one goes on alone until its answer is read. */
+void mirror_detach(struct exchange *ex);
+/* At exit: every copy in flight is closed. */
+void mirror_close_all(void);
 
 /* tunnel.c */
 /* The response head (a 101) went out: bytes the client sent after its

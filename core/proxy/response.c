@@ -225,6 +225,24 @@ static bool relay_buffered(struct exchange *ex)
 
 static bool response_head_queued(struct exchange *ex);
 
+/* Whether resp_buf holds the whole answer, its body framed and nothing
+ * after it: the connection can then carry another request. The parser is
+ * paused at the end of the head (or of the message, for an answer without
+ * a body). */
+static bool answer_read_whole(struct exchange *ex)
+{
+    size_t avail = ex->resp_buf.len - ex->resp_parsed;
+    if (ex->resp_skip_body) return ex->resp_message_done && !avail;
+    if (ex->rp.flags & F_CHUNKED) {
+        llhttp_resume(&ex->rp);
+        ex->pctx.base = ex->resp_buf.data;
+        llhttp_errno_t err = llhttp_execute(&ex->rp, ex->resp_buf.data + ex->resp_parsed, avail);
+        return err == HPE_PAUSED && ex->resp_message_done &&
+               llhttp_get_error_pos(&ex->rp) == ex->resp_buf.data + ex->resp_buf.len;
+    }
+    return (ex->rp.flags & F_CONTENT_LENGTH) && ex->rp.content_length == avail;
+}
+
 static bool on_response_head(struct exchange *ex)
 {
     int status = ex->rp.status_code;
@@ -256,6 +274,16 @@ static bool on_response_head(struct exchange *ex)
         ex->resp_buf.len -= ex->resp_parsed;
         ex->resp_parsed = 0;
         return true;
+    }
+    if (backend_may_retry_answer(ex, status)) {
+        /* retry_on: nothing of this answer reached the client; the next
+         * server gets the request, and this answer's connection is pooled
+         * only when the whole answer is already read (framed, no more). */
+        bool reusable = llhttp_should_keep_alive(&ex->rp) && answer_read_whole(ex);
+        ex->resp_buf.len = ex->resp_parsed = 0;
+        response_init(ex);
+        backend_retry_answer(ex, status, reusable);
+        return false;
     }
     if (status == 101 && !ex->upgrade) return ex_error(ex, 502, "101 without an upgrade request"), false;
     /* Without Upgrade and Connection: upgrade (RFC 9110 §7.8) the client

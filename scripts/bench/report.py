@@ -27,7 +27,7 @@ import sys
 from benchlib import markdown_table
 
 BODIES = {"small": "100 B", "1m": "1 MiB", "64m": "64 MiB", "kv": "kv GET",
-          "redis": "Redis INCR+EXPIRE, 100 B"}
+          "redis": "Redis INCR+EXPIRE, 100 B", "mirror": "1 MiB POST, mirrored"}
 # Below this many clock ticks the CPU figure is too coarse to compare.
 MIN_TICKS = 50
 MEM_REFERENCE = "nginx"
@@ -44,6 +44,8 @@ def reference_for(case):
         return "nginx-lua-kv"
     if case.startswith("redis-"):
         return "nginx-lua-redis"
+    if case.startswith("mirror-"):
+        return "nginx-mirror"
     return "nginx"
 
 
@@ -276,6 +278,9 @@ def targets_table(measured, cases, per_conn, workers, scaling_case, per_req=None
         elif body == "kv":
             t.ratio_target("local handler: CPU/req vs nginx content_by_lua", label, measured,
                            ("luaproxy-kv", case), ("nginx-lua-kv", case), CPU, "<=", 0.7, cpu_fmt)
+        elif body == "mirror":
+            t.ratio_target("mirror: CPU/GB vs nginx mirror", label, measured, ("luaproxy-mirror", case),
+                           ("nginx-mirror", case), CPU, "<=", 0.5, gb_fmt)
         elif body in ("1m", "64m"):
             mine = ("luaproxy", case)
             t.ratio_target("large body: CPU/GB vs nginx", label, measured, mine, ("nginx", case), CPU, "<=",

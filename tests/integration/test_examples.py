@@ -532,3 +532,28 @@ def test_dynamic_routes_follow_the_endpoint_without_a_reload():
             time.sleep(0.5)
             assert served_by(lp.get(p.port, "/api/x")) == "green"
             p.wait_stderr("routes: keeping the last table")
+
+
+# --------------------------------------------------------------------------
+# mirror.lua
+
+
+def test_mirror_copies_requests_to_the_shadow_and_retries_on_503():
+    with Origin(name="live1", status=503) as l1, Origin(name="live2") as l2, \
+            Origin(name="shadow", status=500) as sh:
+        env = {"LIVE_ADDRS": "%s,%s" % (l1.addr, l2.addr), "SHADOW_ADDRS": sh.addr}
+        with lp.Proxy(example("mirror.lua"), env=env) as p, lp.Conn(p.port) as c:
+            for i in range(6):
+                c.send(lp.build_request("PUT", "/api/items/%d" % i, b"item %d" % i))  # head and body at once
+                r = lp.expect(c.read_response(), 200)
+                # live1 answers 503: the PUT (idempotent, its body with the
+                # head) goes to live2; the shadow's 500 is never seen
+                assert served_by(r) == "live2", r
+            lp.wait_until(lambda: len(sh.records) == 6 and all(q.complete for q in sh.records), timeout=5,
+                          what="six copies at the shadow (it has %d)" % len(sh.records))
+            assert sorted(q.body for q in sh.records) == sorted(b"item %d" % i for i in range(6))
+            assert len(l2.records) == 6
+        env["MIRROR_PERCENT"] = "0"
+        with lp.Proxy(example("mirror.lua"), env=env) as p:
+            lp.expect(lp.get(p.port, "/api/none"), 200)
+            assert len(sh.records) == 6, "MIRROR_PERCENT=0 still mirrored"
