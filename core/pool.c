@@ -4,7 +4,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -78,6 +80,23 @@ static void on_idle_timeout(struct timer *t)
     bconn_close(container_of(t, struct bconn, idle_timer));
 }
 
+/* The name a TLS server is asked for (SNI) and checked against: the
+ * upstream's sni, else the name the server was resolved from, else its
+ * address's host. */
+static void tls_name(const struct server *s, char *out, size_t n)
+{
+    if (s->up->sni[0]) {
+        snprintf(out, n, "%s", s->up->sni);
+        return;
+    }
+    /* The name it was resolved from ("name:port"), else its address. */
+    const char *addr = s->host[0] && strncmp(s->name, "unix:", 5) ? s->host : s->name;
+    const char *end = strrchr(addr, ':');
+    size_t len = end ? (size_t)(end - addr) : strlen(addr);
+    if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
+    snprintf(out, n, "%.*s", (int)len, addr);
+}
+
 /* A TLS server's newest session, for its next new connection. */
 static void keep_session(struct transport *t, struct ssl_session_st *sess)
 {
@@ -115,7 +134,7 @@ struct bconn *bconn_connect(struct server *s, int *err)
         char name[256], why[512];
         if (!u->tls_ctx && !(u->tls_ctx = tls_client_new(u->tls_verify, u->tls_ca, why, sizeof(why))))
             log_warn("upstream %s: %s", u->name, why);
-        upstream_tls_name(s, name, sizeof(name));
+        tls_name(s, name, sizeof(name));
         if (!u->tls_ctx || tls_connect(&b->tp, u->tls_ctx, name, u->tls_verify, s->tls_session, keep_session)) {
             *err = u->tls_ctx ? -ENOMEM : -EPROTO;
             close(fd);

@@ -43,20 +43,6 @@ struct upstream *upstream_new(const char *name, enum balance b, const struct bal
     return u;
 }
 
-void upstream_tls_name(const struct server *s, char *out, size_t n)
-{
-    if (s->up->sni[0]) {
-        snprintf(out, n, "%s", s->up->sni);
-        return;
-    }
-    /* The name it was resolved from ("name:port"), else its address. */
-    const char *addr = s->host[0] && strncmp(s->name, "unix:", 5) ? s->host : s->name;
-    const char *end = strrchr(addr, ':');
-    size_t len = end ? (size_t)(end - addr) : strlen(addr);
-    if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
-    snprintf(out, n, "%.*s", (int)len, addr);
-}
-
 int upstream_add_server(struct upstream *u, const char *addr, int weight)
 {
     struct listen_addr la;

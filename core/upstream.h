@@ -113,10 +113,7 @@ struct upstream {
 struct upstream *upstream_new(const char *name, enum balance b, const struct balancer *policy);
 /* "host:port" numeric or resolvable. Returns 0 or -EINVAL. */
 int upstream_add_server(struct upstream *u, const char *addr, int weight);
-/* The name a TLS server is asked for (SNI) and checked against: the
- * upstream's sni, else the name the server was resolved from, else its
- * address's host. */
-void upstream_tls_name(const struct server *s, char *out, size_t n);
+
 /* After the servers are in: sets their back pointers and lets the policy
  * build its state (the hash ring). 0 or -ENOMEM. */
 int upstream_finish(struct upstream *u);
