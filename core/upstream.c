@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "health.h"
 
 uint32_t upstream_hash(const char *s, size_t n)
 {
@@ -73,6 +74,7 @@ void upstream_free(struct upstream *u)
     if (!u) return;
     for (int i = 0; i < u->nservers; i++) pool_close_all(&u->servers[i].pool);
     if (u->policy->destroy) u->policy->destroy(u);
+    health_check_free(u->check);
     free(u->servers);
     free(u);
 }

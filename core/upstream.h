@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "health_table.h"
 #include "pool.h"
 
 struct script_req;
@@ -63,6 +64,7 @@ struct server {
     struct server *successor; /* after a reload: the same server in the new script */
     struct ustat *stat;       /* the metrics series of its last response, */
     int stat_code;            /* whose status this was */
+    struct health_slot *health; /* shared up/down under an active check (health.h); NULL: none */
 };
 
 struct upstream {
@@ -83,6 +85,7 @@ struct upstream {
     uint64_t fail_timeout_ms;
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
     int script_ref;          /* the script's handle for hash_key/balance functions */
+    struct health_check *check; /* check = { ... } (health.h); NULL: no active checks */
     bool retired;            /* its script was replaced by a reload */
     struct upstream *next;   /* the other upstreams of the same script */
 };
@@ -104,7 +107,7 @@ void upstream_handover(struct upstream *old_list, struct upstream *new_list, boo
 /* Inline: every policy asks it of every candidate on each request. */
 static inline bool upstream_server_up(const struct server *s, uint64_t now)
 {
-    return s->down_until == 0 || s->down_until <= now;
+    return (s->down_until == 0 || s->down_until <= now) && (!s->health || health_slot_up(s->health));
 }
 /* Passive health. */
 void upstream_fail(struct server *s, uint64_t now);

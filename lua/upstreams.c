@@ -8,13 +8,14 @@
 #include <string.h>
 
 #include "balance.h"
+#include "lhealth.h"
 #include "lstate.h"
 #include "upstream.h"
 #include "upstreams.h"
 
 /* ---- proxy.upstream --------------------------------------------------- */
 
-static uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
+uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
 {
     lua_getfield(L, t, key);
     uint64_t ms = def;
@@ -32,7 +33,7 @@ static uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
     return ms;
 }
 
-static int opt_int(lua_State *L, int t, const char *key, int def, int min)
+int opt_int(lua_State *L, int t, const char *key, int def, int min)
 {
     lua_getfield(L, t, key);
     int v = def;
@@ -156,6 +157,7 @@ static int api_upstream(lua_State *L)
     u->connect_timeout_ms = opt_duration(L, 3, "connect_timeout", u->connect_timeout_ms);
     u->read_timeout_ms = opt_duration(L, 3, "read_timeout", u->read_timeout_ms);
     u->fail_timeout_ms = opt_duration(L, 3, "fail_timeout", u->fail_timeout_ms);
+    u->check = lhealth_check(L, 3);
     if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");
 
     /* registry.luaproxy.upstreams[name] = { ud, balance = f, hash_key = f }:
