@@ -7,40 +7,49 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "health_http.h"
 #include "health_table.h"
 #include "log.h"
 #include "upstream.h"
 #include "worker_state.h"
 
-/* Looks at the slots are rounded up to this grid, so that the timers of a
- * thousand servers fire in a few loop turns a second rather than a
- * thousand: each wake-up of an idle worker costs a context switch. */
-#define HEALTH_GRID_MS 50
-/* A health page is small; a larger answer is cut (with a reset). */
+/* Probes are looked at on a grid of ticks, by one timer per upstream,
+ * rather than woken by the loop for each of their events: their sockets
+ * are never in the epoll set, and a thousand servers cost a few wake-ups a
+ * second, not thousands. A response waits at most one tick to be read. */
+#define HEALTH_TICK_MS 100
+/* A health page is small; the rest of a larger answer is cut (reset). */
 #define HEALTH_DRAIN_MAX 65536
 
 /* One server's probing in this worker. */
 struct probe {
-    struct io io;              /* its connection while a probe runs; fd -1 otherwise */
-    struct timer timer;        /* the next look at the slot, or the running probe's timeout */
-    struct health_run *run;
+    int fd;                    /* the probe's connection, -1 when none; may stay open between probes */
+    bool busy;                 /* a probe runs */
+    bool sent;                 /* ... its request is out */
+    bool reused;               /* ... on the previous probe's connection */
+    bool recorded;             /* ... its result is in the slot (the rest is read or cut) */
+    bool primary;              /* the first server of its upstream with this slot */
     struct server *srv;
     struct health_slot *slot;  /* NULL: the shared table was full */
-    uint64_t wake;             /* the next look, kept while the timer is a timeout */
-    bool primary;              /* the first server of its upstream with this slot */
-    bool sent;                 /* the request is out; the status line is awaited */
-    bool recorded;             /* the status line came: the rest is drained */
-    uint16_t got;
-    uint32_t drained;          /* bytes after the status line, up to HEALTH_DRAIN_MAX */
-    char buf[128];             /* the response's first bytes */
+    char *req;                 /* the request, made once */
+    int reqlen;
+    uint64_t wake;             /* the next look at the slot */
+    uint64_t deadline;         /* the running probe's timeout */
+    uint32_t drained;          /* bytes read until the server closes, up to HEALTH_DRAIN_MAX */
+    struct health_resp resp;
 };
 
 /* The probes of one upstream of the current script. */
 struct health_run {
     struct upstream *u;
     struct health_run *next;
+    struct timer tick;
     int n;
-    struct probe probes[];
+    struct probe *probes;
+    /* due[i]: when probes[i] wants the tick next (a look at its slot, or
+     * its running probe); UINT64_MAX for a server listed twice. Apart from
+     * the probes so that a tick reads 8 bytes per server, not a probe. */
+    uint64_t due[];
 };
 
 static struct health_run *runs; /* this worker's */
@@ -64,38 +73,22 @@ static uint64_t period_of(const struct health_check *c)
     return c->interval_ms > c->timeout_ms ? c->interval_ms : c->timeout_ms;
 }
 
-int health_parse_status(const char *buf, size_t len)
+static void probe_close(struct probe *p)
 {
-    static const char prefix[] = "HTTP/1.";
-    for (size_t i = 0; i < len && i < 7; i++)
-        if (buf[i] != prefix[i]) return -1;
-    if (len < 12) return 0;
-    if ((buf[7] != '0' && buf[7] != '1') || buf[8] != ' ') return -1;
-    int st = 0;
-    for (int i = 9; i < 12; i++) {
-        if (buf[i] < '0' || buf[i] > '9') return -1;
-        st = st * 10 + (buf[i] - '0');
-    }
-    return st >= 100 && st <= 599 ? st : -1;
+    if (p->fd != -1) close(p->fd);
+    p->fd = -1;
 }
 
-static void arm_look(struct probe *p)
+/* The probe is over; its connection stays only when the server keeps it. */
+static void probe_end(struct probe *p, bool keep)
 {
-    uint64_t at = (p->wake + HEALTH_GRID_MS - 1) / HEALTH_GRID_MS * HEALTH_GRID_MS;
-    timer_set(&W.loop.timers, &p->timer, at);
+    p->busy = false;
+    if (!keep) probe_close(p);
 }
 
-/* The connection is over: the next look at the slot follows. */
-static void probe_finish(struct probe *p)
+static void probe_record(struct probe *p, const struct health_check *c, const struct upstream *u, bool ok,
+                         const char *what)
 {
-    loop_close(&W.loop, &p->io);
-    arm_look(p);
-}
-
-static void probe_record(struct probe *p, bool ok, const char *what)
-{
-    const struct health_check *c = p->run->u->check;
-    const struct upstream *u = p->run->u;
     p->recorded = true;
     int change = health_record(p->slot, ok, c->rise, c->fall, W.id);
     if (change < 0)
@@ -106,116 +99,151 @@ static void probe_record(struct probe *p, bool ok, const char *what)
                  c->rise);
 }
 
-/* A failure before the status line counts against the server; one after
- * it (a reset while the rest is drained) only ends the connection. */
-static void probe_failed(struct probe *p, const char *what, int err)
+static void probe_begin(struct probe *p, const struct upstream *u);
+
+/* A failure before the status line counts against the server, unless it
+ * came on a kept connection that the server had closed meanwhile: then the
+ * probe starts again on a fresh one. A failure after the status line only
+ * ends the connection. */
+static void probe_failed(struct probe *p, const struct upstream *u, const char *what, int err)
 {
+    if (p->reused && p->resp.state == HR_STATUS && p->resp.len == 0 && W.loop.now_ms < p->deadline) {
+        probe_close(p);
+        return probe_begin(p, u);
+    }
     if (!p->recorded) {
         char why[96];
         snprintf(why, sizeof(why), "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
-        probe_record(p, false, why);
+        probe_record(p, u->check, u, false, why);
     }
-    probe_finish(p);
+    probe_end(p, false);
 }
 
-static bool send_request(struct probe *p)
+/* The request, in one send: a new connection's send buffer takes it
+ * whole. False while the connection is still being made, or when the
+ * probe failed. */
+static bool send_request(struct probe *p, const struct upstream *u)
 {
-    const struct health_check *c = p->run->u->check;
-    const char *host = c->host[0] ? c->host : p->srv->name;
-    if (!strncmp(host, "unix:", 5)) host = "localhost"; /* a socket path is no authority */
-    char req[HEALTH_PATH_MAX + HEALTH_HOST_MAX + 128];
-    int len = snprintf(req, sizeof(req),
-                       "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: luaproxy-health-check\r\n"
-                       "Connection: close\r\n\r\n",
-                       c->path, host);
-    ssize_t n = send(p->io.fd, req, (size_t)len, MSG_NOSIGNAL);
-    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false; /* still connecting */
+    ssize_t n = send(p->fd, p->req, (size_t)p->reqlen, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN)) return false;
     if (n == -1) {
-        probe_failed(p, "connect", errno);
+        probe_failed(p, u, "connect", errno);
         return false;
     }
-    /* A new connection's send buffer takes a request of this size whole. */
-    if (n != len) {
-        probe_failed(p, "short write", 0);
+    if (n != p->reqlen) {
+        probe_failed(p, u, "short write", 0);
         return false;
     }
     p->sent = true;
     return true;
 }
 
-/* The status line decides; the rest of the response is read and dropped
- * until the server closes (Connection: close), so that the server is not
- * reset in the middle of its answer, which it would log as an error. */
-static void read_status(struct probe *p)
+static char *make_request(const struct health_check *c, const struct server *s, int *len)
 {
+    const char *host = c->host[0] ? c->host : s->name;
+    if (!strncmp(host, "unix:", 5)) host = "localhost"; /* a socket path is no authority */
+    char *req = NULL;
+    *len = asprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: luaproxy-health-check\r\n\r\n", c->path,
+                    host);
+    return *len < 0 ? NULL : req;
+}
+
+/* Reads what came: the status decides, and the response is followed to
+ * its end (then the connection may be kept) or until the server closes
+ * (then it is cut with a reset, no TIME_WAIT left behind). */
+static void read_response(struct probe *p, const struct upstream *u)
+{
+    char buf[4096];
     for (;;) {
-        if (p->recorded) p->got = 0;
-        ssize_t n = recv(p->io.fd, p->buf + p->got, sizeof(p->buf) - p->got, 0);
+        ssize_t n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n == -1 && errno == EINTR) continue;
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        if (n == -1) return probe_failed(p, "read", errno);
-        if (n == 0 && p->recorded) return probe_finish(p);
-        if (n == 0) return probe_failed(p, "closed before a status line", 0);
-        if (p->recorded) {
-            p->drained += (uint32_t)n;
-            if (p->drained > HEALTH_DRAIN_MAX) return probe_finish(p);
-            continue;
+        if (n == -1) return probe_failed(p, u, "read", errno);
+        if (n == 0) {
+            if (p->recorded) return probe_end(p, false);
+            return probe_failed(p, u, "closed before a status line", 0);
         }
-        p->got += (uint16_t)n;
-        int st = health_parse_status(p->buf, p->got);
-        if (st < 0) return probe_failed(p, "not an HTTP/1.x response", 0);
-        if (st > 0) {
+        enum health_resp_state st = health_resp_feed(&p->resp, buf, (size_t)n);
+        if (!p->recorded && p->resp.status) {
             char why[32];
-            snprintf(why, sizeof(why), "status %d", st);
-            probe_record(p, health_expected(p->run->u->check, st), why);
+            snprintf(why, sizeof(why), "status %d", p->resp.status);
+            probe_record(p, u->check, u, health_expected(u->check, p->resp.status), why);
         }
+        if (st == HR_BAD && !p->recorded) return probe_failed(p, u, "not an HTTP/1.x response", 0);
+        if (st == HR_BAD) return probe_end(p, false);
+        if (st == HR_DONE) return probe_end(p, p->resp.keep);
+        if (st == HR_UNTIL_CLOSE && (p->drained += (uint32_t)n) > HEALTH_DRAIN_MAX) return probe_end(p, false);
     }
 }
 
-static void on_io(struct io *io, unsigned events)
-{
-    struct probe *p = container_of(io, struct probe, io);
-    if (!p->sent && !send_request(p)) return;
-    if (events & IO_READ) read_status(p);
-}
-
-/* A probe's connection, for the loop to report on. Closed with a reset
- * (SO_LINGER 0), after the server closed its side: a thousand probes a
- * second would otherwise leave a thousand sockets a second in TIME_WAIT
- * and run the ephemeral ports out. */
-static void probe_begin(struct probe *p)
+/* A probe's connection: SO_LINGER 0, so that closing it resets it rather
+ * than leaving a socket in TIME_WAIT per probe, which at a thousand probes
+ * a second would run the ephemeral ports out. On loopback the connect is
+ * often complete when connect() returns: the request goes out at once. */
+static void probe_begin(struct probe *p, const struct upstream *u)
 {
     const struct server *s = p->srv;
+    p->busy = true;
     p->sent = p->recorded = false;
-    p->got = 0;
     p->drained = 0;
-    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) return probe_failed(p, "socket", errno);
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    p->io.fd = fd;
-    if (connect(fd, (const struct sockaddr *)&s->addr, s->addrlen) == -1 && errno != EINPROGRESS)
-        return probe_failed(p, "connect", errno);
-    if (loop_add(&W.loop, &p->io, IO_READ | IO_WRITE)) return probe_failed(p, "epoll", errno);
-    timer_set(&W.loop.timers, &p->timer, W.loop.now_ms + p->run->u->check->timeout_ms);
+    health_resp_init(&p->resp);
+    p->reused = p->fd != -1;
+    if (!p->reused) {
+        p->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (p->fd == -1) return probe_failed(p, u, "socket", errno);
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(p->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        if (connect(p->fd, (const struct sockaddr *)&s->addr, s->addrlen) == -1 && errno != EINPROGRESS)
+            return probe_failed(p, u, "connect", errno);
+    }
+    send_request(p, u);
 }
 
-static void on_timer(struct timer *t)
+static void probe_poll(struct probe *p, const struct upstream *u)
 {
-    struct probe *p = container_of(t, struct probe, timer);
-    if (p->io.fd != -1) return probe_failed(p, "timed out", 0); /* or the drain is cut short */
-    const struct health_check *c = p->run->u->check;
+    if (p->sent || send_request(p, u)) read_response(p, u);
+    if (p->busy && W.loop.now_ms >= p->deadline) probe_failed(p, u, "timed out", 0); /* or the rest is cut */
+}
+
+/* Is it this worker's turn? A connection kept from a probe of this worker
+ * is closed once another worker probes the server. */
+static void look(struct probe *p, const struct upstream *u)
+{
+    const struct health_check *c = u->check;
     bool mine = health_preferred(p->slot, W.count) == W.id;
-    if (health_claim(p->slot, W.loop.now_ms, mine, period_of(c), &p->wake)) probe_begin(p);
-    else arm_look(p);
+    if (health_claim(p->slot, W.loop.now_ms, mine, period_of(c), &p->wake)) {
+        p->deadline = W.loop.now_ms + c->timeout_ms;
+        probe_begin(p, u);
+    } else if (p->fd != -1 && __atomic_load_n(&p->slot->prober, __ATOMIC_RELAXED) != W.id) {
+        probe_close(p);
+    }
+}
+
+static void on_tick(struct timer *t)
+{
+    struct health_run *r = container_of(t, struct health_run, tick);
+    uint64_t now = W.loop.now_ms, next = UINT64_MAX;
+    for (int i = 0; i < r->n; i++) {
+        if (r->due[i] <= now) {
+            struct probe *p = &r->probes[i];
+            if (p->busy) probe_poll(p, r->u);
+            if (!p->busy && now >= p->wake) look(p, r->u);
+            r->due[i] = p->busy ? now + 1 : p->wake;
+        }
+        if (r->due[i] < next) next = r->due[i];
+    }
+    if (next == UINT64_MAX) return;
+    if (next <= now) next = now + 1;
+    timer_set(&W.loop.timers, &r->tick, (next + HEALTH_TICK_MS - 1) / HEALTH_TICK_MS * HEALTH_TICK_MS);
 }
 
 static void run_free(struct health_run *r)
 {
     for (int i = 0; i < r->n; i++) {
-        loop_close(&W.loop, &r->probes[i].io);
-        timer_cancel(&W.loop.timers, &r->probes[i].timer);
+        probe_close(&r->probes[i]);
+        free(r->probes[i].req);
     }
+    timer_cancel(&W.loop.timers, &r->tick);
     for (struct health_run **pp = &runs; *pp; pp = &(*pp)->next) {
         if (*pp == r) {
             *pp = r->next;
@@ -223,6 +251,7 @@ static void run_free(struct health_run *r)
         }
     }
     r->u->check->run = NULL;
+    free(r->probes);
     free(r);
 }
 
@@ -259,21 +288,24 @@ static void mark_primary(struct health_run *r)
 
 static void run_start(struct upstream *u)
 {
-    struct health_run *r = calloc(1, sizeof(*r) + (size_t)u->nservers * sizeof(r->probes[0]));
-    if (!r) return log_error("upstream %s: no memory for its health checks", u->name);
+    struct health_run *r = calloc(1, sizeof(*r) + (size_t)u->nservers * sizeof(r->due[0]));
+    if (r) r->probes = calloc((size_t)u->nservers, sizeof(r->probes[0]));
+    if (!r || !r->probes) {
+        free(r);
+        return log_error("upstream %s: no memory for its health checks", u->name);
+    }
     r->u = u;
     r->n = u->nservers;
     static bool full_logged;
     for (int i = 0; i < r->n; i++) {
         struct probe *p = &r->probes[i];
         struct server *s = &u->servers[i];
-        p->io.fd = -1;
-        p->io.cb = on_io;
-        p->timer.cb = on_timer;
-        p->run = r;
+        p->fd = -1;
         p->srv = s;
         p->slot = health_table_bind(health_table, u->name, s->name, (const struct sockaddr *)&s->addr,
                                     s->addrlen, period_of(u->check), W.loop.now_ms);
+        p->req = make_request(u->check, s, &p->reqlen);
+        if (!p->req) p->slot = NULL; /* no memory: not checked */
         s->health = p->slot;
         if (!p->slot && !full_logged) {
             log_warn("upstream %s: server %s is not health checked: the table of checked servers is full (%d)",
@@ -283,10 +315,11 @@ static void run_start(struct upstream *u)
     }
     mark_primary(r);
     for (int i = 0; i < r->n; i++) {
-        struct probe *p = &r->probes[i];
-        p->wake = W.loop.now_ms;
-        if (p->primary) arm_look(p);
+        r->probes[i].wake = W.loop.now_ms;
+        r->due[i] = r->probes[i].primary ? W.loop.now_ms : UINT64_MAX;
     }
+    r->tick.cb = on_tick;
+    timer_set(&W.loop.timers, &r->tick, W.loop.now_ms);
     r->next = runs;
     runs = r;
     u->check->run = r;

@@ -3,9 +3,10 @@
  * worker's current one, the worker looks at each of its servers' shared
  * slots (health_table.h) once per interval and, when the slot says it is
  * this worker's turn, probes the server: a non-blocking HTTP/1.1 GET on the
- * worker's loop (its own connection, never a pooled one, closed after the
- * status line, the whole probe under the check's timeout). The result goes
- * into the slot, where every worker's balancer reads it at once. */
+ * worker's loop, on a connection of the probe's own (never a pooled one;
+ * kept for the next probe when the server keeps it alive), the whole probe
+ * under the check's timeout. The result goes into the slot, where every
+ * worker's balancer reads it at once. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,7 +58,3 @@ void health_stop(void);
 typedef void (*health_each_fn)(void *arg, const struct upstream *u, const struct server *s,
                                const struct health_slot *slot);
 void health_each(const struct upstream *list, health_each_fn fn, void *arg);
-
-/* The status of an HTTP/1.x status line at the start of buf: 100..599, 0
- * when more bytes are needed, -1 when it is not one. Pure. */
-int health_parse_status(const char *buf, size_t len);

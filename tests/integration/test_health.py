@@ -22,9 +22,10 @@ INTERVAL = 0.25  # seconds, the checks' interval in most tests
 class HealthOrigin(Origin):
     """An Origin whose /healthz answers self.health (changed by the test)."""
 
-    def __init__(self, name, health=200, **kw):
+    def __init__(self, name, health=200, keep=False, **kw):
         super().__init__(name=name, **kw)
         self.health = health
+        self.keep = keep    # answer /healthz with keep-alive (else Connection: close)
         self.probes = []    # (time.monotonic(), Host header)
 
     def _handle(self, sock, rd, req):
@@ -32,8 +33,8 @@ class HealthOrigin(Origin):
             return super()._handle(sock, rd, req)
         with self.lock:
             self.probes.append((time.monotonic(), req.header("host")))
-        self._send_simple(sock, self.health, b"health\n", close=True)
-        return False
+        self._send_simple(sock, self.health, b"health\n", close=not self.keep)
+        return self.keep
 
     def probe_count(self):
         with self.lock:
@@ -334,6 +335,33 @@ def test_reload_keeps_the_state_of_servers_that_stay():
             t0 = time.monotonic()
             wait_probed([a], a.probe_count() + 4)
             assert b.probes_since(t0 + INTERVAL) == [], "b still probed after it was removed"
+    finally:
+        stop(os_)
+
+
+def test_probes_reuse_a_kept_alive_connection():
+    (a,) = os_ = origins("a", keep=True)
+    try:
+        with admin_proxy(check_script([a], FAST), workers=1) as p:
+            wait_probed(os_, 8)
+            assert a.connections <= 2, "%d connections for %d probes" % (a.connections, a.probe_count())
+            assert gauge(p) == {a.addr: 1}
+    finally:
+        stop(os_)
+
+
+def test_a_kept_connection_the_server_closed_is_no_failure():
+    # The server closes every connection 100 ms after its answer, before the
+    # next probe: each probe finds its kept connection closed and starts
+    # again on a fresh one; none counts as failed.
+    (a,) = os_ = origins("a", keep=True, idle_close_ms=100)
+    try:
+        check = 'path = "/healthz", interval = "250ms", timeout = "200ms", fall = 1'
+        with admin_proxy(check_script([a], check), workers=1) as p:
+            wait_probed(os_, 10)
+            assert a.connections >= 5, a.connections
+            assert "is down" not in p.stderr_text(), p.stderr_text()
+            assert gauge(p) == {a.addr: 1}
     finally:
         stop(os_)
 

@@ -3,6 +3,7 @@
  * interval (and lets another take a dead worker's share over), binding
  * servers to shared slots, and the status line of a probe's response. */
 #include "health.h"
+#include "health_http.h"
 #include "health_table.h"
 
 #include <check.h>
@@ -285,6 +286,69 @@ START_TEST(status_line_parsing)
 }
 END_TEST
 
+static enum health_resp_state feed_all(struct health_resp *r, const char *text, bool bytewise)
+{
+    health_resp_init(r);
+    size_t n = strlen(text);
+    enum health_resp_state st = HR_STATUS;
+    if (!bytewise) return health_resp_feed(r, text, n);
+    for (size_t i = 0; i < n; i++) st = health_resp_feed(r, text + i, 1);
+    return st;
+}
+
+START_TEST(response_with_a_length_keeps_the_connection)
+{
+    struct health_resp r;
+    const char *ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length: 3\r\n\r\nok\n";
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        ck_assert_int_eq(feed_all(&r, ok, bytewise), HR_DONE);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert(r.keep);
+    }
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 204 No Content\r\n\r\n", false), HR_DONE);
+    ck_assert(r.keep);
+    /* Not complete yet: the body is still to come. */
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 503 Busy\r\nContent-Length: 10\r\n\r\nabc", false), HR_BODY);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_int_eq(r.left, 7);
+}
+END_TEST
+
+START_TEST(response_the_connection_cannot_carry_on_from)
+{
+    struct health_resp r;
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: Close\r\n\r\nok", true),
+                     HR_DONE);
+    ck_assert(!r.keep);
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false), HR_DONE);
+    ck_assert(!r.keep);
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok", false),
+                     HR_UNTIL_CLOSE);
+    ck_assert(!r.keep);
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 200 OK\r\n\r\nunframed", false), HR_UNTIL_CLOSE);
+    ck_assert_int_eq(r.status, 200);
+    /* More than it said: the next probe would read the rest as its answer. */
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", false), HR_BAD);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(!r.keep);
+}
+END_TEST
+
+START_TEST(response_that_is_not_http)
+{
+    struct health_resp r;
+    ck_assert_int_eq(feed_all(&r, "SSH-2.0-OpenSSH\r\n", true), HR_BAD);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 2", false), HR_STATUS);
+    ck_assert_int_eq(feed_all(&r, "HTTP/1.1 20\r\n", false), HR_BAD);
+    /* A header line longer than the parser keeps is skipped, not fatal. */
+    char big[600];
+    snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nX-Long: %0400d\r\nContent-Length: 0\r\n\r\n", 7);
+    ck_assert_int_eq(feed_all(&r, big, false), HR_DONE);
+    ck_assert(r.keep);
+}
+END_TEST
+
 START_TEST(default_expect_is_2xx_and_3xx)
 {
     struct health_check *c = health_check_new();
@@ -318,6 +382,9 @@ int main(void)
         state_carries_over_while_fresh_and_resets_when_stale,
         full_table_gives_null_and_stale_slots_are_reused,
         status_line_parsing,
+        response_with_a_length_keeps_the_connection,
+        response_the_connection_cannot_carry_on_from,
+        response_that_is_not_http,
         default_expect_is_2xx_and_3xx,
     };
     return check_run_tests("health", setup, teardown, 60, tests, CHECK_COUNT(tests));
