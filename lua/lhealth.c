@@ -53,9 +53,8 @@ static void read_string(lua_State *L, int t, const char *key, char *out, size_t 
     lua_pop(L, 1);
 }
 
-struct health_check *lhealth_check(lua_State *L, int opts)
+struct health_check *lhealth_check(lua_State *L)
 {
-    lua_getfield(L, opts, "check");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return NULL;

@@ -5,7 +5,7 @@
 
 struct health_check;
 
-/* opts.check of the options table at index opts: NULL when absent, else a
- * new check (the caller owns it). A mistake raises a Lua error naming
- * proxy.upstream and the option. */
-struct health_check *lhealth_check(lua_State *L, int opts);
+/* The value of opts.check, on the top of the stack (popped): NULL when
+ * nil, else a new check (the caller owns it). A mistake raises a Lua error
+ * naming proxy.upstream and the option. */
+struct health_check *lhealth_check(lua_State *L);

@@ -157,7 +157,8 @@ static int api_upstream(lua_State *L)
     u->connect_timeout_ms = opt_duration(L, 3, "connect_timeout", u->connect_timeout_ms);
     u->read_timeout_ms = opt_duration(L, 3, "read_timeout", u->read_timeout_ms);
     u->fail_timeout_ms = opt_duration(L, 3, "fail_timeout", u->fail_timeout_ms);
-    u->check = lhealth_check(L, 3);
+    lua_getfield(L, 3, "check");
+    u->check = lhealth_check(L);
     if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");
 
     /* registry.luaproxy.upstreams[name] = { ud, balance = f, hash_key = f }:

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import lp
@@ -364,6 +366,19 @@ def test_a_kept_connection_the_server_closed_is_no_failure():
             assert gauge(p) == {a.addr: 1}
     finally:
         stop(os_)
+
+
+def test_the_cost_benchmark_runs():
+    """scripts/bench/health_checks.py (make bench), small: 40 servers, 2 s."""
+    out = lp.make_tmpdir()
+    r = subprocess.run([sys.executable, lp.repo_path("scripts", "bench", "health_checks.py"), lp.binary(), out,
+                        "40", "2", "2"], capture_output=True, text=True, timeout=50)
+    m = re.search(r"^health checks: 40 servers, interval 1 s, 2 workers: (\d+) probes/s .* the checks cost "
+                  r"[-0-9.]+ % of one core \(target < 1 %\): (PASS|MISS)$", r.stdout, re.M)
+    assert m and r.returncode in (0, 1), r
+    assert 30 <= int(m.group(1)) <= 50, r.stdout    # one probe per server per second
+    with open(os.path.join(out, "health.md")) as f:
+        assert m.group(0) in f.read()
 
 
 def test_bad_check_options_fail_the_load():
