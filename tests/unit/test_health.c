@@ -47,44 +47,34 @@ static bool up(uint32_t st)
     return !(st & HEALTH_DOWN);
 }
 
+/* The state after results, one letter a probe: 's' a success, 'f' a failure. */
+static uint32_t after(uint32_t st, const char *results, int rise, int fall)
+{
+    for (; *results; results++) st = health_next_state(st, *results == 's', rise, fall);
+    return st;
+}
+
 START_TEST(starts_up_and_goes_down_after_fall_failures)
 {
-    uint32_t st = 0;
-    ck_assert(up(st));
-    st = health_next_state(st, false, 2, 3);
-    st = health_next_state(st, false, 2, 3);
-    ck_assert(up(st));
-    st = health_next_state(st, false, 2, 3);
-    ck_assert(!up(st));
+    ck_assert(up(0));
+    ck_assert(up(after(0, "ff", 2, 3)));
+    ck_assert(!up(after(0, "fff", 2, 3)));
 }
 END_TEST
 
 START_TEST(a_success_breaks_a_run_of_failures)
 {
-    uint32_t st = 0;
-    st = health_next_state(st, false, 2, 3);
-    st = health_next_state(st, false, 2, 3);
-    st = health_next_state(st, true, 2, 3);
-    st = health_next_state(st, false, 2, 3);
-    st = health_next_state(st, false, 2, 3);
-    ck_assert(up(st));
-    st = health_next_state(st, false, 2, 3);
-    ck_assert(!up(st));
+    ck_assert(up(after(0, "ffsff", 2, 3)));
+    ck_assert(!up(after(0, "ffsfff", 2, 3)));
 }
 END_TEST
 
 START_TEST(comes_up_after_rise_successes_in_a_row)
 {
-    uint32_t st = health_next_state(0, false, 3, 1);
-    ck_assert(!up(st));
-    st = health_next_state(st, true, 3, 1);
-    st = health_next_state(st, true, 3, 1);
-    st = health_next_state(st, false, 3, 1); /* the run starts again */
-    ck_assert(!up(st));
-    for (int i = 0; i < 2; i++) st = health_next_state(st, true, 3, 1);
-    ck_assert(!up(st));
-    st = health_next_state(st, true, 3, 1);
-    ck_assert(up(st));
+    ck_assert(!up(after(0, "f", 3, 1)));
+    ck_assert(!up(after(0, "fssf", 3, 1))); /* the run starts again */
+    ck_assert(!up(after(0, "fssfss", 3, 1)));
+    ck_assert(up(after(0, "fssfsss", 3, 1)));
 }
 END_TEST
 
