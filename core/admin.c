@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "health.h"
 #include "stats.h"
 #include "tls.h"
 #include "upstream.h"
@@ -142,6 +143,32 @@ static void mirror_series(struct buf *b)
         }
 }
 
+/* One sample per checked server, from the shared state all workers see. */
+static void server_up_sample(void *arg, const struct upstream *u, const struct server *s,
+                             const struct health_slot *slot)
+{
+    struct buf *b = arg;
+    buf_puts(b, "luaproxy_upstream_server_up{upstream=\"");
+    put_escaped(b, u->name, false);
+    buf_puts(b, "\",server=\"");
+    put_escaped(b, s->name, false);
+    putf(b, "\"} %d\n", health_slot_up(slot));
+}
+
+/* /status's "health_checks": the same, with the probes' count and who ran the last. */
+static void server_health_json(void *arg, const struct upstream *u, const struct server *s,
+                               const struct health_slot *slot)
+{
+    struct buf *b = arg;
+    buf_puts(b, b->data[b->len - 1] == '[' ? "{\"upstream\":\"" : ",{\"upstream\":\"");
+    put_escaped(b, u->name, true);
+    buf_puts(b, "\",\"server\":\"");
+    put_escaped(b, s->name, true);
+    putf(b, "\",\"up\":%s,\"checks\":%llu,\"prober\":%d}", health_slot_up(slot) ? "true" : "false",
+         (unsigned long long)__atomic_load_n(&slot->checks, __ATOMIC_RELAXED),
+         __atomic_load_n(&slot->prober, __ATOMIC_RELAXED));
+}
+
 static void render_metrics(struct buf *b)
 {
     metric_head(b, "luaproxy_requests_total", "counter", "Requests answered, by status code.");
@@ -167,6 +194,9 @@ static void render_metrics(struct buf *b)
                 "Proxied requests by upstream, server and status code.");
     upstream_series(b);
     mirror_series(b);
+    metric_head(b, "luaproxy_upstream_server_up", "gauge",
+                "1 while an actively checked server is up, 0 while it is down.");
+    health_each(script_upstreams(), server_up_sample, b);
 
     int64_t active = 0;
     for (uint32_t w = 0; w < ST->nworkers; w++) active += STAT_GET(ST->w[w].connections_active);
@@ -234,6 +264,8 @@ static void render_status(struct buf *b)
         else putf(b, "{\"id\":%u,\"pid\":%d,\"starting\":true}", w, STAT_GET(ST->w[w].pid));
     }
     free(part);
+    buf_puts(b, "],\"health_checks\":[");
+    health_each(script_upstreams(), server_health_json, b);
     buf_puts(b, "]}\n");
 }
 

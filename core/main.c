@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "health_table.h"
 #include "log.h"
 #include "master.h"
 #include "script.h"
@@ -152,6 +153,7 @@ int main(int argc, char **argv)
     int status = 1;
     const char *region = "metrics";
     rc = stats_create(cfg.workers);
+    if (!rc && (rc = health_table_create(HEALTH_SLOTS))) region = "health checks";
     if (!rc && (rc = script_store_create())) region = "the script";
     if (!rc && script_store_put(text, len, 0)) rc = -E2BIG;
     free(text);
@@ -198,6 +200,7 @@ int main(int argc, char **argv)
     tls_server_free();
     script_store_destroy();
     stats_destroy();
+    health_table_destroy();
     return status;
 fail:
     pid_file_abandon(cfg.pid_file);

@@ -80,23 +80,6 @@ static void on_idle_timeout(struct timer *t)
     bconn_close(container_of(t, struct bconn, idle_timer));
 }
 
-/* The name a TLS server is asked for (SNI) and checked against: the
- * upstream's sni, else the name the server was resolved from, else its
- * address's host. */
-static void tls_name(const struct server *s, char *out, size_t n)
-{
-    if (s->up->sni[0]) {
-        snprintf(out, n, "%s", s->up->sni);
-        return;
-    }
-    /* The name it was resolved from ("name:port"), else its address. */
-    const char *addr = s->host[0] && strncmp(s->name, "unix:", 5) ? s->host : s->name;
-    const char *end = strrchr(addr, ':');
-    size_t len = end ? (size_t)(end - addr) : strlen(addr);
-    if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
-    snprintf(out, n, "%.*s", (int)len, addr);
-}
-
 /* A TLS server's newest session, for its next new connection. */
 static void keep_session(struct transport *t, struct ssl_session_st *sess)
 {
@@ -131,11 +114,9 @@ struct bconn *bconn_connect(struct server *s, int *err)
     b->srv = s;
     struct upstream *u = s->up;
     if (s->tls || u->tls_all) {
-        char name[256], why[512];
-        if (!u->tls_ctx && !(u->tls_ctx = tls_client_new(u->tls_verify, u->tls_ca, why, sizeof(why))))
-            log_warn("upstream %s: %s", u->name, why);
-        tls_name(s, name, sizeof(name));
-        if (!u->tls_ctx || tls_connect(&b->tp, u->tls_ctx, name, u->tls_verify, s->tls_session, keep_session)) {
+        char name[256];
+        upstream_tls_name(s, name, sizeof(name));
+        if (!upstream_tls_ctx(u) || tls_connect(&b->tp, u->tls_ctx, name, u->tls_verify, s->tls_session, keep_session)) {
             *err = u->tls_ctx ? -ENOMEM : -EPROTO;
             close(fd);
             free(b);

@@ -60,6 +60,18 @@ uint64_t shm_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+int shm_mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    /* A worker killed inside a critical section must not wedge the others. */
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    int rc = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
 int shm_create(size_t size, struct shm **out)
 {
     if (size < sizeof(struct shm) + 4096) size = sizeof(struct shm) + 4096;
@@ -68,13 +80,7 @@ int shm_create(size_t size, struct shm **out)
     struct shm *shm = p;
     memset(shm, 0, sizeof(*shm));
 
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    /* A worker killed inside a critical section must not wedge the others. */
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    int rc = pthread_mutex_init(&shm->lock, &attr);
-    pthread_mutexattr_destroy(&attr);
+    int rc = shm_mutex_init(&shm->lock);
     if (rc) {
         munmap(p, size);
         return -rc;

@@ -7,6 +7,7 @@
  * way, so a worker killed while holding the lock leaves consistent data and
  * the next locker only has to mark the mutex consistent again. */
 #pragma once
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,10 @@ struct shm_buf {
 struct shm;
 struct shm_dict;
 
+/* A process-shared, robust mutex in shared memory (a locker that gets
+ * EOWNERDEAD repairs what it guards and calls pthread_mutex_consistent).
+ * 0 or an errno value. */
+int shm_mutex_init(pthread_mutex_t *m);
 /* Maps size bytes shared with future children. Returns 0 or -errno. */
 int shm_create(size_t size, struct shm **out);
 void shm_destroy(struct shm *shm);

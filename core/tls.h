@@ -56,8 +56,9 @@ struct ssl_ctx_st *tls_client_ref(struct ssl_ctx_st *ctx);
 
 /* A new backend connection on t becomes TLS: SNI and the verified name are
  * name (an IP address is checked against the certificate's addresses and
- * sends no SNI); offer, when set, is offered for resumption; keep(t, s) is
- * given every new session the server issues (a reference to free). */
+ * sends no SNI); offer, when set, is offered for resumption; keep(t, s),
+ * when set, is given every new session the server issues (a reference to
+ * free). */
 int tls_connect(struct transport *t, struct ssl_ctx_st *ctx, const char *name, bool verify,
                 struct ssl_session_st *offer, void (*keep)(struct transport *t, struct ssl_session_st *s));
 void tls_session_free(struct ssl_session_st *session);

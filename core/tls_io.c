@@ -227,13 +227,12 @@ bool tls_info(const struct transport *t, struct tls_info *out)
 /* ---- backends -------------------------------------------------------------- */
 
 static int transport_index = -1; /* ex_data slot: the connection's transport */
-static void (*session_keeper)(struct transport *t, struct ssl_session_st *s);
 
 static int new_session(SSL *ssl, SSL_SESSION *sess)
 {
     struct transport *t = SSL_get_ex_data(ssl, transport_index);
-    if (!t || !session_keeper) return 0;
-    session_keeper(t, sess);
+    if (!t || !t->tls_keep) return 0;
+    t->tls_keep(t, sess);
     return 1; /* the keeper has the reference */
 }
 
@@ -292,7 +291,7 @@ void tls_session_free(struct ssl_session_st *session)
 int tls_connect(struct transport *t, struct ssl_ctx_st *ctx, const char *name, bool verify,
                 struct ssl_session_st *offer, void (*keep)(struct transport *t, struct ssl_session_st *s))
 {
-    session_keeper = keep;
+    t->tls_keep = keep;
     SSL *ssl = SSL_new(ctx);
     if (!ssl) return -1;
     unsigned char ip[16];

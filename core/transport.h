@@ -18,6 +18,7 @@
 
 struct transport;
 struct ssl_st;
+struct ssl_session_st;
 
 struct transport_ops {
     /* recv()/send() semantics: the count of bytes moved; 0 when the peer
@@ -46,6 +47,8 @@ struct transport {
      * message): the owner waits for writability and then reads again. */
     bool read_wants_write;
     bool handshake_failed; /* TLS: counted as failed already */
+    /* TLS backends: given each new session the server issues (tls_connect). */
+    void (*tls_keep)(struct transport *t, struct ssl_session_st *s);
 };
 
 /* A connected, non-blocking TCP or unix socket. */

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "tls.h"
+#include "health.h"
 
 uint32_t upstream_hash(const char *s, size_t n)
 {
@@ -91,6 +92,7 @@ void upstream_free(struct upstream *u)
     tls_client_free(u->tls_ctx);
     free(u->tls_ca);
     if (u->policy->destroy) u->policy->destroy(u);
+    health_check_free(u->check);
     free(u->servers);
     free(u);
 }

@@ -6,9 +6,14 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 
+#include "health_table.h"
+#include "log.h"
 #include "pool.h"
+#include "tls.h"
 
 #define UPSTREAM_RETRY_ON_MAX 16 /* statuses in retry_on */
 
@@ -70,6 +75,7 @@ struct server {
     struct server *successor; /* after a reload: the same server in the new script */
     struct ustat *stat;       /* the metrics series of its last response, */
     int stat_code;            /* whose status this was */
+    struct health_slot *health; /* shared up/down under an active check (health.h); NULL: none */
 };
 
 struct upstream {
@@ -98,6 +104,7 @@ struct upstream {
     bool tls_verify;         /* verify = true (the default) */
     char *tls_ca;            /* ca = "path.pem", or NULL: the system store */
     char sni[256];           /* sni = "...": instead of each server's host */
+    struct health_check *check; /* check = { ... } (health.h); NULL: no active checks */
     bool retired;            /* its script was replaced by a reload */
     int holds;               /* users past their request's life (mirror copies) */
     bool orphaned;           /* freed by its script while held: the last release frees it */
@@ -129,10 +136,38 @@ void upstream_release(struct upstream *u);
  * passive-health state. */
 void upstream_handover(struct upstream *old_list, struct upstream *new_list, bool carry_health);
 
+/* The name a TLS server is asked for (SNI) and checked against: the
+ * upstream's sni, else the name the server was resolved from, else its
+ * address's host. (Inline: the pool and the health probes ask it, and
+ * neither may call up into upstream.c.) */
+static inline void upstream_tls_name(const struct server *s, char *out, size_t n)
+{
+    if (s->up->sni[0]) {
+        snprintf(out, n, "%s", s->up->sni);
+        return;
+    }
+    const char *addr = s->host[0] && strncmp(s->name, "unix:", 5) ? s->host : s->name;
+    const char *end = strrchr(addr, ':');
+    size_t len = end ? (size_t)(end - addr) : strlen(addr);
+    if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
+    snprintf(out, n, "%.*s", (int)len, addr);
+}
+
+/* The upstream's TLS client context, made on first use when none was at
+ * load (a list set at run time brought its first TLS server); NULL, logged,
+ * when it cannot be made. */
+static inline struct ssl_ctx_st *upstream_tls_ctx(struct upstream *u)
+{
+    char why[512];
+    if (!u->tls_ctx && !(u->tls_ctx = tls_client_new(u->tls_verify, u->tls_ca, why, sizeof(why))))
+        log_warn("upstream %s: %s", u->name, why);
+    return u->tls_ctx;
+}
+
 /* Inline: every policy asks it of every candidate on each request. */
 static inline bool upstream_server_up(const struct server *s, uint64_t now)
 {
-    return s->down_until == 0 || s->down_until <= now;
+    return (s->down_until == 0 || s->down_until <= now) && (!s->health || health_slot_up(s->health));
 }
 /* Whether the upstream's retry_on lists this status. */
 static inline bool upstream_retries_on(const struct upstream *u, int status)

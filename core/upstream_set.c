@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "health.h"
 #include "log.h"
 #include "tls.h"
 
@@ -189,6 +190,7 @@ struct upstream *upstream_replace(struct upstream *u, const struct server_spec *
     husk->dyn = NULL;
     husk->tls_ctx = tls_client_ref(u->tls_ctx); /* its TLS servers' connections may still retry */
     husk->tls_ca = u->tls_ca ? strdup(u->tls_ca) : NULL;
+    husk->check = NULL; /* the upstream's own; its probes move to the new list below */
     for (int i = 0; i < n; i++) {
         server_fill(&fresh[i], &specs[i]);
         fresh[i].up = u;
@@ -241,6 +243,7 @@ struct upstream *upstream_replace(struct upstream *u, const struct server_spec *
     husk->next = u->husks;
     u->husks = husk;
     u->servers_gen++;
+    health_restart(u);
     return husk;
 fail:
     free(husk);

@@ -19,6 +19,7 @@
 #include "admin.h"
 #include "conn.h"
 #include "exchange.h"
+#include "health.h"
 #include "log.h"
 #include "script.h"
 #include "script_store.h"
@@ -166,6 +167,7 @@ static void start_drain(void)
     listener_close(&W.admin);
     timer_cancel(&W.loop.timers, &W.publish_timer);
     W.draining = true;
+    health_stop(); /* the other workers take this one's probes over */
     log_info("worker %d draining %d connection(s)", W.id, W.nconns);
     script_shutdown();
     conn_drain_all();
@@ -307,6 +309,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int id, int count)
 out:
     /* Past the shutdown timeout (or on a failed start): close what is left. */
     W.draining = false;
+    health_stop();
     while (W.conns) conn_force_close(W.conns);
     loop_run_deferred(&W.loop);
     access_flush();

@@ -33,6 +33,7 @@
 #include "script.h"
 #include "upstream.h"
 #include "upstreams.h"
+#include "health.h"
 #include "loop.h"
 
 static struct field_list hdrs; /* a reply's headers, kept for the next */
@@ -307,6 +308,7 @@ int script_load(const char *path, const char *text, size_t len, int generation, 
             upstream_handover(r->upstreams, st->upstreams, r == old);
         if (!old->refs && lstate_g.loop) loop_defer(lstate_g.loop, &reaper);
     }
+    health_start(st->upstreams); /* the old script's probes stop, the new one's start */
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "balance.h"
+#include "lhealth.h"
 #include "lstate.h"
 #include "tls.h"
 #include "upstream.h"
@@ -16,7 +17,7 @@
 
 /* ---- proxy.upstream --------------------------------------------------- */
 
-static uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
+uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
 {
     lua_getfield(L, t, key);
     uint64_t ms = def;
@@ -34,7 +35,7 @@ static uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def)
     return ms;
 }
 
-static int opt_int(lua_State *L, int t, const char *key, int def, int min)
+int opt_int(lua_State *L, int t, const char *key, int def, int min)
 {
     lua_getfield(L, t, key);
     int v = def;
@@ -214,6 +215,8 @@ static int api_upstream(lua_State *L)
     opt_mirror(L, 3, "mirror", registry, u);
     const char *tls_err = tls_options(L, 3, u);
     if (tls_err) return luaL_error(L, "proxy.upstream: '%s': %s", name, tls_err);
+    lua_getfield(L, 3, "check");
+    u->check = lhealth_check(L);
     if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");
 
     /* registry.luaproxy.upstreams[name] = { ud, balance = f, hash_key = f }:

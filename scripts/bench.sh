@@ -980,6 +980,8 @@ main() {
     start_origins
     run_all
     run_memory_all
+    # Health checks of 1,000 servers: scripts/bench/health_checks.py (BENCH_HEALTH=0 skips it).
+    [[ ${BENCH_HEALTH:-1} == 0 ]] || python3 "$BENCH_DIR/health_checks.py" "$LUAPROXY" "$OUT_DIR" "1000" "$DURATION" "$WORKERS"
     save_logs origin-small
     save_logs origin-big
     save_logs origin-upload

@@ -557,3 +557,20 @@ def test_mirror_copies_requests_to_the_shadow_and_retries_on_503():
         with lp.Proxy(example("mirror.lua"), env=env) as p:
             lp.expect(lp.get(p.port, "/api/none"), 200)
             assert len(sh.records) == 6, "MIRROR_PERCENT=0 still mirrored"
+# health_checked.lua
+
+
+def test_health_checked_takes_a_dead_server_out_and_probes_the_others():
+    with Origin(name="alive") as alive:
+        dead = "127.0.0.1:%d" % dead_port()
+        env = {"APP_ADDRS": "%s,%s" % (alive.addr, dead)}
+        with lp.Proxy(example("health_checked.lua"), env=env, workers=2) as p:
+            # first probe within one interval (2 s), then 3 failures 2 s apart
+            p.wait_stderr("upstream app: server %s is down: 3 health check(s) failed in a row "
+                          "(last: connect: Connection refused)" % dead, timeout=12)
+            for _ in range(10):
+                r = lp.expect(lp.get(p.port, "/"), 200)
+                assert served_by(r) == "alive", r
+            probes = received(alive, "/healthz")
+            assert probes and all(header_of(q, "host") == alive.addr for q in probes), probes
+            assert "server %s is down" % alive.addr not in p.stderr_text()
