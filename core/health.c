@@ -13,6 +13,7 @@
 #include "tls.h"
 #include "transport.h"
 #include "upstream.h"
+#include "upstream_tls.h"
 #include "worker_state.h"
 
 /* Probes are looked at on a grid of ticks, by one timer per upstream,

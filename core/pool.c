@@ -14,6 +14,7 @@
 #include "stats.h"
 #include "tls.h"
 #include "upstream.h"
+#include "upstream_tls.h"
 #include "worker_state.h"
 
 uint64_t pool_reuses(void)

@@ -11,9 +11,7 @@
 #include <sys/socket.h>
 
 #include "health_table.h"
-#include "log.h"
 #include "pool.h"
-#include "tls.h"
 
 #define UPSTREAM_RETRY_ON_MAX 16 /* statuses in retry_on */
 
@@ -135,34 +133,6 @@ void upstream_release(struct upstream *u);
  * move to the successor or are closed; carry_health also copies the
  * passive-health state. */
 void upstream_handover(struct upstream *old_list, struct upstream *new_list, bool carry_health);
-
-/* The name a TLS server is asked for (SNI) and checked against: the
- * upstream's sni, else the name the server was resolved from, else its
- * address's host. (Inline: the pool and the health probes ask it, and
- * neither may call up into upstream.c.) */
-static inline void upstream_tls_name(const struct server *s, char *out, size_t n)
-{
-    if (s->up->sni[0]) {
-        snprintf(out, n, "%s", s->up->sni);
-        return;
-    }
-    const char *addr = s->host[0] && strncmp(s->name, "unix:", 5) ? s->host : s->name;
-    const char *end = strrchr(addr, ':');
-    size_t len = end ? (size_t)(end - addr) : strlen(addr);
-    if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
-    snprintf(out, n, "%.*s", (int)len, addr);
-}
-
-/* The upstream's TLS client context, made on first use when none was at
- * load (a list set at run time brought its first TLS server); NULL, logged,
- * when it cannot be made. */
-static inline struct ssl_ctx_st *upstream_tls_ctx(struct upstream *u)
-{
-    char why[512];
-    if (!u->tls_ctx && !(u->tls_ctx = tls_client_new(u->tls_verify, u->tls_ca, why, sizeof(why))))
-        log_warn("upstream %s: %s", u->name, why);
-    return u->tls_ctx;
-}
 
 /* Inline: every policy asks it of every candidate on each request. */
 static inline bool upstream_server_up(const struct server *s, uint64_t now)

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "health.h"
-#include "upstreams.h"
+#include "opts.h"
 
 static const char *const keys[] = {"path", "interval", "timeout", "rise", "fall", "expect", "host", NULL};
 

@@ -14,11 +14,6 @@ struct server;
 /* The registry name of the upstream objects' metatable. */
 #define UPSTREAMS_MT "luaproxy.upstream"
 
-/* An option of a table at index t: a duration (a string, or a number of
- * seconds) in ms, or a whole number >= min; def when absent. A bad value
- * raises an error naming proxy.upstream and key. */
-uint64_t opt_duration(lua_State *L, int t, const char *key, uint64_t def);
-int opt_int(lua_State *L, int t, const char *key, int def, int min);
 /* Adds proxy.upstream to the proxy module and the upstream metatable. */
 void upstreams_open(lua_State *L);
 /* The upstream's hash_key(req), hashed, in *key (nil gives a key that
