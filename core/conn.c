@@ -516,6 +516,7 @@ static void conn_settle(struct conn *c)
         if (!out_pending && ctx) {
             req_ctx_put(ctx);
             c->ctx = NULL;
+            transport_idle(&c->tp);
         }
     }
     if (c->eof && (c->state == CONN_HEAD || c->state == CONN_BODY) && !in_pending)

@@ -93,6 +93,7 @@ static void probe_end(struct probe *p, bool keep)
 {
     p->busy = false;
     if (!keep) probe_close(p);
+    else transport_idle(&p->tp);
 }
 
 static void probe_record(struct probe *p, const struct health_check *c, const struct upstream *u, bool ok,

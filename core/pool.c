@@ -176,6 +176,7 @@ void pool_put(struct bconn *b)
         return;
     }
     loop_mod(&W.loop, &b->tp.io, IO_READ);
+    transport_idle(&b->tp);
     b->idle = true;
     b->prev = NULL;
     b->next = p->head;

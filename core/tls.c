@@ -217,11 +217,11 @@ static SSL_CTX *server_ctx(const struct config *cfg, char *err, size_t errlen)
      * ChaCha20 first for a client that prefers it (no AES instructions). */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF |
                                  SSL_OP_ENABLE_KTLS | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
-    /* Released buffers: an idle keep-alive connection holds none. Partial,
-     * moving writes: a write says how much it took, as send() does, and the
-     * caller's buffer may have moved when it retries. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Partial, moving writes: a write says how much it took, as send()
+     * does, and the caller's buffer may have moved when it retries. The
+     * buffers go when the connection goes idle (transport_idle), so an idle
+     * keep-alive connection holds none. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (set_ciphers(ctx, cfg->tls_ciphers, err, errlen) || SSL_CTX_set1_groups_list(ctx, GROUPS) != 1) {
         if (!err[0]) snprintf(err, errlen, "TLS: the key exchange groups " GROUPS " are not available");
         SSL_CTX_free(ctx);

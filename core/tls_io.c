@@ -195,12 +195,22 @@ static bool tls_buffered(const struct transport *t)
     return SSL_has_pending(t->ssl);
 }
 
+/* OpenSSL's read and write buffers (some 34 KiB) stay while a connection
+ * is busy, and go when it goes quiet (a no-op while bytes are pending),
+ * rather than being freed and made again around every record, as
+ * SSL_MODE_RELEASE_BUFFERS does. */
+static void tls_idle(struct transport *t)
+{
+    SSL_free_buffers(t->ssl);
+}
+
 const struct transport_ops transport_tls = {
     .read = tls_read,
     .write = tls_write,
     .shutdown = tls_shutdown,
     .release = tls_release,
     .buffered = tls_buffered,
+    .idle = tls_idle,
     .splice = false,
 };
 
@@ -212,6 +222,7 @@ const struct transport_ops transport_ktls = {
     .shutdown = tls_shutdown,
     .release = tls_release,
     .buffered = tls_buffered,
+    .idle = tls_idle,
     .splice = true,
 };
 
@@ -247,8 +258,7 @@ struct ssl_ctx_st *tls_client_new(bool verify, const char *ca, char *err, size_t
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF |
                                  SSL_OP_ENABLE_KTLS);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     /* One recv() takes what has come (several records, or a record whole)
      * instead of a header and then its body. */

@@ -35,9 +35,10 @@ const struct transport_ops transport_plain = {
 };
 
 /* Through user space: read when the buffer is empty, write until it is.
- * left: NULL for a stream (no length known: to EOF). The buffer is given
- * back whenever it empties and the source has nothing more for now, so a
- * quiet transfer (a tunnel, a slow upload) holds no memory. */
+ * left: NULL for a stream (no length known: to EOF). A body keeps its
+ * buffer to the end (one allocation per body, 64 KiB reads); a stream
+ * gives it back whenever it empties and the source has nothing more for
+ * now, so a quiet tunnel holds no memory. */
 static enum pump_result relay(struct transport *from, struct transport *to, struct pipe_pair *p, uint64_t *left,
                               uint64_t *moved)
 {
@@ -73,8 +74,10 @@ static enum pump_result relay(struct transport *from, struct transport *to, stru
             continue;
         }
         if (n == -1 && errno == EINTR) continue;
-        free(p->relay);
-        p->relay = NULL;
+        if (!left || n == 0 || errno != EAGAIN) {
+            free(p->relay);
+            p->relay = NULL;
+        }
         if (n == 0) return PUMP_EOF;
         if (errno == EAGAIN) return PUMP_WANT_READ;
         return PUMP_ERROR;

@@ -33,6 +33,9 @@ struct transport_ops {
     /* Bytes read from io.fd and held above it (decrypted, not yet taken):
      * an idle connection with some is not silent. May be NULL. */
     bool (*buffered)(const struct transport *t);
+    /* The connection goes quiet (a keep-alive client between requests, a
+     * pooled backend): what it holds for moving bytes can go. May be NULL. */
+    void (*idle)(struct transport *t);
     /* The bytes on io.fd are the payload itself: splice() can move them. */
     bool splice;
 };
@@ -74,6 +77,11 @@ static inline void transport_release(struct transport *t)
     if (t->ops->release) t->ops->release(t);
 }
 
+static inline void transport_idle(struct transport *t)
+{
+    if (t->ops->idle) t->ops->idle(t);
+}
+
 static inline bool transport_buffered(const struct transport *t)
 {
     return t->ops->buffered && t->ops->buffered(t);
@@ -93,10 +101,12 @@ static inline bool transport_can_splice(const struct transport *from, const stru
 /* splice_pump() and splice_stream() from one transport to another. When
  * either cannot splice (TLS in user space), the bytes are relayed through
  * a buffer instead (transport_read, then transport_write): p->relay, at
- * most RELAY_SIZE bytes, taken when bytes come and given back as soon as
- * it is empty, so an idle transfer holds none. p->len counts the bytes
+ * most RELAY_SIZE bytes, taken when bytes come and kept for the transfer
+ * (a body: given back when it is done, or by pipe_give); a stream (a
+ * tunnel) gives it back whenever it empties and the source is quiet, so
+ * an idle tunnel holds none. p->len counts the bytes
  * held either way, so callers see the same states. */
-#define RELAY_SIZE 16384
+#define RELAY_SIZE 65536
 enum pump_result transport_pump(struct transport *from, struct transport *to, struct pipe_pair *p,
                                 uint64_t *left, uint64_t *moved);
 enum pump_result transport_stream(struct transport *from, struct transport *to, struct pipe_pair *p,
