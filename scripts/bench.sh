@@ -57,6 +57,13 @@
 #                       workers), both open and close backend connections
 #                       all the time, and that, not proxying, is then measured
 #   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
+#   BENCH_ONLY=         "tls": only the TLS cases; "plain": all but them
+#   BENCH_TLS_PROXIES, BENCH_TLS_CASES, BENCH_TLS_HANDSHAKES,
+#   BENCH_TLS_IDLE_CONNS, BENCH_TLS_CLIENTS: the TLS cases (bench/tls.py):
+#                       luaproxy, nginx and HAProxy terminating TLS in front
+#                       of the same origins: handshakes per CPU-second (full
+#                       and resumed), CPU per request and per GB over
+#                       https://, RSS per idle TLS connection
 #
 # The default run takes about five minutes. Output: the tables on stdout and
 # in build/bench/results.md; wrk outputs and proxy logs in build/bench/logs/.
@@ -71,6 +78,7 @@ LUAPROXY=${LUAPROXY:-$ROOT/build/luaproxy}
 [[ $LUAPROXY == /* ]] || LUAPROXY=$PWD/$LUAPROXY
 
 WORKERS=${BENCH_WORKERS:-2}
+ONLY=${BENCH_ONLY:-}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
@@ -117,6 +125,8 @@ check_settings() {
         [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
     done
     ((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
+    [[ $ONLY =~ ^(|tls|plain)$ ]] || die "BENCH_ONLY must be tls or plain, not '$ONLY'"
+    [[ $ONLY == tls ]] && { PROXIES=""; CASES=""; MEM_PROXIES=""; }
     local p
     for p in $PROXIES $MEM_PROXIES; do
         [[ " $KNOWN_PROXIES " == *" $p "* ]] || die "unknown proxy '$p' (known: $KNOWN_PROXIES)"
@@ -916,6 +926,15 @@ run_waiting() { # PROXY PID PORT COUNT
     record_wait "$proxy" ok "$count" "$before" "$after" "$notes"
 }
 
+# The TLS cases (scripts/bench/tls.py) in front of the same origins, whose
+# CPU is not counted as other processes'.
+run_tls() {
+    rm -f "$OUT_DIR/tls.md"
+    BENCH_WORKERS=$WORKERS BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_KEEPALIVE=$KEEPALIVE \
+        BENCH_START_TIMEOUT=$START_TIMEOUT python3 "$BENCH_DIR/tls.py" "$LUAPROXY" "$OUT_DIR" \
+        "$SMALL_PORT" "$BIG_PORT" "${ORIGIN_PIDS[@]}" 9>&- || log "the TLS cases failed (see above)"
+}
+
 run_memory_all() {
     local proxy
     for proxy in $MEM_PROXIES; do
@@ -938,6 +957,7 @@ report() {
         "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads; luaproxy-w1: 1), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; idle-connection case with $IDLE_CONNS connections; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." \
         ${BUSY_NOTE:+"$BUSY_NOTE"} ||
         die "report.py failed; raw results are in $RESULTS_TSV"
+    [[ -f $OUT_DIR/tls.md ]] && cat "$OUT_DIR/tls.md" >>"$OUT_DIR/results.md"
     log "table written to ${OUT_DIR#"$ROOT"/}/results.md"
 }
 
@@ -951,6 +971,7 @@ main() {
     start_origins
     run_all
     run_memory_all
+    [[ $ONLY == plain ]] || run_tls
     save_logs origin-small
     save_logs origin-big
     report

@@ -1,0 +1,101 @@
+"""The TLS benchmark's machinery (scripts/bench/tls*.py): the targets of
+tls_report.py from synthetic results. The benchmark itself is not run here."""
+
+import os
+import subprocess
+import sys
+
+import lp
+from test_bench_tools import miss_line, target_row
+
+BENCH = lp.repo_path("scripts", "bench")
+CLK_TCK = 100
+
+
+def write_rows(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write("\t".join(str(x) for x in r) + "\n")
+
+
+def run_tls_report(handshakes=(), runs=(), memory=()):
+    d = lp.make_tmpdir()
+    write_rows(os.path.join(d, "tls-handshakes.tsv"), handshakes)
+    write_rows(os.path.join(d, "tls.tsv"), runs)
+    write_rows(os.path.join(d, "tls-memory.tsv"), memory)
+    p = subprocess.run([sys.executable, os.path.join(BENCH, "tls_report.py"), d, str(CLK_TCK), "5000"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(d, "tls.md")) as f:
+        md = f.read()
+    assert "## TLS targets" in md, md
+    return p.stdout
+
+
+def hs_row(proxy, mode, done, user, system, reused=None, notes=""):
+    # proxy mode status handshakes reused seconds userticks systemticks negotiated notes
+    reused = done if reused is None and mode == "resumed" else (reused or 0)
+    return [proxy, mode, "ok", done, reused, "10.0", user, system, "TLSv1.3 TLS_AES_128_GCM_SHA256", notes]
+
+
+def wrk_row(proxy, case, requests, ticks, nbytes=0, usersys=""):
+    return [proxy, case, "ok", requests, "10.0", nbytes, "1.0", ticks, "", "", usersys]
+
+
+def test_tls_report_handshake_targets():
+    """Handshakes per CPU-second: luaproxy 10,000 full in 2 s of CPU (5,000
+    per CPU-second) against nginx's 4,000 (PASS) and HAProxy's 6,000 (MISS);
+    resumed ones the same way."""
+    out = run_tls_report(handshakes=[
+        hs_row("luaproxy", "full", 10000, 150, 50),
+        hs_row("nginx", "full", 8000, 150, 50),
+        hs_row("haproxy", "full", 12000, 100, 100),
+        hs_row("luaproxy", "resumed", 20000, 100, 100),
+        hs_row("nginx", "resumed", 10000, 100, 100),
+        hs_row("haproxy", "resumed", 10000, 50, 50),
+    ])
+    r = target_row(out, "TLS handshakes/CPU-s vs nginx", "full handshake")
+    assert r[2] == "5,000 hs/CPU-s" and r[3] == "4,000 hs/CPU-s (nginx)", r
+    for ref, mode, ratio, result in (("nginx", "full handshake", "1.25×", "PASS"),
+                                     ("haproxy", "full handshake", "0.83×", "MISS"),
+                                     ("nginx", "resumed (ticket)", "2.00×", "PASS"),
+                                     ("haproxy", "resumed (ticket)", "1.00×", "PASS")):
+        r = target_row(out, "TLS handshakes/CPU-s vs " + ref, mode)
+        assert (r[4], r[6]) == (ratio, result), r
+    assert "TLS targets: 3 PASS, 1 MISS" in out, out
+    line = miss_line(out, "TLS handshakes/CPU-s vs haproxy, full handshake")
+    assert "0.83× vs goal ≥ 1.00×" in line, line
+
+
+def test_tls_report_requests_bodies_and_memory():
+    """CPU per request over keep-alive TLS against 0.8× nginx's, CPU per GB
+    of 1 MiB bodies against nginx's, idle RSS per connection against
+    nginx's; each on the edge or past it."""
+    gb = 10 ** 9
+    out = run_tls_report(
+        runs=[
+            wrk_row("luaproxy", "small-c50", 100000, 81, usersys="41/40"),  # 8.1 µs/req
+            wrk_row("nginx", "small-c50", 100000, 100, usersys="50/50"),  # 10.0 µs/req
+            wrk_row("luaproxy", "1m-c10", 1000, 50, nbytes=gb),  # 0.50 s/GB
+            wrk_row("nginx", "1m-c10", 1000, 50, nbytes=gb),
+        ],
+        memory=[["luaproxy", "ok", 5000, 10000, 60000, ""], ["nginx", "ok", 5000, 40000, 80000, ""]])
+    r = target_row(out, "TLS keep-alive: CPU/req vs nginx ssl + proxy_pass", "100 B, 50 conn")
+    assert r[2] == "8.1 µs/req" and r[4] == "0.81×" and r[6] == "MISS", r
+    assert r[7] == "0.40×", r  # floor: 4.0 µs of system time against nginx's 10.0
+    r = target_row(out, "TLS large body: CPU/GB vs nginx", "1 MiB, 10 conn")
+    assert r[2] == "0.50 s/GB" and r[4] == "1.00×" and r[6] == "PASS", r
+    r = target_row(out, "TLS idle memory: KiB/conn (RSS) vs nginx", "idle keep-alive TLS")
+    assert r[2] == "10.00 KiB" and r[3] == "8.00 KiB (nginx)" and r[6] == "MISS", r
+    assert "TLS targets: 1 PASS, 2 MISS" in out, out
+
+
+def test_tls_report_missing_luaproxy_is_not_a_result():
+    """A luaproxy that did not start leaves every target n/a, none PASS."""
+    out = run_tls_report(handshakes=[hs_row("nginx", "full", 8000, 150, 50),
+                                     ["luaproxy", "full", "failed", 0, 0, 0, 0, 0, "", "no handshake"]],
+                         runs=[["luaproxy", "-", "failed", 0, 0, 0, 0, 0, "failed to start: x"],
+                               wrk_row("nginx", "small-c50", 100000, 100)])
+    r = target_row(out, "TLS handshakes/CPU-s vs nginx", "full handshake")
+    assert r[6] == "n/a (no luaproxy figure)", r
+    assert "TLS targets: 0 PASS, 0 MISS" in out, out
