@@ -9,6 +9,7 @@
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
 #   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
 #   make bench-tls-profile  where TLS time goes (perf, grouped), luaproxy against nginx
+#   make check-tls       testssl.sh against an HTTPS listener: fails on any HIGH or CRITICAL finding
 #   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/fuzz.mk)
 #   make install PREFIX=/usr/local
@@ -137,6 +138,13 @@ bench-profile: $(BUILD)/luaproxy
 bench-tls-profile: $(BUILD)/luaproxy
 	@bash scripts/deps.sh profile
 	@python3 scripts/bench/tls_profile.py $(BUILD)/luaproxy build/bench
+
+# testssl.sh --fast (about a minute) against a luaproxy TLS listener with
+# the tests' certificate; scripts/check_tls.py judges its JSON findings.
+.PHONY: check-tls
+check-tls: $(BUILD)/luaproxy
+	@bash scripts/deps.sh tls
+	@LUAPROXY=$(BUILD)/luaproxy python3 scripts/check_tls.py
 
 soak: $(BUILD)/luaproxy
 	@LUAPROXY=$(BUILD)/luaproxy SOAK_SECONDS=$(SOAK_SECONDS) python3 tests/soak/soak.py

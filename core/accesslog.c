@@ -71,10 +71,15 @@ void access_format(struct buf *out, const struct access_entry *e)
     put_header(out, e, "referer", 7);
     put_header(out, e, "user-agent", 10);
     if (e->upstream)
-        n = snprintf(line, sizeof(line), " %.3f %s %.3f\n", e->request_s, e->upstream, e->upstream_s);
+        n = snprintf(line, sizeof(line), " %.3f %s %.3f", e->request_s, e->upstream, e->upstream_s);
     else
-        n = snprintf(line, sizeof(line), " %.3f - -\n", e->request_s);
+        n = snprintf(line, sizeof(line), " %.3f - -", e->request_s);
     buf_append(out, line, (size_t)n);
+    if (e->tls_version) {
+        n = snprintf(line, sizeof(line), " %s %s", e->tls_version, e->tls_cipher);
+        buf_append(out, line, (size_t)n);
+    }
+    buf_append(out, "\n", 1);
 }
 
 void access_flush(void)

@@ -3,6 +3,9 @@
  *
  *   127.0.0.1 - - [22/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 612 "-" "curl/8.0" 0.002 127.0.0.1:9001 0.001
  *
+ * A request that came over TLS has two more fields, the protocol version
+ * and the cipher (OpenSSL's names): "... 0.001 TLSv1.3 TLS_AES_128_GCM_SHA256".
+ *
  * The byte count is what went to the client for this request, head
  * included (nginx's $bytes_sent). Without an upstream the last two fields
  * are "-". Bytes outside printable ASCII, '"' and '\' in the quoted fields
@@ -26,6 +29,7 @@ struct access_entry {
     double request_s;  /* first byte to last */
     const char *upstream; /* NULL: served locally */
     double upstream_s;
+    const char *tls_version, *tls_cipher; /* NULL: not over TLS */
 };
 
 /* Appends the line for e to out. */

@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "stats.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker_state.h"
 
@@ -96,6 +97,25 @@ static void upstream_series(struct buf *b)
     free(all);
 }
 
+static void tls_series(struct buf *b)
+{
+    metric_head(b, "luaproxy_tls_handshakes_total", "counter", "TLS handshakes completed with clients.");
+    putf(b, "luaproxy_tls_handshakes_total %llu\n", (unsigned long long)SUM(tls_handshakes));
+    metric_head(b, "luaproxy_tls_resumptions_total", "counter", "Client TLS handshakes that resumed a session.");
+    putf(b, "luaproxy_tls_resumptions_total %llu\n", (unsigned long long)SUM(tls_resumed));
+    metric_head(b, "luaproxy_tls_handshake_failures_total", "counter", "Client TLS handshakes that failed, by reason.");
+    for (int i = 0; i < TLS_FAIL_N; i++)
+        putf(b, "luaproxy_tls_handshake_failures_total{reason=\"%s\"} %llu\n", tls_fail_names[i],
+             (unsigned long long)SUM(tls_failed[i]));
+    metric_head(b, "luaproxy_upstream_tls_handshakes_total", "counter", "TLS handshakes completed with backends.");
+    putf(b, "luaproxy_upstream_tls_handshakes_total %llu\n", (unsigned long long)SUM(tls_up_handshakes));
+    metric_head(b, "luaproxy_upstream_tls_resumptions_total", "counter", "Backend TLS handshakes that resumed a session.");
+    putf(b, "luaproxy_upstream_tls_resumptions_total %llu\n", (unsigned long long)SUM(tls_up_resumed));
+    metric_head(b, "luaproxy_upstream_tls_verify_failures_total", "counter",
+                "Backend certificates that failed verification.");
+    putf(b, "luaproxy_upstream_tls_verify_failures_total %llu\n", (unsigned long long)SUM(tls_up_verify_failed));
+}
+
 static void render_metrics(struct buf *b)
 {
     metric_head(b, "luaproxy_requests_total", "counter", "Requests answered, by status code.");
@@ -131,6 +151,7 @@ static void render_metrics(struct buf *b)
     putf(b, "luaproxy_pool_reuses_total %llu\n", (unsigned long long)SUM(pool_reuses));
     metric_head(b, "luaproxy_spliced_bytes_total", "counter", "Body bytes moved with splice().");
     putf(b, "luaproxy_spliced_bytes_total %llu\n", (unsigned long long)SUM(spliced_bytes));
+    tls_series(b);
     metric_head(b, "luaproxy_reloads_total", "counter", "Reloads (SIGHUP) by result of the master's check.");
     putf(b, "luaproxy_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)STAT_GET(ST->reloads_ok));
     putf(b, "luaproxy_reloads_total{result=\"failed\"} %llu\n", (unsigned long long)STAT_GET(ST->reloads_failed));

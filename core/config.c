@@ -12,7 +12,7 @@
 
 /* OPT_ARG and OPT_HEADER are the --try request's parts: command line only,
  * as they describe one run rather than configure a server. */
-enum opt_kind { OPT_LISTEN, OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER, OPT_RESOLVER };
+enum opt_kind { OPT_LISTEN, OPT_TLS_LISTEN, OPT_PATHS, OPT_TLS_VERSION, OPT_ADDR, OPT_INT, OPT_DUR, OPT_SIZE, OPT_STR, OPT_LEVEL, OPT_FLAG, OPT_ARG, OPT_HEADER, OPT_RESOLVER };
 
 struct opt {
     const char *name; /* long name; the env name is derived from it */
@@ -26,6 +26,10 @@ struct opt {
 #define OFF(f) offsetof(struct config, f)
 static const struct opt opts[] = {
     {"listen", 'l', OPT_LISTEN, OFF(listen), "ADDR:PORT", "where clients connect, repeatable (127.0.0.1:8080)"},
+    {"tls-listen", 0, OPT_TLS_LISTEN, OFF(listen), "ADDR:PORT", "an HTTPS listener, repeatable (none)"},
+    {"tls-cert", 0, OPT_PATHS, OFF(tls_certs), "PATH", "certificate chain + key (PEM), or a directory of them; repeatable"},
+    {"tls-ciphers", 0, OPT_STR, OFF(tls_ciphers), "LIST", "TLS cipher suites, OpenSSL names (Mozilla intermediate)"},
+    {"tls-min-version", 0, OPT_TLS_VERSION, OFF(tls_min_version), "V", "oldest TLS version accepted: 1.2 or 1.3 (1.2)"},
     {"workers", 'w', OPT_INT, OFF(workers), "N", "worker processes (online CPUs)"},
     {"max-connections", 0, OPT_INT, OFF(max_connections), "N", "client connections per worker (10000)"},
     {"header-timeout", 0, OPT_DUR, OFF(header_timeout_ms), "DUR", "time to receive a request head (10s)"},
@@ -46,6 +50,7 @@ static const struct opt opts[] = {
     {"try", 0, OPT_ARG, OFF(try_request), "'METHOD TARGET'", "dry run: route one request, print the decision"},
     {"header", 'H', OPT_HEADER, OFF(try_headers), "'NAME: VALUE'", "with --try: a request header (repeatable)"},
     {"body", 0, OPT_ARG, OFF(try_body), "STR", "with --try: the request body"},
+    {"scheme", 0, OPT_ARG, OFF(try_scheme), "http|https", "with --try: the scheme the request came by (http)"},
     {"help", 'h', OPT_FLAG, OFF(help), NULL, "this help"},
     {"version", 'V', OPT_FLAG, OFF(version), NULL, "print the version"},
 };
@@ -67,6 +72,7 @@ static void config_defaults(struct config *cfg)
     cfg->lua_time_limit_ms = 1000;
     cfg->lua_memory_limit = 256 * 1024 * 1024;
     cfg->max_timers = 4096;
+    cfg->tls_min_version = 12;
     cfg->log_level = LOG_INFO;
 }
 
@@ -204,11 +210,14 @@ static const char *kind_hint(enum opt_kind k)
 {
     switch (k) {
     case OPT_LISTEN:
+    case OPT_TLS_LISTEN:
     case OPT_ADDR: return "expected ADDR:PORT, e.g. 127.0.0.1:8080 or [::1]:8080";
     case OPT_INT: return "expected a whole number of at least 1";
     case OPT_DUR: return "expected a duration such as 250ms, 10s, 2m or plain milliseconds";
     case OPT_SIZE: return "expected a size such as 512, 16k, 1m or 1g";
     case OPT_LEVEL: return "expected debug, info, warn or error";
+    case OPT_TLS_VERSION: return "expected 1.2 or 1.3";
+    case OPT_PATHS: return "expected a path";
     case OPT_RESOLVER: return "expected an IP address, optionally with :PORT, e.g. 127.0.0.1:53 or [::1]:53";
     default: return "bad value";
     }
@@ -244,8 +253,9 @@ static int check_resolver(const char *s)
 
 /* One --listen value, or a comma-separated list of them (the environment's
  * way of giving several): each is added to the list. */
-static int listen_add(struct config *cfg, const char *val, const char *origin, char *err, size_t errlen)
+static int listen_add(struct config *cfg, const char *val, bool tls, const char *origin, char *err, size_t errlen)
 {
+    const char *opt = tls ? "--tls-listen" : "--listen";
     for (const char *p = val;;) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
@@ -261,24 +271,54 @@ static int listen_add(struct config *cfg, const char *val, const char *origin, c
             rc = config_parse_addr(one, &a);
         }
         if (rc) {
-            snprintf(err, errlen, "%s --listen: bad value '%.*s' (%s)", origin, (int)n, p,
+            snprintf(err, errlen, "%s %s: bad value '%.*s' (%s)", origin, opt, (int)n, p,
                      rc == -ENOENT ? "host not found" : kind_hint(OPT_LISTEN));
             return -EINVAL;
         }
         for (int i = 0; i < cfg->nlisten; i++) {
             if (cfg->listen[i].len == a.len && !memcmp(&cfg->listen[i].ss, &a.ss, a.len)) {
-                snprintf(err, errlen, "%s --listen: %s given twice", origin, one);
+                snprintf(err, errlen, "%s %s: %s given twice", origin, opt, one);
                 return -EINVAL;
             }
         }
         if (cfg->nlisten == CONFIG_MAX_LISTEN) {
-            snprintf(err, errlen, "%s --listen: more than %d addresses", origin, CONFIG_MAX_LISTEN);
+            snprintf(err, errlen, "%s %s: more than %d addresses", origin, opt, CONFIG_MAX_LISTEN);
             return -EINVAL;
         }
+        a.tls = tls;
         cfg->listen[cfg->nlisten++] = a;
         if (!comma) return 0;
         p = comma + 1;
     }
+}
+
+/* One --tls-cert path, or the environment's comma-separated list. */
+static int paths_add(struct config *cfg, const char *val, const char *origin, char *err, size_t errlen)
+{
+    for (const char *p = val;;) {
+        const char *comma = origin[0] == 'e' ? strchr(p, ',') : NULL;
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        if (!n) {
+            snprintf(err, errlen, "%s --tls-cert: empty path", origin);
+            return -EINVAL;
+        }
+        if (cfg->ntls_certs == CONFIG_MAX_CERTS) {
+            snprintf(err, errlen, "%s --tls-cert: more than %d paths", origin, CONFIG_MAX_CERTS);
+            return -EINVAL;
+        }
+        cfg->tls_certs[cfg->ntls_certs++] = comma ? strndup(p, n) : p;
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+
+/* The command line's addresses of one kind replace the environment's. */
+static void drop_listeners(struct config *cfg, bool tls)
+{
+    int k = 0;
+    for (int i = 0; i < cfg->nlisten; i++)
+        if (cfg->listen[i].tls != tls) cfg->listen[k++] = cfg->listen[i];
+    cfg->nlisten = k;
 }
 
 static int apply(struct config *cfg, const struct opt *o, const char *val, const char *origin,
@@ -287,7 +327,14 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, const
     void *field = (char *)cfg + o->offset;
     int rc = 0;
     switch (o->kind) {
-    case OPT_LISTEN: return listen_add(cfg, val, origin, err, errlen);
+    case OPT_LISTEN:
+    case OPT_TLS_LISTEN: return listen_add(cfg, val, o->kind == OPT_TLS_LISTEN, origin, err, errlen);
+    case OPT_PATHS: return paths_add(cfg, val, origin, err, errlen);
+    case OPT_TLS_VERSION:
+        if (!strcmp(val, "1.2") || !strcmp(val, "TLSv1.2")) cfg->tls_min_version = 12;
+        else if (!strcmp(val, "1.3") || !strcmp(val, "TLSv1.3")) cfg->tls_min_version = 13;
+        else rc = -EINVAL;
+        break;
     case OPT_ADDR:
         rc = config_parse_addr(val, field);
         if (!rc && o->offset == OFF(admin)) cfg->admin_set = true;
@@ -364,8 +411,10 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
         }
     }
 
-    /* The command line's --listen addresses replace the environment's. */
-    bool listen_from_env = cfg->nlisten > 0;
+    /* The command line's --listen, --tls-listen and --tls-cert values
+     * replace the environment's. */
+    bool listen_from_env = cfg->nlisten > 0, tls_listen_from_env = listen_from_env;
+    bool certs_from_env = cfg->ntls_certs > 0;
     bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -411,16 +460,35 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
             val = argv[++i];
         }
         if (o->kind == OPT_LISTEN && listen_from_env) {
-            cfg->nlisten = 0;
+            drop_listeners(cfg, false);
             listen_from_env = false;
+        }
+        if (o->kind == OPT_TLS_LISTEN && tls_listen_from_env) {
+            drop_listeners(cfg, true);
+            tls_listen_from_env = false;
+        }
+        if (o->kind == OPT_PATHS && certs_from_env) {
+            cfg->ntls_certs = 0; /* the environment's copies stay allocated: a few bytes, once */
+            certs_from_env = false;
         }
         if (apply(cfg, o, val ? val : "", "option", err, errlen)) return -EINVAL;
         cfg->from_env &= ~(1u << (o - opts));
     }
 
     if (!cfg->nlisten) config_parse_addr("127.0.0.1:8080", &cfg->listen[cfg->nlisten++]);
-    if ((cfg->try_headers.n || cfg->try_body) && !cfg->try_request) {
-        snprintf(err, errlen, "option --%s is only used with --try", cfg->try_body ? "body" : "header");
+    bool any_tls = false;
+    for (int i = 0; i < cfg->nlisten; i++) any_tls |= cfg->listen[i].tls;
+    if (any_tls && !cfg->ntls_certs) {
+        snprintf(err, errlen, "option --tls-listen needs a certificate (--tls-cert PATH)");
+        return -EINVAL;
+    }
+    if ((cfg->try_headers.n || cfg->try_body || cfg->try_scheme) && !cfg->try_request) {
+        snprintf(err, errlen, "option --%s is only used with --try",
+                 cfg->try_body ? "body" : cfg->try_scheme ? "scheme" : "header");
+        return -EINVAL;
+    }
+    if (cfg->try_scheme && strcmp(cfg->try_scheme, "http") && strcmp(cfg->try_scheme, "https")) {
+        snprintf(err, errlen, "option --scheme: bad value '%s' (expected http or https)", cfg->try_scheme);
         return -EINVAL;
     }
     if (cfg->try_request && cfg->check_only) {
@@ -467,9 +535,10 @@ const char *config_usage(void)
     size_t n = (size_t)snprintf(buf, sizeof(buf),
                                 "usage: luaproxy [OPTIONS] SCRIPT.lua\n"
                                 "       luaproxy --try 'METHOD TARGET' [-H 'NAME: VALUE']... [--body STR] SCRIPT.lua\n\n"
-                                "Every option that takes a value, except --try, --header and --body, can also\n"
-                                "be set as LUAPROXY_<NAME> in the environment (e.g. LUAPROXY_MAX_BODY_SIZE=2m);\n"
-                                "the command line wins. LUAPROXY_LISTEN takes a comma-separated list.\n\n");
+                                "Every option that takes a value, except --try, --header, --body and --scheme, can\n"
+                                "also be set as LUAPROXY_<NAME> in the environment (e.g. LUAPROXY_MAX_BODY_SIZE=2m);\n"
+                                "the command line wins. LUAPROXY_LISTEN, LUAPROXY_TLS_LISTEN and\n"
+                                "LUAPROXY_TLS_CERT take comma-separated lists.\n\n");
     for (size_t i = 0; i < NOPTS && n < sizeof(buf); i++) {
         char left[64];
         const struct opt *o = &opts[i];

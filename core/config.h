@@ -12,14 +12,20 @@ struct listen_addr {
     struct sockaddr_storage ss;
     socklen_t len;
     char text[64]; /* as given, for logs */
+    bool tls;      /* --tls-listen: HTTPS */
 };
 
 #define CONFIG_MAX_TRY_HEADERS 64
 #define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_CERTS 32
 
 struct config {
-    struct listen_addr listen[CONFIG_MAX_LISTEN]; /* --listen, repeatable; at least one */
+    struct listen_addr listen[CONFIG_MAX_LISTEN]; /* --listen and --tls-listen; at least one */
     int nlisten;
+    const char *tls_certs[CONFIG_MAX_CERTS]; /* --tls-cert, repeatable: files or directories */
+    int ntls_certs;
+    const char *tls_ciphers;   /* --tls-ciphers; NULL = Mozilla intermediate */
+    int tls_min_version;       /* --tls-min-version: 12 or 13 */
     int workers;
     int max_connections;
     uint64_t header_timeout_ms;
@@ -45,6 +51,7 @@ struct config {
         int n;
     } try_headers;            /* --header "Name: value", repeatable, for --try */
     const char *try_body;     /* --body, for --try */
+    const char *try_scheme;   /* --scheme http|https, for --try */
     bool help;
     bool version;
     uint32_t from_env; /* bit i: option i of the table in config.c came from LUAPROXY_* */

@@ -6,6 +6,7 @@
  * built in ctx->out and written as soon as possible. Requests are handled one
  * at a time, so pipelined requests are answered in order by construction. */
 #include "conn.h"
+#include "conn_log.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -24,6 +25,7 @@
 #include "log.h"
 #include "reply.h"
 #include "stats.h"
+#include "tls.h"
 #include "worker_state.h"
 
 #define LINGER_MS 2000           /* how long a closing connection is drained */
@@ -54,38 +56,6 @@ static void conn_free_cb(struct defer *d)
     free(container_of(d, struct conn, resume));
 }
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-/* The request is over (answered, or given up on): metrics and the access
- * log, once. status 0 = no answer (logged as 499, nginx's "client closed"). */
-static void request_finish(struct conn *c, int status)
-{
-    struct req_ctx *ctx = c->ctx;
-    if (!ctx || ctx->logged) return;
-    ctx->logged = true;
-    if (c->admin) return; /* the monitoring does not count itself */
-    if (!status) status = ctx->status ? ctx->status : 499;
-    uint64_t us = mono_us() - ctx->t0_us;
-    stats_request(status, us);
-    if (!log_access_enabled()) return;
-    struct access_entry e = {
-        .peer = &c->peer.sa,
-        .req = ctx->req.head_done ? &ctx->req : NULL,
-        .base = ctx->data,
-        .status = status,
-        .bytes = ctx->flushed + buf_pending(&ctx->out) - ctx->q0 + ctx->spliced_out,
-        .wall = W.loop.wall_now,
-        .request_s = (double)us / 1e6,
-        .upstream = ctx->up_addr,
-        .upstream_s = (double)ctx->up_us / 1e6,
-    };
-    access_log(&e);
-}
 
 static void conn_close(struct conn *c)
 {
@@ -98,10 +68,12 @@ static void conn_close(struct conn *c)
     }
     /* A request that never got past its head is not one worth a line. */
     if (c->ctx && !c->ctx->routed) c->ctx->logged = true;
-    request_finish(c, 0);
+    conn_log_request(c, 0);
     log_debug("conn fd=%d closed in state %s", c->tp.io.fd, conn_state_name(c->state));
     c->state = CONN_CLOSED;
     timer_cancel(&W.loop.timers, &c->timer);
+    tls_handshake_abandoned(&c->tp, false);
+    transport_release(&c->tp);
     loop_close(&W.loop, &c->tp.io);
     if (c->ctx) req_ctx_put(c->ctx);
     c->ctx = NULL;
@@ -128,38 +100,13 @@ static bool keep_alive(const struct conn *c)
     return c->ctx->req.keep_alive && !c->close_after && !W.draining;
 }
 
-/* A client can make rejections at will: each gets one info line, but at
- * most this many a second per worker, and the rest are counted. */
-#define REJECT_LOG_PER_SEC 10
-static struct log_budget reject_budget;
-
-/* "rejected 400 (Invalid method encountered) from 127.0.0.1:40112": the
- * parser's own reason when it found the fault, else what the client reads. */
-static void log_rejection(struct conn *c, int status)
-{
-    if (!log_enabled(LOG_INFO)) return;
-    unsigned dropped;
-    bool take = log_budget_take(&reject_budget, W.loop.now_ms, REJECT_LOG_PER_SEC, &dropped);
-    if (dropped) log_info("%u more rejected requests were not logged in the last second", dropped);
-    if (!take) return;
-    const char *why = http_error_body(status);
-    int why_len = (int)strcspn(why, "\n");
-    llhttp_errno_t e = llhttp_get_errno(&c->parser);
-    if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE && e != HPE_PAUSED_H2_UPGRADE) {
-        why = llhttp_get_error_reason(&c->parser);
-        why_len = why ? (int)strlen(why) : 0;
-    }
-    char addr[64];
-    log_info("rejected %d (%.*s) from %s", status, why_len, why ? why : "", log_addr(&c->peer.sa, addr, sizeof(addr)));
-}
-
 /* A request we will not serve: answer (unless an answer is already queued),
  * then close. */
 static void reject(struct conn *c, int status)
 {
     struct req_ctx *ctx = c->ctx;
     log_debug("conn fd=%d rejected with %d in state %s", c->tp.io.fd, status, conn_state_name(c->state));
-    log_rejection(c, status);
+    conn_log_rejection(c, status);
     if (!ctx->responded) {
         /* A request line read up to its target names the method even when
          * the head is bad or incomplete: a HEAD gets no body then either. */
@@ -169,7 +116,7 @@ static void reject(struct conn *c, int status)
         ctx->status = status;
     }
     ctx->responded = true;
-    request_finish(c, ctx->status);
+    conn_log_request(c, ctx->status);
     if (ctx->sreq) script_req_end(ctx->sreq);
     ctx->sreq = NULL;
     c->close_after = true;
@@ -252,6 +199,13 @@ static void request_route(struct conn *c)
 
     ctx->view.req = &ctx->req;
     ctx->view.peer = &c->peer.sa;
+    struct tls_info ti;
+    ctx->view.https = tls_info(&c->tp, &ti);
+    if (ctx->view.https) {
+        ctx->view.tls.version = ti.version;
+        ctx->view.tls.cipher = ti.cipher;
+        ctx->view.tls.sni = ti.sni;
+    }
     ctx->view.ready = on_script_ready;
     ctx->owner = c;
     ctx->view.body_ready = false;
@@ -293,6 +247,7 @@ static void route_decided(struct conn *c, struct script_reply *rep, struct upstr
             .head_len = ctx->head_len,
             .sreq = ctx->sreq,
             .peer = &c->peer.sa,
+            .https = ctx->view.https,
             .transport = &c->tp,
         };
         exchange_start(&conn_client, c, &xr, up, &c->ex);
@@ -324,7 +279,7 @@ static void route_decided(struct conn *c, struct script_reply *rep, struct upstr
 static void request_end(struct conn *c)
 {
     struct req_ctx *ctx = c->ctx;
-    request_finish(c, ctx->status);
+    conn_log_request(c, ctx->status);
     c->served = true;
     if (ctx->sreq) script_req_end(ctx->sreq);
     ctx->sreq = NULL;
@@ -531,7 +486,7 @@ static int conn_flush(struct conn *c)
         conn_close(c);
         return -1;
     }
-    return loop_mod(&W.loop, &c->tp.io, IO_READ);
+    return loop_mod(&W.loop, &c->tp.io, c->tp.read_wants_write ? IO_READ | IO_WRITE : IO_READ);
 }
 
 /* After reading, processing and writing: the transitions that depend on
@@ -546,7 +501,7 @@ static void conn_settle(struct conn *c)
     if (c->state == CONN_CLOSING && !out_pending) {
         /* Half-close, then drain: closing with unread input would make the
          * kernel send a reset that can destroy the answer in flight. */
-        shutdown(c->tp.io.fd, SHUT_WR);
+        transport_shutdown(&c->tp);
         c->state = CONN_LINGER;
         loop_timer(&W.loop, &c->timer, LINGER_MS);
         conn_read(c, true);
@@ -608,7 +563,8 @@ static void conn_on_io(struct io *io, unsigned events)
         if (events & (IO_READ | IO_HUP | IO_ERROR)) c->read_pending = true;
         return exchange_event(c->ex, events);
     }
-    conn_drive(c, events & IO_READ, c->hup);
+    /* A TLS handshake message waited for room: the read goes on. */
+    conn_drive(c, (events & IO_READ) || ((events & IO_WRITE) && c->tp.read_wants_write), c->hup);
 }
 
 /* ---- the client's side of the exchange seam (exchange.h) -------------- */
@@ -722,12 +678,13 @@ static void conn_on_timer(struct timer *t)
     case CONN_UPSTREAM:
         break;
     default: /* idle keep-alive, a client not reading, or the linger is over */
+        tls_handshake_abandoned(&c->tp, true);
         conn_close(c);
         break;
     }
 }
 
-void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin)
+void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin, bool tls)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -738,6 +695,12 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
     c->tp.io.fd = fd;
     c->tp.io.cb = conn_on_io;
     c->tp.ops = &transport_plain;
+    if (tls && tls_accept(&c->tp)) {
+        log_error("out of memory for a TLS connection");
+        close(fd);
+        free(c);
+        return;
+    }
     c->admin = admin;
     memcpy(&c->peer, peer, plen < sizeof(c->peer) ? plen : sizeof(c->peer));
     c->timer.cb = conn_on_timer;
@@ -745,6 +708,7 @@ void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin
     http_parser_init(&c->parser, NULL); /* the setup the unit tests check */
     if (loop_add(&W.loop, &c->tp.io, IO_READ)) {
         log_error("epoll_ctl: %s", strerror(errno));
+        transport_release(&c->tp);
         close(fd);
         free(c);
         return;

@@ -63,8 +63,8 @@ struct conn {
 /* Once per worker: on_closed runs after each connection closes (the
  * worker resumes accepting, or ends a graceful shutdown). */
 void conn_init(void (*on_closed)(void));
-/* Takes an accepted, non-blocking socket. */
-void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin);
+/* Takes an accepted, non-blocking socket (of a TLS listener: tls). */
+void conn_accept(int fd, const struct sockaddr *peer, socklen_t plen, bool admin, bool tls);
 /* Closes at once, whatever the state. */
 void conn_force_close(struct conn *c);
 /* Graceful shutdown: close idle connections, mark the rest. */

@@ -93,6 +93,7 @@ struct exchange_request {
     uint32_t head_len;           /* [base, base + head_len) is the head */
     struct script_req *sreq;     /* the script's view: edits, on_response, balance */
     const struct sockaddr *peer; /* the client's address (X-Forwarded-For, logs) */
+    bool https;                  /* it came over TLS (X-Forwarded-Proto) */
     struct transport *transport; /* the client's: for splicing bodies both ways */
 };
 

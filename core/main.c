@@ -15,6 +15,7 @@
 #include "script_store.h"
 #include "shm.h"
 #include "stats.h"
+#include "tls.h"
 #include "try.h"
 #include "worker.h"
 
@@ -133,6 +134,12 @@ int main(int argc, char **argv)
         free(text);
         return 2;
     }
+    /* Certificates are checked with the script: --check too. */
+    if (tls_init() || tls_server_load(&cfg, !cfg.check_only, err, sizeof(err))) {
+        fprintf(stderr, "luaproxy: %s\n", err[0] ? err : "TLS: cannot draw random bytes");
+        free(text);
+        return 2;
+    }
     if (cfg.check_only) {
         printf("ok\n");
         free(text);
@@ -188,6 +195,7 @@ int main(int argc, char **argv)
     status = master_run(&cfg, shm);
     if (cfg.pid_file) unlink(cfg.pid_file);
     shm_destroy(shm);
+    tls_server_free();
     script_store_destroy();
     stats_destroy();
     return status;

@@ -17,6 +17,7 @@
 #include "loop.h"
 #include "script.h"
 #include "script_store.h"
+#include "tls.h"
 #include "signals.h"
 #include "stats.h"
 #include "worker.h"
@@ -172,6 +173,9 @@ static void reload(void)
     size_t len;
     char *text = script_read(M.cfg->script, &len, err, sizeof(err));
     int rc = text ? master_check_script(M.cfg->script, text, len, err, sizeof(err)) : -1;
+    /* The certificates go with the script: both pass, or neither changes.
+     * Installed here too, so that a worker forked later starts with them. */
+    if (!rc) rc = tls_server_load(M.cfg, true, err, sizeof(err));
     uint32_t gen = STAT_GET(ST->generation) + 1;
     if (!rc && (rc = script_store_put(text, len, gen)))
         snprintf(err, sizeof(err), "%s: larger than %u bytes", M.cfg->script, SCRIPT_STORE_MAX);
@@ -286,9 +290,9 @@ int master_run(const struct config *cfg, struct shm *shm)
         M.slots[i].restart.cb = on_restart;
         spawn(&M.slots[i]);
     }
-    char on[CONFIG_MAX_LISTEN * 66] = "";
+    char on[CONFIG_MAX_LISTEN * 80] = ""; /* "https://" + 64 + ", " each */
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        n += snprintf(on + n, sizeof(on) - (size_t)n, "%s%s", i ? ", " : "", cfg->listen[i].text);
+        n += snprintf(on + n, sizeof(on) - (size_t)n, "%s%s%s", i ? ", " : "", cfg->listen[i].tls ? "https://" : "", cfg->listen[i].text);
     log_info("luaproxy started: %d worker(s) on %s, script %s", M.nslots, on, cfg->script);
     loop_run(&M.loop);
     log_info("luaproxy stopped");

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "stats.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker_state.h"
 
@@ -52,6 +53,7 @@ void bconn_close(struct bconn *b)
     if (b->tp.io.fd == -1) return;
     if (b->idle) unlink_idle(b);
     timer_cancel(&W.loop.timers, &b->idle_timer);
+    transport_release(&b->tp);
     loop_close(&W.loop, &b->tp.io);
     b->ex = NULL;
     loop_defer(&W.loop, &b->free_later);
@@ -73,6 +75,14 @@ static void on_io(struct io *io, unsigned events)
 static void on_idle_timeout(struct timer *t)
 {
     bconn_close(container_of(t, struct bconn, idle_timer));
+}
+
+/* A TLS server's newest session, for its next new connection. */
+static void keep_session(struct transport *t, struct ssl_session_st *sess)
+{
+    struct server *s = container_of(t, struct bconn, tp)->srv;
+    tls_session_free(s->tls_session);
+    s->tls_session = sess;
 }
 
 struct bconn *bconn_connect(struct server *s, int *err)
@@ -99,11 +109,20 @@ struct bconn *bconn_connect(struct server *s, int *err)
     b->tp.io.cb = on_io;
     b->tp.ops = &transport_plain;
     b->srv = s;
+    struct upstream *u = s->up;
+    if (s->tls && tls_connect(&b->tp, u->tls_ctx, u->sni[0] ? u->sni : s->host, u->tls_verify, s->tls_session,
+                              keep_session)) {
+        *err = -ENOMEM;
+        close(fd);
+        free(b);
+        return NULL;
+    }
     b->idle_timer.cb = on_idle_timeout;
     b->free_later.cb = free_cb;
     /* Writable is how a non-blocking connect reports that it finished. */
     if (loop_add(&W.loop, &b->tp.io, IO_READ | IO_WRITE)) {
         *err = -errno;
+        transport_release(&b->tp);
         close(fd);
         free(b);
         return NULL;
@@ -127,7 +146,7 @@ struct bconn *pool_get(struct pool *p)
          * response byte, which forward retries when that is safe. */
         char c;
         ssize_t n = recv(b->tp.io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) && !transport_buffered(&b->tp)) {
             STAT_ADD(WS->pool_reuses, 1);
             return b;
         }

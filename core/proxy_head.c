@@ -254,7 +254,8 @@ int proxy_head_request(struct buf *h, const struct proxy_request_head *in)
         buf_puts(h, addr);
         buf_puts(h, "\r\n");
     }
-    if (!edited(e, "x-forwarded-proto", 17)) buf_puts(h, "x-forwarded-proto: http\r\n");
+    if (!edited(e, "x-forwarded-proto", 17))
+        buf_puts(h, in->https ? "x-forwarded-proto: https\r\n" : "x-forwarded-proto: http\r\n");
     if (in->upgrade) {
         const struct http_header *up = http_find_header(r, base, "upgrade", 7);
         buf_puts(h, "connection: upgrade\r\n");

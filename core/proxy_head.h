@@ -21,6 +21,7 @@ struct proxy_request_head {
     uint32_t head_len;                /* [base, base + head_len) is its head */
     const struct script_edits *edits; /* req:set_* of the script, or NULL */
     const struct sockaddr *peer;      /* the client, for X-Forwarded-For */
+    bool https;                       /* X-Forwarded-Proto: https */
     const char *default_host;         /* Host for a request without one */
     bool upgrade;                     /* pass Connection: upgrade and Upgrade on */
 };

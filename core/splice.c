@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define PIPE_POOL_MAX 64
@@ -36,6 +37,8 @@ int pipe_take(struct pipe_pair *p)
 
 void pipe_give(struct pipe_pair *p)
 {
+    free(p->relay);
+    p->relay = NULL;
     if (p->rd == -1) return;
     if (p->len == 0 && npool < PIPE_POOL_MAX) {
         pool[npool].rd = p->rd;

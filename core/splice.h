@@ -14,7 +14,9 @@
 
 struct pipe_pair {
     int rd, wr;  /* -1 when none is held */
-    size_t len;  /* bytes inside */
+    size_t len;  /* bytes inside (or in relay) */
+    char *relay; /* transports that cannot splice: a user-space buffer instead (transport.h) */
+    size_t roff; /* where relay's bytes start */
 };
 
 enum pump_result {

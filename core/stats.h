@@ -18,6 +18,7 @@
 #define STATS_CODES 600          /* requests by status code 0..599 */
 #define STATS_BUCKETS 14         /* request-duration histogram, + the +Inf bucket */
 #define STATS_UPSTREAM_SLOTS 512 /* (upstream, server, code) series per worker */
+#define STATS_TLS_FAIL_REASONS 7
 #define STATS_STATUS_MAX 32768   /* a worker's /status fragment (JSON) */
 
 /* Upper bounds of the histogram buckets, in microseconds. */
@@ -56,6 +57,9 @@ struct wstats {
     uint64_t spliced_bytes;
     uint64_t lua_errors;
     uint64_t reload_errors;      /* the master's check passed, this worker's load did not */
+    uint64_t tls_handshakes, tls_resumed;           /* client connections (listeners) */
+    uint64_t tls_failed[STATS_TLS_FAIL_REASONS];    /* by reason: tls_fail_names (core/tls.h) */
+    uint64_t tls_up_handshakes, tls_up_resumed, tls_up_verify_failed; /* backend connections */
     struct lua_running lua;
     struct ustat up[STATS_UPSTREAM_SLOTS];
     uint32_t status_seq;         /* seqlock over status: odd while it is written */

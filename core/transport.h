@@ -17,6 +17,7 @@
 #include "splice.h"
 
 struct transport;
+struct ssl_st;
 
 struct transport_ops {
     /* recv()/send() semantics: the count of bytes moved; 0 when the peer
@@ -25,6 +26,12 @@ struct transport_ops {
     ssize_t (*write)(struct transport *t, const void *buf, size_t n);
     /* Nothing more will be written: the peer reads an end of stream. */
     void (*shutdown)(struct transport *t);
+    /* Releases what the transport holds beside the descriptor (a TLS
+     * session); the owner closes io.fd after it. May be NULL. */
+    void (*release)(struct transport *t);
+    /* Bytes read from io.fd and held above it (decrypted, not yet taken):
+     * an idle connection with some is not silent. May be NULL. */
+    bool (*buffered)(const struct transport *t);
     /* The bytes on io.fd are the payload itself: splice() can move them. */
     bool splice;
 };
@@ -34,6 +41,11 @@ struct transport_ops {
 struct transport {
     struct io io;
     const struct transport_ops *ops;
+    struct ssl_st *ssl; /* TLS (core/tls.h); NULL for a plain socket */
+    /* A read could not go on until the socket takes bytes (a TLS handshake
+     * message): the owner waits for writability and then reads again. */
+    bool read_wants_write;
+    bool handshake_failed; /* TLS: counted as failed already */
 };
 
 /* A connected, non-blocking TCP or unix socket. */
@@ -54,15 +66,34 @@ static inline void transport_shutdown(struct transport *t)
     t->ops->shutdown(t);
 }
 
+static inline void transport_release(struct transport *t)
+{
+    if (t->ops->release) t->ops->release(t);
+}
+
+static inline bool transport_buffered(const struct transport *t)
+{
+    return t->ops->buffered && t->ops->buffered(t);
+}
+
+/* Why the last read or write on t failed (errno err), for a log line: a
+ * TLS failure says what failed ("TLS certificate verify failed: ...").
+ * TLS transports write their reason to transport_tls_error. */
+extern char transport_tls_error[256];
+const char *transport_strerror(const struct transport *t, int err);
+
 static inline bool transport_can_splice(const struct transport *from, const struct transport *to)
 {
     return from->ops->splice && to->ops->splice;
 }
 
-/* splice_pump() and splice_stream() from one transport to another; both
- * must be able to splice (PUMP_ERROR with EOPNOTSUPP otherwise: a body
- * between transports that cannot is relayed through a buffer by the
- * caller, with transport_read and transport_write). */
+/* splice_pump() and splice_stream() from one transport to another. When
+ * either cannot splice (TLS in user space), the bytes are relayed through
+ * a buffer instead (transport_read, then transport_write): p->relay, at
+ * most RELAY_SIZE bytes, taken when bytes come and given back as soon as
+ * it is empty, so an idle transfer holds none. p->len counts the bytes
+ * held either way, so callers see the same states. */
+#define RELAY_SIZE 16384
 enum pump_result transport_pump(struct transport *from, struct transport *to, struct pipe_pair *p,
                                 uint64_t *left, uint64_t *moved);
 enum pump_result transport_stream(struct transport *from, struct transport *to, struct pipe_pair *p,

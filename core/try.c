@@ -241,6 +241,21 @@ int try_run(const struct config *cfg)
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct script_view view = {
         .req = &req, .base = text.data, .peer = (const struct sockaddr *)&peer};
+    /* --scheme https: as a TLS listener would see it, with the defaults a
+     * client of today negotiates, and the Host as the name it asked for. */
+    char sni[256] = "";
+    if (cfg->try_scheme && !strcmp(cfg->try_scheme, "https")) {
+        const struct http_header *host = http_find_header(&req, text.data, "host", 4);
+        if (host) {
+            snprintf(sni, sizeof(sni), "%.*s", (int)host->value.len, text.data + host->value.off);
+            char *colon = strrchr(sni, ':');
+            if (colon && !strchr(sni, ']')) *colon = '\0';
+        }
+        view.https = true;
+        view.tls.version = "TLSv1.3";
+        view.tls.cipher = "TLS_AES_128_GCM_SHA256";
+        view.tls.sni = sni[0] ? sni : NULL;
+    }
     sr = script_req_begin(&view);
     if (!sr) {
         fprintf(stderr, "luaproxy: out of memory\n");

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "tls.h"
 
 uint32_t upstream_hash(const char *s, size_t n)
 {
@@ -38,12 +39,25 @@ struct upstream *upstream_new(const char *name, enum balance b, const struct bal
     u->fail_timeout_ms = 10000;
     u->rand_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)u;
     u->script_ref = -1;
+    u->tls_verify = true;
     return u;
+}
+
+/* "host:port" -> "host"; "[::1]:port" -> "::1". */
+static void host_part(const char *addr, char *out, size_t n)
+{
+    const char *end = strrchr(addr, ':');
+    size_t len = end ? (size_t)(end - addr) : strlen(addr);
+    if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
+    snprintf(out, n, "%.*s", (int)len, addr);
 }
 
 int upstream_add_server(struct upstream *u, const char *addr, int weight)
 {
     struct listen_addr la;
+    bool tls = !strncmp(addr, "https://", 8);
+    if (tls) addr += 8;
+    else if (!strncmp(addr, "http://", 7)) addr += 7;
     if (weight < 1 || config_parse_addr(addr, &la)) return -EINVAL;
     struct server *s = realloc(u->servers, (size_t)(u->nservers + 1) * sizeof(*s));
     if (!s) return -ENOMEM;
@@ -51,6 +65,8 @@ int upstream_add_server(struct upstream *u, const char *addr, int weight)
     s = &u->servers[u->nservers++];
     memset(s, 0, sizeof(*s));
     snprintf(s->name, sizeof(s->name), "%s", addr);
+    host_part(addr, s->host, sizeof(s->host));
+    s->tls = tls;
     s->addr = la.ss;
     s->addrlen = la.len;
     s->weight = weight;
@@ -71,7 +87,11 @@ int upstream_finish(struct upstream *u)
 void upstream_free(struct upstream *u)
 {
     if (!u) return;
-    for (int i = 0; i < u->nservers; i++) pool_close_all(&u->servers[i].pool);
+    for (int i = 0; i < u->nservers; i++) {
+        pool_close_all(&u->servers[i].pool);
+        tls_session_free(u->servers[i].tls_session);
+    }
+    tls_client_free(u->tls_ctx);
     if (u->policy->destroy) u->policy->destroy(u);
     free(u->servers);
     free(u);

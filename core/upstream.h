@@ -13,6 +13,8 @@
 struct script_req;
 struct upstream;
 struct server;
+struct ssl_ctx_st;
+struct ssl_session_st;
 struct ustat;
 
 enum balance {
@@ -49,7 +51,10 @@ struct balancer {
 typedef int (*upstream_key_fn)(struct script_req *sr, struct upstream *u, uint32_t *key);
 
 struct server {
-    char name[64]; /* "addr:port" as given */
+    char name[64]; /* "addr:port" as given (without https://) */
+    char host[64]; /* its host part: a backend's TLS name (SNI, verification) */
+    bool tls;      /* "https://" or the upstream's tls = true */
+    struct ssl_session_st *tls_session; /* the last one issued: offered to new connections */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int weight;
@@ -83,6 +88,9 @@ struct upstream {
     uint64_t fail_timeout_ms;
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
     int script_ref;          /* the script's handle for hash_key/balance functions */
+    struct ssl_ctx_st *tls_ctx; /* TLS servers: verification and sessions (core/tls.h) */
+    bool tls_verify;         /* verify = true (the default) */
+    char sni[256];           /* sni = "...": instead of each server's host */
     bool retired;            /* its script was replaced by a reload */
     struct upstream *next;   /* the other upstreams of the same script */
 };

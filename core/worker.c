@@ -24,6 +24,7 @@
 #include "script_store.h"
 #include "signals.h"
 #include "splice.h"
+#include "tls.h"
 #include "stats.h"
 #include "worker_state.h"
 
@@ -93,6 +94,7 @@ static void on_accept_retry(struct timer *t)
 static void accept_all(struct io *l)
 {
     bool admin = l == &W.admin;
+    bool tls = !admin && W.cfg->listen[l - W.listeners].tls;
     for (;;) {
         if (W.nconns >= W.cfg->max_connections && !admin) {
             accept_pause(true);
@@ -117,7 +119,7 @@ static void accept_all(struct io *l)
         fd_starved = false;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(fd, (struct sockaddr *)&ss, len, admin);
+        conn_accept(fd, (struct sockaddr *)&ss, len, admin, tls);
     }
 }
 
@@ -139,7 +141,7 @@ static void listener_close(struct io *l)
             if (errno == EINTR || errno == ECONNABORTED) continue;
             break;
         }
-        conn_accept(fd, (struct sockaddr *)&ss, len, l == &W.admin);
+        conn_accept(fd, (struct sockaddr *)&ss, len, l == &W.admin, l != &W.admin && W.cfg->listen[l - W.listeners].tls);
     }
     loop_close(&W.loop, l);
 }
@@ -184,6 +186,9 @@ static void reload(void)
         return;
     }
     char err[1024];
+    /* The master checked the certificates; one changed since is kept out. */
+    if (tls_server_load(W.cfg, true, err, sizeof(err)))
+        log_error("worker %d: reload: keeping the certificates in service: %s", W.id, err);
     if (script_load(W.cfg->script, text, len, (int)gen, err, sizeof(err))) {
         STAT_ADD(WS->reload_errors, 1);
         log_error("worker %d: reload failed, keeping generation %d: %s", W.id, script_generation(), err);
@@ -310,6 +315,7 @@ out:
     req_ctx_pool_free();
     exchange_pool_free();
     pipe_pool_free();
+    tls_server_free();
     for (int i = 0; i < CONFIG_MAX_LISTEN; i++) loop_close(&W.loop, &W.listeners[i]);
     loop_close(&W.loop, &W.admin);
     loop_close(&W.loop, &W.signals);

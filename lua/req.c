@@ -254,6 +254,22 @@ static int req_index(lua_State *L)
 
     switch (klen) {
     case 3:
+        if (!memcmp(k, "tls", 3)) {
+            if (!v->https) {
+                lua_pushnil(L);
+                return 1;
+            }
+            lua_createtable(L, 0, 3);
+            lua_pushstring(L, v->tls.version);
+            lua_setfield(L, -2, "version");
+            lua_pushstring(L, v->tls.cipher);
+            lua_setfield(L, -2, "cipher");
+            if (v->tls.sni) {
+                lua_pushstring(L, v->tls.sni);
+                lua_setfield(L, -2, "sni");
+            }
+            return 1;
+        }
         if (!memcmp(k, "uri", 3)) {
             lua_pushlstring(L, url, req->url.len);
             return 1;
@@ -294,6 +310,10 @@ static int req_index(lua_State *L)
         }
         break;
     case 6:
+        if (!memcmp(k, "scheme", 6)) {
+            lua_pushstring(L, v->https ? "https" : "http");
+            return 1;
+        }
         if (!memcmp(k, "header", 6)) {
             lua_pushvalue(L, lua_upvalueindex(4));
             return 1;

@@ -16,6 +16,12 @@ struct script_view {
     size_t body_len;
     bool body_ready; /* the body was read: req.body is a string, not nil */
     const struct sockaddr *peer;
+    /* Came over TLS: req.scheme "https", req.tls = { version, cipher, sni }
+     * (OpenSSL's names; sni NULL when the client sent none). */
+    bool https;
+    struct {
+        const char *version, *cipher, *sni;
+    } tls;
     /* A hook that waited (script_route or script_handle said SCRIPT_WAIT)
      * is over: the core calls script_route_resume / script_handle_resume.
      * Set by the core; called from the worker's loop, never from inside

@@ -9,6 +9,7 @@
 
 #include "balance.h"
 #include "lstate.h"
+#include "tls.h"
 #include "upstream.h"
 #include "upstreams.h"
 
@@ -68,6 +69,29 @@ static int upstream_index(lua_State *L)
     else if (!strcmp(k, "balance")) lua_pushstring(L, u->policy->name);
     else lua_pushnil(L);
     return 1;
+}
+
+/* tls = true, sni, verify, ca: a client context for the TLS servers
+ * ("https://" ones, or all with tls = true). NULL, or what is wrong. */
+static const char *tls_options(lua_State *L, int up_opts, struct upstream *u)
+{
+    lua_getfield(L, up_opts, "tls");
+    bool all = lua_toboolean(L, -1);
+    lua_getfield(L, up_opts, "verify");
+    if (!lua_isnil(L, -1)) u->tls_verify = lua_toboolean(L, -1);
+    lua_getfield(L, up_opts, "sni");
+    if (lua_isstring(L, -1)) snprintf(u->sni, sizeof(u->sni), "%s", lua_tostring(L, -1));
+    lua_getfield(L, up_opts, "ca");
+    const char *ca = lua_tostring(L, -1);
+    bool any = false;
+    for (int i = 0; i < u->nservers; i++) {
+        if (all) u->servers[i].tls = true;
+        any |= u->servers[i].tls;
+    }
+    static char err[512];
+    if (any && !(u->tls_ctx = tls_client_new(u->tls_verify, ca, err, sizeof(err)))) return err;
+    lua_pop(L, 4);
+    return NULL;
 }
 
 static int api_upstream(lua_State *L)
@@ -156,6 +180,8 @@ static int api_upstream(lua_State *L)
     u->connect_timeout_ms = opt_duration(L, 3, "connect_timeout", u->connect_timeout_ms);
     u->read_timeout_ms = opt_duration(L, 3, "read_timeout", u->read_timeout_ms);
     u->fail_timeout_ms = opt_duration(L, 3, "fail_timeout", u->fail_timeout_ms);
+    const char *tls_err = tls_options(L, 3, u);
+    if (tls_err) return luaL_error(L, "proxy.upstream: '%s': %s", name, tls_err);
     if (upstream_finish(u)) return luaL_error(L, "proxy.upstream: out of memory");
 
     /* registry.luaproxy.upstreams[name] = { ud, balance = f, hash_key = f }:

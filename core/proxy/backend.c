@@ -39,6 +39,7 @@ static int build_request(struct exchange *ex)
         .head_len = ex->rq.head_len,
         .edits = e,
         .peer = ex->rq.peer,
+        .https = ex->rq.https,
         .default_host = ex->srv->name,
         .upgrade = ex->upgrade,
     };
@@ -193,7 +194,7 @@ static ssize_t backend_send(struct exchange *ex, const char *p, size_t n)
             loop_mod(&W.loop, &ex->b->tp.io, IO_READ | IO_WRITE);
             return 0;
         }
-        backend_failed(ex, strerror(errno));
+        backend_failed(ex, transport_strerror(&ex->b->tp, errno));
         return -1;
     }
 }
@@ -209,7 +210,7 @@ static bool send_spliced_body(struct exchange *ex, bool *blocked)
     if (ex->req_pipe.rd == -1 && pipe_take(&ex->req_pipe)) r = PUMP_ERROR;
     else r = transport_pump(ex->rq.transport, &ex->b->tp, &ex->req_pipe, &ex->req_left, &moved);
     if (moved || ex->req_pipe.len) ex->req_started = true;
-    STAT_ADD(WS->spliced_bytes, moved);
+    if (transport_can_splice(ex->rq.transport, &ex->b->tp)) STAT_ADD(WS->spliced_bytes, moved);
     /* read_timeout counts from the last progress, and while the body goes
      * up the backend owes us nothing yet. */
     if (moved) loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);

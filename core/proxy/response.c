@@ -324,7 +324,7 @@ bool response_read_head(struct exchange *ex)
             if (n == -1) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return true;
-                return backend_failed(ex, strerror(errno)), false;
+                return backend_failed(ex, transport_strerror(&ex->b->tp, errno)), false;
             }
             rb->len += (size_t)n;
             loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
@@ -364,7 +364,7 @@ bool response_relay(struct exchange *ex)
                 return ex_abort_client(ex, "no pipe for the response"), false;
             uint64_t moved = 0;
             enum pump_result r = transport_pump(&ex->b->tp, ex->rq.transport, &ex->resp_pipe, &ex->resp_left, &moved);
-            STAT_ADD(WS->spliced_bytes, moved);
+            if (transport_can_splice(&ex->b->tp, ex->rq.transport)) STAT_ADD(WS->spliced_bytes, moved);
             ex->spliced += moved;
             if (moved) loop_timer(&W.loop, &ex->timer, ex->up->read_timeout_ms);
             switch (r) {

@@ -59,7 +59,7 @@ void tunnel_run(struct exchange *ex)
         }
         if (r == PUMP_ERROR) ex->tun_backend_eof = ex->tun_client_eof = true;
     }
-    STAT_ADD(WS->spliced_bytes, moved);
+    if (transport_can_splice(ct, bt)) STAT_ADD(WS->spliced_bytes, moved);
     if (ex->tun_backend_eof && ex->tun_client_eof) {
         ex->resp_done = true;
         ex->req_done = true;

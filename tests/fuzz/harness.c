@@ -503,7 +503,7 @@ void fz_begin(bool slow_reader)
     origin_requests = 0;
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    conn_accept(sv[1], (struct sockaddr *)&peer, sizeof(peer), false);
+    conn_accept(sv[1], (struct sockaddr *)&peer, sizeof(peer), false, false);
 }
 
 void fz_end(void)

@@ -361,6 +361,12 @@ class ProxyError(Exception):
     pass
 
 
+class Skip(Exception):
+    """Raised by a test whose subject this machine does not have (a kernel
+    feature, say): the runner prints SKIP with the reason and counts it
+    neither as passed nor as failed."""
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

@@ -103,6 +103,8 @@ def run_one(filename, fn, limit):
         signal.setitimer(signal.ITIMER_REAL, 0)
         if isinstance(e, KeyboardInterrupt):
             raise
+        if isinstance(e, lp.Skip):
+            return ["SKIP", str(e)]
         tb = e.__traceback__
         loc = where(tb, filename)
         if isinstance(e, AssertionError):
@@ -153,6 +155,8 @@ def main():
                 if lines is None:
                     passed += 1
                     out("PASS %s (%.1fs)" % (label, dt))
+                elif lines[0] == "SKIP":
+                    out("SKIP %s: %s" % (label, lines[1]))
                 else:
                     failed += 1
                     out("FAIL %s: %s (%.1fs)" % (label, lines[0], dt))

@@ -27,7 +27,7 @@ LLHTTP_SRC = "/usr/share/llhttp"
 LLHTTP_INC = "/usr/share/include/llhttp"
 
 # pkg-config modules the build asks for, and what they require.
-PC_MODULES = ("luajit", "libpcre2-8", "libcares", "check", "libsubunit")
+PC_MODULES = ("luajit", "libpcre2-8", "libcares", "openssl", "libssl", "libcrypto", "check", "libsubunit")
 
 # Stands in for scripts/deps.sh: "installs" llhttp and the pkg-config files
 # where the build looks for them and counts its runs. cp -p keeps the

@@ -161,8 +161,9 @@ def code_api():
                 for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body):
                     api["server"][fm.group(1)] = "field"
 
-        # proxy.upstream's options (its third argument).
-        for om in re.finditer(r'(?:opt_\w+|lua_getfield)\(L,\s*3,\s*"(\w+)"', text):
+        # proxy.upstream's options (its third argument: index 3, or a
+        # helper's parameter named up_opts).
+        for om in re.finditer(r'(?:opt_\w+|lua_getfield)\(L,\s*(?:3|up_opts),\s*"(\w+)"', text):
             api["opts"][om.group(1)] = "field"
         # Hooks: globals the C side looks up.
         for hm in re.finditer(r'(?:lua_getfield\(L,\s*LUA_GLOBALSINDEX,|lua_getglobal\(L,|has_function\(L,)\s*"(\w+)"',
@@ -513,6 +514,7 @@ def test_no_document_comment_or_test_names_an_issue_number():
 # with only the two ports and the binary's path replaced.
 
 TOUR_PROXY_PORT = "127.0.0.1:8080"
+TOUR_TLS_PORT = ":8443"
 TOUR_BACKEND_PORT = "9001"
 
 
@@ -543,12 +545,13 @@ def test_readme_quick_tour_runs_as_written():
     script_name, script, steps = readme_tour()
     assert any("kill -HUP" in c for c, _ in steps), "the tour shows no reload"
     assert "proxy.upstream" in script and "function route" in script and "function on_" in script
-    proxy_port, backend_port = lp.free_port(), lp.free_port()
+    proxy_port, backend_port, tls_port = lp.free_port(), lp.free_port(), lp.free_port()
     tmp = lp.make_tmpdir()
     os.symlink(DOCS_DIR, os.path.join(tmp, "docs"))
 
     def adapt(text):
         text = text.replace(TOUR_PROXY_PORT, "127.0.0.1:%d" % proxy_port)
+        text = text.replace(TOUR_TLS_PORT, ":%d" % tls_port)
         text = text.replace(TOUR_BACKEND_PORT, str(backend_port))
         return text.replace("build/luaproxy", shlex.quote(lp.binary()))
 
