@@ -1,7 +1,10 @@
 """The TLS benchmark's machinery (scripts/bench/tls*.py): the targets of
-tls_report.py from synthetic results. The benchmark itself is not run here."""
+tls_report.py from synthetic results, and the TLS clients (handshakes,
+idle connections) against a real luaproxy HTTPS listener. The benchmark
+itself is not run here."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -99,3 +102,48 @@ def test_tls_report_missing_luaproxy_is_not_a_result():
     r = target_row(out, "TLS handshakes/CPU-s vs nginx", "full handshake")
     assert r[6] == "n/a (no luaproxy figure)", r
     assert "TLS targets: 0 PASS, 0 MISS" in out, out
+
+
+def make_cert(d):
+    key, crt, both = (os.path.join(d, n) for n in ("key.pem", "crt.pem", "both.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=30)
+    with open(both, "w") as f:
+        f.write(open(crt).read() + open(key).read())
+    return both
+
+
+def test_tls_clients_against_luaproxy():
+    """The TLS bench's clients against luaproxy's HTTPS listener with two
+    workers: tls_handshakes.py makes full handshakes (none resumed) and
+    resumed ones (every one resumed, whichever worker accepts it), and
+    idle_conns.py holds TLS connections that made one request each."""
+    d = lp.make_tmpdir()
+    cert = make_cert(d)
+    tls_port = lp.free_port()
+    script = 'function on_get(req) return 200, "ok\\n" end\n'
+    with lp.Proxy(script, workers=2, args=["--tls-listen", "127.0.0.1:%d" % tls_port, "--tls-cert", cert]):
+        lp.wait_until(lambda: lp.port_accepts(tls_port), what="the TLS listener")
+        drive = [sys.executable, os.path.join(BENCH, "tls_handshakes.py"), str(tls_port)]
+        p = subprocess.run(drive + ["full", "20", "40", "2"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.startswith("done 40 reused 0 failed 0 TLSv1.3 "), p
+        p = subprocess.run(drive + ["resumed", "20", "40", "2"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.startswith("done 40 reused 40 failed 0 TLSv1.3 "), p
+        h = subprocess.Popen([sys.executable, os.path.join(BENCH, "idle_conns.py"), str(tls_port), "20", "/",
+                              "20", "tls"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert h.stdout.readline().strip() == "ready 20"
+            h.send_signal(signal.SIGTERM)
+            assert h.wait(timeout=5) == 0
+        finally:
+            if h.poll() is None:
+                h.kill()
+                h.wait()
+
+
+def test_tls_handshakes_reports_a_server_that_is_not_there():
+    """No server: nothing completes, the driver says so and exits 1 in time."""
+    p = subprocess.run([sys.executable, os.path.join(BENCH, "tls_handshakes.py"), str(lp.free_port()), "full",
+                        "5", "10", "1"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and p.stdout.startswith("done 0 reused 0 failed "), p
