@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from benchlib import fresh_dir, markdown_table, need_tools, start_nginx, stop, stop_all, write_markdown
-from tls import BENCH_DIR, Bench, free_ports
+from tls import BENCH_DIR, CLK_TCK, Bench, free_ports, parse_wrk, tree_ticks
 
 SECONDS = int(os.environ.get("TLS_PROFILE_SECONDS", "5"))
 PROXIES = os.environ.get("TLS_PROFILE_PROXIES", "luaproxy nginx").split()
@@ -106,14 +106,16 @@ def profile(bench, name, d):
                 cmd = ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", f"https://127.0.0.1:{port}"
                        f"{'/' if body == 'small' else '/1m'}"]
             out = os.path.join(d, f"{name}.{phase}.load.txt")
+            t0 = sum(tree_ticks(p.pid))
             record(workers, lambda: subprocess.run(["timeout", str(SECONDS + 60)] + cmd, stdout=open(out, "w"),
                                                    stderr=subprocess.STDOUT, env=bench.client_env), data)
+            cpu = (sum(tree_ticks(p.pid)) - t0) / CLK_TCK
             syms = symbols(data, os.path.join(d, f"{name}.{phase}.symbols.txt"))
             groups = {}
             for pct, dso, kernel, sym in syms:
                 g = group_of(dso, kernel, sym, binary)
                 groups[g] = groups.get(g, 0.0) + pct
-            results[phase] = (groups, syms[:TOP])
+            results[phase] = (groups, syms[:TOP], per_unit(phase, open(out).read(), cpu))
     finally:
         stop(p)
     return results
@@ -140,6 +142,23 @@ def crypto_costs():
     return costs
 
 
+UNITS = {"full": "µs/handshake", "resumed": "µs/handshake", "small-c50": "µs/request", "1m-c10": "s/GB"}
+
+
+def per_unit(phase, load_output, cpu):
+    """The proxy's CPU seconds during the phase (perf attached, the second
+    before the load included) per handshake, per request (both in µs) or
+    per GB (s); None when the load completed nothing."""
+    if phase in ("full", "resumed"):
+        m = re.search(r"^done (\d+)", load_output, re.M)
+        n = int(m.group(1)) if m else 0
+        return cpu * 1e6 / n if n else None
+    req, _, nbytes, _, _, _ = parse_wrk(load_output)
+    if phase.startswith("1m"):
+        return cpu * 1e9 / nbytes if nbytes else None
+    return cpu * 1e6 / req if req else None
+
+
 def report(all_results, out_md, costs):
     lines = ["# Where TLS time goes (perf, cpu-clock samples of the workers, self time)", "",
              f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {SECONDS} s per phase; 2 workers; "
@@ -154,15 +173,27 @@ def report(all_results, out_md, costs):
                   "and a byte received decrypted once.", "", markdown_table(rows), ""]
     names = []
     for res in all_results.values():
-        for groups, _ in res.values():
+        for groups, _, _ in res.values():
             names += [g for g in groups if g not in names]
+    def cell(res, ph, g):
+        share, unit = res[ph][0].get(g, 0), res[ph][2]
+        if unit is None:
+            return f"{share:.1f} %"
+        amount = f"{share / 100 * unit:.3f}" if UNITS[ph] == "s/GB" else f"{share / 100 * unit:.1f}"
+        return f"{amount} ({share:.0f} %)"
+
     header = ["group"] + [f"{proxy} {phase}" for proxy, res in all_results.items() for phase in res]
-    rows = [header]
+    rows = [header, ["CPU (all)"] + [f"{res[ph][2]:.3f} {UNITS[ph]}" if UNITS[ph] == "s/GB" and res[ph][2]
+                                     else f"{res[ph][2]:.1f} {UNITS[ph]}" if res[ph][2] else "—"
+                                     for res in all_results.values() for ph in res]]
     for g in sorted(names, key=lambda g: -sum(res[ph][0].get(g, 0) for res in all_results.values() for ph in res)):
-        rows.append([g] + [f"{res[ph][0].get(g, 0):.1f} %" for res in all_results.values() for ph in res])
-    lines += ["## Groups (share of each phase's samples)", "", markdown_table(rows), ""]
+        rows.append([g] + [cell(res, ph, g) for res in all_results.values() for ph in res])
+    lines += ["## Groups: CPU per handshake, request or GB, and share of the phase's samples", "",
+              "CPU from /proc over each phase (perf attached, including the second before the load, when "
+              "the workers are idle); each group is its share of perf's samples times that.", "",
+              markdown_table(rows), ""]
     for proxy, res in all_results.items():
-        for phase, (_, syms) in res.items():
+        for phase, (_, syms, _) in res.items():
             rows = [["share", "where", "symbol"]] + [[f"{pct:.1f} %", f"{dso}{' [k]' if k else ''}", sym]
                                                      for pct, dso, k, sym in syms]
             lines += [f"## {proxy}, {phase}: top symbols", "", markdown_table(rows), ""]

@@ -4,6 +4,7 @@ idle connections) against a real luaproxy HTTPS listener. The benchmark
 itself is not run here."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,3 +148,21 @@ def test_tls_handshakes_reports_a_server_that_is_not_there():
     p = subprocess.run([sys.executable, os.path.join(BENCH, "tls_handshakes.py"), str(lp.free_port()), "full",
                         "5", "10", "1"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and p.stdout.startswith("done 0 reused 0 failed "), p
+
+
+def test_tls_profile_report_groups_in_units():
+    """tls_profile.py's report: each group's share of the samples turned
+    into CPU per handshake (or per GB) from the phase's measured CPU."""
+    sys.path.insert(0, BENCH)
+    import tls_profile
+    assert tls_profile.group_of("libcrypto.so.3", False, "0x17e6aa", "luaproxy").startswith("libcrypto")
+    assert tls_profile.group_of("libcrypto.so.3", False, "aesni_gcm_encrypt", "luaproxy").startswith("record")
+    assert tls_profile.group_of("[kernel.kallsyms]", True, "tcp_sendmsg", "luaproxy").startswith("kernel")
+    assert tls_profile.group_of("luaproxy", False, "conn_read", "luaproxy") == "the proxy's own code"
+    out = os.path.join(lp.make_tmpdir(), "p.md")
+    tls_profile.report({"luaproxy": {"full": ({"kernel": 25.0, "libssl": 75.0}, [], 400.0),
+                                     "1m-c10": ({"kernel": 100.0}, [], None)}}, out, {"ECDSA P-256 sign": 24.0})
+    text = open(out).read()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| libssl"))
+    assert "300.0 (75 %)" in row, row
+    assert re.search(r"^\| CPU \(all\)\s+\| 400\.0 µs/handshake", text, re.M), text
