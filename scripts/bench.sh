@@ -59,13 +59,14 @@
 #   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
 #   BENCH_ONLY=         "tls": only the TLS cases; "plain": all but them
 #   BENCH_TLS_PROXIES, BENCH_TLS_CASES, BENCH_TLS_HANDSHAKES,
-#   BENCH_TLS_IDLE_CONNS, BENCH_TLS_CLIENTS: the TLS cases (bench/tls.py):
+#   BENCH_TLS_IDLE_CONNS, BENCH_TLS_CLIENTS, BENCH_TLS_ROUNDS (3),
+#   BENCH_TLS_DURATION (5), BENCH_TLS_WARMUP (1): the TLS cases (bench/tls.py):
 #                       luaproxy, nginx and HAProxy terminating TLS in front
 #                       of the same origins: handshakes per CPU-second (full
 #                       and resumed), CPU per request and per GB over
 #                       https://, RSS per idle TLS connection
 #
-# The default run takes about five minutes. Output: the tables on stdout and
+# The default run takes about five minutes, and the TLS cases five more. Output: the tables on stdout and
 # in build/bench/results.md; wrk outputs and proxy logs in build/bench/logs/.
 # A proxy that does not start gets a "failed to start" row and the run goes
 # on. Only processes started here are ever signalled, and only on 127.0.0.1.
@@ -930,8 +931,7 @@ run_waiting() { # PROXY PID PORT COUNT
 # CPU is not counted as other processes'.
 run_tls() {
     rm -f "$OUT_DIR/tls.md"
-    BENCH_WORKERS=$WORKERS BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_KEEPALIVE=$KEEPALIVE \
-        BENCH_START_TIMEOUT=$START_TIMEOUT python3 "$BENCH_DIR/tls.py" "$LUAPROXY" "$OUT_DIR" \
+    BENCH_WORKERS=$WORKERS BENCH_KEEPALIVE=$KEEPALIVE BENCH_START_TIMEOUT=$START_TIMEOUT python3 "$BENCH_DIR/tls.py" "$LUAPROXY" "$OUT_DIR" \
         "$SMALL_PORT" "$BIG_PORT" "${ORIGIN_PIDS[@]}" 9>&- || log "the TLS cases failed (see above)"
 }
 

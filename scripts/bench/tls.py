@@ -13,7 +13,7 @@ TLS_AES_128_GCM_SHA256 and X25519 only, so every server negotiates the
 same. Cases, each proxy in turn, the proxy's CPU time read from /proc
 around the measured run only:
 
-  full       TLS handshakes, no session offered, for BENCH_DURATION s (at
+  full       TLS handshakes, no session offered, for BENCH_TLS_DURATION s (at
              most BENCH_TLS_HANDSHAKES): handshakes per CPU-second
   resumed    the same, each connection offering the last ticket received;
              the notes say when fewer than all were resumed
@@ -29,8 +29,15 @@ OUT_DIR/tls-handshakes.tsv, OUT_DIR/tls-memory.tsv, and the tables
 OUT_DIR/logs/tls-*. Only processes started here are signalled, by their
 own pid, and everything is on 127.0.0.1.
 
-Environment: BENCH_WORKERS (2), BENCH_DURATION (10), BENCH_WARMUP (2),
-BENCH_KEEPALIVE (256), BENCH_START_TIMEOUT (10), BENCH_TLS_PROXIES
+The machine is shared: a figure from one run moves by ±20 % with what else
+runs. So the runs come in BENCH_TLS_ROUNDS rounds, each starting every proxy
+afresh and running every case (the proxies' order turning each round); a
+proxy's figure is the total over the rounds (CPU over all their
+handshakes, requests or bytes), and the report shows each round's ratio
+too. The idle case runs once.
+
+Environment: BENCH_WORKERS (2), BENCH_TLS_DURATION (5), BENCH_TLS_WARMUP
+(1), BENCH_TLS_ROUNDS (3), BENCH_KEEPALIVE (256), BENCH_START_TIMEOUT (10), BENCH_TLS_PROXIES
 ("luaproxy nginx haproxy"), BENCH_TLS_CASES ("full resumed small-c50
 1m-c10 idle"), BENCH_TLS_HANDSHAKES (30000), BENCH_TLS_IDLE_CONNS (5000),
 BENCH_TLS_CLIENTS (2: handshake client processes).
@@ -50,8 +57,9 @@ from benchlib import BENCH_DIR, free_ports, nginx_user_line, read_response, rend
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ENV = os.environ.get
 WORKERS = int(ENV("BENCH_WORKERS", "2"))
-DURATION = int(ENV("BENCH_DURATION", "10"))
-WARMUP = int(ENV("BENCH_WARMUP", "2"))
+DURATION = int(ENV("BENCH_TLS_DURATION", "5"))
+WARMUP = int(ENV("BENCH_TLS_WARMUP", "1"))
+ROUNDS = int(ENV("BENCH_TLS_ROUNDS", "3"))
 KEEPALIVE = int(ENV("BENCH_KEEPALIVE", "256"))
 START_TIMEOUT = int(ENV("BENCH_START_TIMEOUT", "10"))
 PROXIES = ENV("BENCH_TLS_PROXIES", "luaproxy nginx haproxy").split()
@@ -201,6 +209,7 @@ class Bench:
             if os.path.exists(p):
                 os.remove(p)
         self.tmp = tempfile.mkdtemp(prefix="luaproxy-bench-tls.")
+        self.round = 1
         self.cert = os.path.join(self.tmp, "cert.pem")
         conf = os.path.join(self.tmp, "client-openssl.cnf")
         with open(conf, "w") as f:
@@ -268,7 +277,7 @@ class Bench:
     # --- cases --------------------------------------------------------------
 
     def handshakes(self, name, p, port, mode):
-        out = os.path.join(self.logs, f"tls-{name}.{mode}.txt")
+        out = os.path.join(self.logs, f"tls-{name}.r{self.round}.{mode}.txt")
         driver = [sys.executable, os.path.join(BENCH_DIR, "tls_handshakes.py"), str(port), mode]
         log(f"{name}: {mode} handshakes, {DURATION}s")
         if WARMUP:
@@ -293,12 +302,12 @@ class Bench:
         if p.poll() is not None:
             notes.append("proxy exited during the run")
         append_row(self.hs_tsv, name, mode, "ok", done, reused, f"{secs:.3f}", m.user, m.system,
-                   f"{got.group(4)} {got.group(5)}", "; ".join(notes))
+                   f"{got.group(4)} {got.group(5)}", "; ".join(notes), self.round)
 
     def wrk(self, name, p, port, case):
         body, _, conns = case.rpartition("-c")
         url = f"https://127.0.0.1:{port}{PATHS[body]}"
-        out = os.path.join(self.logs, f"tls-{name}.{case}.wrk.txt")
+        out = os.path.join(self.logs, f"tls-{name}.r{self.round}.{case}.wrk.txt")
         cmd = ["wrk", "-t1", f"-c{conns}", "--timeout", "5s", "--latency"]
         log(f"{name}: {case}: wrk -c{conns} {DURATION}s {url}")
         if WARMUP:
@@ -317,7 +326,7 @@ class Bench:
             append_row(self.tsv, name, case, "failed", 0, 0, 0, 0, 0, "no request completed: " + text[-200:])
             return
         append_row(self.tsv, name, case, "ok", req, f"{secs:.3f}", f"{nbytes:.0f}", f"{p99:.3f}",
-                   m.user + m.system, "; ".join(notes), "", f"{m.user}/{m.system}")
+                   m.user + m.system, "; ".join(notes), "", f"{m.user}/{m.system}", self.round)
 
     def idle(self, name):
         label = f"mem-{name}"
@@ -357,30 +366,34 @@ class Bench:
 
     def run(self):
         self.make_cert()
-        for name in PROXIES:
-            runs = [c for c in CASES if c != "idle"]
-            if not runs:
-                break
-            port = free_ports(1)[0]
-            log(f"starting {name} on 127.0.0.1:{port}")
-            try:
-                p = self.start_proxy(name, port, name)
-            except RuntimeError as e:
-                log(f"{name} failed to start: {e}")
-                append_row(self.tsv, name, "-", "failed", 0, 0, 0, 0, 0, f"failed to start: {e}")
-                continue
-            for case in runs:
-                if p.poll() is not None:
-                    append_row(self.tsv, name, case, "failed", 0, 0, 0, 0, 0, "proxy exited earlier")
-                elif case in ("full", "resumed"):
-                    self.handshakes(name, p, port, case)
-                else:
-                    self.wrk(name, p, port, case)
-            stop(p)
-            self.save_logs(name)
+        runs = [c for c in CASES if c != "idle"]
+        for self.round in range(1, ROUNDS + 1 if runs else 1):
+            turn = (self.round - 1) % len(PROXIES)
+            for name in PROXIES[turn:] + PROXIES[:turn]:
+                self.run_proxy(name, runs)
         if "idle" in CASES:
             for name in PROXIES:
                 self.idle(name)
+
+    def run_proxy(self, name, runs):
+        port = free_ports(1)[0]
+        log(f"round {self.round} of {ROUNDS}: starting {name} on 127.0.0.1:{port}")
+        label = f"{name}.r{self.round}"
+        try:
+            p = self.start_proxy(name, port, label)
+        except RuntimeError as e:
+            log(f"{name} failed to start: {e}")
+            append_row(self.tsv, name, "-", "failed", 0, 0, 0, 0, 0, f"failed to start: {e}")
+            return
+        for case in runs:
+            if p.poll() is not None:
+                append_row(self.tsv, name, case, "failed", 0, 0, 0, 0, 0, "proxy exited earlier")
+            elif case in ("full", "resumed"):
+                self.handshakes(name, p, port, case)
+            else:
+                self.wrk(name, p, port, case)
+        stop(p)
+        self.save_logs(label)
 
 
 def parse_wrk(text):

@@ -3,15 +3,18 @@
 
     tls_report.py OUT_DIR CLK_TCK IDLE_CONNS
 
-Reads OUT_DIR/tls.tsv (wrk runs over https://, results.tsv's format),
-OUT_DIR/tls-handshakes.tsv (proxy mode status handshakes reused seconds
-userticks systemticks negotiated notes) and OUT_DIR/tls-memory.tsv
+Reads OUT_DIR/tls.tsv (wrk runs over https://, results.tsv's format and
+a round), OUT_DIR/tls-handshakes.tsv (proxy mode status handshakes reused
+seconds userticks systemticks negotiated notes round) and
+OUT_DIR/tls-memory.tsv
 (memory.tsv's format); writes the tables to OUT_DIR/tls.md (which bench.sh
 appends to results.md) and prints them. Targets, each against figures of
 the same run: handshakes per CPU-second, full and resumed, at least
 nginx's and HAProxy's; CPU per request over keep-alive TLS at most 0.8×
 nginx's; CPU per GB of 1 MiB bodies at most nginx's; RSS per idle
-keep-alive TLS connection at most nginx's.
+keep-alive TLS connection at most nginx's. The runs of one proxy and
+case in several rounds are pooled (their counts, bytes and CPU summed), and
+each round's own ratio is listed below the targets.
 """
 import os
 import sys
@@ -21,9 +24,10 @@ from report import (CPU, SPLIT_CAVEAT, THRU, Targets, case_label, derive, memory
                     runs_table)
 
 MODES = {"full": "full handshake", "resumed": "resumed (ticket)"}
-HS_FIELDS = ["proxy", "mode", "status", "done", "reused", "seconds", "user", "system", "negotiated", "notes"]
+HS_FIELDS = ["proxy", "mode", "status", "done", "reused", "seconds", "user", "system", "negotiated", "notes",
+             "round"]
 RUN_FIELDS = ["proxy", "case", "status", "requests", "seconds", "bytes", "p99", "ticks", "notes", "split",
-              "usersys"]
+              "usersys", "round"]
 MEM_FIELDS = ["proxy", "status", "conns", "before", "after", "notes"]
 
 
@@ -35,6 +39,56 @@ def handshake_figures(row, clk_tck):
     cpu = user + system
     per_cpu_s = done / cpu if cpu > 0 else float("inf")
     return per_cpu_s, "hs/CPU-s", 0.0, cpu * 1e6 / done, "µs/hs", user * 1e6 / done, system * 1e6 / done
+
+
+SUMMED = {"done", "reused", "seconds", "user", "system", "requests", "bytes", "ticks"}
+
+
+def pooled(rows, key):
+    """One row per (proxy, key) of the ok rows: the numbers summed over the
+    rounds (user/system ticks too), p99 the rounds' median, notes joined;
+    the rows that failed are kept as they are."""
+    out, order = {}, []
+    for r in rows:
+        k = (r["proxy"], r[key])
+        if r["status"] != "ok":
+            if k not in out:
+                out[k] = dict(r)
+                order.append(k)
+            continue
+        if k not in out or out[k]["status"] != "ok":
+            if k not in out:
+                order.append(k)
+            out[k] = dict(r, p99s=[float(r.get("p99") or 0)], notes=[r["notes"]] if r["notes"] else [])
+            continue
+        acc = out[k]
+        for f in SUMMED & r.keys():
+            acc[f] = str((float if f in ("seconds", "bytes") else int)(acc[f]) +
+                         (float if f in ("seconds", "bytes") else int)(r[f]))
+        if r.get("usersys") and acc.get("usersys"):
+            (u0, s0), (u1, s1) = (map(int, x.split("/")) for x in (acc["usersys"], r["usersys"]))
+            acc["usersys"] = f"{u0 + u1}/{s0 + s1}"
+        acc["p99s"].append(float(r.get("p99") or 0))
+        if r["notes"]:
+            acc["notes"].append(r["notes"])
+    for k in order:
+        r = out[k]
+        if r["status"] == "ok":
+            p99s = sorted(r.pop("p99s"))
+            r["p99"] = str(p99s[len(p99s) // 2])
+            r["notes"] = "; ".join(f"round {i + 1}: {n}" if len(r["notes"]) > 1 else n
+                                   for i, n in enumerate(r["notes"]))
+    return [out[k] for k in order]
+
+
+def round_ratios(rows, key, figure, mine, ref):
+    """Each round's ratio of mine's figure to ref's, for one case."""
+    by = {}
+    for r in rows:
+        if r["status"] == "ok" and r[key] == mine[1]:
+            by.setdefault(r.get("round") or "1", {})[r["proxy"]] = figure(r)
+    return [by[n][mine[0]] / by[n][ref] for n in sorted(by, key=int)
+            if mine[0] in by[n] and ref in by[n] and by[n][ref]]
 
 
 def handshake_table(rows, measured):
@@ -93,6 +147,8 @@ def main():
     rows = read_tsv(os.path.join(out_dir, "tls.tsv"), RUN_FIELDS)
     hs_rows = read_tsv(os.path.join(out_dir, "tls-handshakes.tsv"), HS_FIELDS)
     mem_rows = read_tsv(os.path.join(out_dir, "tls-memory.tsv"), MEM_FIELDS)
+    all_rows, all_hs = rows, hs_rows
+    rows, hs_rows = pooled(rows, "case"), pooled(hs_rows, "mode")
     measured = {(r["proxy"], r["case"]): derive(r, clk_tck) for r in rows if r["status"] == "ok"}
     hs_measured = {(r["proxy"], r["mode"]): handshake_figures(r, clk_tck) for r in hs_rows
                    if r["status"] == "ok" and int(r["done"]) > 0}
@@ -104,7 +160,19 @@ def main():
 
     sections = []
     t = targets(measured, hs_measured, cases, per_conn)
-    sections.append((f"TLS targets: {t.passed} PASS, {t.missed} MISS", t.markdown(),
+    spread = []
+    for mode in MODES:
+        for ref in ("nginx", "haproxy"):
+            spread.append((f"handshakes/CPU-s vs {ref}, {MODES[mode]}", round_ratios(
+                all_hs, "mode", lambda r: handshake_figures(r, clk_tck)[0], ("luaproxy", mode), ref)))
+    for case in cases:
+        spread.append((f"CPU vs nginx, {case_label(case)}", round_ratios(
+            all_rows, "case", lambda r: derive(r, clk_tck)[CPU], ("luaproxy", case), "nginx")))
+    text = t.markdown()
+    lines = [f"- {what}: {', '.join(f'{x:.2f}×' for x in ratios)}" for what, ratios in spread if len(ratios) > 1]
+    if lines:
+        text += "\n\nEach round's ratio (luaproxy / reference):\n\n" + "\n".join(lines)
+    sections.append((f"TLS targets: {t.passed} PASS, {t.missed} MISS", text,
                      "Every proxy has the same ECDSA P-256 certificate; every client offers only TLS 1.3, "
                      "TLS_AES_128_GCM_SHA256 and X25519 (the negotiated column says what was used). CPU: "
                      "user + system time of all the proxy's processes during the measured run. floor: "

@@ -166,3 +166,22 @@ def test_tls_profile_report_groups_in_units():
     row = next(ln for ln in text.splitlines() if ln.startswith("| libssl"))
     assert "300.0 (75 %)" in row, row
     assert re.search(r"^\| CPU \(all\)\s+\| 400\.0 µs/handshake", text, re.M), text
+
+
+def test_tls_report_pools_the_rounds():
+    """Two rounds: luaproxy 100 then 60 ticks for 100,000 requests each,
+    nginx 100 twice: pooled 8.0 against 10.0 µs/req (0.80×, PASS), and
+    each round's ratio (1.00×, 0.60×) listed; handshakes pooled alike."""
+    out = run_tls_report(
+        runs=[wrk_row("luaproxy", "small-c50", 100000, 100, usersys="50/50") + [1],
+              wrk_row("nginx", "small-c50", 100000, 100, usersys="50/50") + [1],
+              wrk_row("nginx", "small-c50", 100000, 100, usersys="50/50") + [2],
+              wrk_row("luaproxy", "small-c50", 100000, 60, usersys="30/30") + [2]],
+        handshakes=[hs_row("luaproxy", "full", 1000, 50, 50) + [1], hs_row("nginx", "full", 1000, 50, 50) + [1],
+                    hs_row("luaproxy", "full", 3000, 50, 50) + [2], hs_row("nginx", "full", 1000, 50, 50) + [2]])
+    r = target_row(out, "TLS keep-alive: CPU/req vs nginx ssl + proxy_pass", "100 B, 50 conn")
+    assert (r[2], r[3], r[4], r[6]) == ("8.0 µs/req", "10.0 µs/req (nginx)", "0.80×", "PASS"), r
+    assert "- CPU vs nginx, 100 B, 50 conn: 1.00×, 0.60×" in out, out
+    r = target_row(out, "TLS handshakes/CPU-s vs nginx", "full handshake")
+    assert (r[2], r[4]) == ("2,000 hs/CPU-s", "2.00×"), r  # 4,000 in 2 s against 2,000 in 2 s
+    assert "- handshakes/CPU-s vs nginx, full handshake: 1.00×, 3.00×" in out, out
