@@ -187,5 +187,6 @@ int balance_choose(struct script_req *sr, struct upstream *u, const bool *tried,
 {
     const struct balance_req r = {.u = u, .tried = tried, .now = now, .sr = sr};
     *s = NULL;
+    if (u->nservers == 0) return 0; /* a name not resolved yet, all of them gone */
     return u->policy->choose(&r, s);
 }

@@ -42,6 +42,7 @@ static const struct opt opts[] = {
     {"lua-memory-limit", 0, OPT_SIZE, OFF(lua_memory_limit), "SIZE", "memory of a worker's Lua state (256m, 0 = none)"},
     {"max-timers", 0, OPT_INT, OFF(max_timers), "N", "pending Lua timers per worker (4096)"},
     {"resolver", 0, OPT_RESOLVER, OFF(resolver), "ADDR[:PORT]", "DNS server for names in scripts (/etc/resolv.conf)"},
+    {"resolve-interval", 0, OPT_DUR, OFF(resolve_interval_ms), "DUR", "longest time a resolved upstream name is kept (30s)"},
     {"access-log", 0, OPT_STR, OFF(access_log), "PATH", "one line per request; - = stdout (off)"},
     {"log-level", 0, OPT_LEVEL, OFF(log_level), "LEVEL", "debug, info, warn, error (info)"},
     {"admin", 0, OPT_ADDR, OFF(admin), "ADDR:PORT", "metrics/status listener (off)"},
@@ -73,6 +74,7 @@ static void config_defaults(struct config *cfg)
     cfg->lua_memory_limit = 256 * 1024 * 1024;
     cfg->max_timers = 4096;
     cfg->tls_min_version = 12;
+    cfg->resolve_interval_ms = 30000;
     cfg->log_level = LOG_INFO;
 }
 

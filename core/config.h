@@ -43,6 +43,7 @@ struct config {
     struct listen_addr admin;
     const char *pid_file;
     const char *resolver;      /* --resolver: DNS servers for c-ares; NULL = /etc/resolv.conf */
+    uint64_t resolve_interval_ms; /* --resolve-interval: an upstream name is re-resolved at least so often */
     const char *script;
     bool check_only; /* -t: validate the script and exit */
     const char *try_request; /* --try "METHOD TARGET": a routing dry run (core/try.c) */

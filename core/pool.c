@@ -110,12 +110,17 @@ struct bconn *bconn_connect(struct server *s, int *err)
     b->tp.ops = &transport_plain;
     b->srv = s;
     struct upstream *u = s->up;
-    if (s->tls && tls_connect(&b->tp, u->tls_ctx, u->sni[0] ? u->sni : s->host, u->tls_verify, s->tls_session,
-                              keep_session)) {
-        *err = -ENOMEM;
-        close(fd);
-        free(b);
-        return NULL;
+    if (s->tls || u->tls_all) {
+        char name[256], why[512];
+        if (!u->tls_ctx && !(u->tls_ctx = tls_client_new(u->tls_verify, u->tls_ca, why, sizeof(why))))
+            log_warn("upstream %s: %s", u->name, why);
+        upstream_tls_name(s, name, sizeof(name));
+        if (!u->tls_ctx || tls_connect(&b->tp, u->tls_ctx, name, u->tls_verify, s->tls_session, keep_session)) {
+            *err = u->tls_ctx ? -ENOMEM : -EPROTO;
+            close(fd);
+            free(b);
+            return NULL;
+        }
     }
     b->idle_timer.cb = on_idle_timeout;
     b->free_later.cb = free_cb;
@@ -161,7 +166,7 @@ void pool_put(struct bconn *b)
     struct server *s = b->srv;
     b->ex = NULL;
     /* Since a reload: the same server in the new script takes it. */
-    if (s->successor) s = b->srv = s->successor;
+    while (s->successor) s = b->srv = s->successor; /* or a replacement (upstream_set.h) */
     struct pool *p = &s->pool;
     if (p->count >= s->up->keepalive || W.draining || s->up->retired) {
         bconn_close(b);

@@ -51,6 +51,8 @@ int tls_accept(struct transport *t);
  * NULL, the system's store. NULL with err on failure. */
 struct ssl_ctx_st *tls_client_new(bool verify, const char *ca, char *err, size_t errlen);
 void tls_client_free(struct ssl_ctx_st *ctx);
+/* One more reference to ctx (may be NULL), for a copy that frees its own. */
+struct ssl_ctx_st *tls_client_ref(struct ssl_ctx_st *ctx);
 
 /* A new backend connection on t becomes TLS: SNI and the verified name are
  * name (an IP address is checked against the certificate's addresses and

@@ -278,6 +278,12 @@ void tls_client_free(struct ssl_ctx_st *ctx)
     SSL_CTX_free(ctx);
 }
 
+struct ssl_ctx_st *tls_client_ref(struct ssl_ctx_st *ctx)
+{
+    if (ctx) SSL_CTX_up_ref(ctx);
+    return ctx;
+}
+
 void tls_session_free(struct ssl_session_st *session)
 {
     SSL_SESSION_free(session);

@@ -43,9 +43,14 @@ struct upstream *upstream_new(const char *name, enum balance b, const struct bal
     return u;
 }
 
-/* "host:port" -> "host"; "[::1]:port" -> "::1". */
-static void host_part(const char *addr, char *out, size_t n)
+void upstream_tls_name(const struct server *s, char *out, size_t n)
 {
+    if (s->up->sni[0]) {
+        snprintf(out, n, "%s", s->up->sni);
+        return;
+    }
+    /* The name it was resolved from ("name:port"), else its address. */
+    const char *addr = s->host[0] && strncmp(s->name, "unix:", 5) ? s->host : s->name;
     const char *end = strrchr(addr, ':');
     size_t len = end ? (size_t)(end - addr) : strlen(addr);
     if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']') addr++, len -= 2;
@@ -65,7 +70,6 @@ int upstream_add_server(struct upstream *u, const char *addr, int weight)
     s = &u->servers[u->nservers++];
     memset(s, 0, sizeof(*s));
     snprintf(s->name, sizeof(s->name), "%s", addr);
-    host_part(addr, s->host, sizeof(s->host));
     s->tls = tls;
     s->addr = la.ss;
     s->addrlen = la.len;
@@ -91,7 +95,13 @@ void upstream_free(struct upstream *u)
         pool_close_all(&u->servers[i].pool);
         tls_session_free(u->servers[i].tls_session);
     }
-    tls_client_free(u->tls_ctx);
+    while (u->husks) { /* old server arrays (upstream_set.c): no request is left on them */
+        struct upstream *h = u->husks;
+        u->husks = h->next;
+        upstream_free(h);
+    }
+    tls_client_free(u->tls_ctx); /* NULL in a husk: the upstream's own */
+    free(u->tls_ca);
     if (u->policy->destroy) u->policy->destroy(u);
     free(u->servers);
     free(u);

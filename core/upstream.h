@@ -52,7 +52,7 @@ typedef int (*upstream_key_fn)(struct script_req *sr, struct upstream *u, uint32
 
 struct server {
     char name[64]; /* "addr:port" as given (without https://) */
-    char host[64]; /* its host part: a backend's TLS name (SNI, verification) */
+    char host[64]; /* default Host header when not name: the name it was resolved from */
     bool tls;      /* "https://" or the upstream's tls = true */
     struct ssl_session_st *tls_session; /* the last one issued: offered to new connections */
     struct sockaddr_storage addr;
@@ -89,16 +89,27 @@ struct upstream {
     uint64_t rand_state;     /* BALANCE_RANDOM's generator, BALANCE_LEAST_CONN's rotation */
     int script_ref;          /* the script's handle for hash_key/balance functions */
     struct ssl_ctx_st *tls_ctx; /* TLS servers: verification and sessions (core/tls.h) */
+    bool tls_all;            /* tls = true: every server, whatever its list becomes */
     bool tls_verify;         /* verify = true (the default) */
+    char *tls_ca;            /* ca = "path.pem", or NULL: the system store */
     char sni[256];           /* sni = "...": instead of each server's host */
     bool retired;            /* its script was replaced by a reload */
     struct upstream *next;   /* the other upstreams of the same script */
+    /* Servers replaced at run time (upstream_set.h): */
+    uint32_t servers_gen;    /* moves on with each replacement */
+    uint32_t grace;          /* a husk's: the grace period it waits for */
+    struct upstream *husks;  /* old server arrays still in use */
+    struct upstream_dyn *dyn; /* the script's side: names, set_servers */
 };
 
 /* Creates an upstream (servers filled by the caller with upstream_add_server). */
 struct upstream *upstream_new(const char *name, enum balance b, const struct balancer *policy);
 /* "host:port" numeric or resolvable. Returns 0 or -EINVAL. */
 int upstream_add_server(struct upstream *u, const char *addr, int weight);
+/* The name a TLS server is asked for (SNI) and checked against: the
+ * upstream's sni, else the name the server was resolved from, else its
+ * address's host. */
+void upstream_tls_name(const struct server *s, char *out, size_t n);
 /* After the servers are in: sets their back pointers and lets the policy
  * build its state (the hash ring). 0 or -ENOMEM. */
 int upstream_finish(struct upstream *u);

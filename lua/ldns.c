@@ -338,3 +338,13 @@ void ldns_free(void)
     if (library_ready) ares_library_cleanup();
     library_ready = false;
 }
+
+ares_channel ldns_channel(const char **err)
+{
+    return channel_get(err);
+}
+
+void ldns_kick(void)
+{
+    rearm();
+}

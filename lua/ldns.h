@@ -12,3 +12,9 @@
 int ldns_wait(lua_State *L, const char *name, uint64_t timeout_ms);
 /* Drops the resolver and its cache (at exit, for leak checkers). */
 void ldns_free(void);
+/* The worker's c-ares channel (made on first use) for C code that resolves
+ * without a run (upstream names); NULL with *err when it cannot be made.
+ * Call ldns_kick after starting a query on it, so its timer is armed. */
+#include <ares.h>
+ares_channel ldns_channel(const char **err);
+void ldns_kick(void);

@@ -25,6 +25,7 @@
 struct pick {
     struct upstream **ud;
     int idx;
+    uint32_t gen; /* the upstream's servers_gen: idx means nothing after a change */
     bool done;
 };
 
@@ -39,7 +40,7 @@ static void pick_release(struct pick *p, int health)
     if (p->done) return;
     p->done = true;
     struct upstream *u = *p->ud;
-    if (!u || p->idx >= u->nservers) return;
+    if (!u || p->idx >= u->nservers || p->gen != u->servers_gen) return;
     struct server *s = &u->servers[p->idx];
     if (s->active > 0) s->active--;
     if (health > 0) upstream_ok(s);
@@ -107,6 +108,7 @@ static int h_pick(lua_State *L)
     struct pick *p = lua_newuserdata(L, sizeof(*p));
     p->ud = ud;
     p->idx = (int)(s - u->servers);
+    p->gen = u->servers_gen;
     p->done = false;
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_setmetatable(L, -2);

@@ -11,6 +11,7 @@
 #include "lstate.h"
 #include "tls.h"
 #include "upstream.h"
+#include "upstream_names.h"
 #include "upstreams.h"
 
 /* ---- proxy.upstream --------------------------------------------------- */
@@ -49,6 +50,7 @@ static int opt_int(lua_State *L, int t, const char *key, int def, int min)
 static int upstream_gc(lua_State *L)
 {
     struct upstream **ud = luaL_checkudata(L, 1, UPSTREAMS_MT);
+    upstream_names_free(*ud);
     upstream_free(*ud);
     *ud = NULL;
     return 0;
@@ -67,30 +69,32 @@ static int upstream_index(lua_State *L)
     const char *k = luaL_checkstring(L, 2);
     if (!strcmp(k, "name")) lua_pushstring(L, u->name);
     else if (!strcmp(k, "balance")) lua_pushstring(L, u->policy->name);
+    else if (!strcmp(k, "servers")) lua_pushcfunction(L, upstream_names_servers);
+    else if (!strcmp(k, "set_servers")) lua_pushcfunction(L, upstream_names_set_servers);
     else lua_pushnil(L);
     return 1;
 }
 
 /* tls = true, sni, verify, ca: a client context for the TLS servers
- * ("https://" ones, or all with tls = true). NULL, or what is wrong. */
+ * ("https://" ones, or all with tls = true), made now so that a bad ca is
+ * a load error (and later, by the pool, for a list set at run time that
+ * brings the first TLS server). NULL, or what is wrong. */
 static const char *tls_options(lua_State *L, int up_opts, struct upstream *u)
 {
     lua_getfield(L, up_opts, "tls");
-    bool all = lua_toboolean(L, -1);
+    u->tls_all = lua_toboolean(L, -1);
     lua_getfield(L, up_opts, "verify");
     if (!lua_isnil(L, -1)) u->tls_verify = lua_toboolean(L, -1);
     lua_getfield(L, up_opts, "sni");
     if (lua_isstring(L, -1)) snprintf(u->sni, sizeof(u->sni), "%s", lua_tostring(L, -1));
     lua_getfield(L, up_opts, "ca");
     const char *ca = lua_tostring(L, -1);
-    bool any = false;
-    for (int i = 0; i < u->nservers; i++) {
-        if (all) u->servers[i].tls = true;
-        any |= u->servers[i].tls;
-    }
     static char err[512];
-    if (any && !(u->tls_ctx = tls_client_new(u->tls_verify, ca, err, sizeof(err)))) return err;
+    if (ca && !(u->tls_ca = strdup(ca))) return "out of memory";
     lua_pop(L, 4);
+    bool any = u->tls_all;
+    for (int i = 0; i < u->nservers; i++) any |= u->servers[i].tls;
+    if (any && !(u->tls_ctx = tls_client_new(u->tls_verify, u->tls_ca, err, sizeof(err)))) return err;
     return NULL;
 }
 
@@ -153,26 +157,8 @@ static int api_upstream(lua_State *L)
     if (u && b == BALANCE_HASH) u->hash_key = upstreams_hash_key;
     if (!u) return luaL_error(L, "proxy.upstream: out of memory");
 
-    int n = (int)lua_objlen(L, 2);
-    if (n == 0) return luaL_error(L, "proxy.upstream: '%s' has no servers", name);
-    if (n > 65535) return luaL_error(L, "proxy.upstream: too many servers");
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 2, i);
-        const char *addr = NULL;
-        int weight = 1;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            addr = lua_tostring(L, -1);
-        } else if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "addr");
-            addr = lua_tostring(L, -1);
-            lua_pop(L, 1); /* still anchored by the server table */
-            weight = opt_int(L, lua_gettop(L), "weight", 1, 1);
-        }
-        if (!addr) return luaL_error(L, "proxy.upstream: server %d must be \"host:port\" or { addr = ..., weight = ... }", i);
-        if (upstream_add_server(u, addr, weight))
-            return luaL_error(L, "proxy.upstream: server %d: bad address '%s' (expected host:port)", i, addr);
-        lua_pop(L, 1);
-    }
+    if (lua_objlen(L, 2) == 0) return luaL_error(L, "proxy.upstream: '%s' has no servers", name);
+    upstream_names_load(L, u, 2); /* names resolved, unix sockets, addresses */
     u->keepalive = opt_int(L, 3, "keepalive", u->keepalive, 0);
     u->retries = opt_int(L, 3, "retries", u->retries, 0);
     u->max_fails = opt_int(L, 3, "max_fails", u->max_fails, 0);
@@ -277,17 +263,11 @@ static int upstreams_balance(struct script_req *r, struct upstream *u, const boo
     lua_createtable(L, u->nservers, 0);
     for (int i = 0; i < u->nservers; i++) {
         struct server *s = &u->servers[i];
-        lua_createtable(L, 0, 5);
-        lua_pushstring(L, s->name);
-        lua_setfield(L, -2, "addr");
-        lua_pushinteger(L, s->weight);
-        lua_setfield(L, -2, "weight");
+        upstream_names_push_server(L, s, now, 3);
         lua_pushinteger(L, s->active);
         lua_setfield(L, -2, "active");
         lua_pushinteger(L, s->fails);
         lua_setfield(L, -2, "fails");
-        lua_pushboolean(L, upstream_server_up(s, now));
-        lua_setfield(L, -2, "up");
         lua_pushboolean(L, tried && tried[i]);
         lua_setfield(L, -2, "tried"); /* already attempted for this request */
         lua_rawseti(L, -2, i + 1);

@@ -40,7 +40,7 @@ static int build_request(struct exchange *ex)
         .edits = e,
         .peer = ex->rq.peer,
         .https = ex->rq.https,
-        .default_host = ex->srv->name,
+        .default_host = ex->srv->host[0] ? ex->srv->host : ex->srv->name,
         .upgrade = ex->upgrade,
     };
     ex->req_head.len = ex->req_head.off = 0;
@@ -75,6 +75,11 @@ bool backend_try_server(struct exchange *ex)
     ex_enter(ex, EX_CHOOSING);
     for (;;) {
         if (ex->attempts > u->retries) return ex_error(ex, 502, "every server tried failed"), false;
+        if (ex->tried_gen != u->servers_gen) { /* replaced meanwhile (upstream_set.h): the indexes are new */
+            if (!backend_ensure_tried(ex)) return ex_error(ex, 502, "out of memory"), false;
+            memset(ex->tried, 0, (size_t)u->nservers * sizeof(bool));
+            ex->tried_gen = u->servers_gen;
+        }
         struct server *s;
         if (balance_choose(ex->rq.sreq, u, ex->tried, W.loop.now_ms, &s))
             return ex_error(ex, 500, "the script's balancing hook failed"), false;

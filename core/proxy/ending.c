@@ -100,6 +100,7 @@ static void ex_release(struct exchange *ex, bool backend_reusable)
     ex_enter(ex, EX_DONE);
     ex->restart = false;
     ex_release_backend(ex, backend_reusable);
+    upstream_epoch_leave(ex->epoch);
     pipe_give(&ex->req_pipe);
     pipe_give(&ex->resp_pipe);
     pipe_give(&ex->up_pipe);

@@ -101,6 +101,8 @@ void exchange_start(const struct exchange_client *cl, void *client, const struct
     ex->rq = *rq;
     ex->out = cl->out(client);
     memset(ex->tried, 0, (size_t)u->nservers * sizeof(bool));
+    ex->tried_gen = u->servers_gen;
+    ex->epoch = upstream_epoch_enter();
     ex->timer.cb = on_timer;
     ex->on_backend_event = on_backend_event;
     ex->started_us = W.loop.now_us;

@@ -36,6 +36,7 @@
 #include "timer.h"
 #include "script.h"
 #include "upstream.h"
+#include "upstream_set.h"
 
 #define RESP_HEAD_MAX (64 * 1024) /* a larger backend head is a 502 */
 #define RESP_READ 16384           /* read size for relayed (non-spliced) bodies */
@@ -79,6 +80,8 @@ struct exchange {
     struct timer timer; /* connect_timeout, then read_timeout */
     bool *tried;        /* servers attempted, by index */
     int tried_cap;
+    uint32_t tried_gen; /* the upstream's servers_gen that tried indexes */
+    uint8_t epoch;      /* of the grace period it counts in (upstream_set.h) */
     int attempts;
     bool reused;           /* b came from the pool */
     bool fresh_retry_done; /* the one retry after a stale pooled connection */

@@ -10,6 +10,9 @@ is the figure to compare before and after a change. For each path:
           bench's proxy.lua); a 100-byte answer from an nginx origin
   static  the same, but route() returns the upstream without reading req
           (static.lua.in): the difference is the cost of the Lua work
+  named   static, with the upstream's server given as "origin.bench:PORT",
+          a name the test DNS server (tests/helpers/dnsserver.py) answers
+          with a TTL of NAMED_TTL seconds: re-resolutions run meanwhile
   local   examples/kvstore.lua answering GET /k of a 100-byte value
 
 luaproxy -w 1 runs under `valgrind --tool=callgrind`. valgrind follows the
@@ -21,7 +24,7 @@ one keep-alive connection and are dumped. Ir per request is the second dump
 minus the baseline's rate over the same time, divided by REQUESTS.
 
 Environment: CALLGRIND_REQUESTS=2000, CALLGRIND_WARMUP=300, CALLGRIND_TOP=15,
-CALLGRIND_PATHS="proxy static local". Output: OUT_DIR/callgrind.md, the raw dumps
+CALLGRIND_PATHS="proxy static named local". Output: OUT_DIR/callgrind.md, the raw dumps
 in OUT_DIR/callgrind/. Only processes started here are signalled; everything
 is on 127.0.0.1 and every wait is bounded.
 """
@@ -34,13 +37,17 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "helpers"))
+from dnsserver import DnsServer  # noqa: E402
+
 from benchlib import (KEEPALIVE, KV_BODY, KV_KEY, ROOT, children, drive, free_ports, fresh_dir, markdown_table,
                       need_tools, render, request, start, start_origin, stop, stop_all, wait_http, write_markdown)
 
 REQUESTS = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
 WARMUP = int(os.environ.get("CALLGRIND_WARMUP", "300"))
 TOP = int(os.environ.get("CALLGRIND_TOP", "15"))
-PATHS = os.environ.get("CALLGRIND_PATHS", "proxy static local").split()
+PATHS = os.environ.get("CALLGRIND_PATHS", "proxy static named local").split()
+NAMED_TTL = 2
 START_TIMEOUT = 60  # LuaJIT and the script start slowly under valgrind
 
 
@@ -121,9 +128,9 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
         script = os.path.join(wdir, "proxy.lua")
         render("proxy.lua.in", script, {"SMALL_PORT": origin_port, "BIG_PORT": origin_port, "KEEPALIVE": KEEPALIVE})
         path = "/"
-    elif mode == "static":
-        script = os.path.join(wdir, "static.lua")
-        render("static.lua.in", script, {"SMALL_PORT": origin_port, "KEEPALIVE": KEEPALIVE})
+    elif mode in ("static", "named"):
+        script = os.path.join(wdir, f"{mode}.lua")
+        render(f"{mode}.lua.in", script, {"SMALL_PORT": origin_port, "KEEPALIVE": KEEPALIVE})
         path = "/"
     else:
         script = os.path.join(ROOT, "examples", "kvstore.lua")
@@ -131,6 +138,10 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
     cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
            f"--callgrind-out-file={cg_dir}/callgrind.out.%p", luaproxy, "-w", "1",
            "--listen", f"127.0.0.1:{port}", script]
+    dns = None
+    if mode == "named":
+        dns = DnsServer({"origin.bench": "127.0.0.1"}, ttl=NAMED_TTL)
+        cmd[-1:-1] = ["--resolver", dns.addr]
     log(f"{mode}: starting luaproxy -w 1 under callgrind")
     master = start(cmd, os.path.join(cg_dir, f"{mode}.log"))
     try:
@@ -159,6 +170,8 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
         run_ir = total_ir(run_file)
     finally:
         stop(master, grace=60)
+        if dns:
+            dns.close()
     base_share = base_ir / idle_secs * run_secs
     per_req = (run_ir - base_share) / REQUESTS
     return {
@@ -172,6 +185,7 @@ def measure(luaproxy, mode, origin_port, port, tmp, cg_dir):
 DESCRIPTIONS = {
     "proxy": "proxied 100-byte GET (route reads req.path and a header, returns an upstream)",
     "static": "proxied 100-byte GET (route returns the upstream without reading req)",
+    "named": "the same, the upstream's server a DNS name re-resolved every 2 s",
     "local": "kvstore.lua GET of a 100-byte value (on_get, shared dict)",
 }
 
@@ -213,7 +227,7 @@ def main():
         origin = start_origin(tmp, origin_port, os.path.join(cg_dir, "origin.log"))
         for mode, port in zip(PATHS, ports):
             if mode not in DESCRIPTIONS:
-                sys.exit(f"bench-callgrind: unknown path '{mode}' (known: proxy static local)")
+                sys.exit(f"bench-callgrind: unknown path '{mode}' (known: {' '.join(DESCRIPTIONS)})")
             results.append(measure(luaproxy, mode, origin_port, port, tmp, cg_dir))
         stop(origin)
     finally:

@@ -1,8 +1,10 @@
 """A tiny DNS server for tests: UDP on 127.0.0.1, a free port. It answers A
-questions from `records` (name -> IPv4 address, changeable while it runs)
-with `ttl`; a known name has no other records (an empty NOERROR answer), an
+questions from `records` (name -> IPv4 address, or a list of them: one
+A record each; changeable while it runs) with `ttl`; a known name has no other records (an empty NOERROR answer), an
 unknown one is NXDOMAIN. `answering = False` makes it read and hold every
-question unanswered; release() then answers the held ones. `questions` lists (name, qtype) as they came."""
+question unanswered; release() then answers the held ones. `questions` lists (name, qtype) as they came;
+`queries(name)` counts distinct A queries (a resolver's retransmission keeps
+its query id, a new query has a new one)."""
 
 import socket
 import struct
@@ -18,12 +20,16 @@ class DnsServer(PolledServer):
         self.ttl = ttl
         self.answering = True
         self.questions = []
+        self.ids = []
         self.held = []
         PolledServer.__init__(self, socket.SOCK_DGRAM)
         self.addr = "127.0.0.1:%d" % self.port
 
     def a_questions(self, name):
         return sum(1 for n, t in self.questions if n == name.lower() and t == QTYPE_A)
+
+    def queries(self, name):
+        return len({i for n, t, i in self.ids if n == name.lower() and t == QTYPE_A})
 
     def serve_one(self):
         data, peer = self.sock.recvfrom(4096)
@@ -57,14 +63,16 @@ class DnsServer(PolledServer):
         question = data[12:i + 4]
         name = ".".join(labels).lower()
         self.questions.append((name, qtype))
+        self.ids.append((name, qtype, qid))
         rd = flags & 0x0100
         known = name in self.records
         answers = b""
         ancount = 0
         if known and qtype == QTYPE_A:
-            answers = struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, self.ttl, 4) + \
-                socket.inet_aton(self.records[name])
-            ancount = 1
+            addrs = self.records[name]
+            for a in [addrs] if isinstance(addrs, str) else addrs:
+                answers += struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, self.ttl, 4) + socket.inet_aton(a)
+                ancount += 1
         rcode = 0 if known else 3
         header = struct.pack("!HHHHHH", qid, 0x8000 | 0x0400 | rd | 0x0080 | rcode, 1, ancount, 0, 0)
         return header + question + answers

@@ -314,8 +314,8 @@ def _reason(status):
 
 class Origin(ThreadedServer):
     def __init__(self, name=None, port=0, close_after_response=False, idle_close_ms=None,
-                 drop_reused=False, delay_ms=0, status=200, keep_body=1 << 20):
-        super().__init__(name or "origin", port)
+                 drop_reused=False, delay_ms=0, status=200, keep_body=1 << 20, host=None):
+        super().__init__(name or "origin", port, **({"host": host} if host else {}))
         self.close_after_response = close_after_response
         self.idle_close_ms = idle_close_ms
         self.drop_reused = drop_reused
@@ -372,7 +372,10 @@ class Origin(ThreadedServer):
             if self.stopping.is_set():
                 sock.close()
                 return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family == socket.AF_UNIX:
+                peer = ("unix", 0)
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.connections += 1
                 cid = self.connections

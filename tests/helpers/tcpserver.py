@@ -2,7 +2,8 @@
 127.0.0.1, a thread accepting on it, one thread per connection, and a stop
 that shuts every socket down and joins the threads. A subclass writes
 `_accept_loop` (using `self.listener`, `self.socks`, `self.threads` and
-`self.lock`)."""
+`self.lock`). `host` may be another loopback address (127.0.0.2: a second
+machine) or a path (a unix socket; `addr` is then "unix:PATH")."""
 
 import socket
 import threading
@@ -14,8 +15,9 @@ HOST = "127.0.0.1"
 class ThreadedServer:
     backlog = 512
 
-    def __init__(self, name, port=0):
+    def __init__(self, name, port=0, host=HOST):
         self.name = name
+        self.host = host
         self.want_port = port
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -25,12 +27,13 @@ class ThreadedServer:
         self.threads = []
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        unix = self.host.startswith("/")
+        s = socket.socket(socket.AF_UNIX if unix else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self.want_port))
+        s.bind(self.host if unix else (self.host, self.want_port))
         s.listen(self.backlog)
         self.listener = s
-        self.port = s.getsockname()[1]
+        self.port = None if unix else s.getsockname()[1]
         self.spawn(self._accept_loop, (), "%s-accept" % self.name)
         return self
 
@@ -45,7 +48,9 @@ class ThreadedServer:
 
     @property
     def addr(self):
-        return "%s:%d" % (HOST, self.port)
+        if self.host.startswith("/"):
+            return "unix:" + self.host
+        return "%s:%d" % (self.host, self.port)
 
     def stop(self):
         self.stopping.set()

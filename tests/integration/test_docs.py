@@ -158,7 +158,9 @@ def code_api():
 
             # The server tables a Lua balancer gets.
             if re.search(r'lstate_call\(\w+,\s*"balance"', body):
-                for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body):
+                # Its fields, and those of the helper that starts each table.
+                helpers = [all_funcs.get(h, "") for h in re.findall(r"(\w+_push_server)\(", body)]
+                for fm in re.finditer(r'lua_setfield\(L,\s*-2,\s*"(\w+)"\)', body + "".join(helpers)):
                     api["server"][fm.group(1)] = "field"
 
         # proxy.upstream's options (its third argument: index 3, or a

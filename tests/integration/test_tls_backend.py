@@ -192,3 +192,18 @@ def test_tls_backend_pooled_mixed_framing():
         assert r.status == 200 and r.body == b"".join(pattern_chunks(100000)), \
             "a body ended by the TLS backend's close: %d of 100000 bytes" % len(r.body)
         o.assert_clean()
+
+
+def test_https_name_resolved_sends_the_name_as_sni():
+    """"https://backend.test:PORT", the name resolved by the test's DNS
+    server: every address is a TLS server whose SNI and verified name are
+    the name (not the address it resolved to)."""
+    from dnsserver import DnsServer
+    c = certs()
+    with TLSOrigin() as o, DnsServer({"backend.test": "127.0.0.1"}) as dns:
+        script = upstream_script(["https://backend.test:%d" % o.port], _opts(ca=c.ca))
+        with lp.Proxy(script, args=["--resolver", dns.addr]) as p:
+            for i in range(2):
+                _ok(lp.get(p.port, "/echo?i=%d" % i), "GET %d through a name" % i)
+            assert o.sni_names and set(o.sni_names) == {"backend.test"}, "SNI the backend received: %r" % o.sni_names
+            o.assert_clean()
