@@ -434,8 +434,10 @@ def main():
     finally:
         stop_all()
         subprocess.run(["rm", "-rf", bench.tmp])
+    setup = (f"Setup: {WORKERS} workers (HAProxy: threads); {ROUNDS} rounds, each run {DURATION} s after {WARMUP} s "
+             f"of warm-up; {CLIENTS} handshake clients; wrk -t1; {IDLE_CONNS:,} idle connections.")
     return subprocess.run([sys.executable, os.path.join(BENCH_DIR, "tls_report.py"), sys.argv[2], str(CLK_TCK),
-                           str(IDLE_CONNS)]).returncode
+                           str(IDLE_CONNS), setup]).returncode
 
 
 if __name__ == "__main__":

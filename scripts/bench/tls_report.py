@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The TLS section of the benchmark's report, from tls.py's raw results.
 
-    tls_report.py OUT_DIR CLK_TCK IDLE_CONNS
+    tls_report.py OUT_DIR CLK_TCK IDLE_CONNS [SETUP]
 
 Reads OUT_DIR/tls.tsv (wrk runs over https://, results.tsv's format and
 a round), OUT_DIR/tls-handshakes.tsv (proxy mode status handshakes reused
@@ -141,9 +141,10 @@ def targets(measured, hs_measured, cases, per_conn):
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
     out_dir, clk_tck, idle_conns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    setup = sys.argv[4] if len(sys.argv) == 5 else ""
     rows = read_tsv(os.path.join(out_dir, "tls.tsv"), RUN_FIELDS)
     hs_rows = read_tsv(os.path.join(out_dir, "tls-handshakes.tsv"), HS_FIELDS)
     mem_rows = read_tsv(os.path.join(out_dir, "tls-memory.tsv"), MEM_FIELDS)
@@ -174,7 +175,8 @@ def main():
         text += "\n\nEach round's ratio (luaproxy / reference):\n\n" + "\n".join(lines)
     sections.append((f"TLS targets: {t.passed} PASS, {t.missed} MISS", text,
                      "Every proxy has the same ECDSA P-256 certificate; every client offers only TLS 1.3, "
-                     "TLS_AES_128_GCM_SHA256 and X25519 (the negotiated column says what was used). CPU: "
+                     "TLS_AES_128_GCM_SHA256 and X25519 (the negotiated column says what was used). " +
+                     (setup + " " if setup else "") + "CPU: "
                      "user + system time of all the proxy's processes during the measured run. floor: "
                      "luaproxy's system time alone divided by the reference's total CPU. " + SPLIT_CAVEAT))
     if hs_rows:
