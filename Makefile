@@ -8,6 +8,7 @@
 #   make bench           benchmarks against nginx and HAProxy: every performance target, PASS/MISS
 #   make bench-callgrind instructions per request (proxied and local paths) under callgrind
 #   make bench-profile   perf and syscall profile per request (docs/performance.md explains it)
+#   make bench-tls-profile  where TLS time goes (perf, grouped), luaproxy against nginx
 #   make check-tls       testssl.sh against an HTTPS listener: fails on any HIGH or CRITICAL finding
 #   make soak            mixed traffic for SOAK_SECONDS (60), then descriptor and memory checks
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/fuzz.mk)
@@ -61,7 +62,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/helpers/%,$(HELPER_SRC))
 
-.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile soak clean install format fuzz
+.PHONY: all deps run test test-asan unit integration bench bench-callgrind bench-profile bench-tls-profile soak clean install format fuzz
 all: $(BUILD)/luaproxy
 
 # The dependency step must finish before make looks at anything it installs:
@@ -131,6 +132,12 @@ bench-callgrind: $(BUILD)/luaproxy
 bench-profile: $(BUILD)/luaproxy
 	@bash scripts/deps.sh profile
 	@python3 scripts/bench/perfprofile.py $(BUILD)/luaproxy build/bench
+
+# perf on the workers of luaproxy and nginx terminating TLS: handshakes,
+# small requests, 1 MiB bodies; writes build/bench/tls-profile.md.
+bench-tls-profile: $(BUILD)/luaproxy
+	@bash scripts/deps.sh profile
+	@python3 scripts/bench/tls_profile.py $(BUILD)/luaproxy build/bench
 
 # testssl.sh --fast (about a minute) against a luaproxy TLS listener with
 # the tests' certificate; scripts/check_tls.py judges its JSON findings.

@@ -126,7 +126,9 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
         const struct ticket_key *k = key_for(e - back);
         if (memcmp(name, k->name, 16)) continue;
         if (mac_init(hctx, k) || EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1) return -1;
-        return back ? 2 : 1; /* 2: resumed, and a ticket with the current key is sent */
+        /* 2: resumed, and a fresh ticket is sent, always: a client never
+         * has to show the same ticket twice (RFC 8446 §C.4), as with nginx. */
+        return 2;
     }
     return 0; /* unknown or too old: a full handshake */
 }

@@ -63,8 +63,16 @@
 #                       workers), both open and close backend connections
 #                       all the time, and that, not proxying, is then measured
 #   BENCH_START_TIMEOUT=10  seconds a proxy gets to answer its first request
+#   BENCH_ONLY=         "tls": only the TLS cases; "plain": all but them
+#   BENCH_TLS_PROXIES, BENCH_TLS_CASES, BENCH_TLS_HANDSHAKES,
+#   BENCH_TLS_IDLE_CONNS, BENCH_TLS_CLIENTS, BENCH_TLS_ROUNDS (3),
+#   BENCH_TLS_DURATION (5), BENCH_TLS_WARMUP (1): the TLS cases (bench/tls.py):
+#                       luaproxy, nginx and HAProxy terminating TLS in front
+#                       of the same origins: handshakes per CPU-second (full
+#                       and resumed), CPU per request and per GB over
+#                       https://, RSS per idle TLS connection
 #
-# The default run takes about five minutes. Output: the tables on stdout and
+# The default run takes about five minutes, and the TLS cases five more. Output: the tables on stdout and
 # in build/bench/results.md; wrk outputs and proxy logs in build/bench/logs/.
 # A proxy that does not start gets a "failed to start" row and the run goes
 # on. Only processes started here are ever signalled, and only on 127.0.0.1.
@@ -77,6 +85,7 @@ LUAPROXY=${LUAPROXY:-$ROOT/build/luaproxy}
 [[ $LUAPROXY == /* ]] || LUAPROXY=$PWD/$LUAPROXY
 
 WORKERS=${BENCH_WORKERS:-2}
+ONLY=${BENCH_ONLY:-}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-10}
@@ -126,6 +135,8 @@ check_settings() {
         [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, not '${!v}'"
     done
     ((WORKERS > 0 && DURATION > 0)) || die "BENCH_WORKERS and BENCH_DURATION must be positive"
+    [[ $ONLY =~ ^(|tls|plain)$ ]] || die "BENCH_ONLY must be tls or plain, not '$ONLY'"
+    [[ $ONLY == tls ]] && { PROXIES=""; CASES=""; MEM_PROXIES=""; }
     local p
     for p in $PROXIES $MEM_PROXIES; do
         [[ " $KNOWN_PROXIES " == *" $p "* ]] || die "unknown proxy '$p' (known: $KNOWN_PROXIES)"
@@ -945,6 +956,14 @@ run_waiting() { # PROXY PID PORT COUNT
     record_wait "$proxy" ok "$count" "$before" "$after" "$notes"
 }
 
+# The TLS cases (scripts/bench/tls.py) in front of the same origins, whose
+# CPU is not counted as other processes'.
+run_tls() {
+    rm -f "$OUT_DIR/tls.md"
+    BENCH_WORKERS=$WORKERS BENCH_KEEPALIVE=$KEEPALIVE BENCH_START_TIMEOUT=$START_TIMEOUT python3 "$BENCH_DIR/tls.py" "$LUAPROXY" "$OUT_DIR" \
+        "$SMALL_PORT" "$BIG_PORT" "${ORIGIN_PIDS[@]}" 9>&- || log "the TLS cases failed (see above)"
+}
+
 run_memory_all() {
     local proxy
     for proxy in $MEM_PROXIES; do
@@ -967,6 +986,7 @@ report() {
         "Setup: $WORKERS workers per proxy (HAProxy: $WORKERS threads; luaproxy-w1: 1), origins nginx with 1 worker each; \`wrk -t1 --latency\`, ${DURATION}s per run after ${WARMUP}s of warm-up; idle-connection case with $IDLE_CONNS connections; everything on 127.0.0.1, so wrk, origins and proxy share the same CPUs." \
         ${BUSY_NOTE:+"$BUSY_NOTE"} ||
         die "report.py failed; raw results are in $RESULTS_TSV"
+    [[ -f $OUT_DIR/tls.md ]] && cat "$OUT_DIR/tls.md" >>"$OUT_DIR/results.md"
     log "table written to ${OUT_DIR#"$ROOT"/}/results.md"
 }
 
@@ -981,7 +1001,8 @@ main() {
     run_all
     run_memory_all
     # Health checks of 1,000 servers: scripts/bench/health_checks.py (BENCH_HEALTH=0 skips it).
-    [[ ${BENCH_HEALTH:-1} == 0 ]] || python3 "$BENCH_DIR/health_checks.py" "$LUAPROXY" "$OUT_DIR" "1000" "$DURATION" "$WORKERS"
+    [[ ${BENCH_HEALTH:-1} == 0 || $ONLY == tls ]] || python3 "$BENCH_DIR/health_checks.py" "$LUAPROXY" "$OUT_DIR" "1000" "$DURATION" "$WORKERS"
+    [[ $ONLY == plain ]] || run_tls
     save_logs origin-small
     save_logs origin-big
     save_logs origin-upload

@@ -191,6 +191,13 @@ class Targets:
                            f"{mine / ref:.2f}×" if ref else "—", goal, result, floor])
         return result
 
+    def markdown(self):
+        """The table, then a line per MISS."""
+        text = markdown_table(self.table)
+        if self.miss_lines:
+            text += "\n\n" + "\n".join(f"- {line}" for line in self.miss_lines)
+        return text
+
     def count(self, ok):
         if ok:
             self.passed += 1
@@ -364,9 +371,7 @@ def main():
     sections = []
     targets = targets_table(measured, cases, per_conn, workers, scaling_case, per_req)
     if len(targets.table) > 1:
-        text = markdown_table(targets.table)
-        if targets.miss_lines:
-            text += "\n\n" + "\n".join(f"- {line}" for line in targets.miss_lines)
+        text = targets.markdown()
         sections.append((f"Targets: {targets.passed} PASS, {targets.missed} MISS", text,
                          "ratio: luaproxy's figure divided by the reference's from the same run. "
                          "CPU: user + system time of all the proxy's processes during the measured "
