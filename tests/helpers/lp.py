@@ -367,13 +367,25 @@ class Skip(Exception):
     neither as passed nor as failed."""
 
 
+_recent_ports = []
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port free now, and not one handed out lately: two calls in a row
+    can get the same port from the kernel (it was closed at once), and a
+    proxy given it twice refuses to start."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _recent_ports:
+            break
+    _recent_ports.append(port)
+    del _recent_ports[:-256]
+    return port
 
 
 def port_accepts(port, timeout=0.5):
