@@ -294,11 +294,13 @@ static int listen_add(struct config *cfg, const char *val, bool tls, const char 
     }
 }
 
-/* One --tls-cert path, or the environment's comma-separated list. */
+/* One --tls-cert path, or the environment's comma-separated list (on the
+ * command line a comma may be part of a path: the option repeats instead). */
 static int paths_add(struct config *cfg, const char *val, const char *origin, char *err, size_t errlen)
 {
+    bool from_env = !strncmp(origin, "environment", 11);
     for (const char *p = val;;) {
-        const char *comma = origin[0] == 'e' ? strchr(p, ',') : NULL;
+        const char *comma = from_env ? strchr(p, ',') : NULL;
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
         if (!n) {
             snprintf(err, errlen, "%s --tls-cert: empty path", origin);

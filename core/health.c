@@ -212,13 +212,7 @@ static void probe_begin(struct probe *p, const struct upstream *u)
             return probe_failed(p, u, "connect", errno);
         /* A TLS server is probed over TLS, verified as the pool does (the
          * handshake runs within the request's write, tick by tick). */
-        struct upstream *tu = s->up;
-        if (s->tls || tu->tls_all) {
-            char name[256];
-            upstream_tls_name(s, name, sizeof(name));
-            if (!upstream_tls_ctx(tu) || tls_connect(&p->tp, tu->tls_ctx, name, tu->tls_verify, s->tls_session, NULL))
-                return probe_failed(p, u, "no TLS context", 0);
-        }
+        if (upstream_tls_start(&p->tp, p->srv, NULL)) return probe_failed(p, u, "no TLS context", 0);
     }
     send_request(p, u);
 }

@@ -113,16 +113,10 @@ struct bconn *bconn_connect(struct server *s, int *err)
     b->tp.io.cb = on_io;
     b->tp.ops = &transport_plain;
     b->srv = s;
-    struct upstream *u = s->up;
-    if (s->tls || u->tls_all) {
-        char name[256];
-        upstream_tls_name(s, name, sizeof(name));
-        if (!upstream_tls_ctx(u) || tls_connect(&b->tp, u->tls_ctx, name, u->tls_verify, s->tls_session, keep_session)) {
-            *err = u->tls_ctx ? -ENOMEM : -EPROTO;
-            close(fd);
-            free(b);
-            return NULL;
-        }
+    if ((*err = upstream_tls_start(&b->tp, s, keep_session))) {
+        close(fd);
+        free(b);
+        return NULL;
     }
     b->idle_timer.cb = on_idle_timeout;
     b->free_later.cb = free_cb;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -369,12 +370,9 @@ static int set_add_dir(const struct config *cfg, struct cert_set *s, const char 
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] == '.') continue;
         char path[4096];
+        struct stat st;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        DIR *sub = opendir(path);
-        if (sub) { /* a subdirectory is not a certificate */
-            closedir(sub);
-            continue;
-        }
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) continue; /* a subdirectory is not a certificate */
         char **f = realloc(files, (size_t)(n + 1) * sizeof(*f));
         if (!f || !(f[n] = strdup(path))) {
             files = f ? f : files;

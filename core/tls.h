@@ -86,7 +86,5 @@ extern const char *const tls_fail_names[TLS_FAIL_N];
 /* A client connection closed before its handshake finished: counted. */
 void tls_handshake_abandoned(struct transport *t, bool timed_out);
 
-/* Internal to tls.c and tls_io.c. */
-extern const struct transport_ops transport_tls, transport_ktls;
-void tls_handshake_done(struct transport *t);
-void tls_note_error(struct transport *t, int ssl_error);
+/* tls.c's accepted connections take tls_io.c's transport. */
+extern const struct transport_ops transport_tls;

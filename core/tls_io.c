@@ -21,6 +21,8 @@ _Static_assert(TLS_FAIL_N == STATS_TLS_FAIL_REASONS, "stats.h counts every reaso
 const char *const tls_fail_names[TLS_FAIL_N] = {"protocol", "cipher", "http_request", "not_tls",
                                                 "closed",   "timeout", "other"};
 
+static const struct transport_ops transport_ktls;
+
 static enum tls_fail fail_reason(unsigned long e, int ssl_error)
 {
     if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN || !e) return TLS_FAIL_CLOSED;
@@ -46,7 +48,7 @@ static enum tls_fail fail_reason(unsigned long e, int ssl_error)
 /* A fatal error: its text for the log (the verification result first, as
  * that is what an operator needs), counted when the handshake was not
  * over; the error queue is left empty for the next call. */
-void tls_note_error(struct transport *t, int ssl_error)
+static void tls_note_error(struct transport *t, int ssl_error)
 {
     unsigned long e = ERR_peek_error();
     bool handshaking = !SSL_is_init_finished(t->ssl);
@@ -87,7 +89,7 @@ void tls_handshake_abandoned(struct transport *t, bool timed_out)
     STAT_ADD(WS->tls_failed[timed_out ? TLS_FAIL_TIMEOUT : TLS_FAIL_CLOSED], 1);
 }
 
-void tls_handshake_done(struct transport *t)
+static void tls_handshake_done(struct transport *t)
 {
     bool resumed = SSL_session_reused(t->ssl);
     if (SSL_is_server(t->ssl)) {
@@ -204,27 +206,16 @@ static void tls_idle(struct transport *t)
     SSL_free_buffers(t->ssl);
 }
 
-const struct transport_ops transport_tls = {
-    .read = tls_read,
-    .write = tls_write,
-    .shutdown = tls_shutdown,
-    .release = tls_release,
-    .buffered = tls_buffered,
-    .idle = tls_idle,
-    .splice = false,
-};
+#define TLS_OPS(can_splice)                                                                          \
+    {                                                                                                \
+        .read = tls_read, .write = tls_write, .shutdown = tls_shutdown, .release = tls_release,      \
+        .buffered = tls_buffered, .idle = tls_idle, .splice = (can_splice),                          \
+    }
 
+const struct transport_ops transport_tls = TLS_OPS(false);
 /* After a kTLS handshake: OpenSSL still frames control messages, the
  * kernel the payload, which splice() can then move. */
-const struct transport_ops transport_ktls = {
-    .read = tls_read,
-    .write = tls_write,
-    .shutdown = tls_shutdown,
-    .release = tls_release,
-    .buffered = tls_buffered,
-    .idle = tls_idle,
-    .splice = true,
-};
+static const struct transport_ops transport_ktls = TLS_OPS(true);
 
 bool tls_info(const struct transport *t, struct tls_info *out)
 {

@@ -44,27 +44,6 @@ struct upstream *upstream_new(const char *name, enum balance b, const struct bal
     return u;
 }
 
-int upstream_add_server(struct upstream *u, const char *addr, int weight)
-{
-    struct listen_addr la;
-    bool tls = !strncmp(addr, "https://", 8);
-    if (tls) addr += 8;
-    else if (!strncmp(addr, "http://", 7)) addr += 7;
-    if (weight < 1 || config_parse_addr(addr, &la)) return -EINVAL;
-    struct server *s = realloc(u->servers, (size_t)(u->nservers + 1) * sizeof(*s));
-    if (!s) return -ENOMEM;
-    u->servers = s;
-    s = &u->servers[u->nservers++];
-    memset(s, 0, sizeof(*s));
-    snprintf(s->name, sizeof(s->name), "%s", addr);
-    s->tls = tls;
-    s->addr = la.ss;
-    s->addrlen = la.len;
-    s->weight = weight;
-    pool_init(&s->pool);
-    return 0;
-}
-
 int upstream_finish(struct upstream *u)
 {
     /* The servers array no longer moves: give each its back pointer. */

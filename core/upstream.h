@@ -114,10 +114,8 @@ struct upstream {
     struct upstream_dyn *dyn; /* the script's side: names, set_servers */
 };
 
-/* Creates an upstream (servers filled by the caller with upstream_add_server). */
+/* Creates an upstream (servers added by the caller: upstream_set.h). */
 struct upstream *upstream_new(const char *name, enum balance b, const struct balancer *policy);
-/* "host:port" numeric or resolvable. Returns 0 or -EINVAL. */
-int upstream_add_server(struct upstream *u, const char *addr, int weight);
 
 /* After the servers are in: sets their back pointers and lets the policy
  * build its state (the hash ring). 0 or -ENOMEM. */

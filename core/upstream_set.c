@@ -126,6 +126,16 @@ int upstream_add_spec(struct upstream *u, const struct server_spec *sp)
     return 0;
 }
 
+int upstream_add_server(struct upstream *u, const char *addr, int weight)
+{
+    struct server_spec sp;
+    char host[64];
+    int port;
+    if (weight < 1 || server_spec_parse(addr, &sp, host, sizeof(host), &port)) return -EINVAL;
+    sp.weight = weight;
+    return upstream_add_spec(u, &sp);
+}
+
 /* ---- the grace period -------------------------------------------------- */
 
 static unsigned live[2];             /* exchanges in flight, by the epoch they began in */

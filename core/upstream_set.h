@@ -44,6 +44,9 @@ void server_spec_from_addr(struct server_spec *out, const struct sockaddr *sa, c
 
 /* Appends a server to an upstream being built (before upstream_finish). */
 int upstream_add_spec(struct upstream *u, const struct server_spec *sp);
+/* The same from an address in any form server_spec_parse takes but a
+ * name (those are resolved by the script's side). 0, -EINVAL or -ENOMEM. */
+int upstream_add_server(struct upstream *u, const char *addr, int weight);
 
 /* Replaces u's servers with specs[0..n): see above. On success the old
  * array is a husk of u (the returned pointer, for upstream_repoint), and

@@ -5,6 +5,7 @@
  * policy (lua/upstreams.c) no choice; the hash ring itself is reached with
  * its key through balance_hash_find. */
 #include "balance.h"
+#include "upstream_set.h"
 
 #include "upstreams.h"
 
